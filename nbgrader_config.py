@@ -1,0 +1,27 @@
+"""nbgrader settings for the course (https://nbgrader.readthedocs.io). Run nbgrader from this folder."""
+
+import os
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.course_id = "normalization"
+c.CourseDirectory.root = HERE
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.submitted_directory = "submitted"
+c.CourseDirectory.autograded_directory = "autograded"
+c.CourseDirectory.feedback_directory = "feedback"
+# The SQLite file is the embedded default; point COURSE_DB_URL at PostgreSQL on a course server.
+c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.path.join(HERE, "gradebook.db"))
+
+# Every student notebook opens with the course header (instructions, how to validate).
+c.IncludeHeaderFooter.header = os.path.join(HERE, "source", "header.ipynb")
+
+# A solution region becomes this stub; the surrounding signature and docstring stay.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# A per-cell limit; the whole-notebook limit and memory limit live in the grading pipeline.
+c.Execute.timeout = 180

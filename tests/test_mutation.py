@@ -1,0 +1,71 @@
+"""The project's own mutation tests: every hidden test catches the mistakes it is for, names them,
+and gives full marks to correct alternatives (course_grading/mutants/).
+
+Each notebook's reference solutions must pass every test; each known-wrong variant must lose points
+on the tests its entry names (and, where it says so, the failure message must name the mistake); each
+correct alternative, written differently from the reference, must get full marks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from course_grading.harness import notebook_path, run_notebook, solution_source
+from course_grading.mutants import Variant, catalogue
+
+CATALOGUE = catalogue()
+MIN_WRONG, MIN_CORRECT = 6, 2
+
+
+def _cases():
+    for notebook, variants in sorted(CATALOGUE.items()):
+        for variant in variants:
+            yield pytest.param(notebook, variant, id=f"{notebook}-{variant.name}")
+
+
+def _run(notebook: str, variant: Variant, only: set[str] | None = None):
+    path = notebook_path(notebook)
+    code = variant.source(solution_source(path, variant.solution))
+    return run_notebook(path, replace={variant.solution: code}, only=only)
+
+
+@pytest.mark.parametrize("notebook", sorted(CATALOGUE))
+def test_reference_solutions_get_full_marks(notebook):
+    result = run_notebook(notebook_path(notebook))
+    assert result.error is None, result.error
+    assert result.tests, f"{notebook} has no graded test cells"
+    failed = {gid: result.tests[gid].output for gid in result.failed()}
+    assert not failed, f"reference solution fails: {failed}"
+
+
+@pytest.mark.parametrize("notebook,variant", list(_cases()))
+def test_variant(notebook, variant):
+    if variant.correct:
+        result = _run(notebook, variant)
+        failed = {gid: result.tests[gid].output for gid in result.failed()}
+        assert not failed, f"correct alternative {variant.name!r} lost points: {failed}"
+        return
+    assert variant.fails, f"{variant.name}: a mistake must name the tests that catch it"
+    result = _run(notebook, variant, only=set(variant.fails))
+    missing = set(variant.fails) - set(result.tests)
+    assert not missing, f"{variant.name}: no test cells named {sorted(missing)} in {notebook}"
+    survived = [gid for gid in variant.fails if result.tests[gid].passed]
+    assert not survived, f"mistake {variant.name!r} ({variant.mistake}) was not caught by {survived}"
+    if variant.says:
+        outputs = " ".join(result.tests[gid].output for gid in variant.fails).lower()
+        assert variant.says.lower() in outputs, (
+            f"{variant.name}: the failure should name the mistake ({variant.says!r}); it said:\n{outputs}"
+        )
+
+
+def test_catalogue_is_large_enough():
+    """At least 6 known-wrong variants and 2 correct alternatives for every graded solution cell."""
+    short = []
+    for notebook, variants in CATALOGUE.items():
+        for solution in {v.solution for v in variants}:
+            wrong = sum(1 for v in variants if v.solution == solution and not v.correct)
+            right = sum(1 for v in variants if v.solution == solution and v.correct)
+            if wrong < MIN_WRONG or right < MIN_CORRECT:
+                short.append(f"{notebook}/{solution}: {wrong} wrong, {right} correct")
+    assert CATALOGUE, "no mutation catalogue found"
+    assert not short, short
