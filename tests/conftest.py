@@ -1,7 +1,10 @@
-"""Make the repository root importable so `import course_lib` works without installing it."""
+"""Test-wide settings: the course root is importable, grading mode is on, plots go nowhere."""
+
+import os
 import sys
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("COURSE_GRADING_MODE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
