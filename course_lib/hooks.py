@@ -125,7 +125,7 @@ def plot_hists(hooks: Iterable[Hook], ncols: int = 2):
     nrows = max(1, -(-len(hooks) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3 * nrows), squeeze=False)
     for i, (ax, h) in enumerate(zip(axes.flat, hooks)):
-        ax.imshow(get_hist(h), origin="lower", aspect="auto")
+        ax.imshow(get_hist(h).numpy(), origin="lower", aspect="auto")  # numpy: tensors make matplotlib warn
         ax.set(title=f"layer {i}", xlabel="batch", ylabel="|activation| bin")
     for ax in list(axes.flat)[len(hooks):]:
         ax.axis("off")
@@ -139,7 +139,7 @@ def plot_mins(hooks: Iterable[Hook], ncols: int = 2):
     nrows = max(1, -(-len(hooks) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3 * nrows), squeeze=False)
     for i, (ax, h) in enumerate(zip(axes.flat, hooks)):
-        ax.plot(get_min(h))
+        ax.plot(get_min(h).numpy())
         ax.set(title=f"layer {i}", xlabel="batch", ylim=(0, 1))
     for ax in list(axes.flat)[len(hooks):]:
         ax.axis("off")
