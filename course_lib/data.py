@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 __all__ = [
     "MNISTDataError", "GRADING_N_TRAIN", "GRADING_N_VALID", "GRADING_SEED",
@@ -188,12 +188,29 @@ class Dataset:
         return self.x[i], self.y[i]
 
 
+class _BatchIndexSampler:
+    """Yields whole batches of indices as tensors (shuffled or in order) for batched indexing."""
+
+    def __init__(self, n: int, bs: int, shuffle: bool, drop_last: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
+        self.batch_size = bs
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+
+    def __iter__(self):
+        # randperm draws from the global torch RNG unless given a generator: set_seed fixes the order.
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        for i in range(len(self)):
+            yield order[i * self.bs:(i + 1) * self.bs]
+
+
 def _batch_loader(ds: Dataset, bs: int, shuffle: bool, **kwargs) -> DataLoader:
-    # A batch sampler indexes the tensors once per batch instead of collating bs single items:
-    # that per-item Python loop would otherwise dominate a small CNN's epoch on a CPU.
-    sampler = RandomSampler(ds, generator=kwargs.pop("generator", None)) if shuffle else SequentialSampler(ds)
-    drop_last = kwargs.pop("drop_last", False)
-    return DataLoader(ds, sampler=BatchSampler(sampler, bs, drop_last), batch_size=None, **kwargs)
+    # The dataset is indexed once per batch with a tensor of indices, instead of collating bs single
+    # items: that per-item Python loop would otherwise dominate a small CNN's epoch on a CPU.
+    sampler = _BatchIndexSampler(len(ds), bs, shuffle, kwargs.pop("drop_last", False), kwargs.pop("generator", None))
+    return DataLoader(ds, sampler=sampler, batch_size=None, **kwargs)
 
 
 def get_dls(train_ds: Dataset, valid_ds: Dataset, bs: int, **kwargs) -> tuple[DataLoader, DataLoader]:
