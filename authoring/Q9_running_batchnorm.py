@@ -1,0 +1,340 @@
+# %% [markdown]
+# # Q9 — RunningBatchNorm for small batches
+#
+# BatchNorm normalises each training batch with that batch's own mean and variance. With a batch of
+# two images those statistics are mostly noise, and the running averages used at inference describe a
+# different normalisation from the one the network was trained with. The lesson's answer is
+# **RunningBatchNorm**: keep exponentially weighted moving averages of the per-channel *sum*, *sum of
+# squares* and *element count*, and normalise with those smoothed statistics in training too.
+#
+# In this notebook you
+# - **Part A** implement `RunningBatchNorm` exactly as its stub says (9 points, autograded);
+# - **Part B** train the lesson's CNN with batches of **two** images, with `nn.BatchNorm2d` and with your
+#   layer, and at batch size 32 with a learning-rate schedule (3 points, autograded);
+# - **Part C** explain why the layer is built this way (3 points, written).
+
+# %% [setup]
+%matplotlib inline
+import math
+from functools import partial
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib import (AvgStatsCallback, BatchTransformXCallback, DataBunch, Dataset, DeviceCallback, GeneralRelu,
+                        ParamScheduler, ProgressCallback, Recorder, accuracy, get_cnn_model, get_data, get_dls,
+                        get_learn_run, grading_mode, init_cnn, mnist_view, normalize_to, sched_lin, set_seed)
+
+x_train, y_train, x_valid, y_valid = get_data()
+x_train, x_valid = normalize_to(x_train, x_valid)
+nfs = [8, 16, 32, 64, 64]
+
+
+def conv_layer(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, norm=nn.BatchNorm2d,
+               leak: float = 0.1, sub: float = 0.4, maxv: float = 6.0) -> nn.Sequential:
+    """The lesson's block: conv -> GeneralRelu -> norm(nf) (the norm after the activation)."""
+    # A norm layer subtracts the mean right after, so a conv bias would be wasted: bias only without a norm.
+    layers = [nn.Conv2d(ni, nf, kernel_size=ks, padding=ks // 2, stride=stride, bias=not bn),
+              GeneralRelu(leak=leak, sub=sub, maxv=maxv)]
+    if bn:
+        layers.append(norm(nf))
+    return nn.Sequential(*layers)
+
+
+def mnist_data(bs: int, n_train: int | None = None) -> DataBunch:
+    """MNIST in batches of bs (the first n_train training images if given); validation in batches of 1024."""
+    train_ds = Dataset(x_train[:n_train], y_train[:n_train])
+    valid_ds = Dataset(x_valid, y_valid)
+    train_dl, _ = get_dls(train_ds, valid_ds, bs)
+    _, valid_dl = get_dls(train_ds, valid_ds, 512)  # validation needs no tiny batches: 1024 at a time is faster
+    return DataBunch(train_dl, valid_dl, c=10)
+
+
+def callbacks() -> list:
+    """The lesson's callbacks: stats with accuracy, progress bars, recorder, device (CUDA if present), reshape."""
+    return [partial(AvgStatsCallback, accuracy), ProgressCallback, Recorder, DeviceCallback,
+            partial(BatchTransformXCallback, mnist_view)]
+
+
+data = mnist_data(512)
+
+# %% [markdown]
+# ## Part A (9 points) — `RunningBatchNorm`
+#
+# Write the layer of the lesson, with its two defects fixed (batch size 1 crashed, an untrained layer
+# returned NaN in eval) and its no-op "debias" factor left out (Part C asks why it is a no-op). Per
+# channel `c`, the layer keeps three smoothed statistics, updated at every **training** forward pass
+# with `lerp` (`old + (new - old) * mom1`):
+#
+# | buffer | what is smoothed | the new batch's value |
+# |---|---|---|
+# | `sums`  | sum of the activations | `x[:, c].sum()` |
+# | `sqrs`  | sum of their squares | `(x[:, c] ** 2).sum()` |
+# | `count` | number of elements | `bs * H * W` |
+#
+# with the new batch's weight `mom1 = 1 - (1 - mom) / sqrt(bs - 1)`: a batch of two gets weight `mom`,
+# a batch of 64 gets 0.89. From the **updated** statistics, `mean = sums / count` and
+# `var = sqrs / count - mean**2`, and the layer outputs `(x - mean) / sqrt(var + eps) * mults + adds`
+# in training and in eval. The stub below states every detail; the tests check each one in float64.
+
+# %% [solution id=running_batchnorm]
+class RunningBatchNorm(nn.Module):
+    """BatchNorm for small batches: normalise with smoothed per-channel sums, squares and counts.
+
+    Input (bs, nf, H, W), any float dtype; output: same shape and dtype.
+    Parameters: `mults` (ones) and `adds` (zeros), nn.Parameter of shape (nf, 1, 1).
+    Buffers (register_buffer, zeros, float so they follow .double()): `sums` and `sqrs` of shape
+    (1, nf, 1, 1), `count` (elements per channel) and `batch` (examples seen) of shape ().
+    Training (self.training), at every forward pass:
+      1. s, ss = per-channel sum of x and of x*x over (batch, H, W); c = bs * H * W;
+         mom1 = 1 - (1 - mom) / sqrt(max(bs - 1, 1))   # bs=1 uses the bs=2 weight, mom: sqrt(0) never divides
+         sums, sqrs, count = lerp towards s, ss, c with weight mom1; batch += bs.
+      2. Normalise with the UPDATED statistics. Gradients flow through this batch's share of them (as in
+         BatchNorm); the stored buffers are detached (no autograd history kept from one step to the next).
+    Eval: use the stored statistics; never change a buffer.
+    Both modes: mean = sums / count, var = max(sqrs / count - mean**2, 0)   (rounding can go below 0);
+      var = max(var, 0.01) while batch < 20 (fewer than 20 examples seen, this batch included);
+      a layer that has seen no training batch (count == 0) uses mean 0 and var 1;
+      output = (x - mean) / sqrt(var + eps) * mults + adds.
+    No "debias" factor. Do the math with tensor operations (no torch batch_norm / nn.BatchNorm2d).
+    """
+
+    def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.mom, self.eps = mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("sums", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("sqrs", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("count", torch.tensor(0.0))
+        self.register_buffer("batch", torch.tensor(0.0))
+        ### END SOLUTION
+
+    def forward(self, x: Tensor) -> Tensor:
+        ### BEGIN SOLUTION
+        sums, sqrs, count = self.sums, self.sqrs, self.count
+        if self.training:
+            bs, nf = x.shape[0], x.shape[1]
+            dims = (0, 2, 3)
+            mom1 = 1 - (1 - self.mom) / math.sqrt(max(bs - 1, 1))
+            # Keep this step's graph for the output, but store detached copies for the next step.
+            sums = torch.lerp(sums, x.sum(dims, keepdim=True), mom1)
+            sqrs = torch.lerp(sqrs, (x * x).sum(dims, keepdim=True), mom1)
+            count = torch.lerp(count, count.new_tensor(x.numel() / nf), mom1)
+            self.sums, self.sqrs, self.count = sums.detach(), sqrs.detach(), count.detach()
+            self.batch += bs
+        if self.count == 0:  # nothing seen yet: behave as mean 0, variance 1 instead of 0/0
+            mean, var = torch.zeros_like(sums), torch.ones_like(sums)
+        else:
+            mean = sums / count
+            var = (sqrs / count - mean * mean).clamp_min(0)
+        if self.batch < 20:
+            var = var.clamp_min(0.01)
+        return (x - mean) / (var + self.eps).sqrt() * self.mults + self.adds
+        ### END SOLUTION
+
+# %% [demo]
+# Check that it does: a batch of 2 and then eval; the statistics it keeps and a batch of one example.
+rbn = RunningBatchNorm(3)
+x = torch.randn(2, 3, 4, 4) * 2 + 1
+out = rbn(x)
+print("train output mean/std per channel:", out.mean((0, 2, 3)), out.std((0, 2, 3)))
+print("sums", rbn.sums.flatten(), "count", rbn.count, "examples seen", rbn.batch)
+print("a batch of one example:", rbn(torch.randn(1, 3, 1, 1)).flatten())
+print("eval, finite:", torch.isfinite(rbn.eval()(x)).all().item(),
+      "| untrained eval, finite:", torch.isfinite(RunningBatchNorm(3).eval()(x)).all().item())
+
+# %% [test id=test_rbn_state points=1]
+"""RunningBatchNorm keeps mults/adds as parameters and sums/sqrs/count/batch as registered buffers."""
+layer = RunningBatchNorm(4)
+assert isinstance(layer.mults, nn.Parameter) and layer.mults.shape == (4, 1, 1), "mults: nn.Parameter of shape (nf, 1, 1)"
+assert isinstance(layer.adds, nn.Parameter) and layer.adds.shape == (4, 1, 1), "adds: nn.Parameter of shape (nf, 1, 1)"
+for name in ("sums", "sqrs", "count", "batch"):
+    assert name in dict(layer.named_buffers()), f"{name} must be a registered buffer (self.register_buffer)"
+assert layer.sums.shape == (1, 4, 1, 1) and layer.count.shape == (), "sums: (1, nf, 1, 1); count: a 0-dim tensor"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+q9_checks.check_state(RunningBatchNorm)
+### END HIDDEN TESTS
+
+# %% [test id=test_rbn_training_math points=3]
+"""In training RunningBatchNorm normalises with the smoothed statistics: outputs and buffers, step by step."""
+layer = RunningBatchNorm(2)
+x = torch.tensor([[[[1.0]], [[2.0]]], [[[3.0]], [[6.0]]]])  # bs=2, 2 channels, 1x1 maps
+out = layer(x)
+assert out.shape == x.shape and torch.isfinite(out).all(), "output: same shape as the input, finite"
+assert torch.allclose(layer.count, torch.tensor(0.2)), f"count after one batch of 2 elements, mom1=0.1: 0.2; got {layer.count}"
+assert torch.allclose(layer.sums.flatten(), torch.tensor([0.4, 0.8])), f"sums after one batch: [0.4, 0.8]; got {layer.sums.flatten()}"
+assert torch.allclose(out.flatten(), torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=1e-4), "one batch: (x - batch mean) / batch std"
+assert float(layer.batch) == 2, "batch counts the examples seen"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+q9_checks.check_sequence(RunningBatchNorm, [2, 3, 2, 3, 10, 32, 2, 64, 3], mom=0.1, eps=1e-5, seed=0)
+q9_checks.check_sequence(RunningBatchNorm, [3, 2, 2, 64, 2, 32], nf=4, hw=(3, 2), mom=0.3, eps=0.5, seed=20)
+### END HIDDEN TESTS
+
+# %% [test id=test_rbn_eval points=2]
+"""In eval RunningBatchNorm uses the stored statistics, changes no buffer, and an untrained layer gives x/sqrt(1+eps)."""
+layer = RunningBatchNorm(3).eval()
+x = torch.randn(4, 3, 2, 2)
+out = layer(x)
+assert torch.isfinite(out).all(), "an untrained layer in eval must not return NaN"
+assert torch.allclose(out, x / math.sqrt(1 + 1e-5)), "an untrained layer behaves as mean 0, variance 1"
+layer.train()(x)
+sums = layer.eval().sums.clone()
+layer(x)
+assert torch.equal(layer.sums, sums), "eval must not update the buffers"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+q9_checks.check_eval(RunningBatchNorm)
+### END HIDDEN TESTS
+
+# %% [test id=test_rbn_batch_of_one points=1]
+"""A batch of one example neither crashes nor gives NaN, and follows the stub's rule for mom1."""
+layer = RunningBatchNorm(3)
+for _ in range(3):
+    out = layer(torch.randn(1, 3, 1, 1))
+    assert torch.isfinite(out).all(), "a batch of one example must give a finite output"
+assert torch.allclose(layer.count, torch.tensor(1 - 0.9 ** 3)), "bs=1 uses mom1 = mom (as bs=2): count = 1 - 0.9**3"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+q9_checks.check_batch_of_one(RunningBatchNorm)
+### END HIDDEN TESTS
+
+# %% [test id=test_rbn_gradients points=2]
+"""The stored state is detached every step, and gradients in training match the contract (gradcheck in float64)."""
+layer = RunningBatchNorm(3)
+for _ in range(3):
+    x = torch.randn(4, 3, 2, 2, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all(), "gradients reach the input"
+assert not layer.sums.requires_grad and layer.sums.grad_fn is None, "the stored sums must be detached"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+q9_checks.check_gradients(RunningBatchNorm)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Part B (3 points) — training with batches of two
+#
+# The lesson trained with **two** images per batch for one epoch: 25,000 steps, far too slow for a
+# CPU. Here one epoch runs over the **first 2,000 training images** (1,000 steps; 200 images when the
+# notebook is graded), validated on all 10,000 validation images, with `nn.BatchNorm2d` and with your
+# `RunningBatchNorm`, lr 0.4, from the same initial weights. Expect `nn.BatchNorm2d` to collapse (a
+# validation loss far above ln 10 = 2.3, low accuracy; the lesson got 2868 and 26 %) while
+# `RunningBatchNorm` trains.
+
+# %% [experiment]
+small_n = 200 if grading_mode() else 2000
+results = {}
+for name, norm in (("nn.BatchNorm2d", nn.BatchNorm2d), ("RunningBatchNorm", RunningBatchNorm)):
+    set_seed(0)
+    learn, run = get_learn_run(nfs, mnist_data(2, small_n), 0.4, conv_layer, cbs=callbacks(), norm=norm)
+    run.fit(1, learn)
+    results[name] = run
+for name, run in results.items():
+    row = run.avg_stats.history[-1]
+    print(f"bs=2, {name:17s} valid loss {row['valid_loss']:10.3f}  valid accuracy {row['valid_accuracy']:.3f}")
+fig, ax = plt.subplots(figsize=(6, 3))
+for name, run in results.items():
+    run.recorder.plot_loss(ax=ax)
+ax.legend(list(results))
+ax.set_title("training loss at batch size 2");
+
+# %% [markdown]
+# With bigger batches the layer is as good as BatchNorm. The lesson's last run: batch size 32, one
+# epoch, the learning rate falling linearly from 1.0 to 0.2 (0.982 on the full data on a GPU; when
+# the notebook is graded it runs on the 4,096-image subset and scores lower).
+
+# %% [experiment]
+set_seed(0)
+learn, run = get_learn_run(nfs, mnist_data(32), 1.0, conv_layer, norm=RunningBatchNorm,
+                           cbs=callbacks() + [partial(ParamScheduler, "lr", sched_lin(1.0, 0.2))])
+run.fit(1, learn)
+print(f"bs=32 RunningBatchNorm: valid accuracy {run.avg_stats.history[-1]['valid_accuracy']:.3f}")
+run.recorder.plot_lr();
+
+# %% [test id=test_rbn_trains_at_bs2 points=2]
+"""The lesson's CNN with RunningBatchNorm trains at batch size 2 like the reference layer (30 paired steps)."""
+model = init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm))
+xb = x_train[:2].view(-1, 1, 28, 28)
+loss = F.cross_entropy(model(xb), y_train[:2])
+loss.backward()
+assert torch.isfinite(loss), "the loss of one step at batch size 2 must be finite"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+q9_checks.check_training_curve(
+    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)),
+    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=q9_checks.ReferenceRunningBatchNorm)))
+### END HIDDEN TESTS
+
+# %% [test id=test_bs2_batchnorm_collapses points=1]
+"""At batch size 2, nn.BatchNorm2d's validation loss is far worse than RunningBatchNorm's."""
+model = init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)).eval()
+with torch.no_grad():
+    out = model(x_valid[:8].view(-1, 1, 28, 28))
+assert torch.isfinite(out).all(), "an untrained model with RunningBatchNorm gives finite outputs in eval"
+### BEGIN HIDDEN TESTS
+from course_grading import q9_checks
+bn_loss, rbn_loss = q9_checks.small_batch_valid_losses(
+    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=nn.BatchNorm2d)),
+    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)))
+assert math.isfinite(rbn_loss) and rbn_loss < 2.0, (
+    f"after 300 steps at batch size 2 (lr 0.2) the CNN with your RunningBatchNorm has validation loss {rbn_loss:.3f}; "
+    f"it should learn (below 2.0; chance is ln 10 = 2.30)")
+assert bn_loss > 2 * rbn_loss, (
+    f"validation loss after 300 steps at batch size 2 (lr 0.2): nn.BatchNorm2d {bn_loss:.3f}, your RunningBatchNorm "
+    f"{rbn_loss:.3f}; expected RunningBatchNorm to be far better (less than half)")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Part C (3 points) — why it works
+#
+# Answer in a few sentences each:
+# 1. Why does the layer smooth the **sums, sums of squares and counts** rather than keep running
+#    averages of each batch's mean and variance?
+# 2. The lesson also divided `sums`, `sqrs` and `count` by a "debias" factor
+#    `dbias = 1 - (1 - mom1_1)(1 - mom1_2)...` during the first steps. Why does that change nothing?
+# 3. Why does this help small batches, where BatchNorm fails?
+
+# %% [answer id=rbn_written points=3]
+# **1. Sums and counts, not means and variances.** BatchNorm (Ioffe & Szegedy, 2015) estimates the
+# statistics of all the activations a channel produces. Averaging per-batch means and variances does
+# not give those: every batch would weigh the same however many elements it has (the last, smaller
+# batch; a 1x1 map with bs=2 has 2 elements per channel, a 14x14 map 392), and an average of
+# within-batch variances leaves out how much the batch means themselves vary, which is exactly what a
+# tiny batch gets wrong (the biased variance of 2 values is on average half the true one). Smoothing the
+# sums, squares and counts and dividing at the end gives the mean and variance of the *pooled*
+# (exponentially weighted) data: each element counts once, and `var = E[x²] - E[x]²` includes the
+# spread between batches.
+#
+# **2. The debias factor cancels.** All three statistics start at 0 and are lerped with the same
+# weights, so after k steps `sums = Σ w_i s_i`, `sqrs = Σ w_i ss_i`, `count = Σ w_i c_i` with the
+# same w_i, whose total is `dbias = 1 - Π(1 - mom1_i)`. Dividing all three by dbias rescales numerator
+# and denominator of `mean = sums/count` and of `sqrs/count` by the same number: the ratios, and hence
+# the normalisation, are unchanged. The count already *is* the debias correction (the same trick Adam's
+# bias correction does explicitly, here built in because we divide by a smoothed count).
+#
+# **3. Why it helps small batches.** With bs=2 BatchNorm normalises each batch with two images'
+# statistics: noisy, and on small maps degenerate (two values per channel always become ±1), so the
+# network learns to depend on that noise and on its batch mate. At inference it sees the running
+# averages instead, a different normalisation: the validation loss explodes (the lesson's 2868).
+# RunningBatchNorm normalises in training with the same smoothed statistics it uses in eval, so there is
+# no train/inference mismatch; each tiny batch only nudges them (mom1 is small when bs is small, large
+# when the batch's own estimate is reliable); and the 0.01 floor on the variance keeps the first steps,
+# when only a handful of examples have been seen, from dividing by a near-zero variance. Other answers
+# to small batches: Batch Renormalization (Ioffe 2017), and statistics that do not use the batch at
+# all — LayerNorm (Ba, Kiros & Hinton, 2016), InstanceNorm (Ulyanov, Vedaldi & Lempitsky, 2016),
+# GroupNorm (Wu & He, 2018).
+#
+# **Mark scheme** (3 points, one per question)
+# - 1 point: pooled statistics — batches weighted by their number of elements and/or the between-batch
+#   variation of the mean is kept (an average of batch variances misses it / small batches bias it).
+# - 1 point: sums, squares and count share the same weights, so the debias factor divides numerator and
+#   denominator alike and cancels in sums/count and sqrs/count.
+# - 1 point: the same (smoothed) statistics in training and eval remove the train/inference mismatch
+#   and the noise of tiny batches (small mom1 for small bs; variance floor early on). Half a point for
+#   "less noise" without the train/eval consistency.
