@@ -1,0 +1,180 @@
+"""Q3 (BatchNorm): known-wrong implementations and correct alternatives, as edits of the reference."""
+
+from course_grading.mutants import Variant
+
+NOTEBOOK = "Q3"
+SOL = "batchnorm"
+
+_NORMALISE = "        return (x - mean) / torch.sqrt(var + self.eps) * self.mults + self.adds"
+_BIASED = "var = x.var(dim=(0, 2, 3), keepdim=True, correction=0)"
+_UPDATE = ("            with torch.no_grad():\n"
+           "                self.means.lerp_(mean, self.mom)\n"
+           "                self.vars.lerp_(var * n / (n - 1), self.mom)\n")
+_CHECK_ONE = "            if n < 2:"
+
+VARIANTS = [
+    # ---- known mistakes (GRADING.md's catalogue) ----
+    Variant("unbiased_variance_for_output", SOL,
+            mistake="normalises with the unbiased batch variance (the 2019 lesson's choice)",
+            fails=("test_train_mode_output",), says="unbiased variance",
+            edits=((_BIASED, "var = x.var(dim=(0, 2, 3), keepdim=True)"),
+                   ("self.vars.lerp_(var * n / (n - 1), self.mom)", "self.vars.lerp_(var, self.mom)"))),
+    Variant("biased_variance_stored", SOL,
+            mistake="stores the biased batch variance in the running variance",
+            fails=("test_running_statistics",), says="stored the biased variance",
+            edits=(("self.vars.lerp_(var * n / (n - 1), self.mom)", "self.vars.lerp_(var, self.mom)"),)),
+    Variant("momentum_flipped", SOL,
+            mistake="running = mom * running + (1 - mom) * batch (the CS231n habit)",
+            fails=("test_running_statistics",), says="flipped the momentum",
+            edits=(("self.means.lerp_(mean, self.mom)", "self.means.lerp_(mean, 1 - self.mom)"),
+                   ("self.vars.lerp_(var * n / (n - 1), self.mom)", "self.vars.lerp_(var * n / (n - 1), 1 - self.mom)"))),
+    Variant("eps_outside_sqrt", SOL,
+            mistake="divides by sqrt(var) + eps",
+            fails=("test_train_mode_output", "test_eval_mode_output"), says="outside the square root",
+            edits=((_NORMALISE, "        return (x - mean) / (torch.sqrt(var) + self.eps) * self.mults + self.adds"),)),
+    Variant("axes_batch_only", SOL,
+            mistake="statistics over the batch dimension only",
+            fails=("test_train_mode_output",), says="wrong axes",
+            edits=(("mean = x.mean(dim=(0, 2, 3), keepdim=True)", "mean = x.mean(dim=0, keepdim=True)"),
+                   (_BIASED, "var = x.var(dim=0, keepdim=True, correction=0)"),
+                   (_UPDATE, "            with torch.no_grad():\n"
+                             "                self.means.lerp_(mean.mean((2, 3), keepdim=True), self.mom)\n"
+                             "                self.vars.lerp_(var.mean((2, 3), keepdim=True) * n / (n - 1), self.mom)\n"))),
+    Variant("axes_spatial_only", SOL,
+            mistake="statistics over (2, 3), per example (InstanceNorm)",
+            fails=("test_train_mode_output",), says="InstanceNorm",
+            edits=(("mean = x.mean(dim=(0, 2, 3), keepdim=True)", "mean = x.mean(dim=(2, 3), keepdim=True)"),
+                   (_BIASED, "var = x.var(dim=(2, 3), keepdim=True, correction=0)"),
+                   (_UPDATE, "            with torch.no_grad():\n"
+                             "                self.means.lerp_(mean.mean(0, keepdim=True), self.mom)\n"
+                             "                self.vars.lerp_(var.mean(0, keepdim=True) * n / (n - 1), self.mom)\n"))),
+    Variant("eval_uses_batch_stats", SOL,
+            mistake="eval mode normalises with the batch's statistics",
+            fails=("test_eval_mode_output",), says="batch's own statistics in eval mode",
+            edits=(("            mean, var = self.means, self.vars",
+                    "            mean = x.mean(dim=(0, 2, 3), keepdim=True)\n"
+                    "            var = x.var(dim=(0, 2, 3), keepdim=True, correction=0)"),)),
+    Variant("train_uses_running_stats", SOL,
+            mistake="training mode normalises with the (just updated) running statistics",
+            fails=("test_train_mode_output", "test_training_curve"), says="running statistics in training mode",
+            edits=((_UPDATE, _UPDATE + "            mean, var = self.means, self.vars\n"),)),
+    Variant("running_stats_on_graph", SOL,
+            mistake="updates the running statistics with autograd history attached",
+            fails=("test_buffers_without_history",), says="autograd history",
+            edits=((_UPDATE, "            self.means = (1 - self.mom) * self.means + self.mom * mean\n"
+                             "            self.vars = (1 - self.mom) * self.vars + self.mom * var * n / (n - 1)\n"),)),
+    Variant("plain_attributes", SOL,
+            mistake="keeps the running statistics as plain attributes, not registered buffers",
+            fails=("test_parameters_and_buffers", "test_buffers_without_history"), says="registered buffer",
+            edits=(('        self.register_buffer("means", torch.zeros(1, nf, 1, 1))\n'
+                    '        self.register_buffer("vars", torch.ones(1, nf, 1, 1))\n',
+                    "        self.means = torch.zeros(1, nf, 1, 1)\n"
+                    "        self.vars = torch.ones(1, nf, 1, 1)\n"),)),
+    Variant("running_var_starts_at_zero", SOL,
+            mistake="initialises the running variance to zeros",
+            fails=("test_parameters_and_buffers", "test_eval_mode_output"), says="running variance to 0",
+            edits=(('self.register_buffer("vars", torch.ones(1, nf, 1, 1))',
+                    'self.register_buffer("vars", torch.zeros(1, nf, 1, 1))'),)),
+    Variant("eval_updates_buffers", SOL,
+            mistake="updates the running statistics in eval mode too",
+            fails=("test_eval_leaves_buffers_alone",), says="changed the running statistics",
+            edits=(("            mean, var = self.means, self.vars",
+                    "            with torch.no_grad():\n"
+                    "                self.means.lerp_(x.mean(dim=(0, 2, 3), keepdim=True), self.mom)\n"
+                    "            mean, var = self.means, self.vars"),)),
+    Variant("mode_from_grad_mode", SOL,
+            mistake="decides train vs eval from torch.is_grad_enabled() instead of self.training",
+            fails=("test_eval_leaves_buffers_alone",), says="self.training",
+            edits=(("        if self.training:", "        if torch.is_grad_enabled():"),)),
+    Variant("scale_and_shift_swapped", SOL,
+            mistake="x_hat * adds + mults",
+            fails=("test_train_mode_output", "test_eval_mode_output"), says="swapped the scale and the shift",
+            edits=((_NORMALISE, "        return (x - mean) / torch.sqrt(var + self.eps) * self.adds + self.mults"),)),
+    Variant("scale_wrong_shape", SOL,
+            mistake="mults and adds of shape (nf,), which broadcast over the width instead of the channels",
+            fails=("test_parameters_and_buffers",), says="should have shape",
+            edits=(("self.mults = nn.Parameter(torch.ones(nf, 1, 1))", "self.mults = nn.Parameter(torch.ones(nf))"),
+                   ("self.adds = nn.Parameter(torch.zeros(nf, 1, 1))", "self.adds = nn.Parameter(torch.zeros(nf))"))),
+    Variant("statistics_detached", SOL,
+            mistake="computes the batch statistics without gradient (detached)",
+            fails=("test_gradients",), says="inside the autograd graph",
+            edits=((_BIASED, _BIASED + "\n            mean, var = mean.detach(), var.detach()"),)),
+    Variant("no_error_for_one_value", SOL,
+            mistake="returns NaN instead of raising ValueError for one value per channel in training",
+            fails=("test_clear_errors",), says="ValueError",
+            edits=((_CHECK_ONE, "            if n < 1:"),)),
+    Variant("delegates_to_torch", SOL,
+            mistake="calls F.batch_norm instead of implementing the normalization",
+            fails=("test_train_mode_output", "test_eval_mode_output", "test_running_statistics", "test_gradients"),
+            says="delegating to torch's own normalization",
+            edits=((_NORMALISE,
+                    "        return F.batch_norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1),\n"
+                    "                            self.adds.view(-1), training=self.training, momentum=self.mom, eps=self.eps)"),)),
+    # ---- correct alternatives, written differently ----
+    Variant("via_squared_deviations", SOL,
+            edits=((_BIASED, "var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)"),
+                   (_UPDATE, "            with torch.no_grad():\n"
+                             "                self.means.mul_(1 - self.mom).add_(self.mom * mean)\n"
+                             "                self.vars.copy_((1 - self.mom) * self.vars + self.mom * var * n / (n - 1))\n"),
+                   (_NORMALISE, "        x_hat = (x - mean) * torch.rsqrt(var + self.eps)\n"
+                                "        return self.mults * x_hat + self.adds"))),
+    Variant("via_channels_first_var_mean", SOL,
+            code='''class BatchNorm(nn.Module):
+    """Batch normalization with nn.BatchNorm2d's rules, computed on a (C, N*H*W) view."""
+
+    def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.mom, self.eps = mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError("expected a 4-D input")
+        if x.size(1) != self.mults.size(0):
+            raise ValueError("wrong number of channels")
+        if self.training:
+            flat = x.transpose(0, 1).reshape(x.size(1), -1)
+            if flat.size(1) == 1:
+                raise ValueError("need more than one value per channel")
+            var, mean = torch.var_mean(flat, dim=1, correction=0)
+            unbiased = torch.var(flat.detach(), dim=1, correction=1)
+            self.means = (1 - self.mom) * self.means + self.mom * mean.detach().view(1, -1, 1, 1)
+            self.vars = (1 - self.mom) * self.vars + self.mom * unbiased.view(1, -1, 1, 1)
+            mean, var = mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1)
+        else:
+            mean, var = self.means, self.vars
+        return (x - mean) / (var + self.eps) ** 0.5 * self.mults + self.adds
+'''),
+    Variant("via_einsum", SOL,
+            code='''class BatchNorm(nn.Module):
+    """Batch normalization with nn.BatchNorm2d's rules, sums written with einsum."""
+
+    def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.nf, self.mom, self.eps = nf, mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(x.shape) != 4 or x.shape[1] != self.nf:
+            raise ValueError(f"bad input shape {tuple(x.shape)}")
+        if not self.training:
+            return self.mults * (x - self.means) / torch.sqrt(self.vars + self.eps) + self.adds
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        if n == 1:
+            raise ValueError("one value per channel")
+        mean = torch.einsum("nchw->c", x) / n
+        centred = x - mean[None, :, None, None]
+        var = torch.einsum("nchw,nchw->c", centred, centred) / n
+        with torch.no_grad():
+            self.means.copy_(self.means + self.mom * (mean[None, :, None, None] - self.means))
+            self.vars.copy_(self.vars + self.mom * (var[None, :, None, None] * n / (n - 1) - self.vars))
+        scale = self.mults.view(1, -1, 1, 1) / torch.sqrt(var + self.eps)[None, :, None, None]
+        return centred * scale + self.adds.view(1, -1, 1, 1)
+'''),
+]
