@@ -172,34 +172,75 @@ def _forward(layer: nn.Module, x: Tensor, where: str) -> Tensor:
         raise AssertionError(f"{where}: the layer raised {type(err).__name__}: {err}") from None
 
 
-def check_sequence(cls: type, sizes: list[int], *, nf: int = 3, hw: tuple[int, int] = (2, 2), mom: float = 0.1,
-                   eps: float = 1e-5, seed: int = 0, mistakes: tuple[str, ...] = tuple(MISTAKES)) -> nn.Module:
-    """Train the student's layer on batches of the given sizes; after each step compare the output and the
-    buffers with the contract (and name the mistake whose numbers they match). Returns the layer."""
-    layer, gamma, beta = make_layer(cls, nf, mom, eps)
+def _student_trace(cls: type, sizes: list[int], nf: int, hw: tuple[int, int], mom: float, eps: float,
+                   seed: int) -> tuple[nn.Module, list[tuple[str, Tensor, dict[str, Tensor]]]]:
+    """Train the student's layer on the batches; (where, output, buffers) after each step."""
+    layer, _, _ = make_layer(cls, nf, mom, eps)
     layer.train()
-    state = fresh_state(nf)
-    wrong = {key: fresh_state(nf) for key in mistakes if key != "stats_detached"}
+    trace = []
     for i, bs in enumerate(sizes):
         x = batch_input(bs, nf, hw, seed + i)
-        where = (f"training step {i + 1} of batch sizes {sizes} (this batch: {bs} examples of shape {tuple(x.shape[1:])}; "
-                 f"mom={mom}, eps={eps})")
+        where = (f"training step {i + 1} of batch sizes {sizes} (this batch: {bs} examples of shape "
+                 f"{tuple(x.shape[1:])}; mom={mom}, eps={eps})")
         out = _forward(layer, x, where)
-        expected, state = rbn_forward(x, gamma, beta, state, mom=mom, eps=eps, training=True)
-        wrong_out = {}
-        for key in wrong:
-            wrong_out[key], wrong[key] = rbn_forward(x, gamma, beta, wrong[key], mom=mom, eps=eps, training=True,
-                                                     mistake=key)
-        expect_close(out, expected, f"the output at {where}",
-                     mistakes={MISTAKES[k]: v for k, v in wrong_out.items()})
-        for name in ("sums", "sqrs", "count"):
-            expect_close(_buffer(layer, name).detach(), state[name], f"the buffer {name} after {where}",
-                         mistakes={MISTAKES[k]: s[name] for k, s in wrong.items()})
-        seen = float(_buffer(layer, "batch"))
-        if seen != float(state["batch"]):
-            raise AssertionError(f"the buffer batch after {where}: expected {float(state['batch']):g} examples seen, "
-                                 f"got {seen:g} (add the batch size, x.shape[0], at every training step)")
-    return layer
+        buffers = {name: _buffer(layer, name).detach().clone() for name in BUFFERS}
+        trace.append((where, out.detach(), buffers))
+    return layer, trace
+
+
+def _reference_trace(sizes: list[int], nf: int, hw: tuple[int, int], mom: float, eps: float, seed: int,
+                     mistake: str | None = None) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    gamma, beta = (t.view(nf, 1, 1) for t in random_affine(nf, 1))
+    state, trace = fresh_state(nf), []
+    for i, bs in enumerate(sizes):
+        out, state = rbn_forward(batch_input(bs, nf, hw, seed + i), gamma, beta, state, mom=mom, eps=eps,
+                                 training=True, mistake=mistake)
+        trace.append((out, state))
+    return trace
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=1e-6, rtol=1e-5))
+
+
+def check_sequences(cls: type, configs: list[dict], mistakes: tuple[str, ...] = tuple(MISTAKES)) -> nn.Module:
+    """Train the student's layer on each sequence of batch sizes; after every step compare the output and the
+    buffers with the contract. A mistake is named only when the student's numbers match that mistake's on
+    every step of every sequence (several mistakes agree on a single step). Returns the last layer."""
+    runs = []
+    for cfg in configs:
+        cfg = {"nf": 3, "hw": (2, 2), "mom": 0.1, "eps": 1e-5, "seed": 0, **cfg}
+        layer, trace = _student_trace(cls, **cfg)
+        args = {k: cfg[k] for k in ("sizes", "nf", "hw", "mom", "eps", "seed")}
+        wrong = {k: _reference_trace(**args, mistake=k) for k in mistakes if k != "stats_detached"}
+        runs.append((layer, trace, _reference_trace(**args), wrong))
+
+    def matches(key: str) -> bool:
+        for _, trace, _, wrong in runs:
+            for (_, out, buffers), (w_out, w_state) in zip(trace, wrong[key]):
+                if not _same(out, w_out) or not all(_same(buffers[n], w_state[n]) for n in ("sums", "sqrs", "count")):
+                    return False
+        return True
+
+    named = [k for k in mistakes if k != "stats_detached" and matches(k)][:1]
+    for layer, trace, reference, wrong in runs:
+        for step, ((where, out, buffers), (expected, state)) in enumerate(zip(trace, reference)):
+            expect_close(out, expected, f"the output at {where}",
+                         mistakes={MISTAKES[k]: wrong[k][step][0] for k in named})
+            for name in ("sums", "sqrs", "count"):
+                expect_close(buffers[name], state[name], f"the buffer {name} after {where}",
+                             mistakes={MISTAKES[k]: wrong[k][step][1][name] for k in named})
+            seen = float(buffers["batch"])
+            if seen != float(state["batch"]):
+                raise AssertionError(f"the buffer batch after {where}: expected {float(state['batch']):g} examples "
+                                     f"seen, got {seen:g} (add the batch size, x.shape[0], at every training step)")
+    return runs[-1][0]
+
+
+def check_sequence(cls: type, sizes: list[int], *, nf: int = 3, hw: tuple[int, int] = (2, 2), mom: float = 0.1,
+                   eps: float = 1e-5, seed: int = 0, mistakes: tuple[str, ...] = tuple(MISTAKES)) -> nn.Module:
+    """check_sequences for one sequence of batch sizes."""
+    return check_sequences(cls, [{"sizes": sizes, "nf": nf, "hw": hw, "mom": mom, "eps": eps, "seed": seed}], mistakes)
 
 
 def check_eval(cls: type) -> None:

@@ -1,0 +1,159 @@
+"""Q9 RunningBatchNorm: the lesson's known mistakes and correct alternatives written differently."""
+
+from course_grading.mutants import Variant
+
+NOTEBOOK = "Q9"
+S = "running_batchnorm"
+
+MOM1 = "mom1 = 1 - (1 - self.mom) / math.sqrt(max(bs - 1, 1))"
+CLAMP = "if self.batch < 20:"
+MATH = ("test_rbn_training_math",)
+
+VARIANTS = [
+    Variant("mom1_plain_mom", S, "the new batch's weight is mom for every batch size",
+            fails=MATH, says="you used mom itself", edits=((MOM1, "mom1 = self.mom"),)),
+    Variant("mom1_without_one_minus", S, "mom1 = (1 - mom) / sqrt(bs - 1)",
+            fails=MATH, says="mom1 = 1 - (1 - mom) / sqrt(bs - 1)",
+            edits=((MOM1, "mom1 = (1 - self.mom) / math.sqrt(max(bs - 1, 1))"),)),
+    Variant("no_clamp", S, "the variance is never clamped",
+            fails=("test_rbn_training_math", "test_rbn_eval"), says="you never clamp",
+            edits=((CLAMP, "if False:"),)),
+    Variant("clamp_forever", S, "the variance is clamped to 0.01 forever",
+            fails=("test_rbn_training_math", "test_rbn_eval"), says="forever", edits=((CLAMP, "if True:"),)),
+    Variant("clamp_threshold_inclusive", S, "clamp while batch <= 20",
+            fails=("test_rbn_training_math",), says="at most 20 examples", edits=((CLAMP, "if self.batch <= 20:"),)),
+    Variant("clamp_by_steps", S, "clamp for the first 20 steps (batches) instead of 20 examples",
+            fails=("test_rbn_training_math",), says="after 20 steps",
+            edits=(("        self.register_buffer(\"batch\", torch.tensor(0.0))",
+                    "        self.register_buffer(\"batch\", torch.tensor(0.0))\n        self.steps = 0"),
+                   ("            self.batch += bs", "            self.batch += bs\n            self.steps += 1"),
+                   (CLAMP, "if self.steps < 20:"))),
+    Variant("clamp_before_update", S, "the clamp counts the examples seen before this batch",
+            fails=("test_rbn_training_math",), says="before this batch",
+            edits=(("            self.batch += bs\n", ""),
+                   ("            var = var.clamp_min(0.01)\n",
+                    "            var = var.clamp_min(0.01)\n        if self.training:\n            self.batch += bs\n"))),
+    Variant("current_batch_stats", S, "normalising with the current batch's statistics in training",
+            fails=("test_rbn_training_math",), says="current batch's mean and variance",
+            edits=(("            var = (sqrs / count - mean * mean).clamp_min(0)",
+                    "            var = (sqrs / count - mean * mean).clamp_min(0)\n"
+                    "            if self.training:\n"
+                    "                mean = x.mean((0, 2, 3), keepdim=True)\n"
+                    "                var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)"),)),
+    Variant("eval_updates_buffers", S, "the statistics are updated in eval too",
+            fails=("test_rbn_eval",), says="changed during an eval forward",
+            edits=(("        if self.training:\n            bs, nf", "        if True:\n            bs, nf"),)),
+    Variant("state_not_detached", S, "the stored state keeps the autograd graph",
+            fails=("test_rbn_gradients",), says="detached every step",
+            edits=(("self.sums, self.sqrs, self.count = sums.detach(), sqrs.detach(), count.detach()",
+                    "self.sums, self.sqrs, self.count = sums, sqrs, count"),)),
+    Variant("stats_detached_before_use", S, "gradients do not flow through the batch statistics",
+            fails=("test_rbn_gradients",), says="detached the current batch's statistics",
+            edits=(("            self.sums, self.sqrs, self.count = sums.detach(), sqrs.detach(), count.detach()",
+                    "            self.sums, self.sqrs, self.count = sums.detach(), sqrs.detach(), count.detach()\n"
+                    "            sums, sqrs, count = self.sums, self.sqrs, self.count"),)),
+    Variant("count_not_smoothed", S, "count holds the raw element count of the last batch",
+            fails=MATH, says="lerp",
+            edits=(("count = torch.lerp(count, count.new_tensor(x.numel() / nf), mom1)",
+                    "count = count.new_tensor(x.numel() / nf)"),)),
+    Variant("unbiased_variance", S, "the unbiased variance",
+            fails=MATH, says="biased",
+            edits=(("var = (sqrs / count - mean * mean).clamp_min(0)",
+                    "var = ((sqrs / count - mean * mean) * count / (count - 1)).clamp_min(0)"),)),
+    Variant("eps_outside_sqrt", S, "eps added to the standard deviation",
+            fails=MATH, says="added eps to the standard deviation",
+            edits=(("(var + self.eps).sqrt()", "(var.sqrt() + self.eps)"),)),
+    Variant("nan_when_untrained", S, "an untrained layer divides 0 by 0 in eval",
+            fails=("test_rbn_eval",), says="nan",
+            edits=(("        if self.count == 0:  # nothing seen yet: behave as mean 0, variance 1 instead of 0/0\n"
+                    "            mean, var = torch.zeros_like(sums), torch.ones_like(sums)\n"
+                    "        else:\n"
+                    "            mean = sums / count\n"
+                    "            var = (sqrs / count - mean * mean).clamp_min(0)",
+                    "        mean = sums / count\n"
+                    "        var = (sqrs / count - mean * mean).clamp_min(0)"),)),
+    Variant("batch_of_one_crashes", S, "the lesson's sqrt(bs - 1) divides by zero for bs=1",
+            fails=("test_rbn_batch_of_one",), says="ZeroDivisionError",
+            edits=((MOM1, "mom1 = 1 - (1 - self.mom) / math.sqrt(bs - 1)"),)),
+    Variant("delegates_to_batch_norm", S, "computes the statistics, then calls F.batch_norm",
+            fails=("test_rbn_training_math", "test_rbn_eval"), says="delegating to torch's own normalization",
+            edits=(("        return (x - mean) / (var + self.eps).sqrt() * self.mults + self.adds",
+                    "        return F.batch_norm(x, mean.flatten(), var.flatten(), self.mults.flatten(),\n"
+                    "                            self.adds.flatten(), False, 0.0, self.eps)"),)),
+    # Correct alternatives, written differently.
+    Variant("explicit_lerp_in_place_buffers", S, None, code='''
+class RunningBatchNorm(nn.Module):
+    """Explicit lerp formula, statistics via flatten, in-place buffer updates."""
+
+    def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.mom, self.eps = mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        for name in ("sums", "sqrs"):
+            self.register_buffer(name, torch.zeros(1, nf, 1, 1))
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("batch", torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        nf = x.shape[1]
+        if self.training:
+            flat = x.transpose(0, 1).flatten(1)          # (nf, elements)
+            s = flat.sum(1).view(1, nf, 1, 1)
+            ss = (flat ** 2).sum(1).view(1, nf, 1, 1)
+            c = float(flat.shape[1])
+            w = 1 - (1 - self.mom) / max(x.shape[0] - 1, 1) ** 0.5
+            sums = self.sums * (1 - w) + s * w
+            sqrs = self.sqrs * (1 - w) + ss * w
+            count = self.count * (1 - w) + c * w
+            with torch.no_grad():
+                self.sums.copy_(sums)
+                self.sqrs.copy_(sqrs)
+                self.count.copy_(count)
+                self.batch.add_(x.shape[0])
+        else:
+            sums, sqrs, count = self.sums, self.sqrs, self.count
+        if float(self.count) > 0:
+            mean = sums / count
+            var = torch.clamp(sqrs / count - mean ** 2, min=0.0)
+        else:
+            mean, var = torch.zeros_like(sums), torch.ones_like(sums)
+        if float(self.batch) < 20:
+            var = torch.clamp(var, min=0.01)
+        return self.mults * ((x - mean) * torch.rsqrt(var + self.eps)) + self.adds
+'''),
+    Variant("einsum_and_where", S, None, code='''
+class RunningBatchNorm(nn.Module):
+    """Statistics with einsum, lerp_ on detached buffers, torch.where for the untrained case."""
+
+    def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.mom, self.eps = mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("sums", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("sqrs", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("count", torch.tensor(0.))
+        self.register_buffer("batch", torch.tensor(0.))
+
+    def forward(self, x: Tensor) -> Tensor:
+        bs, nf, h, w = x.shape
+        sums, sqrs, count = self.sums, self.sqrs, self.count
+        if self.training:
+            mom1 = 1 - (1 - self.mom) / math.sqrt(bs - 1) if bs > 1 else self.mom
+            s = torch.einsum("bchw->c", x).view(1, nf, 1, 1)
+            ss = torch.einsum("bchw,bchw->c", x, x).view(1, nf, 1, 1)
+            sums = sums + mom1 * (s - sums)
+            sqrs = sqrs + mom1 * (ss - sqrs)
+            count = count + mom1 * (bs * h * w - count)
+            self.sums.lerp_(s.detach(), mom1)
+            self.sqrs.lerp_(ss.detach(), mom1)
+            self.count.lerp_(torch.full_like(self.count, bs * h * w), mom1)
+            self.batch += bs
+        safe = torch.where(count > 0, count, torch.ones_like(count))
+        mean = torch.where(count > 0, sums / safe, torch.zeros_like(sums))
+        var = torch.where(count > 0, sqrs / safe - mean * mean, torch.ones_like(sqrs)).clamp(min=0)
+        var = var.clamp(min=0.01) if self.batch < 20 else var
+        return (x - mean) / torch.sqrt(var + self.eps) * self.mults + self.adds
+'''),
+]
