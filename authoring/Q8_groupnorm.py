@@ -1,0 +1,513 @@
+# %% [markdown]
+# # Q8 — GroupNorm
+#
+# Group normalization (Wu & He, 2018) sits between the two normalizations that do not look at the
+# batch. It splits the `C` channels of each example into `G` groups of `C / G` neighbouring channels
+# and normalises each group with its own mean and variance, computed over the group's channels and
+# every position:
+#
+# - `G = 1`: one group holds all channels — that is **LayerNorm** over `(C, H, W)` (Ba, Kiros & Hinton, 2016);
+# - `G = C`: every channel is its own group — that is **InstanceNorm** (Ulyanov, Vedaldi & Lempitsky, 2016);
+# - in between, channels that tend to respond to related features are normalised together.
+#
+# Like LayerNorm and InstanceNorm it never mixes examples, so it behaves the same in training and
+# evaluation, needs no running statistics and works for any batch size — which is why Wu & He proposed
+# it for detection and segmentation, where a GPU holds only one or two images and BatchNorm's batch
+# statistics (Ioffe & Szegedy, 2015) become too noisy. The 2019 lesson only described it; here you
+# implement it, check the two equivalences numerically, and train the lesson's CNN with it.
+#
+# In **Part A** you write the layer, with exactly the rules (and parameter names) of `nn.GroupNorm`.
+# In **Part B** it goes into the lesson's CNN.
+
+# %% [setup]
+%matplotlib inline
+from functools import partial
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib import (AvgStatsCallback, BatchTransformXCallback, DeviceCallback, GeneralRelu, ProgressCallback,
+                        Recorder, accuracy, get_cnn_model, get_learn_run, get_mnist_databunch, init_cnn,
+                        mnist_view, set_seed)
+
+set_seed(42)
+
+# %% [markdown]
+# ## Part A (12 points) — the layer
+#
+# Write `GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)` for inputs of shape `(N, C, *)`
+# (`(N, C)`, `(N, C, L)`, `(N, C, H, W)`, ...) with `C == num_channels`. The **contract** is in the
+# docstring. Details that are easy to get wrong:
+#
+# - **Groups are contiguous.** With 6 channels and 3 groups, channels 0-1 are group 0, 2-3 group 1 and
+#   4-5 group 2. `x.view(N, G, -1)` gives exactly that; `x.view(N, -1, G)` (channel `c` in group `c % G`)
+#   does not.
+# - **Statistics per example and group**, never over the batch, with the **biased** variance (divide by
+#   the number of values in the group) and `eps` inside the square root: `(x - mean) / sqrt(var + eps)`.
+# - **Scale and shift are per channel**, not per group: `weight` and `bias` have shape `(num_channels,)`,
+#   the same names and shapes as `nn.GroupNorm`, so the two layers' `state_dict`s are interchangeable.
+#   With `affine=False` there are no parameters: `weight` and `bias` are `None`.
+# - **Clear errors**: a `ValueError` naming both numbers when `num_channels` is not divisible by
+#   `num_groups`, and a `ValueError` when the input does not have `num_channels` channels.
+#
+# Write the math yourself with tensor operations: calling torch's own group norm (or any other of its
+# normalization functions) gets no points.
+
+# %% [solution id=groupnorm]
+class GroupNorm(nn.Module):
+    """Group normalization (Wu & He, 2018) of (N, C, *) inputs with exactly nn.GroupNorm's rules.
+
+    GroupNorm(num_groups, num_channels, eps=1e-5, affine=True). Store the arguments as
+    self.num_groups, self.num_channels, self.eps and self.affine.
+    Raises ValueError, at construction, if num_channels is not divisible by num_groups; the message
+    names both numbers (e.g. "num_channels=6 is not divisible by num_groups=4").
+
+    Learned parameters, one per CHANNEL (not per group), only when affine=True:
+        self.weight  nn.Parameter of shape (num_channels,), starts as ones    (gamma)
+        self.bias    nn.Parameter of shape (num_channels,), starts as zeros   (beta)
+    When affine=False, self.weight and self.bias are None and the layer has no parameters
+    (self.register_parameter("weight", None) does that, as nn.GroupNorm does).
+    No buffers: there are no running statistics.
+
+    forward(x), x of shape (N, num_channels, *) with at least 2 dims: returns a tensor of x's shape and dtype.
+        Channels are split into num_groups CONTIGUOUS groups of G = num_channels // num_groups:
+        channels 0..G-1 are group 0, channels G..2G-1 group 1, and so on.
+        For every example n and group g separately:
+            mean = mean of the group's values (its G channels, every position)
+            var  = their BIASED variance (divide by the number of values)
+        out = (x - mean) / sqrt(var + eps), then, when affine, * weight[c] + bias[c] for channel c.
+        Training and eval mode give the same output; one example's output never depends on the others.
+    Raises ValueError if x has fewer than 2 dims or x.shape[1] != num_channels.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        if num_groups <= 0 or num_channels % num_groups != 0:
+            raise ValueError(f"num_channels={num_channels} is not divisible by num_groups={num_groups}")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_channels))
+            self.bias = nn.Parameter(torch.zeros(num_channels))
+        else:
+            # Registered as None, as nn.GroupNorm does, so the state_dicts stay compatible.
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        ### END SOLUTION
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise each example's channel groups with their own mean and biased variance, then scale and shift per channel."""
+        ### BEGIN SOLUTION
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}) expects an input of shape "
+                             f"(N, {self.num_channels}, ...), got {tuple(x.shape)}")
+        # (N, G, rest): row (n, g) holds example n's contiguous channel group g and all its positions.
+        groups = x.reshape(x.shape[0], self.num_groups, -1)
+        mean = groups.mean(dim=2, keepdim=True)
+        var = groups.var(dim=2, keepdim=True, correction=0)
+        out = ((groups - mean) / torch.sqrt(var + self.eps)).reshape(x.shape)
+        if self.affine:
+            per_channel = (1, -1) + (1,) * (x.dim() - 2)
+            out = out * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)
+        return out
+        ### END SOLUTION
+
+# %% [demo]
+# Check that it does: your layer against nn.GroupNorm with the same (random) weights, in float64.
+x = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 3 + 1
+for groups in (3, 6, 1):
+    mine, theirs = GroupNorm(groups, 6).double(), nn.GroupNorm(groups, 6).double()
+    with torch.no_grad():
+        for layer in (mine, theirs):
+            layer.weight.copy_(torch.linspace(0.5, 2.0, 6))
+            layer.bias.copy_(torch.linspace(-1.0, 1.0, 6))
+    gap = (mine(x) - theirs(x)).abs().max().item()
+    print(f"{groups} group(s): largest difference from nn.GroupNorm {gap:.1e}")
+
+# %% [test id=test_parameters points=1]
+"""weight and bias are nn.Parameters of shape (num_channels,), starting as ones and zeros; no other parameters."""
+gn = GroupNorm(3, 6)
+params = dict(gn.named_parameters())
+assert set(params) == {"weight", "bias"}, f"the learned parameters must be exactly weight and bias, got {sorted(params)}"
+assert tuple(gn.weight.shape) == (6,) and tuple(gn.bias.shape) == (6,), (
+    f"GroupNorm(3, 6).weight and .bias should have shape (6,) (one per channel), got "
+    f"{tuple(gn.weight.shape)} and {tuple(gn.bias.shape)}")
+### BEGIN HIDDEN TESTS
+from course_grading.checks import require_tensor
+
+for groups, channels in ((1, 4), (2, 8), (4, 4), (3, 12)):
+    gn = GroupNorm(groups, channels)
+    assert (gn.num_groups, gn.num_channels, gn.eps, gn.affine) == (groups, channels, 1e-5, True), (
+        "store the arguments as self.num_groups, self.num_channels, self.eps and self.affine")
+    for name, start in (("weight", torch.ones(channels)), ("bias", torch.zeros(channels))):
+        value = require_tensor(getattr(gn, name), f"GroupNorm.{name}")
+        assert isinstance(value, nn.Parameter), f"GroupNorm.{name} must be an nn.Parameter"
+        if tuple(value.shape) != (channels,):
+            extra = (" You made one per group; GroupNorm's weight and bias are per CHANNEL, as in nn.GroupNorm."
+                     if value.numel() == groups else "")
+            raise AssertionError(f"GroupNorm({groups}, {channels}).{name} should have shape ({channels},), "
+                                 f"got {tuple(value.shape)}.{extra}")
+        assert value.dtype == torch.float32, f"GroupNorm.{name} should start as float32, got {value.dtype}"
+        assert torch.equal(value.detach(), start), f"GroupNorm.{name} must start as {'ones' if name == 'weight' else 'zeros'}"
+    assert set(dict(gn.named_parameters())) == {"weight", "bias"}, "the only parameters must be weight and bias"
+    assert not list(gn.buffers()), "GroupNorm keeps no running statistics: it should have no buffers"
+gn = GroupNorm(2, 4, eps=0.5)
+assert gn.eps == 0.5, "store eps as self.eps"
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_output_matches_nn_groupnorm points=3]
+"""Outputs equal nn.GroupNorm's (same weight and bias) for 3 groups of 2 channels, 6 groups and 1 group, in train and eval mode."""
+from course_grading.checks import call_own, expect_close, random_affine, seeded_input
+from course_grading.q8_checks import output_mistakes, set_affine, torch_group_norm
+
+x = seeded_input(4, 6, 3, 3)
+out = call_own(GroupNorm(3, 6).double(), x)
+assert out.shape == x.shape and out.dtype == x.dtype, f"expected shape {tuple(x.shape)} and dtype float64, got {tuple(out.shape)} {out.dtype}"
+assert torch.isfinite(out).all(), "the output contains NaN or inf"
+assert out.reshape(4, 3, -1).mean(-1).abs().max() < 1e-6, "with weight=1 and bias=0 every group's output should have mean 0"
+### BEGIN HIDDEN TESTS
+cases = [((20, 6, 3, 3), 3, 0.5), ((20, 6, 2, 2), 6, 0.5), ((20, 6, 2, 2), 1, 0.5), ((3, 6, 2, 1), 3, 1e-5),
+         ((2, 8, 3), 4, 0.5), ((3, 4), 2, 0.5), ((2, 6, 2, 1, 2), 2, 0.5), ((2, 12, 2, 2), 4, 1e-3)]
+for seed, (shape, groups, eps) in enumerate(cases):
+    x = seeded_input(*shape, seed=seed)
+    weight, bias = random_affine(shape[1], seed=seed + 10)
+    gn = GroupNorm(groups, shape[1], eps=eps).double()
+    set_affine(gn, weight, bias, groups)
+    expected = torch_group_norm(x, groups, weight, bias, eps)
+    mistakes = output_mistakes(x, groups, weight, bias, eps)
+    for mode in ("train", "eval"):
+        gn.train(mode == "train")
+        expect_close(call_own(gn, x), expected,
+                     f"{mode}-mode output of GroupNorm({groups}, {shape[1]}, eps={eps}) for an input of shape {shape}",
+                     mistakes=mistakes)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_equivalences points=2]
+"""One group per channel is InstanceNorm (F.instance_norm); one group for all channels is LayerNorm over (C, H, W) (F.layer_norm)."""
+from course_grading.checks import call_own, expect_close, random_affine, seeded_input
+from course_grading.q8_checks import output_mistakes, set_affine
+
+x = seeded_input(5, 6, 4, 4)
+expect_close(call_own(GroupNorm(6, 6).double(), x), F.instance_norm(x), "GroupNorm(6, 6) against F.instance_norm", atol=1e-6)
+expect_close(call_own(GroupNorm(1, 6).double(), x), F.layer_norm(x, x.shape[1:]), "GroupNorm(1, 6) against F.layer_norm over (C, H, W)", atol=1e-6)
+### BEGIN HIDDEN TESTS
+for seed, (shape, eps) in enumerate((((20, 6, 10, 10), 1e-5), ((3, 6, 2, 2), 0.5), ((2, 4, 1, 3), 0.5), ((2, 5, 3), 0.5))):
+    x = seeded_input(*shape, seed=seed + 20)
+    channels = shape[1]
+    weight, bias = random_affine(channels, seed=seed + 30)
+    instance = GroupNorm(channels, channels, eps=eps).double()
+    set_affine(instance, weight, bias, channels)
+    expect_close(call_own(instance, x), F.instance_norm(x, weight=weight, bias=bias, eps=eps),
+                 f"GroupNorm({channels}, {channels}, eps={eps}) against F.instance_norm on an input of shape {shape}",
+                 mistakes=output_mistakes(x, channels, weight, bias, eps))
+    layer = GroupNorm(1, channels, eps=eps).double()
+    set_affine(layer, weight, bias, 1)
+    spread = (channels,) + (1,) * (x.dim() - 2)
+    expected = F.layer_norm(x, x.shape[1:], weight.reshape(spread).expand(x.shape[1:]),
+                            bias.reshape(spread).expand(x.shape[1:]), eps=eps)
+    expect_close(call_own(layer, x), expected,
+                 f"GroupNorm(1, {channels}, eps={eps}) against F.layer_norm over (C, ...) on an input of shape {shape}",
+                 mistakes=output_mistakes(x, 1, weight, bias, eps))
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_contiguous_groups points=1]
+"""Groups are contiguous channels: with eps=0, weight=1, bias=0 each group of neighbouring channels has mean 0 and variance 1."""
+from course_grading.checks import call_own, seeded_input
+from course_grading.q8_checks import interleaved
+
+x = seeded_input(3, 6, 2, 2, seed=3)
+out = call_own(GroupNorm(3, 6, eps=0.0).double(), x)
+assert out.shape == x.shape, f"expected shape {tuple(x.shape)}, got {tuple(out.shape)}"
+### BEGIN HIDDEN TESTS
+for seed, (shape, groups) in enumerate((((3, 6, 2, 2), 3), ((2, 8, 3, 1), 2), ((2, 8, 2), 4), ((4, 12, 1, 1), 3))):
+    x = seeded_input(*shape, seed=seed + 40)
+    out = call_own(GroupNorm(groups, shape[1], eps=0.0).double(), x).detach()
+    rows = out.reshape(shape[0], groups, -1)
+    mean, var = rows.mean(-1), rows.var(-1, correction=0)
+    if not (torch.allclose(mean, torch.zeros_like(mean), atol=1e-8) and torch.allclose(var, torch.ones_like(var), atol=1e-8)):
+        message = (f"GroupNorm({groups}, {shape[1]}, eps=0) on an input of shape {shape}: each example's group of "
+                   f"{shape[1] // groups} neighbouring channels should have mean 0 and variance 1; got means "
+                   f"{mean.flatten()[:4].tolist()} and variances {var.flatten()[:4].tolist()}")
+        if torch.allclose(out, interleaved(x, groups, 0.0), atol=1e-6):
+            message += ("\nYou grouped the channels with a stride (channel c in group c % num_groups, as "
+                        "x.view(N, C // G, G, ...) does, an interleaved grouping); groups are CONTIGUOUS: "
+                        "use x.view(N, G, C // G, ...).")
+        raise AssertionError(message)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_batch_independence points=1]
+"""One example's output ignores the rest of the batch, and shifting or positively scaling one group's input leaves its output unchanged."""
+from course_grading.checks import call_own, expect_close, seeded_input
+
+x = seeded_input(4, 6, 3, 3)
+gn = GroupNorm(3, 6).double()
+expect_close(call_own(gn, x[1:2]), call_own(gn, x)[1:2], "the output for example 1 alone vs within its batch of 4", atol=1e-8)
+### BEGIN HIDDEN TESTS
+for seed, (shape, groups) in enumerate((((5, 6, 2, 2), 3), ((3, 4, 3), 2), ((2, 6, 1, 1), 1))):
+    x = seeded_input(*shape, seed=seed + 50)
+    gn = GroupNorm(groups, shape[1], eps=0.0).double()
+    full = call_own(gn, x)
+    for n in range(shape[0]):
+        expect_close(call_own(gn, x[n:n + 1]), full[n:n + 1],
+                     f"GroupNorm({groups}, {shape[1]}): the output for example {n} alone vs within its batch of "
+                     f"{shape[0]} (the statistics must be per example: do not reduce over the batch or reshape "
+                     f"in a way that mixes examples)", atol=1e-8)
+    # Shift and scale the first group of the last example only: with eps=0 nothing in the output may change.
+    moved = x.clone()
+    size = shape[1] // groups
+    moved[-1, :size] = moved[-1, :size] * 3.0 + 5.0
+    expect_close(call_own(gn, moved), full,
+                 f"GroupNorm({groups}, {shape[1]}, eps=0) after multiplying one group of one example by 3 and adding 5 "
+                 f"(each group is normalised with its own statistics, so nothing should change)", atol=1e-8)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_affine_false points=1]
+"""affine=False: weight and bias are None, the layer has no parameters, and the output is the normalised input."""
+from course_grading.checks import call_own, expect_close, seeded_input
+from course_grading.q8_checks import output_mistakes, torch_group_norm
+
+gn = GroupNorm(3, 6, affine=False)
+assert gn.weight is None and gn.bias is None, "with affine=False, weight and bias must be None"
+assert not list(gn.parameters()), "with affine=False the layer must have no parameters"
+### BEGIN HIDDEN TESTS
+for seed, (shape, groups, eps) in enumerate((((3, 6, 2, 2), 3, 0.5), ((2, 4, 3), 4, 1e-5), ((2, 8, 1, 2), 2, 0.5))):
+    x = seeded_input(*shape, seed=seed + 60)
+    gn = GroupNorm(groups, shape[1], eps=eps, affine=False).double()
+    assert gn.affine is False, "store affine as self.affine"
+    assert not gn.state_dict(), (
+        f"with affine=False the state_dict must be empty, as nn.GroupNorm's is; it holds {sorted(gn.state_dict())}")
+    expect_close(call_own(gn, x), torch_group_norm(x, groups, None, None, eps),
+                 f"output of GroupNorm({groups}, {shape[1]}, eps={eps}, affine=False), input shape {shape}",
+                 mistakes=output_mistakes(x, groups, None, None, eps))
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_clear_errors points=1]
+"""ValueError naming both numbers when num_channels is not divisible by num_groups; ValueError for an input with the wrong channel count."""
+from course_grading.checks import call_own
+from course_grading.q8_checks import expect_raises
+
+expect_raises(lambda: GroupNorm(4, 6), "GroupNorm(4, 6) (6 channels do not split into 4 groups)", mentions=(6, 4))
+### BEGIN HIDDEN TESTS
+expect_raises(lambda: GroupNorm(5, 12), "GroupNorm(5, 12)", mentions=(12, 5))
+expect_raises(lambda: GroupNorm(3, 8, affine=False), "GroupNorm(3, 8, affine=False)", mentions=(8, 3))
+expect_raises(lambda: GroupNorm(16, 8), "GroupNorm(16, 8) (more groups than channels)", mentions=(8, 16))
+for groups, channels in ((1, 1), (1, 7), (7, 7), (4, 12)):
+    try:
+        GroupNorm(groups, channels)
+    except Exception as err:
+        raise AssertionError(f"GroupNorm({groups}, {channels}) is valid ({channels} channels split into {groups} "
+                             f"groups) but raised {type(err).__name__}: {err}") from None
+expect_raises(lambda: call_own(GroupNorm(2, 4).double(), torch.randn(2, 6, 3, 3, dtype=torch.float64)),
+              "GroupNorm(2, 4) on an input with 6 channels")
+expect_raises(lambda: call_own(GroupNorm(2, 4).double(), torch.randn(2, 2, 3, 3, dtype=torch.float64)),
+              "GroupNorm(2, 4) on an input with 2 channels")
+expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, 4, dtype=torch.float64)),
+              "GroupNorm(1, 3) on a 2-D input of shape (3, 4)")
+expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, dtype=torch.float64)),
+              "GroupNorm(1, 3) on a 1-D input of shape (3,)")
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_gradients points=1]
+"""Gradients with respect to the input, weight and bias match finite differences (gradcheck, float64), in train and eval mode."""
+from course_grading.checks import call_own, seeded_input
+from course_grading.q8_checks import gradcheck_own
+
+x = seeded_input(2, 4, 2, 2).requires_grad_(True)
+gn = GroupNorm(2, 4).double()
+call_own(gn, x).pow(3).sum().backward()
+assert x.grad is not None and gn.weight.grad is not None and gn.bias.grad is not None, (
+    "after backward, x, weight and bias should all have gradients")
+### BEGIN HIDDEN TESTS
+from course_grading.checks import random_affine
+
+for seed, (shape, groups, eps, mode) in enumerate((((2, 6, 2, 1), 3, 0.5, "train"), ((3, 4, 2), 2, 1e-5, "eval"),
+                                                   ((2, 4, 1, 2), 1, 0.5, "train"))):
+    weight, bias = random_affine(shape[1], seed=seed + 70)
+    gn = GroupNorm(groups, shape[1], eps=eps).double().train(mode == "train")
+    gradcheck_own(gn, seeded_input(*shape, seed=seed + 70), weight, bias)
+gradcheck_own(GroupNorm(2, 4, eps=0.5, affine=False).double(), seeded_input(2, 4, 3, seed=80))
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_state_dict points=1]
+"""The state_dict has nn.GroupNorm's keys and shapes: weights load both ways and give the same outputs."""
+from course_grading.checks import call_own, seeded_input
+
+mine, theirs = GroupNorm(3, 6), nn.GroupNorm(3, 6)
+assert set(mine.state_dict()) == set(theirs.state_dict()), (
+    f"state_dict keys {sorted(mine.state_dict())} differ from nn.GroupNorm's {sorted(theirs.state_dict())}")
+### BEGIN HIDDEN TESTS
+from course_grading.checks import expect_close, random_affine
+
+for seed, (groups, channels) in enumerate(((3, 6), (2, 8), (5, 5))):
+    weight, bias = random_affine(channels, seed=seed + 90)
+    theirs = nn.GroupNorm(groups, channels, eps=0.5).double()
+    with torch.no_grad():
+        theirs.weight.copy_(weight)
+        theirs.bias.copy_(bias)
+    x = seeded_input(3, channels, 2, 2, seed=seed + 90)
+    mine = GroupNorm(groups, channels, eps=0.5).double()
+    try:
+        mine.load_state_dict(theirs.state_dict())
+    except Exception as err:
+        raise AssertionError(f"GroupNorm({groups}, {channels}) cannot load nn.GroupNorm's state_dict "
+                             f"(keys weight and bias, shape ({channels},)): {err}") from None
+    expect_close(call_own(mine, x), theirs(x).detach(), f"GroupNorm({groups}, {channels}) loaded from nn.GroupNorm's state_dict")
+    back = nn.GroupNorm(groups, channels, eps=0.5).double()
+    try:
+        back.load_state_dict(mine.state_dict())
+    except Exception as err:
+        raise AssertionError(f"nn.GroupNorm({groups}, {channels}) cannot load your layer's state_dict: {err}") from None
+    mine32 = GroupNorm(groups, channels)
+    mine32.double()
+    assert mine32.weight.dtype == torch.float64 and mine32.bias.dtype == torch.float64, (
+        "after .double(), weight and bias should be float64")
+assert set(GroupNorm(2, 4, affine=False).state_dict()) == set(nn.GroupNorm(2, 4, affine=False).state_dict()), (
+    "with affine=False the state_dict must be empty, as nn.GroupNorm's is")
+### END HIDDEN TESTS
+None
+
+# %% [markdown]
+# ## Part B (1 point) — GroupNorm in the lesson's CNN
+#
+# The block below is the lesson's `conv_layer`: a convolution (no bias when a norm follows: the norm
+# removes each group's mean, and the norm's own `bias` takes over the shift), the lesson's
+# `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the activation. Every block has
+# stride 2, so the maps shrink 28 → 14 → 7 → 4 → 2 → 1.
+#
+# We use **2 groups** in every block (8, 16, 32, 64 and 64 channels all divide by 2). The number of
+# groups matters at the end of the network: the last block's map is 1x1, so a group of `k` channels
+# has only `k` values there. With one channel per group (InstanceNorm) that is one value, whose
+# normalised output is always 0 — the model could not classify. With 2 groups of 32 channels every
+# group still holds 32 values. Nothing to write here: the test checks that your layer trains the CNN
+# like `nn.GroupNorm` does (same weights, same batches, 30 steps).
+
+# %% [setup]
+NFS = [8, 16, 32, 64, 64]
+ACTIVATION = dict(leak=0.1, sub=0.4, maxv=6.)
+NUM_GROUPS = 2
+
+
+def conv_layer(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True,
+               norm: type[nn.Module] | None = None, **kwargs) -> nn.Sequential:
+    """Conv2d -> GeneralRelu(**kwargs) -> norm(NUM_GROUPS, nf) when bn; norm defaults to this notebook's GroupNorm."""
+    layers = [nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=not bn), GeneralRelu(**kwargs)]
+    if bn:
+        layers.append((norm or GroupNorm)(NUM_GROUPS, nf))
+    return nn.Sequential(*layers)
+
+
+def lesson_cnn(norm: type[nn.Module] | None = None) -> nn.Sequential:
+    """The lesson's CNN (10 classes) built from conv_layer blocks with the given group norm class, Kaiming-initialised."""
+    return init_cnn(get_cnn_model(SimpleNamespace(c=10), NFS, partial(conv_layer, norm=norm), **ACTIVATION))
+
+# %% [test id=test_training_curve points=1]
+"""The lesson's CNN with your GroupNorm trains like the same CNN with nn.GroupNorm (same weights, batches and lr)."""
+from course_grading.checks import DelegationError, expect_curve_like, paired_losses
+from course_grading.q8_checks import guard_own
+
+try:
+    losses, reference = paired_losses(lambda: guard_own(lesson_cnn(), GroupNorm), partial(lesson_cnn, nn.GroupNorm),
+                                      steps=30, bs=64, lr=0.4)
+except DelegationError as err:
+    raise AssertionError(str(err)) from None
+assert all(l == l for l in losses), "the training loss became NaN"
+### BEGIN HIDDEN TESTS
+expect_curve_like(losses, reference, "training the lesson's CNN with your GroupNorm (2 groups per block, lr 0.4, bs 64, 30 steps)")
+### END HIDDEN TESTS
+None
+
+# %% [markdown]
+# ## The experiment: three groupings of one activation
+#
+# Take an activation of shape `(20, 6, 10, 10)` — 20 examples, 6 channels of 10x10 — in which every
+# channel has its own offset and scale, as real activations do. We normalise it three ways
+# (`affine` parameters left at ones and zeros):
+#
+# 1. **3 groups of 2 channels**, against `nn.GroupNorm(3, 6)`;
+# 2. **6 groups** (one channel each), against `F.instance_norm` — InstanceNorm;
+# 3. **1 group**, against `F.layer_norm(x, (6, 10, 10))` — LayerNorm over `(C, H, W)`.
+
+# %% [experiment]
+# NBVAL_CHECK_OUTPUT
+generator = torch.Generator().manual_seed(0)
+activation = (torch.randn(20, 6, 10, 10, generator=generator) * torch.linspace(0.5, 3.0, 6).view(1, 6, 1, 1)
+              + torch.linspace(-2.0, 3.0, 6).view(1, 6, 1, 1))
+settings = {
+    "3 groups of 2 channels": (GroupNorm(3, 6), nn.GroupNorm(3, 6)),
+    "6 groups = InstanceNorm": (GroupNorm(6, 6), lambda t: F.instance_norm(t, eps=1e-5)),
+    "1 group  = LayerNorm": (GroupNorm(1, 6), lambda t: F.layer_norm(t, t.shape[1:], eps=1e-5)),
+}
+normalised = {}
+with torch.no_grad():
+    for name, (mine, oracle) in settings.items():
+        normalised[name] = mine(activation)
+        same = torch.allclose(normalised[name], oracle(activation), atol=1e-5)
+        print(f"{name}: output shape {tuple(normalised[name].shape)}, equal to torch's: {same}")
+
+# %% [output]
+# 3 groups of 2 channels: output shape (20, 6, 10, 10), equal to torch's: True
+# 6 groups = InstanceNorm: output shape (20, 6, 10, 10), equal to torch's: True
+# 1 group  = LayerNorm: output shape (20, 6, 10, 10), equal to torch's: True
+
+# %% [experiment]
+# What each grouping does to example 0: the mean and standard deviation of every channel, before and after.
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.2), sharey=True)
+panels = {"input": activation, **normalised}
+for ax, (name, t) in zip(axes, panels.items()):
+    channels = torch.arange(6)
+    ax.bar(channels - 0.2, t[0].mean((1, 2)), width=0.4, label="mean")
+    ax.bar(channels + 0.2, t[0].std((1, 2), correction=0), width=0.4, label="std")
+    ax.set(title=name, xlabel="channel")
+axes[0].legend()
+fig.tight_layout()
+plt.show()
+for name, t in normalised.items():
+    pairs = t[0].reshape(3, -1)
+    print(f"{name}: example 0, channel pairs (0,1) (2,3) (4,5): means {pairs.mean(1).numpy().round(3)}, "
+          f"stds {pairs.std(1, correction=0).numpy().round(3)}")
+
+# %% [markdown]
+# **What to look for.** InstanceNorm (6 groups) sets every channel's mean to 0 and std to 1: the
+# differences between channels — which channel fired strongly in this image — are gone. LayerNorm
+# (1 group) keeps them: channel 5 stays well above channel 0; only the example as a whole has mean 0
+# and std 1. With 3 groups each *pair* of neighbouring channels has mean 0 and std 1 together, while
+# the two channels of a pair keep their relative levels. That is GroupNorm's compromise: more
+# independence between groups than LayerNorm, more information kept than InstanceNorm.
+#
+# ## Training the CNN with GroupNorm
+#
+# One epoch of the lesson's CNN with your `GroupNorm` (2 groups per block) at learning rate 0.8,
+# recording the training loss of every batch. One epoch is 98 batches of 512 images, about 30-45 s
+# on a 2-core laptop CPU (when the notebook is graded it uses the small grading subset and takes a
+# second or two). One epoch is enough to see it train; for reference, the lesson's BatchNorm reached
+# about 97 % after 3 epochs.
+
+# %% [experiment]
+data = get_mnist_databunch(bs=512)
+cbfs = [partial(AvgStatsCallback, accuracy), DeviceCallback, partial(BatchTransformXCallback, mnist_view),
+        Recorder, ProgressCallback]
+set_seed(0)
+learn, run = get_learn_run(NFS, data, 0.8, conv_layer, cbs=cbfs, **ACTIVATION)
+run.fit(1, learn)
+run.recorder.plot_loss()
+plt.title("GroupNorm (2 groups per block), lr 0.8: training loss per batch")
+plt.show()
+history = run.avg_stats.history[-1]
+print(f"GroupNorm: valid loss {history['valid_loss']:.3f}  valid accuracy {history['valid_accuracy']:.3f}")
+
+# %% [markdown]
+# The loss falls steadily and stays finite — unlike the lesson's LayerNorm and InstanceNorm runs,
+# which printed NaN. GroupNorm's output does not depend on the batch, so the same model could be
+# trained with a batch of 2 images, where BatchNorm collapses (Q9); Wu & He (2018) report that at
+# large batches BatchNorm is still a little better, and GroupNorm keeps its accuracy as the batch shrinks.
