@@ -1,0 +1,206 @@
+# %% [markdown]
+# # Q5 — Add a scheduler and train
+#
+# BatchNorm lets a network train at much higher learning rates (Ioffe & Szegedy, 2015). The lesson
+# pushed that further with a schedule: warm the learning rate up linearly from 0.6 to 2.0 over the first
+# 30 % of training, then anneal it linearly down to 0.1:
+#
+# ```python
+# sched = combine_scheds([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
+# cbfs + [partial(ParamScheduler, 'lr', sched)]
+# ```
+#
+# A schedule is a plain function of the position in training, `pos` from 0 (start) to 1 (end);
+# `ParamScheduler` sets the learning rate from it before every training batch. Here you write
+# the function that glues schedules together, use it for the lesson's schedule, check what the
+# `Recorder` actually recorded, and train.
+
+# %% [setup]
+%matplotlib inline
+from functools import partial
+from typing import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from course_lib import (AvgStatsCallback, BatchTransformXCallback, DeviceCallback, GeneralRelu, ParamScheduler,
+                        ProgressCallback, Recorder, accuracy, get_learn_run, get_mnist_databunch, mnist_view,
+                        sched_cos, sched_lin, set_seed)
+
+data = get_mnist_databunch(bs=512)
+nfs = [8, 16, 32, 64, 64]
+# Statistics with accuracy, CUDA when present (CPU otherwise), and flat vectors reshaped to (1, 28, 28) images.
+cbfs = [partial(AvgStatsCallback, accuracy), DeviceCallback, partial(BatchTransformXCallback, mnist_view)]
+
+
+def conv_layer(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, **kwargs) -> nn.Sequential:
+    """The block from Q4: Conv2d (no bias before a norm) -> GeneralRelu(**kwargs) -> nn.BatchNorm2d."""
+    layers = [nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=not bn), GeneralRelu(**kwargs)]
+    if bn:
+        layers.append(nn.BatchNorm2d(nf, eps=1e-5, momentum=0.1))
+    return nn.Sequential(*layers)
+
+# %% [markdown]
+# ## Part A (4 points) — combine schedules
+#
+# Write `combine_schedules(pcts, scheds)` (the lesson's `combine_scheds`, written by you; do not call
+# `course_lib.combine_scheds`). The contract:
+#
+# - `pcts[i]` is the fraction of training that `scheds[i]` runs for. Segment `i` covers
+#   `[start_i, start_i + pcts[i])` with `start_i = pcts[0] + ... + pcts[i-1]`.
+# - Inside its segment, `scheds[i]` gets its **own** position from 0 to 1: `(pos - start_i) / pcts[i]`.
+# - A position exactly on a boundary belongs to the **later** segment (at its position 0);
+#   `pos = 1` belongs to the last segment, at its position 1. A segment with `pcts[i] == 0` is never used.
+# - Raise a `ValueError` with a message saying what is wrong when `pcts` and `scheds` have different
+#   lengths, when a percentage is negative, or when the percentages do not sum to 1 (within `1e-6`:
+#   ten times 0.1 is 0.9999999999999999 in floating point).
+#
+# Work in Python floats (float32 tensors would put 0.3 a hair above 0.3).
+
+# %% [solution id=combine_schedules]
+def combine_schedules(pcts: Sequence[float], scheds: Sequence[Callable[[float], float]]) -> Callable[[float], float]:
+    """A schedule of pos in [0, 1] that runs scheds[i] over a fraction pcts[i] of training (see the contract)."""
+    ### BEGIN SOLUTION
+    pcts = [float(p) for p in pcts]
+    if len(pcts) != len(scheds):
+        raise ValueError(f"need one schedule per percentage: got {len(pcts)} percentages and {len(scheds)} schedules")
+    if any(p < 0 for p in pcts):
+        raise ValueError(f"percentages must not be negative, got {pcts}")
+    if abs(sum(pcts) - 1.0) > 1e-6:
+        raise ValueError(f"percentages must sum to 1, got {pcts} (sum {sum(pcts)})")
+    starts = [sum(pcts[:i]) for i in range(len(pcts))]
+
+    def schedule(pos: float) -> float:
+        if pos >= 1.0:
+            return scheds[-1](1.0)
+        # The last segment that has started (and has a length) is the active one.
+        i = max(i for i in range(len(pcts)) if pcts[i] > 0 and pos >= starts[i])
+        return scheds[i]((pos - starts[i]) / pcts[i])
+
+    return schedule
+    ### END SOLUTION
+
+# %% [demo]
+# Check that it does: two segments that do not join up show where each one starts.
+demo = combine_schedules([0.25, 0.75], [sched_lin(1., 2.), sched_cos(4., 0.)])
+positions = torch.linspace(0, 1, 201)
+plt.plot(positions, [demo(float(p)) for p in positions])
+plt.xlabel("position in training")
+plt.show()
+print([round(demo(p), 3) for p in (0.0, 0.125, 0.25, 0.625, 1.0)])
+
+# %% [test id=test_combine_values points=3]
+"""combine_schedules: values inside segments, on boundaries and at pos 1."""
+sched = combine_schedules([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
+assert abs(sched(0.0) - 0.6) < 1e-6, f"at pos=0 expected 0.6 (the first schedule at its position 0), got {sched(0.0)}"
+try:
+    end = sched(1.0)
+except Exception as err:
+    raise AssertionError(f"sched(1.0) raised {err!r}: pos 1 belongs to the last segment, at its position 1") from None
+assert abs(end - 0.1) < 1e-6, f"at pos=1 expected 0.1 (the last schedule at its position 1), got {end}"
+step = combine_schedules([0.5, 0.5], [sched_lin(1., 1.), sched_lin(5., 5.)])
+assert step(0.5) == 5.0, f"pos 0.5 is on the boundary: it belongs to the later segment (5.0); got {step(0.5)}"
+### BEGIN HIDDEN TESTS
+from course_grading.q5_checks import check_combine_values
+
+check_combine_values(combine_schedules)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_combine_errors points=1]
+"""combine_schedules: a ValueError with a message for impossible percentages."""
+try:
+    combine_schedules([0.3, 0.6], [sched_lin(0., 1.), sched_lin(1., 0.)])
+except ValueError:
+    pass
+except Exception as err:
+    raise AssertionError(f"percentages that sum to 0.9 should raise a ValueError, not {type(err).__name__}") from None
+else:
+    raise AssertionError("percentages that sum to 0.9 should raise a ValueError; it raised nothing")
+### BEGIN HIDDEN TESTS
+from course_grading.q5_checks import check_combine_errors
+
+check_combine_errors(combine_schedules)
+### END HIDDEN TESTS
+None
+
+# %% [markdown]
+# ## Part B (3 points) — the lesson's schedule, in a real run
+#
+# Write `warmup_anneal()`: it returns the lesson's learning-rate schedule, built with your
+# `combine_schedules` — linear from 0.6 to 2.0 over the first 30 % of training, then linear from 2.0 to
+# 0.1 over the remaining 70 %. Positions are fractions of the whole training run (not epochs).
+
+# %% [solution id=warmup_anneal]
+def warmup_anneal() -> Callable[[float], float]:
+    """The lesson's schedule: sched_lin(0.6, 2.) over 30 % of training, then sched_lin(2., 0.1) over 70 %."""
+    ### BEGIN SOLUTION
+    return combine_schedules([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
+    ### END SOLUTION
+
+# %% [test id=test_warmup_anneal_values points=1]
+"""warmup_anneal: 0.6 at the start, 2.0 after 30 %, 0.1 at the end, linear in between."""
+sched = warmup_anneal()
+assert abs(sched(0.0) - 0.6) < 1e-6 and abs(sched(1.0) - 0.1) < 1e-6, (
+    f"the schedule runs from 0.6 to 0.1 (warm up first: 0.6 -> 2.0, then anneal: 2.0 -> 0.1); got {sched(0.0)} and {sched(1.0)}")
+### BEGIN HIDDEN TESTS
+from course_grading.q5_checks import LESSON_POSITIONS, expect_schedule, lesson_schedule, lesson_schedule_mistakes
+
+expect_schedule(sched, lesson_schedule(), LESSON_POSITIONS, "warmup_anneal()", mistakes=lesson_schedule_mistakes())
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_recorded_lr points=1]
+"""The learning rate the Recorder records in a short run with ParamScheduler('lr', warmup_anneal())."""
+from course_lib import DataBunch, Dataset, get_dls, get_runner
+
+x, y = torch.randn(40, 12), torch.randint(0, 3, (40,))
+tiny = DataBunch(*get_dls(Dataset(x, y), Dataset(x[:8], y[:8]), 8), c=3)
+learn, run = get_runner(nn.Linear(12, 3), tiny, lr=0.01, cbs=[Recorder, partial(ParamScheduler, "lr", warmup_anneal())])
+run.fit(2, learn)
+lrs = run.recorder.lrs[0]
+assert len(lrs) == 10, f"2 epochs of 5 batches should record 10 learning rates, got {len(lrs)}"
+assert abs(lrs[0] - 0.6) < 1e-6, f"the first batch should train at 0.6, recorded {lrs[0]}"
+### BEGIN HIDDEN TESTS
+from course_grading.q5_checks import recorded_lrs
+
+for epochs in (1, 3):
+    recorded, expected = recorded_lrs(warmup_anneal(), epochs=epochs)
+    worst = max(abs(a - b) for a, b in zip(recorded, expected)) if len(recorded) == len(expected) else float("inf")
+    assert worst < 1e-6, (f"in a {epochs}-epoch run the Recorder recorded {[round(v, 4) for v in recorded]}; the lesson's "
+                          f"schedule gives {[round(v, 4) for v in expected]} at the same positions")
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_scheduled_training points=1]
+"""Training the lesson's CNN with warmup_anneal() follows the reference schedule's loss curve."""
+sched = warmup_anneal()
+assert all(0 < sched(p / 10) <= 2.0 for p in range(11)), "the learning rate stays in (0, 2]"
+### BEGIN HIDDEN TESTS
+from course_grading.checks import expect_curve_like
+from course_grading.q5_checks import lesson_schedule, scheduled_losses
+
+losses, reference = scheduled_losses(sched, lesson_schedule(), steps=30)
+expect_curve_like(losses, reference, "training with warmup_anneal()", rtol=0.02)
+### END HIDDEN TESTS
+None
+
+# %% [markdown]
+# ## Train with the schedule and look at the learning rate
+#
+# The lesson trained 8 epochs with this schedule and reached about 98.8 % validation accuracy (on a GPU).
+# An epoch of full MNIST takes a few seconds on a laptop CPU, so we train the full 8 epochs. The first plot
+# is the learning rate the `Recorder` recorded at every training batch: the schedule, sampled by the run.
+
+# %% [experiment]
+set_seed(42)
+sched = warmup_anneal()
+learn, run = get_learn_run(nfs, data, 0.6, conv_layer, leak=0.1, sub=0.4, maxv=6.,
+                           cbs=cbfs + [Recorder, partial(ParamScheduler, "lr", sched), ProgressCallback])
+run.fit(8, learn)
+print(f"validation accuracy after 8 epochs: {run.avg_stats.history[-1]['valid_accuracy']:.3f}")
+fig, (ax_lr, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.5))
+run.recorder.plot_lr(ax=ax_lr)
+run.recorder.plot_loss(ax=ax_loss)
+plt.show()
