@@ -1,0 +1,61 @@
+"""`python -m course_grading.grade`: autograde a class (the built-in demo class by default), print the table.
+
+Examples (from the course root; `make grade` runs the first):
+  python -m course_grading.grade --jobs 2                      the demo class, rebuilt from source
+  python -m course_grading.grade --class path/to/submitted     a real class (<student>/normalization/*.ipynb)
+  python -m course_grading.grade --zip-collect downloads/      LMS archives (nbgrader's zip_collect names)
+  python -m course_grading.grade --student alice --notebook Q4 one student, one notebook
+  python -m course_grading.grade --db-url postgresql://...     a PostgreSQL gradebook (or COURSE_DB_URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from course_grading.grade.pipeline import ZIP_REGEXP, Options, run
+from course_grading.grade.report import table
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    """The command line as Options."""
+    p = argparse.ArgumentParser(prog="python -m course_grading.grade", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="course root (default: the current folder)")
+    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="students graded at once")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--class", dest="class_dir", type=Path, help="folder of <student>/<assignment>/ submissions")
+    source.add_argument("--zip-collect", dest="zip_dir", type=Path, help="folder of LMS archives or extracted files")
+    p.add_argument("--zip-regexp", default=ZIP_REGEXP, help="file name pattern for --zip-collect")
+    p.add_argument("--student", action="append", default=[], help="grade only this student (repeatable)")
+    p.add_argument("--notebook", action="append", default=[], help="grade only this notebook, e.g. Q4 (repeatable)")
+    p.add_argument("--db-url", help="gradebook URL (default: $COURSE_DB_URL or sqlite:///<root>/gradebook.db)")
+    p.add_argument("--cell-timeout", type=int, default=180, help="seconds per cell")
+    p.add_argument("--notebook-timeout", type=float, default=600.0, help="wall-clock seconds per notebook")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
+    p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")
+    p.add_argument("--no-feedback", dest="feedback", action="store_false", help="skip the feedback HTML")
+    p.add_argument("--csv", type=Path, help="where to write the grades (default: <root>/grades.csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
+                   students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
+                   notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
+                   feedback=a.feedback, csv=a.csv, progress=not a.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    outcome = run(options)
+    print(table(outcome.rows))
+    print(f"\n{len(outcome.rows)} students graded in {outcome.seconds:.0f} s with {options.jobs} job(s); "
+          f"kernels: {outcome.sandbox}; grades: {options.csv or options.root / 'grades.csv'}")
+    failed = [s for s, r in outcome.results.items() if not r.ok]
+    return 1 if failed and len(failed) == len(outcome.rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

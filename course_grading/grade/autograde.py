@@ -1,0 +1,157 @@
+"""Grade one student in a private scratch course with its own SQLite gradebook (one worker process each).
+
+Run as `python -m course_grading.grade.autograde JOB.json`. The job names the student's submission folder,
+a template gradebook (the assignment already recorded) and the limits. The worker repairs the submission
+(repair.py), runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py), generates the
+feedback HTML, and writes `result.json` next to its gradebook. The parent merges that gradebook into the
+course's: no two processes ever write the same SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ASSIGNMENT = "normalization"
+# Warnings that libraries print from their own files (not from the student's cell) are harmless; nbgrader
+# would zero a correct test for them. Only a stderr output made of nothing but such warnings is dropped.
+HARMLESS_WARNINGS = (r"\A(?:[^\n]*(?:site-packages|/lib/python3\.\d+)/[^\n]*:\d+: \w*Warning: [^\n]*\n"
+                     r"(?:[ \t][^\n]*\n)*)+\Z")
+
+
+@dataclass
+class Job:
+    """Everything one worker needs; written as JSON by the parent."""
+
+    student: str
+    submission: str  # folder with the student's notebooks (and maybe timestamp.txt)
+    release: str  # the release assignment folder, to compare test cells against
+    source: str  # the course's source/ folder (nbgrader copies non-notebook files from it)
+    template_db: str
+    scratch: str
+    notebooks: list[str] = field(default_factory=list)  # notebook names; empty = all
+    cell_timeout: int = 180
+    notebook_timeout: float = 600.0
+    memory_mb: int = 4096
+    isolate: bool = False
+    hide: list[str] = field(default_factory=list)
+    expose: list[str] = field(default_factory=list)
+    feedback: bool = True
+
+
+@dataclass
+class Result:
+    """What the worker reports back (result.json)."""
+
+    student: str
+    ok: bool = True
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)  # notebook -> why it stopped early
+    seconds: dict[str, float] = field(default_factory=dict)
+    graded: list[str] = field(default_factory=list)
+
+
+def _config(job: Job, course: Path, report: Path):
+    """The nbgrader configuration of one worker (nothing is read from nbgrader_config.py)."""
+    from traitlets.config import Config
+
+    c = Config()
+    c.CourseDirectory.root = str(course)
+    c.CourseDirectory.course_id = ASSIGNMENT
+    c.CourseDirectory.source_directory = job.source
+    c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
+    if job.notebooks:
+        c.CourseDirectory.notebook_id = job.notebooks[0] if len(job.notebooks) == 1 else "*"
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                        SaveAutoGrades)
+
+    from course_grading.grade.kernel import RobustExecute
+
+    c.Autograde.autograde_preprocessors = [RobustExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    c.RobustExecute.timeout = job.cell_timeout
+    c.RobustExecute.notebook_timeout = job.notebook_timeout
+    c.RobustExecute.report_file = str(report)
+    c.RobustExecute.interrupt_on_timeout = True
+    c.SandboxKernelManager.memory_mb = job.memory_mb
+    c.SandboxKernelManager.isolate = job.isolate
+    c.SandboxKernelManager.hide = job.hide
+    c.SandboxKernelManager.expose = job.expose
+    c.IgnorePattern.enabled = True
+    c.IgnorePattern.pattern = HARMLESS_WARNINGS
+    c.OverwriteCells.add_missing_cells = True
+    c.HTMLExporter.template_name = "feedback"
+    return c
+
+
+def grade(job: Job) -> Result:
+    """Repair, autograde and (optionally) build feedback for one student; never raises."""
+    from course_grading.grade.repair import repair
+
+    result = Result(job.student)
+    scratch = Path(job.scratch)
+    course = scratch / "course"
+    if course.exists():
+        shutil.rmtree(course)
+    inbox = course / "submitted" / job.student / ASSIGNMENT
+    inbox.mkdir(parents=True)
+    shutil.copy(job.template_db, course / "gradebook.db")
+    submitted = Path(job.submission)
+    release = Path(job.release)
+    wanted = job.notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
+    for name in wanted:
+        path = submitted / f"{name}.ipynb"
+        if not path.exists():
+            result.notes.append(f"{name}: not submitted")
+            continue
+        result.notes += repair(path, release / f"{name}.ipynb", inbox / path.name)
+    if (submitted / "timestamp.txt").exists():
+        shutil.copy(submitted / "timestamp.txt", inbox / "timestamp.txt")
+    result.graded = wanted
+    report = scratch / "cells.jsonl"
+    report.unlink(missing_ok=True)
+    try:
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+
+        config = _config(job, course, report)
+        api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+        done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
+        if not done["success"]:
+            result.ok, result.error = False, (done.get("log", "") + (done.get("error") or ""))[-3000:]
+        elif job.feedback:
+            fb = api.generate_feedback(ASSIGNMENT, job.student, force=True)
+            if not fb["success"]:
+                result.notes.append("feedback HTML could not be generated")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps going
+        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+    if report.exists():
+        for line in report.read_text().splitlines():
+            record = json.loads(line)
+            name = Path(record["notebook"]).name.removesuffix(".ipynb")
+            result.seconds[name] = record["seconds"]
+            if record["problem"]:
+                result.problems[name] = record["problem"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = Job(**json.loads(Path(argv[0]).read_text()))
+    started = time.monotonic()
+    result = grade(job)
+    result.seconds["total"] = round(time.monotonic() - started, 2)
+    Path(job.scratch, "result.json").write_text(json.dumps(asdict(result), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The built-in demo class, generated from source/ and the mutation catalogue on every run (never stale).
+
+Every student's notebooks are the release notebooks with solution cells filled in:
+  reference  the instructor's solutions (full autograded marks; written answers wait for manual grading)
+  blank      the untouched release (zero)
+  alice, bob, carol, dave
+             realistic students: in some notebooks one known mistake from the mutation catalogue, in the
+             others a correct alternative written differently (or the reference)
+  crasher    reference, but one solution cell ends with os._exit(1): the kernel dies mid-notebook
+  looper     reference, but one solution cell ends in an infinite loop
+  deleter    reference with one test cell deleted
+  paster     reference with one test cell pasted twice (a duplicated grade_id)
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from course_grading.mutants import Variant, catalogue
+
+ASSIGNMENT = "normalization"
+REALISTIC = ("alice", "bob", "carol", "dave")
+CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
+HANG = "while True:  # an infinite loop\n    pass\n"
+
+
+@dataclass
+class Plan:
+    """What one demo student did, so the tests know which points each should get."""
+
+    student: str
+    variants: dict[str, Variant] = field(default_factory=dict)  # notebook -> the one replaced solution
+    stop: tuple[str, str] | None = None  # (notebook, solution grade_id) where the kernel dies or hangs
+    how: str = ""  # "crash" / "hang" / "delete" / "paste"
+    tampered: tuple[str, str] | None = None  # (notebook, test grade_id) deleted or pasted twice
+
+
+def question(name: str) -> str:
+    """`Q4_nn_batchnorm` -> `Q4`."""
+    return name.split("_", 1)[0]
+
+
+def reference_code(source: str) -> str:
+    """A source solution cell without nbgrader's solution markers."""
+    return "\n".join(line for line in source.splitlines()
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def _cells(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")}
+
+
+def _kind(cell: nbformat.NotebookNode) -> str:
+    meta = cell.metadata.get("nbgrader", {})
+    if meta.get("solution"):
+        return "solution" if cell.cell_type == "code" else "answer"
+    return "test" if meta.get("grade") else "other"
+
+
+def stop_cell(source: Path) -> str:
+    """The solution cell where crasher/looper stop: the last one with a test cell before it, else the first."""
+    nb = nbformat.read(source, as_version=4)
+    seen_test, chosen, first = False, None, None
+    for cell in nb.cells:
+        kind = _kind(cell)
+        if kind == "test":
+            seen_test = True
+        elif kind == "solution":
+            first = first or cell.metadata.nbgrader["grade_id"]
+            if seen_test:
+                chosen = cell.metadata.nbgrader["grade_id"]
+    return chosen or first
+
+
+def plans(names: list[str]) -> list[Plan]:
+    """The demo class for these notebooks (sorted names like Q4_nn_batchnorm)."""
+    found = catalogue()
+    out = [Plan("reference"), Plan("blank", how="blank")]
+    for i, student in enumerate(REALISTIC):
+        plan = Plan(student)
+        for k, name in enumerate(names):
+            variants = found.get(question(name), [])
+            wrong = [v for v in variants if not v.correct]
+            right = [v for v in variants if v.correct]
+            pick = wrong if (i + k) % 2 == 0 else right
+            if pick:
+                plan.variants[name] = pick[(3 * i + k) % len(pick)]
+        out.append(plan)
+    crash_nb, hang_nb = names[-1], names[0] if len(names) > 1 else names[-1]
+    out.append(Plan("crasher", stop=(crash_nb, ""), how="crash"))
+    out.append(Plan("looper", stop=(hang_nb, ""), how="hang"))
+    out.append(Plan("deleter", how="delete"))
+    out.append(Plan("paster", how="paste"))
+    return out
+
+
+def _last_test(nb: nbformat.NotebookNode) -> str:
+    return [c.metadata.nbgrader["grade_id"] for c in nb.cells if _kind(c) == "test"][-1]
+
+
+def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -> Plan:
+    """Write one demo student's notebooks into dest (submitted/<student>/<assignment>/)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
+    for name in names:
+        release = nbformat.read(release_dir / f"{name}.ipynb", as_version=4)
+        if plan.how == "blank":
+            nbformat.write(release, dest / f"{name}.ipynb")
+            continue
+        source = _cells(nbformat.read(source_dir / f"{name}.ipynb", as_version=4))
+        for grade_id, cell in _cells(release).items():
+            kind = _kind(cell)
+            if kind == "solution":
+                code = reference_code(source[grade_id].source)
+                variant = plan.variants.get(name)
+                if variant is not None and variant.solution == grade_id:
+                    code = variant.source(source[grade_id].source).strip("\n")
+                    code = reference_code(code)
+                cell.source = code
+            elif kind == "answer":
+                cell.source = source[grade_id].source
+        if plan.stop and plan.stop[0] == name:
+            grade_id = stop_cell(source_dir / f"{name}.ipynb")
+            plan.stop = (name, grade_id)
+            cell = _cells(release)[grade_id]
+            cell.source += "\n" + (CRASH if plan.how == "crash" else HANG)
+        if plan.how in ("delete", "paste") and name == names[-1]:
+            test_id = _last_test(release)
+            plan.tampered = (name, test_id)
+            index = next(i for i, c in enumerate(release.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == test_id)
+            if plan.how == "delete":
+                del release.cells[index]
+            else:
+                copy = nbformat.from_dict(release.cells[index])
+                copy.id = copy.id[:8] + "dup0"
+                release.cells.insert(index + 1, copy)
+        nbformat.write(release, dest / f"{name}.ipynb")
+    return plan
+
+
+def build(root: Path, submitted: Path) -> list[Plan]:
+    """Generate the whole demo class into submitted/ (replacing the demo students' folders only)."""
+    release_dir = root / "release" / ASSIGNMENT
+    names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
+    if not names:
+        raise FileNotFoundError(f"no notebooks in {release_dir}: build the release first (make release)")
+    done = []
+    for plan in plans(names):
+        done.append(write_student(plan, root / "source" / ASSIGNMENT, release_dir, submitted / plan.student / ASSIGNMENT))
+    return done

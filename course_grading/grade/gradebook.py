@@ -1,0 +1,92 @@
+"""The course gradebook: record the assignment, merge each worker's private gradebook, read scores back.
+
+The course gradebook is SQLite (gradebook.db at the course root) or, for a course server, any database
+nbgrader supports (PostgreSQL): `--db-url`, or COURSE_DB_URL as nbgrader_config.py reads it. Only the
+parent process writes to it, one student at a time, so SQLite's single-writer rule is never broken.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbgrader.api import Gradebook, MissingEntry
+
+ASSIGNMENT = "normalization"
+
+
+def default_db_url(root: Path) -> str:
+    """COURSE_DB_URL when set, else the SQLite file at the course root."""
+    return os.environ.get("COURSE_DB_URL") or f"sqlite:///{root / 'gradebook.db'}"
+
+
+def record_assignment(root: Path, db_url: str) -> None:
+    """Record the assignment (notebooks, graded cells, source cells) in a gradebook, as generate_assignment does."""
+    nbgrader = Path(sys.executable).with_name("nbgrader")
+    env = dict(os.environ, PATH=f"{nbgrader.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(nbgrader), "generate_assignment", ASSIGNMENT, "--force", "--log-level=ERROR",
+               f"--CourseDirectory.release_directory={tmp}/release", f"--CourseDirectory.db_url={db_url}"]
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
+
+
+def merge(student_db: Path, db_url: str, student: str, notebooks: list[str]) -> None:
+    """Copy one student's grades and comments for `notebooks` from a worker's gradebook into the course's."""
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{student_db}") as src, Gradebook(db_url) as dst:
+        warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy autoflush warnings
+        try:
+            submission = src.find_submission(ASSIGNMENT, student)
+        except MissingEntry:
+            return
+        dst.update_or_create_student(student)
+        dst.update_or_create_submission(ASSIGNMENT, student, timestamp=submission.timestamp)
+        for notebook in submission.notebooks:
+            if notebook.name not in notebooks:
+                continue
+            for grade in notebook.grades:
+                target = dst.find_grade(grade.name, notebook.name, ASSIGNMENT, student)
+                target.auto_score = grade.auto_score
+                target.needs_manual_grade = grade.needs_manual_grade
+                # A manual score the instructor already entered survives a regrade.
+                if grade.manual_score is not None:
+                    target.manual_score = grade.manual_score
+                if target.manual_score is not None and not grade.needs_manual_grade:
+                    target.needs_manual_grade = False
+            for comment in notebook.comments:
+                target = dst.find_comment(comment.name, notebook.name, ASSIGNMENT, student)
+                target.auto_comment = comment.auto_comment
+        dst.db.commit()
+
+
+@dataclass
+class NotebookScore:
+    """One student's score on one notebook, as the gradebook has it."""
+
+    score: float
+    max_score: float
+    needs_manual_grade: bool
+    tests: dict[str, float]  # autograded test cell -> points
+
+
+def scores(db_url: str, students: list[str]) -> dict[str, dict[str, NotebookScore]]:
+    """{student: {notebook: NotebookScore}} for the students that have a submission."""
+    out: dict[str, dict[str, NotebookScore]] = {}
+    with Gradebook(db_url) as gb:
+        for student in students:
+            try:
+                submission = gb.find_submission(ASSIGNMENT, student)
+            except MissingEntry:
+                continue
+            out[student] = {
+                nb.name: NotebookScore(
+                    float(nb.score), float(nb.max_score), bool(nb.needs_manual_grade),
+                    {g.name: float(g.score) for g in nb.grades if g.cell_type == "code"})
+                for nb in submission.notebooks}
+    return out

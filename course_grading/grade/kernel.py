@@ -1,0 +1,104 @@
+"""The grading kernel and executor: limits on every kernel, and no lost grades when one dies or hangs.
+
+nbgrader's own Execute raises when a kernel dies, and the autograde step then deletes the student's
+autograded folder and leaves the grades empty. `RobustExecute` runs the cells itself: when a cell kills
+the kernel, runs past its timeout, or the notebook runs past its wall-clock limit, that cell and every
+later code cell get an error output saying why. The notebook is then graded as usual, so the tests that
+ran before keep their points and the later ones score zero, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
+from nbformat.notebooknode import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Float, Integer, List, Unicode
+
+NOT_RUN = "NotRunError"
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager that starts every kernel through course_grading.grade.sandbox."""
+
+    memory_mb = Integer(4096, help="RLIMIT_DATA of the kernel, in MiB").tag(config=True)
+    isolate = Bool(False, help="hide the answer key and run as nobody (needs root)").tag(config=True)
+    hide = List(Unicode(), help="paths the kernel must not see").tag(config=True)
+    expose = List(Unicode(), help="paths under private folders the kernel needs").tag(config=True)
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        """The kernel's own command, behind the sandbox launcher."""
+        cmd = super().format_kernel_cmd(extra_arguments)
+        prefix = [sys.executable, "-m", "course_grading.grade.sandbox", f"--memory-mb={self.memory_mb}"]
+        if self.isolate:
+            prefix.append("--isolate")
+            prefix += [f"--hide={p}" for p in self.hide] + [f"--expose={p}" for p in self.expose]
+        return prefix + ["--"] + cmd
+
+
+def _error(cell: NotebookNode, ename: str, message: str) -> None:
+    """Append an error output: nbgrader gives a test cell with an error no points."""
+    cell.outputs.append(NotebookNode(output_type="error", ename=ename, evalue=message,
+                                     traceback=[f"{ename}: {message}"]))
+
+
+class RobustExecute(Execute):
+    """nbgrader's Execute with a whole-notebook limit, and no exception when a kernel dies or hangs."""
+
+    notebook_timeout = Float(600.0, help="wall-clock seconds for the whole notebook").tag(config=True)
+    report_file = Unicode("", help="JSON lines: one record per notebook with its problem, if any").tag(config=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
+        super().__init__(*args, **kwargs)
+
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
+        """Run every code cell; stop at the first death, cell timeout or notebook timeout."""
+        from nbclient import NotebookClient
+
+        NotebookClient.__init__(self, nb, km)
+        self.reset_execution_trackers()
+        self._check_assign_resources(resources)
+        cell_timeout = self.timeout
+        deadline = time.monotonic() + self.notebook_timeout
+        problem, started = None, time.monotonic()
+        with self.setup_kernel():
+            self.nb.metadata["language_info"] = self.wait_for_reply(self.kc.kernel_info())["content"]["language_info"]
+            for index, cell in enumerate(self.nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                if problem:
+                    _error(cell, NOT_RUN, f"not run: {problem}")
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    problem = f"the notebook ran past its {self.notebook_timeout:.0f} s limit"
+                    _error(cell, NOT_RUN, f"not run: {problem}")
+                    continue
+                self.timeout = max(1, int(min(cell_timeout or left, left)))
+                try:
+                    self.preprocess_cell(cell, resources, index)
+                except DeadKernelError:
+                    problem = f"the kernel died in cell {index} (crash, os._exit or out of memory)"
+                    _error(cell, "DeadKernelError", problem)
+                    continue
+                if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+                    # The cell hung; after an interrupt the kernel's state is unknown, so stop here.
+                    limit = "cell" if self.timeout == cell_timeout else "notebook"
+                    problem = f"cell {index} ran past the {limit} time limit ({self.timeout} s)"
+        self.timeout = cell_timeout
+        self.set_widgets_metadata()
+        self._report(resources, problem, time.monotonic() - started)
+        return self.nb, self.resources
+
+    def _report(self, resources: Any, problem: str | None, seconds: float) -> None:
+        if not self.report_file:
+            return
+        name = (resources or {}).get("unique_key", "?")
+        with open(self.report_file, "a") as f:
+            f.write(json.dumps({"notebook": name, "problem": problem, "seconds": round(seconds, 2)}) + "\n")

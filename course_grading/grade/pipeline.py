@@ -1,0 +1,257 @@
+"""The grading pipeline: collect submissions, grade students in parallel workers, merge, report.
+
+Each student is graded by its own worker process (autograde.py) in a private scratch course with a private
+SQLite gradebook; the parent merges the finished gradebooks one at a time into the course's, so `--jobs N`
+never has two writers on one database. A worker that fails (even by crashing) costs that student a reason
+in the report, never the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from course_grading.grade import gradebook, report
+from course_grading.grade.autograde import ASSIGNMENT, Job, Result
+from course_grading.grade.sandbox import probe
+
+# nbgrader's documented example of an LMS download name: <anything>_<student>_attempt_<timestamp>_<file>.
+ZIP_REGEXP = r".+_(?P<student_id>\w+?)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)"
+
+
+@dataclass
+class Options:
+    """What to grade and how (the CLI's flags)."""
+
+    root: Path
+    jobs: int = os.cpu_count() or 1
+    class_dir: Path | None = None  # submitted/<student>/<assignment>/ layout (default: the demo class)
+    zip_dir: Path | None = None  # zip_collect layout: archives or extracted files named by ZIP_REGEXP
+    zip_regexp: str = ZIP_REGEXP
+    students: list[str] = field(default_factory=list)
+    notebooks: list[str] = field(default_factory=list)
+    db_url: str | None = None
+    cell_timeout: int = 180
+    notebook_timeout: float = 600.0
+    memory_mb: int = 4096
+    sandbox: bool = True
+    feedback: bool = True
+    csv: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class Outcome:
+    """What a run produced."""
+
+    rows: list[report.Row]
+    results: dict[str, Result]
+    scores: dict[str, dict[str, gradebook.NotebookScore]]
+    sandbox: str
+    seconds: float
+    plans: list = field(default_factory=list)
+
+
+def _zip_class(zip_dir: Path, regexp: str, out: Path) -> Path:
+    """Turn a zip_collect download (archives and/or extracted files) into submitted/<student>/<assignment>/."""
+    files = out / "extracted"
+    files.mkdir(parents=True)
+    for item in sorted(zip_dir.rglob("*")):
+        if item.suffix == ".zip":
+            with zipfile.ZipFile(item) as archive:
+                archive.extractall(files / item.stem)
+        elif item.is_file():
+            shutil.copy(item, files / item.name)
+    pattern = re.compile(regexp)
+    latest: dict[tuple[str, str], tuple[str, Path]] = {}
+    for item in sorted(files.rglob("*.ipynb")):
+        match = pattern.fullmatch(item.name)
+        if not match:
+            continue
+        key = (match["student_id"], match["file_id"])
+        stamp = match.groupdict().get("timestamp") or ""
+        if key not in latest or stamp > latest[key][0]:
+            latest[key] = (stamp, item)
+    target = out / "submitted"
+    for (student, file_id), (_, item) in latest.items():
+        folder = target / student / ASSIGNMENT
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(item, folder / file_id)
+    return target
+
+
+def _submissions(options: Options, scratch: Path) -> tuple[dict[str, Path], list]:
+    """{student: folder of notebooks}, and the demo plans when grading the demo class."""
+    plans = []
+    if options.zip_dir:
+        base = _zip_class(options.zip_dir, options.zip_regexp, scratch / "zip")
+    elif options.class_dir:
+        base = options.class_dir
+    else:
+        from course_grading.grade import demo
+
+        base = options.root / "submitted"
+        plans = demo.build(options.root, base)
+    folders = {}
+    for student_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        folder = student_dir / ASSIGNMENT
+        folders[student_dir.name] = folder if folder.is_dir() else student_dir
+    if plans:  # the demo class in its own order; other folders in submitted/ are ignored
+        folders = {p.student: folders[p.student] for p in plans}
+    if options.students:
+        unknown = set(options.students) - set(folders)
+        if unknown:
+            raise SystemExit(f"no submission for {sorted(unknown)} in {base}")
+        folders = {s: folders[s] for s in options.students}
+    return folders, plans
+
+
+def _notebooks(options: Options) -> list[str]:
+    """Notebook names to grade (`Q4` or `Q4_nn_batchnorm`), all by default."""
+    names = sorted(p.stem for p in (options.root / "release" / ASSIGNMENT).glob("*.ipynb"))
+    if not options.notebooks:
+        return []
+    chosen = [n for n in names if any(n == w or n.split("_", 1)[0] == w for w in options.notebooks)]
+    if not chosen:
+        raise SystemExit(f"no notebook matches {options.notebooks}; the assignment has {names}")
+    return chosen
+
+
+def _worker_env(options: Options, data_dir: Path) -> dict[str, str]:
+    """The environment of workers and (through them) of kernels."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(options.root), env.get("PYTHONPATH", "")) if p)
+    env.update(MPLBACKEND="Agg", COURSE_GRADING_MODE="1", COURSE_DATA_DIR=str(data_dir), PYTHONHASHSEED="0")
+    if options.jobs > 1:  # one thread per kernel: N kernels share N cores without oversubscription
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return env
+
+
+def _prepare_data(env: dict[str, str]) -> None:
+    """Build the shared MNIST cache once, before the kernels read it (read-only) in parallel."""
+    code = "from course_lib.data import get_data; get_data()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not prepare the MNIST data cache:\n{done.stderr[-2000:]}")
+
+
+def _install(src: Path, dest: Path) -> None:
+    """Copy a worker's output folder over the course's, file by file (other notebooks stay)."""
+    if not src.is_dir():
+        return
+    for item in src.rglob("*"):
+        if item.is_file():
+            target = dest / item.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, target)
+
+
+def _grade_one(job: Job, env: dict[str, str], limit: float) -> Result:
+    """Run one worker process; any failure becomes a Result with a reason."""
+    scratch = Path(job.scratch)
+    (scratch / "job.json").write_text(json.dumps(asdict(job)))
+    log = scratch / "worker.log"
+    try:
+        with open(log, "w") as out:
+            subprocess.run([sys.executable, "-m", "course_grading.grade.autograde", str(scratch / "job.json")],
+                           env=env, stdout=out, stderr=subprocess.STDOUT, timeout=limit, cwd=scratch)
+    except subprocess.TimeoutExpired:
+        return Result(job.student, ok=False, error=f"the grading worker ran past {limit:.0f} s")
+    path = scratch / "result.json"
+    if not path.exists():
+        return Result(job.student, ok=False, error="the grading worker died: " + log.read_text()[-500:])
+    return Result(**json.loads(path.read_text()))
+
+
+def run(options: Options) -> Outcome:
+    """Grade the class; merge into the gradebook; write grades.csv; return the rows."""
+    started = time.monotonic()
+    root = options.root.resolve()
+    db_url = options.db_url or gradebook.default_db_url(root)
+    release = root / "release" / ASSIGNMENT
+    if not any(release.glob("*.ipynb")):
+        raise SystemExit(f"{release} has no notebooks: build the release first (make release)")
+    scratch = Path(tempfile.mkdtemp(prefix="course-grade-"))
+    os.chmod(scratch, 0o700)
+    try:
+        folders, plans = _submissions(options, scratch)
+        notebooks = _notebooks(options)
+        names = notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
+        # The grader's own copy of the MNIST cache, world-readable: the kernels run as `nobody`.
+        data_dir = Path.home().resolve() / ".cache" / "normalization-course-grading"
+        env = _worker_env(options, data_dir)
+        mode = probe() if options.sandbox else "limits only (--no-sandbox)"
+        isolate = mode == "isolated"
+        template = scratch / "template.db"
+        with ThreadPoolExecutor(3) as pool:  # independent: two gradebooks and the data cache
+            waits = [pool.submit(gradebook.record_assignment, root, f"sqlite:///{template}"),
+                     pool.submit(gradebook.record_assignment, root, db_url),
+                     pool.submit(_prepare_data, env)]
+            for w in waits:
+                w.result()
+        hide = [root / p for p in ("source", "authoring", ".git", "submitted", "autograded", "feedback",
+                                   "gradebook.db", "grades.csv", "tests")]
+        hide += [scratch] + [p for p in (options.class_dir, options.zip_dir) if p]
+        if db_url.startswith("sqlite:///"):
+            hide.append(Path(db_url.removeprefix("sqlite:///")))
+        expose = [Path(os.path.realpath(sys.base_prefix)), data_dir]
+        results: dict[str, Result] = {}
+        jobs = []
+        for student, folder in folders.items():
+            work = scratch / "students" / student
+            work.mkdir(parents=True)
+            jobs.append(Job(student=student, submission=str(folder.resolve()), release=str(release),
+                            source=str(root / "source"), template_db=str(template), scratch=str(work),
+                            notebooks=notebooks, cell_timeout=options.cell_timeout,
+                            notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb,
+                            isolate=isolate, hide=[str(p) for p in hide], expose=[str(p) for p in expose],
+                            feedback=options.feedback))
+        limit = options.notebook_timeout * len(names) + 300
+        with ThreadPoolExecutor(max(1, options.jobs)) as pool:
+            futures = {pool.submit(_grade_one, job, env, limit): job for job in jobs}
+            for future in _progress(as_completed(futures), len(futures), options.progress):
+                job = futures[future]
+                result = future.result()
+                results[job.student] = result
+                work = Path(job.scratch) / "course"
+                if result.ok:
+                    try:
+                        gradebook.merge(work / "gradebook.db", db_url, job.student, names)
+                    except Exception as exc:  # noqa: BLE001 - one student's bad gradebook must not stop the batch
+                        result.ok, result.error = False, f"merge failed: {type(exc).__name__}: {exc}"
+                _install(work / "autograded" / job.student, root / "autograded" / job.student)
+                _install(work / "feedback" / job.student, root / "feedback" / job.student)
+        students = list(folders)
+        scores = gradebook.scores(db_url, students)
+        scores = {s: {n: nb for n, nb in per.items() if n in names} for s, per in scores.items()}
+        rows = report.build_rows(students, scores, {s: r.notes for s, r in results.items()},
+                                 {s: r.problems for s, r in results.items()},
+                                 {s: r.error for s, r in results.items() if not r.ok})
+        report.write_csv(rows, options.csv or root / "grades.csv")
+        return Outcome(rows, results, scores, mode, time.monotonic() - started, plans)
+    finally:
+        if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
+            print(f"scratch kept: {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _progress(items, total: int, show: bool):
+    """A progress bar over students in the terminal (fastprogress), or the plain iterator."""
+    if not show:
+        return items
+    from fastprogress.fastprogress import progress_bar
+
+    return progress_bar(items, total=total)

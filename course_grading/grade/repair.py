@@ -1,0 +1,60 @@
+"""Check a submitted notebook before grading, repair what would stop the batch, and say what was wrong.
+
+nbgrader aborts a whole run on a duplicated grade_id and silently turns a deleted test cell into
+"needs manual grade". Here a duplicated graded cell is dropped (a duplicated solution cell keeps its code
+but loses its nbgrader identity, so it still runs where the student put it), deleted test cells are put
+back by nbgrader's OverwriteCells.add_missing_cells, and edited test cells are restored by OverwriteCells;
+each of these becomes a note in the report. The student's submitted file is never modified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbgrader import utils
+
+
+def _graded_ids(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    return {c.metadata.nbgrader["grade_id"]: c for c in nb.cells
+            if utils.is_grade(c) and c.metadata.get("nbgrader", {}).get("grade_id")}
+
+
+def repair(submitted: Path, release: Path | None, out: Path) -> list[str]:
+    """Write a gradable copy of `submitted` to `out`; return notes (empty when nothing was wrong)."""
+    name = submitted.stem
+    try:
+        nb = nbformat.read(submitted, as_version=4)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the student's, not the grader's, problem
+        return [f"{name}: malformed notebook, not graded ({type(exc).__name__})"]
+    notes: list[str] = []
+    seen: set[str] = set()
+    kept = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        grade_id = meta.get("grade_id")
+        if not grade_id or not (utils.is_grade(cell) or utils.is_solution(cell) or utils.is_locked(cell)):
+            kept.append(cell)
+            continue
+        if grade_id in seen:
+            if utils.is_solution(cell) and not utils.is_grade(cell):
+                del cell.metadata["nbgrader"]  # still runs, as an ordinary cell, where the student put it
+                notes.append(f"{name}: solution cell {grade_id} pasted twice (the copy runs as plain code)")
+                kept.append(cell)
+            else:
+                notes.append(f"{name}: graded cell {grade_id} pasted twice (the copy was removed)")
+            continue
+        seen.add(grade_id)
+        kept.append(cell)
+    nb.cells = kept
+    if release is not None and release.exists():
+        expected = _graded_ids(nbformat.read(release, as_version=4))
+        present = _graded_ids(nb)
+        for grade_id, cell in expected.items():
+            if grade_id not in present:
+                notes.append(f"{name}: graded cell {grade_id} was deleted (restored)")
+            elif cell.cell_type == "code" and present[grade_id].source.strip() != cell.source.strip():
+                notes.append(f"{name}: test cell {grade_id} was edited (restored)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    return notes
