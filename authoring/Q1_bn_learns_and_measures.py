@@ -1,0 +1,209 @@
+# %% [markdown]
+# # Q1 — What BatchNorm learns and what it measures
+#
+# A BatchNorm layer (Ioffe & Szegedy, 2015) holds two kinds of numbers per channel. Some are **learned**
+# by gradient descent; others are **measured** from the data that flows through it. This notebook asks
+# which is which, why inference uses running averages, and lets you measure both behaviours.
+
+# %% [setup]
+%matplotlib inline
+import copy
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib import get_data, normalize_to, set_seed
+
+set_seed(42)
+
+# %% [markdown]
+# ## Part A (2 points) — parameters and statistics
+#
+# Which of BatchNorm's per-channel numbers are **parameters** and which are **statistics**? For each,
+# say how it gets its value and what training (or updating) it needs. Look at
+# `nn.BatchNorm2d(8).named_parameters()` and `.named_buffers()` if it helps.
+
+# %% [answer id=q1_parameters_and_statistics points=2]
+# **Parameters — learned:** the scale `gamma` (`weight`, initialised to 1) and the shift `beta` (`bias`,
+# initialised to 0), one of each per channel. They are `nn.Parameter`s: they receive gradients from the
+# loss and the optimiser updates them, like the convolution weights. They let the network undo or
+# reshape the normalisation, so normalising does not limit what a layer can represent
+# (Ioffe & Szegedy, 2015). Training them needs backpropagation through the layer.
+#
+# **Statistics — measured:** the per-channel mean and variance. In training they are computed from the
+# current batch (over the batch and the spatial positions) in the forward pass; the layer also keeps
+# exponentially weighted running averages (`running_mean`, `running_var`, and a counter
+# `num_batches_tracked`) as **buffers**: saved in the `state_dict` and moved with `.to()`, but not
+# parameters — no gradient, never touched by the optimiser. Updating them needs only forward passes in
+# training mode (`running = (1 - momentum) * running + momentum * batch_stat`); in eval mode they are
+# used and not changed.
+#
+# **Mark scheme**
+# - 1 point: gamma and beta are learned parameters updated by gradient descent (per channel).
+# - 1 point: mean and variance are measured from each batch in the forward pass; the running averages
+#   are buffers, updated without gradients in training mode and used (not updated) in eval mode.
+
+# %% [markdown]
+# ## Part B (2 points) — why running averages?
+#
+# For inference, BatchNorm uses an exponentially weighted moving average of the statistics it saw in
+# training rather than one batch's mean and variance (or the statistics of the batch being predicted).
+# Why?
+
+# %% [answer id=q1_why_running_averages points=2]
+# - **A prediction must not depend on its batch.** At inference the batch is whatever arrives: one
+#   example (whose variance over the batch is zero, or that depends only on itself), or a mix of
+#   unrelated examples. With batch statistics the same image would get a different output depending
+#   on which other images share its batch. Fixed statistics make the layer a fixed per-channel affine
+#   map, so each prediction is deterministic (Ioffe & Szegedy, 2015, section 3.1).
+# - **One batch is a noisy estimate.** The mean and variance of a single batch of 512 (and worse, of a
+#   small batch) fluctuate; averaging many batches estimates the population statistics much better.
+# - **The weights change during training.** Statistics of early batches were measured with older
+#   weights and are stale. An exponential moving average weights recent batches most and forgets old
+#   ones, and it costs one vector per statistic — no need to store past batches or make a second pass
+#   over the training data after training.
+#
+# **Mark scheme**
+# - 1 point: at inference the output must not depend on the other examples in the batch (batch of one
+#   example, deterministic predictions).
+# - 1 point: one batch is a noisy estimate and the weights change during training, so an exponentially
+#   weighted average (recent batches count more, constant memory) is used.
+
+# %% [markdown]
+# ## Part C (3 points) — measure the statistics
+#
+# Write `channel_stats(x)`: the per-channel mean and **biased** variance (divide by n, as BatchNorm's
+# output uses) of an activation `x` of shape (N, C, H, W), over the batch and the spatial positions.
+# Each result has shape (C,) and the dtype of `x`. Raise a `ValueError` with a message when `x` is not 4-D.
+
+# %% [solution id=channel_stats]
+def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel (mean, biased variance) of an (N, C, H, W) tensor over dims 0, 2 and 3; each of shape (C,)."""
+    ### BEGIN SOLUTION
+    if x.dim() != 4:
+        raise ValueError(f"channel_stats expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    mean = x.mean(dim=(0, 2, 3))
+    var = ((x - mean[None, :, None, None]) ** 2).mean(dim=(0, 2, 3))
+    return mean, var
+    ### END SOLUTION
+
+# %% [demo]
+# Check that it does: after nn.BatchNorm2d in training mode (gamma 1, beta 0) every channel has mean 0
+# and variance close to 1 (not exactly 1: eps is added to the variance).
+x = torch.randn(16, 4, 5, 5) * torch.tensor([1., 2., 3., 4.])[:, None, None] + 7
+mean, var = channel_stats(x)
+print("input :", mean.round(decimals=2).tolist(), var.round(decimals=2).tolist())
+mean, var = channel_stats(nn.BatchNorm2d(4)(x))
+print("output:", mean.round(decimals=3).abs().tolist(), var.round(decimals=3).tolist())
+
+# %% [test id=test_channel_stats_values points=2]
+"""channel_stats: per-channel mean and biased variance over batch and positions."""
+x = torch.arange(24.).reshape(2, 3, 2, 2)
+mean, var = channel_stats(x)
+assert mean.shape == (3,) and var.shape == (3,), (
+    f"expected two (3,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
+    f"got {tuple(mean.shape)} and {tuple(var.shape)}")
+assert torch.allclose(mean, torch.tensor([7.5, 11.5, 15.5])), f"expected the means [7.5, 11.5, 15.5], got {mean.tolist()}"
+assert (var >= 0).all(), f"a variance cannot be negative, got {var.tolist()}"
+### BEGIN HIDDEN TESTS
+from course_grading.q1_checks import check_channel_stats_values
+
+check_channel_stats_values(channel_stats)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_channel_stats_contract points=1]
+"""channel_stats: shapes (C,), the input's dtype, and a ValueError for an input that is not 4-D."""
+mean, var = channel_stats(torch.randn(3, 5, 4, 4, dtype=torch.float64))
+assert mean.shape == (5,) and var.shape == (5,), (
+    f"expected two (5,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
+    f"got {tuple(mean.shape)} and {tuple(var.shape)}")
+assert mean.dtype == torch.float64 and var.dtype == torch.float64, "keep the input's dtype"
+### BEGIN HIDDEN TESTS
+from course_grading.q1_checks import check_channel_stats_contract
+
+check_channel_stats_contract(channel_stats)
+### END HIDDEN TESTS
+None
+
+# %% [markdown]
+# ## Part D (4 points) — one example, different batch mates
+#
+# Write `output_in_batch(bn, example, mates, train)`: the output of the BatchNorm layer `bn` for one
+# `example` of shape (C, H, W) when it is the **first** item of the batch `[example, *mates]`
+# (`mates` has shape (M, C, H, W), M may be 0), with `bn` in training mode if `train` is true and in eval
+# mode otherwise. Return the example's output only, shape (C, H, W). Measuring must not change the layer:
+# its running statistics, its `num_batches_tracked` and its train/eval mode are the same after the call
+# as before (a training-mode forward updates the running statistics — work on a copy, or save and restore).
+
+# %% [solution id=output_in_batch]
+def output_in_batch(bn: nn.BatchNorm2d, example: Tensor, mates: Tensor, train: bool) -> Tensor:
+    """bn's output for `example` as the first item of [example, *mates], in train or eval mode; bn is left unchanged."""
+    ### BEGIN SOLUTION
+    layer = copy.deepcopy(bn)  # a copy: its running statistics may change, bn's must not
+    layer.train(train)
+    with torch.no_grad():
+        return layer(torch.cat([example[None], mates]))[0]
+    ### END SOLUTION
+
+# %% [demo]
+# Check that it does: one MNIST image through a conv layer and BatchNorm, with three different sets of
+# batch mates. In training mode its output changes with the mates; in eval mode it does not.
+x_train, _, x_valid, _ = get_data()
+x_train, x_valid = normalize_to(x_train, x_valid)
+images = x_train[:97].view(-1, 1, 28, 28)
+conv = nn.Conv2d(1, 4, 5, stride=2, padding=2)
+bn = nn.BatchNorm2d(4)
+with torch.no_grad():
+    for start in range(0, 48 * 20, 48):  # some training-mode batches so the running statistics mean something
+        bn(conv(x_train[start:start + 48].view(-1, 1, 28, 28)))
+    features = conv(images)
+example, pools = features[0], [features[1:33], features[33:65], features[65:97]]
+for train in (True, False):
+    outs = [output_in_batch(bn, example, mates, train) for mates in pools]
+    spread = max((a - b).abs().max().item() for a in outs for b in outs)
+    print(f"{'train' if train else 'eval '} mode: largest change of the example's output across batches = {spread:.4f}")
+
+# %% [test id=test_output_in_batch_train points=2]
+"""output_in_batch(train=True): normalised with the statistics of the whole batch the example sits in."""
+bn = nn.BatchNorm2d(2)
+example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
+out = output_in_batch(bn, example, mates, True)
+assert out.shape == (2, 3, 3), f"expected the example's output, shape (2, 3, 3), got {tuple(out.shape)}"
+assert not torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, True)), (
+    "in train mode the example's output should change when its batch mates change")
+### BEGIN HIDDEN TESTS
+from course_grading.q1_checks import check_train_output
+
+check_train_output(output_in_batch)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_output_in_batch_eval points=1]
+"""output_in_batch(train=False): normalised with the running statistics, whatever the batch mates."""
+bn = nn.BatchNorm2d(2)
+example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
+out = output_in_batch(bn, example, mates, False)
+assert torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, False)), (
+    "in eval mode the example's output must not depend on its batch mates")
+### BEGIN HIDDEN TESTS
+from course_grading.q1_checks import check_eval_output
+
+check_eval_output(output_in_batch)
+### END HIDDEN TESTS
+None
+
+# %% [test id=test_output_in_batch_leaves_layer points=1]
+"""output_in_batch leaves the layer's running statistics, counter and mode unchanged."""
+bn = nn.BatchNorm2d(2).eval()
+output_in_batch(bn, torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3) + 4, True)
+assert torch.equal(bn.running_mean, torch.zeros(2)), f"bn.running_mean changed to {bn.running_mean.tolist()}"
+assert not bn.training, "bn was in eval mode before the call and should be after it"
+### BEGIN HIDDEN TESTS
+from course_grading.q1_checks import check_no_side_effects
+
+check_no_side_effects(output_in_batch)
+### END HIDDEN TESTS
+None
