@@ -112,7 +112,6 @@ from course_grading.q1_checks import check_channel_stats_values
 
 check_channel_stats_values(channel_stats)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_channel_stats_contract points=1]
 """channel_stats: shapes (C,), the input's dtype, and a ValueError for an input that is not 4-D."""
@@ -126,7 +125,6 @@ from course_grading.q1_checks import check_channel_stats_contract
 
 check_channel_stats_contract(channel_stats)
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## Part D (4 points) — one example, different batch mates
@@ -179,7 +177,6 @@ from course_grading.q1_checks import check_train_output
 
 check_train_output(output_in_batch)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_output_in_batch_eval points=1]
 """output_in_batch(train=False): normalised with the running statistics, whatever the batch mates."""
@@ -193,7 +190,6 @@ from course_grading.q1_checks import check_eval_output
 
 check_eval_output(output_in_batch)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_output_in_batch_leaves_layer points=1]
 """output_in_batch leaves the layer's running statistics, counter and mode unchanged."""
@@ -206,4 +202,3 @@ from course_grading.q1_checks import check_no_side_effects
 
 check_no_side_effects(output_in_batch)
 ### END HIDDEN TESTS
-None

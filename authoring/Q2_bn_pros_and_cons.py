@@ -141,7 +141,6 @@ from course_grading.q2_checks import check_values
 
 check_values(spread_across_batches)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_spread_contract points=1]
 """spread_across_batches: zero without batch mates, the input's dtype, ValueError for shapes that do not fit."""
@@ -154,7 +153,6 @@ from course_grading.q2_checks import check_contract
 
 check_contract(spread_across_batches)
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## How the dependence shrinks with the batch size

@@ -69,7 +69,6 @@ check_block(conv_layer, 3, 8, 5, 2, True, leak=0.1, sub=0.4, maxv=6.)
 check_block(conv_layer, 4, 6, 3, 1, True, leak=0.2, sub=0.3, maxv=5.)
 check_block(conv_layer, 2, 5, 3, 3, True)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_conv_layer_without_bn points=1]
 """conv_layer(bn=False): Conv2d with bias -> GeneralRelu(**kwargs), no norm."""
@@ -84,7 +83,6 @@ from course_grading.q4_checks import check_block
 check_block(conv_layer, 3, 8, 3, 2, False, leak=0.1, sub=0.4, maxv=6.)
 check_block(conv_layer, 4, 6, 5, 1, False, leak=0.2)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_conv_layer_trains points=1]
 """The lesson's CNN built from conv_layer trains like the reference block (same weights, same batches)."""
@@ -100,7 +98,6 @@ from course_grading.q4_checks import cnn_maker, reference_conv_layer
 losses, reference = paired_losses(cnn_maker(conv_layer), cnn_maker(reference_conv_layer), steps=30, bs=64, lr=1.0)
 expect_curve_like(losses, reference, "the CNN built from your conv_layer", rtol=0.02)
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## The custom BatchNorm math and `nn.BatchNorm2d` agree

@@ -106,7 +106,6 @@ from course_grading.q5_checks import check_combine_values
 
 check_combine_values(combine_schedules)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_combine_errors points=1]
 """combine_schedules: a ValueError with a message for impossible percentages."""
@@ -123,7 +122,6 @@ from course_grading.q5_checks import check_combine_errors
 
 check_combine_errors(combine_schedules)
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## Part B (3 points) — the lesson's schedule, in a real run
@@ -149,7 +147,6 @@ from course_grading.q5_checks import LESSON_POSITIONS, expect_schedule, lesson_s
 
 expect_schedule(sched, lesson_schedule(), LESSON_POSITIONS, "warmup_anneal()", mistakes=lesson_schedule_mistakes())
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_recorded_lr points=1]
 """The learning rate the Recorder records in a short run with ParamScheduler('lr', warmup_anneal())."""
@@ -171,7 +168,6 @@ for epochs in (1, 3):
     assert worst < 1e-6, (f"in a {epochs}-epoch run the Recorder recorded {[round(v, 4) for v in recorded]}; the lesson's "
                           f"schedule gives {[round(v, 4) for v in expected]} at the same positions")
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_scheduled_training points=1]
 """Training the lesson's CNN with warmup_anneal() follows the reference schedule's loss curve."""
@@ -184,7 +180,6 @@ from course_grading.q5_checks import lesson_schedule, scheduled_losses
 losses, reference = scheduled_losses(sched, lesson_schedule(), steps=30)
 expect_curve_like(losses, reference, "training with warmup_anneal()", rtol=0.02)
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## Train with the schedule and look at the learning rate
