@@ -115,6 +115,7 @@ check_channel_stats_values(channel_stats)
 
 # %% [test id=test_channel_stats_contract points=1]
 """channel_stats: shapes (C,), the input's dtype, and a ValueError for an input that is not 4-D."""
+torch.manual_seed(0)  # the same visible inputs on every run
 mean, var = channel_stats(torch.randn(3, 5, 4, 4, dtype=torch.float64))
 assert mean.shape == (5,) and var.shape == (5,), (
     f"expected two (5,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
@@ -166,6 +167,7 @@ for train in (True, False):
 
 # %% [test id=test_output_in_batch_train points=2]
 """output_in_batch(train=True): normalised with the statistics of the whole batch the example sits in."""
+torch.manual_seed(0)  # the same visible inputs on every run
 bn = nn.BatchNorm2d(2)
 example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
 out = output_in_batch(bn, example, mates, True)
@@ -180,6 +182,7 @@ check_train_output(output_in_batch)
 
 # %% [test id=test_output_in_batch_eval points=1]
 """output_in_batch(train=False): normalised with the running statistics, whatever the batch mates."""
+torch.manual_seed(0)  # the same visible inputs on every run
 bn = nn.BatchNorm2d(2)
 example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
 out = output_in_batch(bn, example, mates, False)
@@ -193,6 +196,7 @@ check_eval_output(output_in_batch)
 
 # %% [test id=test_output_in_batch_leaves_layer points=1]
 """output_in_batch leaves the layer's running statistics, counter and mode unchanged."""
+torch.manual_seed(0)  # the same visible inputs on every run
 bn = nn.BatchNorm2d(2).eval()
 output_in_batch(bn, torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3) + 4, True)
 assert torch.equal(bn.running_mean, torch.zeros(2)), f"bn.running_mean changed to {bn.running_mean.tolist()}"

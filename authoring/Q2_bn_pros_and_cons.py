@@ -132,6 +132,7 @@ print("different mates:", spread_across_batches(example, torch.randn(5, 4, 2, 3,
 
 # %% [test id=test_spread_values points=2]
 """spread_across_batches: the spread of the example's train-mode BatchNorm output over the trials."""
+torch.manual_seed(0)  # the same visible inputs on every run
 example, mate_batches = torch.randn(2, 3, 3, dtype=torch.float64), torch.randn(6, 3, 2, 3, 3, dtype=torch.float64)
 spread = spread_across_batches(example, mate_batches)
 assert spread.shape == (2,), f"expected one value per channel, shape (2,), got {tuple(spread.shape)}"
@@ -144,6 +145,7 @@ check_values(spread_across_batches)
 
 # %% [test id=test_spread_contract points=1]
 """spread_across_batches: zero without batch mates, the input's dtype, ValueError for shapes that do not fit."""
+torch.manual_seed(0)  # the same visible inputs on every run
 example = torch.randn(2, 3, 3)
 alone = spread_across_batches(example, torch.empty(4, 0, 2, 3, 3))
 assert torch.allclose(alone, torch.zeros(2)), f"with no batch mates every trial is the same: expected 0, got {alone.tolist()}"

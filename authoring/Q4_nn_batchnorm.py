@@ -57,6 +57,7 @@ for ni, nf, ks in [(1, 8, 5), (8, 16, 3), (16, 32, 3), (32, 64, 3), (64, 64, 3)]
 
 # %% [test id=test_conv_layer_structure points=2]
 """conv_layer(bn=True): Conv2d without bias -> GeneralRelu(**kwargs) -> BatchNorm2d(nf), with the right settings."""
+torch.manual_seed(0)  # the same visible inputs on every run
 block = conv_layer(3, 8, 5, leak=0.1, sub=0.4, maxv=6.)
 assert isinstance(block, nn.Module), "conv_layer must return an nn.Module (an nn.Sequential)"
 assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules()), "with bn=True the block needs an nn.BatchNorm2d"
@@ -72,6 +73,7 @@ check_block(conv_layer, 2, 5, 3, 3, True)
 
 # %% [test id=test_conv_layer_without_bn points=1]
 """conv_layer(bn=False): Conv2d with bias -> GeneralRelu(**kwargs), no norm."""
+torch.manual_seed(0)  # the same visible inputs on every run
 block = conv_layer(3, 8, 3, bn=False)
 assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules()), (
     "with bn=False the block must not contain a BatchNorm")
@@ -86,6 +88,7 @@ check_block(conv_layer, 4, 6, 5, 1, False, leak=0.2)
 
 # %% [test id=test_conv_layer_trains points=1]
 """The lesson's CNN built from conv_layer trains like the reference block (same weights, same batches)."""
+torch.manual_seed(0)  # the same visible inputs on every run
 from course_lib import get_cnn_model
 from types import SimpleNamespace
 
