@@ -38,13 +38,15 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")
     p.add_argument("--no-feedback", dest="feedback", action="store_false", help="skip the feedback HTML")
+    p.add_argument("--skip-experiments", action="store_true",
+                   help="do not run the demo/experiment cells (faster; tests never depend on them)")
     p.add_argument("--csv", type=Path, help="where to write the grades (default: <root>/grades.csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
                    notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
-                   feedback=a.feedback, csv=a.csv, progress=not a.quiet)
+                   feedback=a.feedback, skip_experiments=a.skip_experiments, csv=a.csv, progress=not a.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ class Job:
     hide: list[str] = field(default_factory=list)
     expose: list[str] = field(default_factory=list)
     feedback: bool = True
+    skip_experiments: bool = False
 
 
 @dataclass
@@ -80,6 +81,8 @@ def _config(job: Job, course: Path, report: Path):
     c.RobustExecute.notebook_timeout = job.notebook_timeout
     c.RobustExecute.report_file = str(report)
     c.RobustExecute.interrupt_on_timeout = True
+    # The instructor's demo and experiment cells: tests never depend on them (docs/AUTHORING.md).
+    c.RobustExecute.skip_tags = ["demo", "experiment"] if job.skip_experiments else []
     c.SandboxKernelManager.memory_mb = job.memory_mb
     c.SandboxKernelManager.isolate = job.isolate
     c.SandboxKernelManager.hide = job.hide

@@ -76,8 +76,12 @@ def stop_cell(source: Path) -> str:
     return chosen or first
 
 
-def plans(names: list[str]) -> list[Plan]:
-    """The demo class for these notebooks (sorted names like Q4_nn_batchnorm)."""
+def plans(names: list[str], stoppable: list[str], tested: list[str]) -> list[Plan]:
+    """The demo class for these notebooks (sorted names like Q4_nn_batchnorm).
+
+    `stoppable`: notebooks with a solution code cell (where a kernel can die or hang); `tested`: notebooks
+    with an autograded test cell (one can be deleted or pasted twice).
+    """
     found = catalogue()
     out = [Plan("reference"), Plan("blank", how="blank")]
     for i, student in enumerate(REALISTIC):
@@ -90,11 +94,11 @@ def plans(names: list[str]) -> list[Plan]:
             if pick:
                 plan.variants[name] = pick[(3 * i + k) % len(pick)]
         out.append(plan)
-    crash_nb, hang_nb = names[-1], names[0] if len(names) > 1 else names[-1]
+    crash_nb, hang_nb = stoppable[-1], stoppable[0]
     out.append(Plan("crasher", stop=(crash_nb, ""), how="crash"))
     out.append(Plan("looper", stop=(hang_nb, ""), how="hang"))
-    out.append(Plan("deleter", how="delete"))
-    out.append(Plan("paster", how="paste"))
+    out.append(Plan("deleter", how="delete", tampered=(tested[-1], "")))
+    out.append(Plan("paster", how="paste", tampered=(tested[-1], "")))
     return out
 
 
@@ -130,7 +134,7 @@ def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -
             plan.stop = (name, grade_id)
             cell = _cells(release)[grade_id]
             cell.source += "\n" + (CRASH if plan.how == "crash" else HANG)
-        if plan.how in ("delete", "paste") and name == names[-1]:
+        if plan.tampered and plan.tampered[0] == name:
             test_id = _last_test(release)
             plan.tampered = (name, test_id)
             index = next(i for i, c in enumerate(release.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == test_id)
@@ -150,7 +154,13 @@ def build(root: Path, submitted: Path) -> list[Plan]:
     names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
     if not names:
         raise FileNotFoundError(f"no notebooks in {release_dir}: build the release first (make release)")
+    source = root / "source" / ASSIGNMENT
+    notebooks = {n: nbformat.read(source / f"{n}.ipynb", as_version=4) for n in names}
+    stoppable = [n for n in names if any(_kind(c) == "solution" for c in notebooks[n].cells)]
+    tested = [n for n in names if any(_kind(c) == "test" for c in notebooks[n].cells)]
+    if not stoppable or not tested:
+        raise ValueError("the demo class needs a notebook with a solution code cell and one with a test cell")
     done = []
-    for plan in plans(names):
+    for plan in plans(names, stoppable, tested):
         done.append(write_student(plan, root / "source" / ASSIGNMENT, release_dir, submitted / plan.student / ASSIGNMENT))
     return done

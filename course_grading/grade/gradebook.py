@@ -25,13 +25,17 @@ def default_db_url(root: Path) -> str:
     return os.environ.get("COURSE_DB_URL") or f"sqlite:///{root / 'gradebook.db'}"
 
 
-def record_assignment(root: Path, db_url: str) -> None:
-    """Record the assignment (notebooks, graded cells, source cells) in a gradebook, as generate_assignment does."""
+def record_assignment(root: Path, db_url: str, release_dir: Path | None = None) -> None:
+    """Record the assignment (notebooks, graded cells, source cells) in a gradebook with generate_assignment.
+
+    The release it builds is thrown away unless `release_dir` says where to keep it.
+    """
     nbgrader = Path(sys.executable).with_name("nbgrader")
     env = dict(os.environ, PATH=f"{nbgrader.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(nbgrader), "generate_assignment", ASSIGNMENT, "--force", "--log-level=ERROR",
-               f"--CourseDirectory.release_directory={tmp}/release", f"--CourseDirectory.db_url={db_url}"]
+               f"--CourseDirectory.release_directory={release_dir or Path(tmp) / 'release'}",
+               f"--CourseDirectory.db_url={db_url}"]
         done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")

@@ -52,6 +52,8 @@ class RobustExecute(Execute):
 
     notebook_timeout = Float(600.0, help="wall-clock seconds for the whole notebook").tag(config=True)
     report_file = Unicode("", help="JSON lines: one record per notebook with its problem, if any").tag(config=True)
+    skip_tags = List(Unicode(), help="cells with one of these tags are not run (tests never depend on them)"
+                     ).tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
@@ -70,7 +72,7 @@ class RobustExecute(Execute):
         with self.setup_kernel():
             self.nb.metadata["language_info"] = self.wait_for_reply(self.kc.kernel_info())["content"]["language_info"]
             for index, cell in enumerate(self.nb.cells):
-                if cell.cell_type != "code":
+                if cell.cell_type != "code" or set(cell.metadata.get("tags", [])) & set(self.skip_tags):
                     continue
                 if problem:
                     _error(cell, NOT_RUN, f"not run: {problem}")

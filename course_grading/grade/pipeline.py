@@ -46,6 +46,7 @@ class Options:
     memory_mb: int = 4096
     sandbox: bool = True
     feedback: bool = True
+    skip_experiments: bool = False
     csv: Path | None = None
     progress: bool = True
 
@@ -217,7 +218,7 @@ def run(options: Options) -> Outcome:
                             notebooks=notebooks, cell_timeout=options.cell_timeout,
                             notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb,
                             isolate=isolate, hide=[str(p) for p in hide], expose=[str(p) for p in expose],
-                            feedback=options.feedback))
+                            feedback=options.feedback, skip_experiments=options.skip_experiments))
         limit = options.notebook_timeout * len(names) + 300
         with ThreadPoolExecutor(max(1, options.jobs)) as pool:
             futures = {pool.submit(_grade_one, job, env, limit): job for job in jobs}

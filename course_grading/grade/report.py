@@ -45,12 +45,18 @@ def build_rows(students: list[str], scores: dict[str, dict[str, NotebookScore]],
             row.reasons.append("no grades recorded")
         for name, why in sorted(problems.get(student, {}).items()):
             row.reasons.append(f"{question(name)}: {why}")
-        row.reasons += notes.get(student, [])
+        row.reasons += [_short(note) for note in notes.get(student, [])]
         pending = [question(n) for n, nb in sorted(scores.get(student, {}).items()) if nb.needs_manual_grade]
         if pending:
             row.reasons.append("manual grading pending: " + " ".join(pending))
         rows.append(row)
     return rows
+
+
+def _short(note: str) -> str:
+    """`Q4_nn_batchnorm: ...` -> `Q4: ...`."""
+    head, sep, rest = note.partition(": ")
+    return f"{question(head)}{sep}{rest}" if sep else note
 
 
 def questions(rows: list[Row]) -> list[str]:

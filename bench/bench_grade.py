@@ -1,0 +1,100 @@
+"""Benchmark of the grading pipeline (printed, not asserted).
+
+1. One full submission (the demo class's `reference`, all notebooks): seconds to grade it in grading mode
+   against plain re-execution in student mode (full data, `jupyter nbconvert --execute`), side by side.
+2. Class throughput on the same demo class with 1 job and with N jobs (students per minute).
+
+Targets on a 2-core machine: one submission graded in <= 60 s, >= 5x faster than re-execution, >= 1.7x
+throughput with 2 jobs. Usage: python bench/bench_grade.py [--jobs N] [--notebook Q4 ...] [--students K]
+[--skip-experiments] [--no-student-mode]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from course_grading.grade import gradebook  # noqa: E402
+from course_grading.grade.pipeline import Options, run  # noqa: E402
+
+
+def course_copy(base: Path) -> Path:
+    """A throw-away course root with the real source/ and a fresh release/."""
+    root = base / "course"
+    root.mkdir()
+    shutil.copytree(ROOT / "source", root / "source")
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    for package in ("course_lib", "course_grading"):
+        (root / package).symlink_to(ROOT / package)
+    gradebook.record_assignment(root, f"sqlite:///{base / 'release.db'}", release_dir=root / "release")
+    return root
+
+
+def student_mode(root: Path, notebooks: list[str]) -> float:
+    """Seconds to re-execute the reference submission with full data, as a student would."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COURSE_GRADING_MODE", "NBGRADER_EXECUTION")}
+    env.update(PYTHONPATH=str(root), MPLBACKEND="Agg")
+    folder = root / "submitted" / "reference" / "normalization"
+    started = time.monotonic()
+    for path in sorted(folder.glob("*.ipynb")):
+        if notebooks and path.stem.split("_")[0] not in notebooks:
+            continue
+        jupyter = Path(sys.executable).with_name("jupyter")
+        subprocess.run([str(jupyter), "nbconvert", "--execute", "--to", "notebook", "--output-dir", str(root / "student"),
+                        "--ExecutePreprocessor.timeout=1800", str(path)], env=env, check=False, capture_output=True)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--notebook", action="append", default=[])
+    parser.add_argument("--students", type=int, default=0, help="first K demo students only (0: all)")
+    parser.add_argument("--skip-experiments", action="store_true")
+    parser.add_argument("--no-student-mode", action="store_true")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-grade-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        root = course_copy(base)
+        common = dict(root=root, notebooks=args.notebook, skip_experiments=args.skip_experiments, progress=False,
+                      feedback=False, csv=base / "grades.csv")
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machines are noisy)")
+        started = time.monotonic()
+        one = run(Options(students=["reference"], jobs=1, **common))
+        graded = time.monotonic() - started
+        cells = sum(v for k, v in one.results["reference"].seconds.items() if k != "total")
+        print(f"one submission, grading mode : {graded:7.1f} s wall ({cells:.1f} s executing notebooks)")
+        if not args.no_student_mode:
+            plain = student_mode(root, args.notebook)
+            print(f"one submission, student mode : {plain:7.1f} s (nbconvert --execute, full data)"
+                  f"  -> grading is {plain / graded:.1f}x faster")
+        from course_grading.grade import demo
+
+        students = [p for p in [*("reference", "blank"), *demo.REALISTIC, "crasher", "looper", "deleter", "paster"]]
+        if args.students:
+            students = students[:args.students]
+        timings = {}
+        for jobs in sorted({1, args.jobs}):
+            started = time.monotonic()
+            run(Options(students=students, jobs=jobs, **common))
+            timings[jobs] = time.monotonic() - started
+            print(f"class of {len(students)}, {jobs} job(s): {timings[jobs]:7.1f} s "
+                  f"({60 * len(students) / timings[jobs]:.1f} students/min)")
+        if len(timings) == 2:
+            print(f"throughput with {args.jobs} jobs: {timings[1] / timings[args.jobs]:.2f}x")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

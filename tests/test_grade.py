@@ -1,0 +1,218 @@
+"""The grading pipeline (issue 4): exact scores for the demo class, repeatable, parallel == serial, PostgreSQL.
+
+The whole demo class is graded once, in parallel, in a throw-away copy of the course (a session fixture);
+the other tests regrade a few students or one notebook and compare. Training-heavy demo and experiment
+cells are skipped (--skip-experiments: tests never depend on them), so the file fits in a few minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_grading.grade import demo, gradebook
+from course_grading.grade.pipeline import Options, run
+from course_grading.grade.repair import repair
+from course_grading.harness import read_cells, run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+LIMITS = dict(cell_timeout=45, notebook_timeout=240, skip_experiments=True, progress=False)
+
+
+def _course(base: Path) -> Path:
+    """A throw-away course root: the real source/, config and packages, a fresh release/."""
+    root = base / "course"
+    root.mkdir()
+    shutil.copytree(ROOT / "source", root / "source")
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    for package in ("course_lib", "course_grading"):
+        (root / package).symlink_to(ROOT / package)
+    gradebook.record_assignment(root, f"sqlite:///{base / 'release.db'}", release_dir=root / "release")
+    return root
+
+
+@pytest.fixture(scope="session")
+def course():
+    # Not under /tmp: grading kernels get a private /tmp and must still import the course packages.
+    base = Path(tempfile.mkdtemp(prefix="test-grade-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        yield _course(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def graded(course):
+    """The whole demo class, graded with 2 jobs."""
+    started = time.monotonic()
+    outcome = run(Options(root=course, jobs=2, **LIMITS))
+    print(f"demo class graded in {time.monotonic() - started:.0f} s; kernels: {outcome.sandbox}")
+    return outcome
+
+
+def _test_points(course: Path) -> dict[str, dict[str, float]]:
+    """{notebook: {test grade_id: points}} from the source notebooks, in notebook order."""
+    out = {}
+    for path in sorted((course / "source" / "normalization").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        out[path.stem] = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
+                          for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+    return out
+
+
+def _tests_before(course: Path, notebook: str, solution: str) -> set[str]:
+    nb = nbformat.read(course / "source" / "normalization" / f"{notebook}.ipynb", as_version=4)
+    before = set()
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == solution:
+            return before
+        if cell.cell_type == "code" and meta.get("grade"):
+            before.add(meta["grade_id"])
+    raise KeyError(solution)
+
+
+def _expected(course: Path, plan: demo.Plan) -> dict[str, dict[str, float]]:
+    """The points each test cell must get for one demo student."""
+    points = _test_points(course)
+    expected = {nb: dict(tests) for nb, tests in points.items()}
+    if plan.how == "blank":
+        return {nb: dict.fromkeys(tests, 0.0) for nb, tests in points.items()}
+    if plan.stop:
+        notebook, solution = plan.stop
+        kept = _tests_before(course, notebook, solution)
+        expected[notebook] = {t: (p if t in kept else 0.0) for t, p in points[notebook].items()}
+    for notebook, variant in plan.variants.items():
+        if variant.correct:
+            continue
+        path = course / "source" / "normalization" / f"{notebook}.ipynb"
+        source = {c.grade_id: c.source for c in read_cells(path)}
+        result = run_notebook(path, replace={variant.solution: variant.source(source[variant.solution])})
+        expected[notebook] = {t: r.points for t, r in result.tests.items()}
+        lost = {t for t, r in result.tests.items() if not r.passed}
+        assert set(variant.fails) <= lost, f"{plan.student}/{notebook}: {variant.name} should fail {variant.fails}"
+    return expected
+
+
+def _got(outcome, student: str) -> dict[str, dict[str, float]]:
+    return {nb: score.tests for nb, score in outcome.scores[student].items()}
+
+
+def test_every_demo_student_is_in_grades_csv(graded, course):
+    text = (course / "grades.csv").read_text().splitlines()
+    assert text[0].startswith("student,")
+    students = [line.split(",")[0] for line in text[1:]]
+    assert students == [p.student for p in graded.plans]
+    assert all(r.ok for r in graded.results.values()), {s: r.error for s, r in graded.results.items() if not r.ok}
+
+
+@pytest.mark.parametrize("student", ["reference", "blank", *demo.REALISTIC, "crasher", "looper", "deleter", "paster"])
+def test_demo_student_gets_exactly_the_expected_points(graded, course, student):
+    plan = next(p for p in graded.plans if p.student == student)
+    expected = _expected(course, plan)
+    got = _got(graded, student)
+    assert got == {nb: expected[nb] for nb in got}, f"{student}: {plan}"
+    assert set(got) == set(expected)
+
+
+def test_problem_students_are_flagged_with_a_reason(graded):
+    rows = {r.student: r for r in graded.rows}
+    assert any("kernel died" in r for r in rows["crasher"].reasons), rows["crasher"].reasons
+    assert any("time limit" in r for r in rows["looper"].reasons), rows["looper"].reasons
+    assert any("deleted (restored)" in r for r in rows["deleter"].reasons), rows["deleter"].reasons
+    assert any("pasted twice" in r for r in rows["paster"].reasons), rows["paster"].reasons
+    assert not [r for r in rows["blank"].reasons if "manual" not in r]
+
+
+def test_feedback_html_for_every_student(graded, course):
+    for plan in graded.plans:
+        pages = list((course / "feedback" / plan.student / "normalization").glob("*.html"))
+        assert len(pages) == len(list((course / "release" / "normalization").glob("*.ipynb"))), plan.student
+
+
+def test_serial_regrade_gives_identical_grades(graded, course):
+    """A second run, with one job, on a subset of students: the same points, test by test."""
+    students = ["reference", "alice", "crasher"]
+    again = run(Options(root=course, jobs=1, students=students, csv=course / "serial.csv", **LIMITS))
+    for student in students:
+        assert _got(again, student) == _got(graded, student), student
+
+
+def test_one_notebook_of_one_student(graded, course):
+    first = sorted(graded.scores["bob"])[0]
+    again = run(Options(root=course, jobs=1, students=["bob"], notebooks=[first.split("_")[0]],
+                        csv=course / "one.csv", feedback=False, **LIMITS))
+    assert _got(again, "bob") == {first: graded.scores["bob"][first].tests}
+
+
+def test_kernel_cannot_read_the_answer_key(course):
+    """The sandbox hides source/ and runs the kernel as nobody (the grader runs as root in CI)."""
+    assert os.geteuid() == 0, "the grading tests run as root in CI, so kernels can be isolated"
+    code = ("import os,sys;from pathlib import Path;from course_grading.grade.sandbox import isolate;"
+            f"isolate([Path({str(course / 'source')!r})], [], b'{{}}', 65534, 65534);"
+            f"print(os.getuid(), os.listdir({str(course / 'source')!r}) if os.access({str(course / 'source')!r}, os.R_OK) else 'hidden')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.stdout.split() == ["65534", "hidden"], done.stderr
+
+
+def test_repair_reports_and_fixes_tampering(tmp_path, course):
+    release = sorted((course / "release" / "normalization").glob("*.ipynb"))[0]
+    nb = nbformat.read(release, as_version=4)
+    test_index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade"))
+    nb.cells.insert(test_index + 1, nbformat.from_dict(nb.cells[test_index]))
+    nb.cells[test_index].source += "\n# edited"
+    bad = tmp_path / release.name
+    nbformat.write(nb, bad)
+    notes = repair(bad, release, tmp_path / "out" / release.name)
+    assert any("pasted twice" in n for n in notes) and any("edited" in n for n in notes), notes
+    bad.write_text("{not json")
+    assert "malformed" in repair(bad, release, tmp_path / "out2" / release.name)[0]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server on a unix socket, run as the unprivileged `postgres` user."""
+    if not (PG_BIN / "initdb").exists():
+        subprocess.run(["apt-get", "install", "-y", "postgresql"], check=True, capture_output=True)
+    base = Path(tempfile.mkdtemp(prefix="test-grade-pg-"))
+    shutil.chown(base, "postgres")
+    as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+    subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)
+    server = subprocess.Popen(as_pg + [str(PG_BIN / "postgres"), "-D", str(base / "data"), "-k", str(base),
+                                       "-c", "listen_addresses=", "-c", "fsync=off"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if (base / ".s.PGSQL.5432").exists():
+                break
+            time.sleep(0.1)
+        subprocess.run(as_pg + [str(PG_BIN / "createdb"), "-h", str(base), "-U", "postgres", "gradebook"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres@/gradebook?host={base}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_gradebook(graded, course, postgres):
+    """db_url points the gradebook at PostgreSQL: the same grades as the SQLite run."""
+    first = sorted(graded.scores["reference"])[0]
+    students = ["reference", "carol"]
+    outcome = run(Options(root=course, jobs=2, students=students, notebooks=[first.split("_")[0]],
+                          db_url=postgres, csv=course / "pg.csv", feedback=False, **LIMITS))
+    for student in students:
+        assert _got(outcome, student) == {first: graded.scores[student][first].tests}
+    assert gradebook.scores(postgres, students)[student][first].tests == graded.scores[student][first].tests
