@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from course_grading.checks import DelegationError, own_implementation
+from course_grading.checks import DelegationError, close, own_implementation
 
 Tensor = torch.Tensor
 
@@ -96,7 +96,10 @@ def output_mistakes(x: Tensor, num_groups: int, weight: Tensor | None, bias: Ten
         mistakes["you swapped the scale and the shift: the output must be x_hat * weight + bias."] = (
             right * channel_view(bias, x.dim()) + channel_view(weight, x.dim()))
         mistakes["you left out the scale and shift: multiply by weight and add bias (per channel)."] = right
-    return mistakes
+    # A mistake that gives the right answer on this input (a stride with one group, eps left out when eps
+    # is tiny) must not be named: expect_close compares mistakes with a looser tolerance.
+    right = right * g + b
+    return {text: wrong for text, wrong in mistakes.items() if not close(wrong, right, atol=1e-6, rtol=1e-5)}
 
 
 def gradcheck_own(layer: nn.Module, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> None:

@@ -205,4 +205,18 @@ class GroupNorm(nn.Module):
             out = torch.einsum("nc...,c->nc...", out, self.weight) + torch.einsum("nc...,c->nc...", torch.ones_like(out), self.bias)
         return out
 '''),
+    Variant("second_moment_formula", _S, None, code=_INIT + '''
+    def forward(self, x):
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"expected (N, {self.num_channels}, ...), got {tuple(x.shape)}")
+        g = x.reshape(len(x), self.num_groups, -1)
+        mean = g.mean(-1, keepdim=True)
+        var = (g * g).mean(-1, keepdim=True) - mean * mean  # E[x^2] - E[x]^2: the biased variance
+        out = ((g - mean) / (var + self.eps).sqrt()).view(x.shape)
+        if self.affine:
+            shape = [1] * x.dim()
+            shape[1] = -1
+            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return out
+'''),
 ]
