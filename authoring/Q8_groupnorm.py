@@ -158,7 +158,6 @@ for groups, channels in ((1, 4), (2, 8), (4, 4), (3, 12)):
 gn = GroupNorm(2, 4, eps=0.5)
 assert gn.eps == 0.5, "store eps as self.eps"
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_output_matches_nn_groupnorm points=3]
 """Outputs equal nn.GroupNorm's (same weight and bias) for 3 groups of 2 channels, 6 groups and 1 group, in train and eval mode."""
@@ -188,7 +187,6 @@ for seed, (shape, groups, eps) in enumerate(cases):
                      f"{mode}-mode output of GroupNorm({groups}, {shape[1]}, eps={eps}) for an input of shape {shape}",
                      mistakes=mistakes)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_equivalences points=2]
 """One group per channel is InstanceNorm (F.instance_norm); one group for all channels is LayerNorm over (C, H, W) (F.layer_norm)."""
@@ -220,7 +218,6 @@ for seed, (shape, eps) in enumerate((((20, 6, 10, 10), 1e-5), ((3, 6, 2, 2), 0.5
                  f"GroupNorm(1, {channels}, eps={eps}) against F.layer_norm over (C, ...) on an input of shape {shape}",
                  mistakes=output_mistakes(x, 1, weight, bias, eps))
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_contiguous_groups points=1]
 """Groups are contiguous channels: with eps=0, weight=1, bias=0 each group of neighbouring channels has mean 0 and variance 1."""
@@ -250,7 +247,6 @@ for seed, (shape, groups) in enumerate((((3, 6, 2, 2), 3), ((2, 8, 3, 1), 2), ((
                         "use x.view(N, G, C // G, ...).")
         raise AssertionError(message)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_batch_independence points=1]
 """One example's output ignores the rest of the batch, and shifting or positively scaling one group's input leaves its output unchanged."""
@@ -278,7 +274,6 @@ for seed, (shape, groups) in enumerate((((5, 6, 2, 2), 3), ((3, 4, 3), 2), ((2, 
                  f"GroupNorm({groups}, {shape[1]}, eps=0) after multiplying one group of one example by 3 and adding 5 "
                  f"(each group is normalised with its own statistics, so nothing should change)", atol=1e-8)
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_affine_false points=1]
 """affine=False: weight and bias are None, the layer has no parameters, and the output is the normalised input."""
@@ -299,7 +294,6 @@ for seed, (shape, groups, eps) in enumerate((((3, 6, 2, 2), 3, 0.5), ((2, 4, 3),
                  f"output of GroupNorm({groups}, {shape[1]}, eps={eps}, affine=False), input shape {shape}",
                  mistakes=output_mistakes(x, groups, None, None, eps))
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_clear_errors points=1]
 """ValueError naming both numbers when num_channels is not divisible by num_groups; ValueError for an input with the wrong channel count."""
@@ -326,7 +320,6 @@ expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, 4, dtype
 expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, dtype=torch.float64)),
               "GroupNorm(1, 3) on a 1-D input of shape (3,)")
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, weight and bias match finite differences (gradcheck, float64), in train and eval mode."""
@@ -348,7 +341,6 @@ for seed, (shape, groups, eps, mode) in enumerate((((2, 6, 2, 1), 3, 0.5, "train
     gradcheck_own(gn, seeded_input(*shape, seed=seed + 70), weight, bias)
 gradcheck_own(GroupNorm(2, 4, eps=0.5, affine=False).double(), seeded_input(2, 4, 3, seed=80))
 ### END HIDDEN TESTS
-None
 
 # %% [test id=test_state_dict points=1]
 """The state_dict has nn.GroupNorm's keys and shapes: weights load both ways and give the same outputs."""
@@ -386,7 +378,6 @@ for seed, (groups, channels) in enumerate(((3, 6), (2, 8), (5, 5))):
 assert set(GroupNorm(2, 4, affine=False).state_dict()) == set(nn.GroupNorm(2, 4, affine=False).state_dict()), (
     "with affine=False the state_dict must be empty, as nn.GroupNorm's is")
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## Part B (1 point) — GroupNorm in the lesson's CNN
@@ -436,7 +427,6 @@ assert all(l == l for l in losses), "the training loss became NaN"
 ### BEGIN HIDDEN TESTS
 expect_curve_like(losses, reference, "training the lesson's CNN with your GroupNorm (2 groups per block, lr 0.4, bs 64, 30 steps)")
 ### END HIDDEN TESTS
-None
 
 # %% [markdown]
 # ## The experiment: three groupings of one activation
@@ -450,7 +440,6 @@ None
 # 3. **1 group**, against `F.layer_norm(x, (6, 10, 10))` — LayerNorm over `(C, H, W)`.
 
 # %% [experiment]
-# NBVAL_CHECK_OUTPUT
 generator = torch.Generator().manual_seed(0)
 activation = (torch.randn(20, 6, 10, 10, generator=generator) * torch.linspace(0.5, 3.0, 6).view(1, 6, 1, 1)
               + torch.linspace(-2.0, 3.0, 6).view(1, 6, 1, 1))
@@ -464,12 +453,10 @@ with torch.no_grad():
     for name, (mine, oracle) in settings.items():
         normalised[name] = mine(activation)
         same = torch.allclose(normalised[name], oracle(activation), atol=1e-5)
-        print(f"{name}: output shape {tuple(normalised[name].shape)}, equal to torch's: {same}")
-
-# %% [output]
-# 3 groups of 2 channels: output shape (20, 6, 10, 10), equal to torch's: True
-# 6 groups = InstanceNorm: output shape (20, 6, 10, 10), equal to torch's: True
-# 1 group  = LayerNorm: output shape (20, 6, 10, 10), equal to torch's: True
+        gap = (normalised[name] - oracle(activation)).abs().max().item()
+        print(f"{name}: output shape {tuple(normalised[name].shape)}, equal to torch's: {same} "
+              f"(largest difference {gap:.1e})")
+        assert same, f"{name}: your GroupNorm and torch's differ by {gap:.2g}; fix Part A first"
 
 # %% [experiment]
 # What each grouping does to example 0: the mean and standard deviation of every channel, before and after.
