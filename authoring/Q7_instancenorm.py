@@ -132,12 +132,12 @@ from course_grading.checks import call_own, expect_close, seeded_input
 from course_grading.q7_checks import in_mistakes
 
 x = seeded_input(3, 2, 3, 2)
-out = call_own(InstanceNorm(2).double(), x)
+out = call_own(InstanceNorm(2, eps=0.5).double(), x)
 assert out.shape == x.shape and out.dtype == x.dtype, f"expected shape {tuple(x.shape)} and dtype float64, got {tuple(out.shape)} {out.dtype}"
 assert torch.isfinite(out).all(), "the output contains NaN or inf"
 ones, zeros = torch.ones(2, dtype=x.dtype), torch.zeros(2, dtype=x.dtype)
-expect_close(out, F.instance_norm(x, eps=1e-5), "output of a fresh layer (mults=1, adds=0)",
-             mistakes=in_mistakes(x, ones, zeros, 1e-5))
+expect_close(out, F.instance_norm(x, eps=0.5), "output of a fresh InstanceNorm(2, eps=0.5) (mults=1, adds=0)",
+             mistakes=in_mistakes(x, ones, zeros, 0.5))
 ### BEGIN HIDDEN TESTS
 from course_grading.checks import random_affine
 from course_grading.q7_checks import set_channel_affine
@@ -199,7 +199,9 @@ from course_grading.checks import call_own, seeded_input
 x = seeded_input(4, 3, 2, 2)
 inorm = InstanceNorm(3).double()
 train_out = call_own(inorm.train(), x)
-assert torch.allclose(train_out, call_own(inorm.eval(), x)), "eval mode gives a different output from training mode"
+assert torch.allclose(train_out, call_own(inorm.eval(), x)), (
+    "eval mode gives a different output from training mode: InstanceNorm uses each example's own statistics in both "
+    "modes and keeps no running statistics")
 ### BEGIN HIDDEN TESTS
 from course_grading.checks import random_affine
 from course_grading.q6_checks import expect_no_buffers, expect_train_equals_eval

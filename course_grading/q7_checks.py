@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from course_grading.q6_checks import dropped_keepdim, normalise
+from course_grading.q6_checks import distinguishable, dropped_keepdim, normalise
 
 Tensor = torch.Tensor
 IN_AXES = (2, 3)  # InstanceNorm: every position of one channel of one example
@@ -52,7 +52,7 @@ def in_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> dict[str,
         found["you reduced without keepdim=True, so the (N, C) means and variances broadcast against (H, W) "
               "instead of the examples and channels: use keepdim=True (shape (N, C, 1, 1))."] = (
             affine(dropped_keepdim(x, IN_AXES, eps)))
-    return found
+    return distinguishable(found, affine(normalise(x, IN_AXES, eps)))
 
 
 def set_channel_affine(layer: nn.Module, gamma: Tensor, beta: Tensor) -> None:
