@@ -161,7 +161,7 @@ for nf in (1, 3, 7):
     for name in starts:
         assert getattr(bn, name).dtype == torch.float64, f"after .double(), BatchNorm.{name} should be float64"
 ### END HIDDEN TESTS
-None
+print("checks passed: parameters and buffers")
 
 # %% [test id=test_train_mode_output points=2]
 """Training mode: each channel normalised with the batch mean and biased variance over (N, H, W), then scaled and shifted."""
@@ -189,7 +189,7 @@ for shape, mom, eps, seed in (((2, 3, 2, 1), 0.3, 0.5, 0), ((5, 4, 3, 3), 0.1, 1
     expect_close(call_own(bn, x), expected, f"training-mode output for an input of shape {shape} with eps={eps}",
                  mistakes=train_mistakes(x, gamma, beta, eps, mom))
 ### END HIDDEN TESTS
-None
+print("checks passed: training-mode output")
 
 # %% [test id=test_eval_mode_output points=2]
 """Eval mode: normalised with the running statistics means and vars; an untrained layer gives x / sqrt(1 + eps) * mults + adds."""
@@ -219,7 +219,7 @@ for shape, eps, seed in (((2, 3, 2, 1), 0.5, 0), ((5, 4, 3, 3), 1e-5, 1), ((1, 3
     expect_close(call_own(bn, x), expected, f"eval-mode output with given running statistics, input shape {shape}, eps={eps}",
                  mistakes=eval_mistakes(x, means, variances, gamma, beta, eps))
 ### END HIDDEN TESTS
-None
+print("checks passed: eval-mode output")
 
 # %% [test id=test_running_statistics points=2]
 """Training updates means and vars with mom as the new batch's weight, storing the unbiased batch variance."""
@@ -258,7 +258,7 @@ for step, n in enumerate((2, 5, 3, 2, 4)):
 expect_close(bn.means, running_mean.reshape(1, -1, 1, 1), "running means after 5 batches of different sizes, mom=0.2")
 expect_close(bn.vars, running_var.reshape(1, -1, 1, 1), "running vars after 5 batches of different sizes, mom=0.2")
 ### END HIDDEN TESTS
-None
+print("checks passed: running statistics")
 
 # %% [test id=test_eval_leaves_buffers_alone points=1]
 """Eval mode never changes the running statistics; the mode comes from self.training, not from gradient mode."""
@@ -304,7 +304,7 @@ expect_close(out, expected, "training-mode output under torch.no_grad(), against
              hint=read_mode.strip())
 expect_close(bn.vars, twin.vars, "running vars after a training-mode forward under torch.no_grad()", hint=read_mode.strip())
 ### END HIDDEN TESTS
-None
+print("checks passed: eval mode leaves the buffers alone")
 
 # %% [test id=test_gradients points=1]
 """Training-mode gradients with respect to the input, mults and adds match finite differences (gradcheck, float64)."""
@@ -321,7 +321,7 @@ for shape, eps, seed in (((2, 3, 2, 1), 0.5, 0), ((3, 2, 2, 2), 1e-5, 1)):
     gamma, beta = random_affine(shape[1], seed=seed + 40)
     gradcheck_own(BatchNorm(shape[1], mom=0.3, eps=eps).double().train(), seeded_input(*shape, seed=seed), gamma, beta)
 ### END HIDDEN TESTS
-None
+print("checks passed: gradients flow to x, mults and adds")
 
 # %% [test id=test_buffers_without_history points=1]
 """The running statistics carry no autograd history, stay registered buffers, survive a state_dict round trip and follow .double()."""
@@ -365,7 +365,7 @@ assert bn32.means.dtype == torch.float64 and bn32.vars.dtype == torch.float64, (
     "after training and .double(), means and vars should be float64: keep them in registered buffers")
 assert call_own(bn32.eval(), x).dtype == torch.float64, "a float64 input to a .double() layer should give a float64 output"
 ### END HIDDEN TESTS
-None
+print("checks passed: the buffers carry no autograd history")
 
 # %% [test id=test_clear_errors points=1]
 """ValueError for a non-4-D input, the wrong number of channels, or one value per channel in training."""
@@ -383,7 +383,7 @@ expect_raises(lambda: call_own(BatchNorm(1).train(), torch.randn(2, 3, 3, 3)), "
 out = call_own(BatchNorm(3).double().eval(), torch.ones(1, 3, 1, 1, dtype=torch.float64))
 assert torch.isfinite(out).all(), "an eval-mode input of shape (1, 3, 1, 1) must give a finite output, not raise"
 ### END HIDDEN TESTS
-None
+print("checks passed: impossible inputs raise ValueError")
 
 # %% [markdown]
 # ## Part B (1 point) — BatchNorm in the lesson's CNN
@@ -427,7 +427,7 @@ assert all(l == l for l in losses), "the training loss became NaN"
 expect_curve_like(losses, reference, "training the lesson's CNN with your BatchNorm (float64, lr 1.0, bs 64, 30 steps)",
                   rtol=0.02)
 ### END HIDDEN TESTS
-None
+print("checks passed: the CNN trains with your BatchNorm")
 
 # %% [markdown]
 # ## The experiment: what BatchNorm does to the activations
