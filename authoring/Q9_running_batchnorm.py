@@ -27,6 +27,9 @@ from course_lib import (AvgStatsCallback, BatchTransformXCallback, DataBunch, Da
                         ParamScheduler, ProgressCallback, Recorder, accuracy, get_cnn_model, get_data, get_dls,
                         get_learn_run, grading_mode, init_cnn, mnist_view, normalize_to, sched_lin, set_seed)
 
+# This small CNN trains fastest on one CPU thread: with batches of 2-32 images, syncing threads costs
+# more than it saves (and on a busy machine extra threads slow it down many times over).
+torch.set_num_threads(1)
 x_train, y_train, x_valid, y_valid = get_data()
 x_train, x_valid = normalize_to(x_train, x_valid)
 nfs = [8, 16, 32, 64, 64]
