@@ -1,0 +1,107 @@
+"""Q7 (InstanceNorm): known-wrong implementations and correct alternatives, as edits of the reference."""
+
+from course_grading.mutants import Variant
+
+NOTEBOOK = "Q7"
+SOL = "instancenorm"
+
+_MEAN = "mean = x.mean(dim=(2, 3), keepdim=True)"
+_VAR = "var = x.var(dim=(2, 3), keepdim=True, correction=0)  # biased: 0 (not NaN) for a single value"
+_STATS = _MEAN + "\n        " + _VAR
+_OUT = "return (x - mean) / torch.sqrt(var + self.eps) * self.mults + self.adds"
+_PARAMS = ("self.mults = nn.Parameter(torch.ones(nf, 1, 1))\n"
+           "        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))")
+_INIT = "        self.nf, self.eps = nf, eps\n        " + _PARAMS + "\n"
+_CHECK = ("        if x.dim() != 4 or x.shape[1] != self.nf:\n"
+          "            raise ValueError(f\"InstanceNorm({self.nf}) expects an input of shape (N, {self.nf}, H, W), \"\n"
+          "                             f\"got {tuple(x.shape)}\")\n")
+
+VARIANTS = [
+    # ---- known mistakes ----
+    Variant("unbiased_variance", SOL, mistake="normalises with the unbiased variance (the lesson's; NaN on 1x1 maps)",
+            fails=("test_output", "test_one_by_one_map"), says="unbiased variance",
+            edits=((_VAR, "var = x.var(dim=(2, 3), keepdim=True)"),)),
+    Variant("eps_outside_sqrt", SOL, mistake="divides by sqrt(var) + eps",
+            fails=("test_output",), says="outside the square root",
+            edits=((_OUT, "return (x - mean) / (torch.sqrt(var) + self.eps) * self.mults + self.adds"),)),
+    Variant("no_eps", SOL, mistake="leaves out eps (NaN on 1x1 maps: 0/0)",
+            fails=("test_output", "test_one_by_one_map"), says="left out eps",
+            edits=((_OUT, "return (x - mean) / torch.sqrt(var) * self.mults + self.adds"),)),
+    Variant("axes_batch_norm", SOL, mistake="statistics per channel over (N, H, W): BatchNorm",
+            fails=("test_output", "test_independence"), says="that is BatchNorm",
+            edits=((_STATS, "mean = x.mean(dim=(0, 2, 3), keepdim=True)\n"
+                            "        var = x.var(dim=(0, 2, 3), keepdim=True, correction=0)"),)),
+    Variant("axes_layer_norm", SOL, mistake="statistics per example over (C, H, W): LayerNorm",
+            fails=("test_output", "test_independence"), says="that is LayerNorm",
+            edits=((_STATS, "mean = x.mean(dim=(1, 2, 3), keepdim=True)\n"
+                            "        var = x.var(dim=(1, 2, 3), keepdim=True, correction=0)"),)),
+    Variant("scalar_affine", SOL, mistake="one scale and shift for all channels instead of one per channel",
+            fails=("test_parameters", "test_output"), says="one value per channel",
+            edits=((_PARAMS, "self.mults = nn.Parameter(torch.tensor(1.0))\n"
+                             "        self.adds = nn.Parameter(torch.tensor(0.0))"),)),
+    Variant("affine_before_normalising", SOL, mistake="scales and shifts x, then normalises",
+            fails=("test_output", "test_one_by_one_map"), says="BEFORE normalising",
+            edits=((_STATS, "x = x * self.mults + self.adds\n        " + _STATS),
+                   (_OUT, "return (x - mean) / torch.sqrt(var + self.eps)"))),
+    Variant("mean_not_subtracted", SOL, mistake="divides x by the std without subtracting the mean",
+            fails=("test_output", "test_one_by_one_map"), says="did not subtract the mean",
+            edits=((_OUT, "return x / torch.sqrt(var + self.eps) * self.mults + self.adds"),)),
+    Variant("keepdim_dropped", SOL, mistake="reduces without keepdim: the (N, C) stats broadcast against (H, W)",
+            fails=("test_output",), says="keepdim=True",
+            edits=((_STATS, "mean = x.mean(dim=(2, 3))\n"
+                            "        var = x.var(dim=(2, 3), correction=0)"),)),
+    Variant("running_stats_in_eval", SOL,
+            mistake="keeps BatchNorm-style running statistics and uses them in eval mode",
+            fails=("test_train_equals_eval",), says="keeps no running statistics",
+            edits=((_INIT, _INIT + "        self.register_buffer('means', torch.zeros(1, nf, 1, 1))\n"
+                                   "        self.register_buffer('vars', torch.ones(1, nf, 1, 1))\n"),
+                   (_STATS,
+                    "if self.training:\n"
+                    "            " + _STATS.replace("\n        ", "\n            ") + "\n"
+                    "            with torch.no_grad():\n"
+                    "                self.means.lerp_(mean.mean(0, keepdim=True), 0.1)\n"
+                    "                self.vars.lerp_(var.mean(0, keepdim=True), 0.1)\n"
+                    "        else:\n"
+                    "            mean, var = self.means, self.vars"))),
+    Variant("nan_guard_returns_zero", SOL,
+            mistake="on a 1x1 map returns zeros (skips the shift) instead of adds",
+            fails=("test_one_by_one_map",), says="adds, whatever the input",
+            edits=((_STATS, "if x.shape[2] * x.shape[3] == 1:\n"
+                            "            return torch.zeros_like(x)\n"
+                            "        " + _STATS),)),
+    Variant("no_error_on_wrong_channels", SOL, mistake="no check of the input's shape (broadcasting errors or silence)",
+            fails=("test_clear_errors",), says="expected ValueError",
+            edits=((_CHECK, ""),)),
+    Variant("delegates_to_instance_norm", SOL, mistake="calls F.instance_norm instead of doing the math",
+            fails=("test_output", "test_independence", "test_train_equals_eval", "test_one_by_one_map",
+                   "test_gradients"),
+            says="delegating to torch's own normalization",
+            edits=((_STATS + "\n        " + _OUT,
+                    "return F.instance_norm(x, weight=self.mults.flatten(), bias=self.adds.flatten(), eps=self.eps)"),)),
+    Variant("stats_detached", SOL, mistake="computes the statistics from x.detach(), so no gradient flows through them",
+            fails=("test_gradients",), says="does not match finite differences",
+            edits=((_STATS, "mean = x.detach().mean(dim=(2, 3), keepdim=True)\n"
+                            "        var = x.detach().var(dim=(2, 3), keepdim=True, correction=0)"),)),
+    # ---- correct alternatives, written differently ----
+    Variant("var_mean_rsqrt", SOL,
+            edits=((_STATS, "var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)"),
+                   (_OUT, "return self.adds + self.mults * (x - mean) * torch.rsqrt(var + self.eps)"))),
+    Variant("flatten_maps", SOL,
+            edits=((_STATS + "\n        " + _OUT,
+                    "flat = x.flatten(2)\n"
+                    "        centred = flat - flat.mean(dim=2, keepdim=True)\n"
+                    "        std = (centred.pow(2).mean(dim=2, keepdim=True) + self.eps).sqrt()\n"
+                    "        return (centred / std).view_as(x) * self.mults + self.adds"),)),
+    Variant("manual_sums", SOL,
+            edits=((_STATS,
+                    "n = x.shape[2] * x.shape[3]\n"
+                    "        mean = x.sum(dim=(2, 3), keepdim=True) / n\n"
+                    "        var = ((x - mean) ** 2).sum(dim=(2, 3), keepdim=True) / n"),)),
+    Variant("checks_against_parameter_shape", SOL,
+            edits=((_CHECK, "        if x.ndim != 4:\n"
+                            "            raise ValueError(f'expected a 4-D input, got shape {tuple(x.shape)}')\n"
+                            "        if x.size(1) != self.mults.shape[0]:\n"
+                            "            raise ValueError(f'expected {self.mults.shape[0]} channels, got {x.size(1)}')\n"),
+                   (_PARAMS, "self.mults = nn.Parameter(torch.ones(nf).view(nf, 1, 1))\n"
+                             "        self.adds = nn.Parameter(torch.zeros(nf).view(nf, 1, 1))"))),
+]
