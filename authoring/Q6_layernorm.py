@@ -314,7 +314,7 @@ expect_curve_like(losses, reference, "training the lesson's CNN with your LayerN
 #
 # 1. lr 0.8 on a capped subset of 20 batches of 512 images (enough to see it; a few seconds): the loss
 #    grows by orders of magnitude; trained longer, it overflows float32 to `inf` and then `nan` — the lesson's run;
-# 2. lr 0.4 for one full epoch (98 batches of 512 images, about 1 minute on a 2-core laptop CPU): it trains.
+# 2. lr 0.4 for one full epoch (98 batches of 512 images; 10 s to a minute on a 2-core laptop CPU): it trains.
 #
 # When the notebook is graded both runs use the small grading subset and take a second or two.
 
