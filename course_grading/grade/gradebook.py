@@ -22,7 +22,15 @@ ASSIGNMENT = "normalization"
 
 def default_db_url(root: Path) -> str:
     """COURSE_DB_URL when set, else the SQLite file at the course root."""
-    return os.environ.get("COURSE_DB_URL") or f"sqlite:///{root / 'gradebook.db'}"
+    return driver_url(os.environ.get("COURSE_DB_URL") or f"sqlite:///{root / 'gradebook.db'}")
+
+
+def driver_url(db_url: str) -> str:
+    """Name the pinned driver: SQLAlchemy 2.1 reads a bare postgresql:// URL as psycopg 3, not installed here."""
+    for bare in ("postgresql://", "postgres://"):
+        if db_url.startswith(bare):
+            return "postgresql+psycopg2://" + db_url[len(bare):]
+    return db_url
 
 
 def record_assignment(root: Path, db_url: str, release_dir: Path | None = None) -> None:

@@ -180,7 +180,7 @@ def run(options: Options) -> Outcome:
     """Grade the class; merge into the gradebook; write grades.csv; return the rows."""
     started = time.monotonic()
     root = options.root.resolve()
-    db_url = options.db_url or gradebook.default_db_url(root)
+    db_url = gradebook.driver_url(options.db_url or gradebook.default_db_url(root))
     release = root / "release" / ASSIGNMENT
     if not any(release.glob("*.ipynb")):
         raise SystemExit(f"{release} has no notebooks: build the release first (make release)")

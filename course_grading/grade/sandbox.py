@@ -161,7 +161,9 @@ def probe() -> str:
         return "limits only (not root: kernels run as the grader's user)"
     code = ("from course_grading.grade.sandbox import isolate;import os;"
             "isolate([], [], b'{}', 65534, 65534);print(os.getuid())")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env)
     if done.returncode == 0 and done.stdout.strip() == "65534":
         return "isolated"
     return f"limits only (no mount namespace: {done.stderr.strip().splitlines()[-1:] or done.returncode})"
