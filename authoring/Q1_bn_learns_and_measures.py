@@ -98,6 +98,15 @@ print("input :", mean.round(decimals=2).tolist(), var.round(decimals=2).tolist()
 mean, var = channel_stats(nn.BatchNorm2d(4)(x))
 print("output:", mean.round(decimals=3).abs().tolist(), var.round(decimals=3).tolist())
 
+# %% [demo]
+# NBVAL_CHECK_OUTPUT
+# Small enough to check by hand: channel 0 holds 0-3 and 8-11, channel 1 holds 4-7 and 12-15.
+mean, var = channel_stats(torch.arange(16.).view(2, 2, 2, 2))
+print(mean.tolist(), var.tolist())
+
+# %% [output]
+# [5.5, 9.5] [17.25, 17.25]
+
 # %% [test id=test_channel_stats_values points=2]
 """channel_stats: per-channel mean and biased variance over batch and positions."""
 x = torch.arange(24.).reshape(2, 3, 2, 2)

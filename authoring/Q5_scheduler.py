@@ -88,7 +88,14 @@ positions = torch.linspace(0, 1, 201)
 plt.plot(positions, [demo(float(p)) for p in positions])
 plt.xlabel("position in training")
 plt.show()
+
+# %% [demo]
+# NBVAL_CHECK_OUTPUT
+# The values at the start, inside and at the end of each segment.
 print([round(demo(p), 3) for p in (0.0, 0.125, 0.25, 0.625, 1.0)])
+
+# %% [output]
+# [1.0, 1.5, 4.0, 2.0, 0.0]
 
 # %% [test id=test_combine_values points=3]
 """combine_schedules: values inside segments, on boundaries and at pos 1."""

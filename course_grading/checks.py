@@ -72,6 +72,9 @@ def expect_close(
         diff = (actual.detach().double() - expected.detach().double()).abs().max().item()
         message = f"{what}: expected {_summary(expected)}; got {_summary(actual)} (largest difference {diff:.3g})"
     for description, wrong in (mistakes or {}).items():
+        # A mistake that gives the right answer on this input cannot be told apart from it: skip it.
+        if close(wrong, expected, atol=1e-6, rtol=1e-5):
+            continue
         if close(actual, wrong, atol=1e-6, rtol=1e-5):
             message += f"\nThis is what you get if {description}"
             break

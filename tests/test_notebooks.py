@@ -128,7 +128,9 @@ def test_graded_cells_follow_the_house_pattern():
                 problems.append(f"{path.name}/{gid}: does not open with a docstring")
             if len(visible) < 2:
                 problems.append(f"{path.name}/{gid}: no visible check besides the docstring")
-            if isinstance(tree.body[-1], ast.Expr) and not isinstance(tree.body[-1].value, ast.Call):
+            last = tree.body[-1]
+            if isinstance(last, ast.Expr) and not isinstance(last.value, ast.Call) and not (
+                isinstance(last.value, ast.Constant) and last.value.value is None):
                 problems.append(f"{path.name}/{gid}: ends with an expression (nbgrader reads it as partial credit)")
         if not hidden:
             problems.append(f"{path.name}: no hidden tests")

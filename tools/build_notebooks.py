@@ -131,6 +131,7 @@ def build(path: Path) -> nbformat.NotebookNode:
             if not nb.cells or nb.cells[-1].cell_type != "code":
                 raise AuthoringError(f"{raw['where']}: an output cell must follow a code cell")
             nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=raw["text"] + "\n")]
+            nb.cells[-1].execution_count = 1  # nbval skips the comparison for a cell that was never run
             continue
         counters[kind] = counters.get(kind, 0) + 1
         if kind in ("markdown", "answer"):
