@@ -14,7 +14,10 @@ c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
 # The SQLite file is the embedded default; point COURSE_DB_URL at PostgreSQL on a course server.
-c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.path.join(HERE, "gradebook.db"))
+db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.path.join(HERE, "gradebook.db"))
+if db_url.startswith(("postgresql://", "postgres://")):  # SQLAlchemy 2.1 would look for psycopg 3
+    db_url = "postgresql+psycopg2://" + db_url.split("://", 1)[1]
+c.CourseDirectory.db_url = db_url
 
 # Every student notebook opens with the course header (instructions, how to validate).
 c.IncludeHeaderFooter.header = os.path.join(HERE, "source", "header.ipynb")

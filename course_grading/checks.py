@@ -43,6 +43,14 @@ def close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
     return bool(torch.allclose(a.detach().double().cpu(), b.detach().double().cpu(), atol=atol, rtol=rtol))
 
 
+def _gap(a: Tensor, b: Tensor) -> float:
+    """Largest absolute difference (inf for a shape mismatch or NaN)."""
+    if a.shape != b.shape:
+        return math.inf
+    gap = (a.detach().double().cpu() - b.detach().double().cpu()).abs().max().item() if a.numel() else 0.0
+    return gap if math.isfinite(gap) else math.inf
+
+
 def expect_close(
     actual: object,
     expected: Tensor,
@@ -71,16 +79,18 @@ def expect_close(
     else:
         diff = (actual.detach().double() - expected.detach().double()).abs().max().item()
         message = f"{what}: expected {_summary(expected)}; got {_summary(actual)} (largest difference {diff:.3g})"
+    # Name the known mistake the output matches: loosely (the student may write the wrong formula in a
+    # numerically different way), but clearly closer to it than to the right answer, and the closest one.
+    gap_right = _gap(actual, expected)
+    named = None
     for description, wrong in (mistakes or {}).items():
-        # A mistake that gives the right answer on this input cannot be told apart from it: skip it.
-        if close(wrong, expected, atol=1e-6, rtol=1e-5):
-            continue
-        if close(actual, wrong, atol=1e-6, rtol=1e-5):
-            message += f"\nThis is what you get if {description}"
-            break
-    else:
-        if hint:
-            message += f"\nHint: {hint}"
+        gap = _gap(actual, wrong)
+        if close(actual, wrong, atol=1e-6, rtol=1e-5) and gap < gap_right / 10 and (named is None or gap < named[0]):
+            named = (gap, description)
+    if named:
+        message += f"\nThis is what you get if {named[1]}"
+    elif hint:
+        message += f"\nHint: {hint}"
     raise AssertionError(message)
 
 
