@@ -207,7 +207,9 @@ def run(options: Options) -> Outcome:
         hide += [scratch] + [p for p in (options.class_dir, options.zip_dir) if p]
         if db_url.startswith("sqlite:///"):
             hide.append(Path(db_url.removeprefix("sqlite:///")))
-        expose = [Path(os.path.realpath(sys.base_prefix)), data_dir]
+        # The Python installation, the virtual environment, the course packages (course_lib, course_grading)
+        # and the data: wherever they live, the kernel must reach them.
+        expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix, root)] + [data_dir]
         results: dict[str, Result] = {}
         jobs = []
         for student, folder in folders.items():

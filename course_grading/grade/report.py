@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,13 @@ class Row:
         return "ok" if not self.reasons else "attention"
 
 
+
+def _root_cause(log: str) -> str:
+    """The most telling line of a failed run's log: the first exception that is not nbgrader's summary."""
+    lines = [l.strip() for l in log.strip().splitlines() if l.strip()]
+    causes = [l for l in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", l) and "NbGraderException" not in l]
+    return causes[0] if causes else (lines[-1] if lines else "no log")
+
 def question(notebook: str) -> str:
     """`Q4_nn_batchnorm` -> `Q4`."""
     return notebook.split("_", 1)[0]
@@ -40,7 +48,7 @@ def build_rows(students: list[str], scores: dict[str, dict[str, NotebookScore]],
             row.total += nb.score
             row.max_total += nb.max_score
         if errors.get(student):
-            row.reasons.append("grading failed: " + errors[student].strip().splitlines()[-1][:200])
+            row.reasons.append("grading failed: " + _root_cause(errors[student])[:200])
         if student not in scores:
             row.reasons.append("no grades recorded")
         for name, why in sorted(problems.get(student, {}).items()):

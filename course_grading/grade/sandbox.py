@@ -97,7 +97,14 @@ def isolate(hide: list[Path], expose: list[Path], connection: bytes, uid: int, g
     """Enter a private mount namespace, hide paths, give the kernel a private /tmp, become uid/gid."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount here leaks to the host
+    # What the kernel needs under /tmp (a course or virtual environment cloned there) is held open
+    # before the fresh /tmp covers it, then bound back at the same path.
+    under_tmp = [(p, os.open(p, os.O_PATH)) for p in expose if p.exists() and Path("/tmp") in p.parents]
     _mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")  # hides the grader's scratch, a fresh /tmp for the kernel
+    for path, fd in under_tmp:
+        path.mkdir(parents=True, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", str(path), None, MS_BIND | MS_REC)
+        os.close(fd)
     _expose(expose)
     _hide(hide)
     Path(KERNEL_HOME).mkdir(mode=0o700)
