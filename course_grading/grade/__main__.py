@@ -33,7 +33,7 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--student", action="append", default=[], help="grade only this student (repeatable)")
     p.add_argument("--notebook", action="append", default=[], help="grade only this notebook, e.g. Q4 (repeatable)")
     p.add_argument("--db-url", help="gradebook URL (default: $COURSE_DB_URL or sqlite:///<root>/gradebook.db)")
-    p.add_argument("--cell-timeout", type=int, default=180, help="seconds per cell")
+    p.add_argument("--cell-timeout", type=int, default=90, help="seconds per cell (grading mode keeps cells short)")
     p.add_argument("--notebook-timeout", type=float, default=600.0, help="wall-clock seconds per notebook")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")

@@ -35,7 +35,7 @@ class Job:
     template_db: str
     scratch: str
     notebooks: list[str] = field(default_factory=list)  # notebook names; empty = all
-    cell_timeout: int = 180
+    cell_timeout: int = 90
     notebook_timeout: float = 600.0
     memory_mb: int = 4096
     isolate: bool = False

@@ -41,7 +41,7 @@ class Options:
     students: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
     db_url: str | None = None
-    cell_timeout: int = 180
+    cell_timeout: int = 90
     notebook_timeout: float = 600.0
     memory_mb: int = 4096
     sandbox: bool = True
