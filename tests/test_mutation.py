@@ -69,3 +69,15 @@ def test_catalogue_is_large_enough():
                 short.append(f"{notebook}/{solution}: {wrong} wrong, {right} correct")
     assert CATALOGUE, "no mutation catalogue found"
     assert not short, short
+
+
+def test_every_solution_cell_has_a_catalogue():
+    """A graded solution cell added to a notebook without mutants would be untested."""
+    from course_grading.harness import SOURCE, read_cells
+
+    missing = []
+    for path in sorted(SOURCE.glob("Q*.ipynb")):
+        notebook = path.name.split("_")[0]
+        covered = {v.solution for v in CATALOGUE.get(notebook, [])}
+        missing += [f"{notebook}/{c.grade_id}" for c in read_cells(path) if c.kind == "solution" and c.grade_id not in covered]
+    assert not missing, f"solution cells with no mutation catalogue: {missing}"
