@@ -165,6 +165,10 @@ print("checks passed: parameters and buffers")
 
 # %% [test id=test_train_mode_output points=2]
 """Training mode: each channel normalised with the batch mean and biased variance over (N, H, W), then scaled and shifted."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, random_affine, seeded_input
 from course_grading.q3_checks import batch_stats, set_affine, train_mistakes
 
@@ -177,7 +181,6 @@ mean, biased, _ = batch_stats(x)
 ones, zeros = torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype)
 expect_close(out, (x - mean) / torch.sqrt(biased + 1e-5), "training-mode output of a fresh layer (mults=1, adds=0)",
              mistakes=train_mistakes(x, ones, zeros, 1e-5, 0.1))
-### BEGIN HIDDEN TESTS
 for shape, mom, eps, seed in (((2, 3, 2, 1), 0.3, 0.5, 0), ((5, 4, 3, 3), 0.1, 1e-5, 1), ((3, 2, 1, 2), 0.1, 0.5, 2),
                               ((2, 5, 4, 3), 0.2, 1e-3, 3)):
     x = seeded_input(*shape, seed=seed)
@@ -189,10 +192,13 @@ for shape, mom, eps, seed in (((2, 3, 2, 1), 0.3, 0.5, 0), ((5, 4, 3, 3), 0.1, 1
     expect_close(call_own(bn, x), expected, f"training-mode output for an input of shape {shape} with eps={eps}",
                  mistakes=train_mistakes(x, gamma, beta, eps, mom))
 ### END HIDDEN TESTS
-print("checks passed: training-mode output")
 
 # %% [test id=test_eval_mode_output points=2]
 """Eval mode: normalised with the running statistics means and vars; an untrained layer gives x / sqrt(1 + eps) * mults + adds."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, random_affine, seeded_input
 from course_grading.q3_checks import eval_mistakes, fresh_eval_mistakes, set_affine, set_running
 
@@ -202,7 +208,6 @@ assert out.shape == x.shape and out.dtype == x.dtype, (
     f"expected shape {tuple(x.shape)} and dtype float64, got {tuple(out.shape)} {out.dtype}")
 expect_close(out, x / (1 + 1e-5) ** 0.5, "eval-mode output of an untrained layer (x / sqrt(1 + eps))",
              mistakes=fresh_eval_mistakes(x, torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype), 1e-5))
-### BEGIN HIDDEN TESTS
 for shape, eps, seed in (((2, 3, 2, 1), 0.5, 0), ((5, 4, 3, 3), 1e-5, 1), ((1, 3, 1, 1), 0.5, 2)):
     x = seeded_input(*shape, seed=seed)
     gamma, beta = random_affine(shape[1], seed=seed + 20)
@@ -219,10 +224,13 @@ for shape, eps, seed in (((2, 3, 2, 1), 0.5, 0), ((5, 4, 3, 3), 1e-5, 1), ((1, 3
     expect_close(call_own(bn, x), expected, f"eval-mode output with given running statistics, input shape {shape}, eps={eps}",
                  mistakes=eval_mistakes(x, means, variances, gamma, beta, eps))
 ### END HIDDEN TESTS
-print("checks passed: eval-mode output")
 
 # %% [test id=test_running_statistics points=2]
 """Training updates means and vars with mom as the new batch's weight, storing the unbiased batch variance."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, seeded_input
 from course_grading.q3_checks import batch_stats, running_mistakes
 
@@ -234,7 +242,6 @@ expect_close(bn.means, 0.1 * mean, "means after one step from zeros (0.1 * the b
              mistakes=running_mistakes(x, 0.1, 1, 0))
 expect_close(bn.vars, 0.9 + 0.1 * unbiased, "vars after one step from ones (0.9 + 0.1 * the unbiased batch variance)",
              mistakes=running_mistakes(x, 0.1, 1, 1))
-### BEGIN HIDDEN TESTS
 for shape, mom, steps, seed in (((2, 3, 2, 1), 0.3, 1, 0), ((3, 4, 1, 2), 0.1, 1, 1), ((2, 3, 2, 1), 0.3, 20, 2),
                                 ((4, 2, 2, 2), 0.1, 20, 3)):
     x = seeded_input(*shape, seed=seed)
@@ -258,10 +265,13 @@ for step, n in enumerate((2, 5, 3, 2, 4)):
 expect_close(bn.means, running_mean.reshape(1, -1, 1, 1), "running means after 5 batches of different sizes, mom=0.2")
 expect_close(bn.vars, running_var.reshape(1, -1, 1, 1), "running vars after 5 batches of different sizes, mom=0.2")
 ### END HIDDEN TESTS
-print("checks passed: running statistics")
 
 # %% [test id=test_eval_leaves_buffers_alone points=1]
 """Eval mode never changes the running statistics; the mode comes from self.training, not from gradient mode."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 bn = BatchNorm(3).double().train()
@@ -272,7 +282,6 @@ call_own(bn, seeded_input(4, 3, 2, 2, seed=5))
 assert torch.equal(bn.means, before[0]) and torch.equal(bn.vars, before[1]), (
     "an eval-mode forward changed the running statistics: eval mode must only read means and vars "
     "(and the mode is self.training, set by .train()/.eval(), not torch.is_grad_enabled())")
-### BEGIN HIDDEN TESTS
 import copy
 
 from course_grading.checks import expect_close
@@ -304,10 +313,13 @@ expect_close(out, expected, "training-mode output under torch.no_grad(), against
              hint=read_mode.strip())
 expect_close(bn.vars, twin.vars, "running vars after a training-mode forward under torch.no_grad()", hint=read_mode.strip())
 ### END HIDDEN TESTS
-print("checks passed: eval mode leaves the buffers alone")
 
 # %% [test id=test_gradients points=1]
 """Training-mode gradients with respect to the input, mults and adds match finite differences (gradcheck, float64)."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, random_affine, seeded_input
 from course_grading.q3_checks import gradcheck_own
 
@@ -316,15 +328,17 @@ bn = BatchNorm(2).double().train()
 call_own(bn, x).pow(2).sum().backward()
 assert x.grad is not None and bn.mults.grad is not None and bn.adds.grad is not None, (
     "after backward, x, mults and adds should all have gradients")
-### BEGIN HIDDEN TESTS
 for shape, eps, seed in (((2, 3, 2, 1), 0.5, 0), ((3, 2, 2, 2), 1e-5, 1)):
     gamma, beta = random_affine(shape[1], seed=seed + 40)
     gradcheck_own(BatchNorm(shape[1], mom=0.3, eps=eps).double().train(), seeded_input(*shape, seed=seed), gamma, beta)
 ### END HIDDEN TESTS
-print("checks passed: gradients flow to x, mults and adds")
 
 # %% [test id=test_buffers_without_history points=1]
 """The running statistics carry no autograd history, stay registered buffers, survive a state_dict round trip and follow .double()."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 bn = BatchNorm(3).double().train()
@@ -334,7 +348,6 @@ for name in ("means", "vars"):
     assert not getattr(bn, name).requires_grad and getattr(bn, name).grad_fn is None, (
         f"after a training step, {name} carries autograd history: update the running statistics under "
         f"torch.no_grad() (or from detached values), or every step's graph stays in memory")
-### BEGIN HIDDEN TESTS
 torch.manual_seed(0)
 bn = BatchNorm(3, mom=0.3, eps=0.5).double().train()
 weights = torch.randn(2, 3, 2, 2, dtype=torch.float64)
@@ -365,16 +378,18 @@ assert bn32.means.dtype == torch.float64 and bn32.vars.dtype == torch.float64, (
     "after training and .double(), means and vars should be float64: keep them in registered buffers")
 assert call_own(bn32.eval(), x).dtype == torch.float64, "a float64 input to a .double() layer should give a float64 output"
 ### END HIDDEN TESTS
-print("checks passed: the buffers carry no autograd history")
 
 # %% [test id=test_clear_errors points=1]
 """ValueError for a non-4-D input, the wrong number of channels, or one value per channel in training."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own
-from course_grading.q3_checks import expect_raises
+from course_grading.checks import expect_raises
 
 expect_raises(lambda: call_own(BatchNorm(3).train(), torch.randn(1, 3, 1, 1)),
               "a training-mode input with one value per channel, shape (1, 3, 1, 1)")
-### BEGIN HIDDEN TESTS
 expect_raises(lambda: call_own(BatchNorm(3).train(), torch.randn(4, 3)), "a 2-D input of shape (4, 3)")
 expect_raises(lambda: call_own(BatchNorm(3).eval(), torch.randn(2, 3, 4)), "a 3-D input of shape (2, 3, 4) in eval mode")
 expect_raises(lambda: call_own(BatchNorm(3).train(), torch.randn(2, 4, 3, 3)), "an input with 4 channels for BatchNorm(3)")
@@ -383,7 +398,6 @@ expect_raises(lambda: call_own(BatchNorm(1).train(), torch.randn(2, 3, 3, 3)), "
 out = call_own(BatchNorm(3).double().eval(), torch.ones(1, 3, 1, 1, dtype=torch.float64))
 assert torch.isfinite(out).all(), "an eval-mode input of shape (1, 3, 1, 1) must give a finite output, not raise"
 ### END HIDDEN TESTS
-print("checks passed: impossible inputs raise ValueError")
 
 # %% [markdown]
 # ## Part B (1 point) — BatchNorm in the lesson's CNN
@@ -416,6 +430,10 @@ def lesson_cnn(norm: type | None = None, bn: bool = True) -> nn.Sequential:
 
 # %% [test id=test_training_curve points=1]
 """The lesson's CNN with your BatchNorm trains like the same CNN with nn.BatchNorm2d (same weights, batches and lr)."""
+x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+out_check = BatchNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import expect_curve_like, paired_losses
 from course_grading.q3_checks import in_float64
 
@@ -423,11 +441,9 @@ from course_grading.q3_checks import in_float64
 losses, reference = paired_losses(in_float64(lesson_cnn), in_float64(partial(lesson_cnn, nn.BatchNorm2d)),
                                   steps=30, bs=64, lr=1.0)
 assert all(l == l for l in losses), "the training loss became NaN"
-### BEGIN HIDDEN TESTS
 expect_curve_like(losses, reference, "training the lesson's CNN with your BatchNorm (float64, lr 1.0, bs 64, 30 steps)",
                   rtol=0.02)
 ### END HIDDEN TESTS
-print("checks passed: the CNN trains with your BatchNorm")
 
 # %% [markdown]
 # ## The experiment: what BatchNorm does to the activations

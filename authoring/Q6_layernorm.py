@@ -166,6 +166,10 @@ for eps in (1e-5, 0.5):
 
 # %% [test id=test_output points=3]
 """Each example normalised over (C, H, W) with its mean and biased variance, eps inside the sqrt, then * mult + add."""
+x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
+out_check = LayerNorm().double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, seeded_input
 from course_grading.q6_checks import ln_mistakes, set_scalar_affine
 
@@ -175,7 +179,6 @@ assert out.shape == x.shape and out.dtype == x.dtype, f"expected shape {tuple(x.
 assert torch.isfinite(out).all(), "the output contains NaN or inf"
 expect_close(out, F.layer_norm(x, x.shape[1:], eps=0.5), "output of a fresh LayerNorm(eps=0.5) (mult=1, add=0)",
              mistakes=ln_mistakes(x, 1.0, 0.0, 0.5))
-### BEGIN HIDDEN TESTS
 for shape, mult, add, eps, seed in (((3, 2, 2, 3), 1.7, -0.6, 0.5, 0), ((2, 3, 1, 2), -0.8, 0.9, 1e-5, 1),
                                     ((4, 2, 3, 4), 2.5, 0.3, 0.5, 2), ((5, 4, 3, 3), 0.6, 1.2, 1e-3, 3),
                                     ((1, 3, 2, 2), 1.3, -1.1, 0.5, 4)):
@@ -194,6 +197,10 @@ expect_close(out32, F.layer_norm(x32, x32.shape[1:], eps=1e-5), "output for a fl
 
 # %% [test id=test_batch_independence points=1]
 """One example's output ignores the rest of the batch: alone (a batch of 1) or among others, it is the same."""
+x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
+out_check = LayerNorm().double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 from course_grading.q6_checks import expect_examples_independent
 
@@ -201,7 +208,6 @@ x = seeded_input(4, 3, 2, 2)
 ln = LayerNorm().double()
 assert torch.allclose(call_own(ln, x[:1]), call_own(ln, x)[:1]), (
     "example 0 gives a different output alone than inside the batch: use that example's own statistics")
-### BEGIN HIDDEN TESTS
 from course_grading.q6_checks import set_scalar_affine
 
 for shape, eps, seed in (((4, 3, 2, 2), 0.5, 1), ((3, 2, 1, 1), 1e-5, 2), ((5, 4, 3, 2), 1e-5, 3)):
@@ -212,6 +218,10 @@ for shape, eps, seed in (((4, 3, 2, 2), 0.5, 1), ((3, 2, 1, 1), 1e-5, 2), ((5, 4
 
 # %% [test id=test_train_equals_eval points=1]
 """Training and eval mode give the same output, with no running statistics kept."""
+x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
+out_check = LayerNorm().double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 x = seeded_input(4, 3, 2, 2)
@@ -220,7 +230,6 @@ train_out = call_own(ln.train(), x)
 assert torch.allclose(train_out, call_own(ln.eval(), x)), (
     "eval mode gives a different output from training mode: LayerNorm uses each example's own statistics in both "
     "modes and keeps no running statistics")
-### BEGIN HIDDEN TESTS
 from course_grading.q6_checks import expect_no_buffers, expect_train_equals_eval, set_scalar_affine
 
 for shape, eps, seed in (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6)):
@@ -232,6 +241,10 @@ for shape, eps, seed in (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6)):
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, mult and add match finite differences (gradcheck, float64), in both modes."""
+x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
+out_check = LayerNorm().double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 x = seeded_input(3, 2, 2, 2).requires_grad_(True)
@@ -239,7 +252,6 @@ ln = LayerNorm().double()
 call_own(ln, x).pow(3).sum().backward()
 assert x.grad is not None and ln.mult.grad is not None and ln.add.grad is not None, (
     "after backward, x, mult and add should all have gradients")
-### BEGIN HIDDEN TESTS
 from course_grading.q6_checks import gradcheck_params
 
 for shape, eps, seed, mode in (((2, 3, 2, 1), 0.5, 0, True), ((3, 2, 2, 2), 1e-5, 1, False)):

@@ -127,6 +127,10 @@ for nf, eps in ((1, 1e-5), (3, 0.5), (7, 1e-5)):
 
 # %% [test id=test_output points=3]
 """Each (example, channel) map normalised over (H, W) with its mean and biased variance, eps inside the sqrt, then scaled and shifted per channel."""
+x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
+out_check = InstanceNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, seeded_input
 from course_grading.q7_checks import in_mistakes
 
@@ -137,7 +141,6 @@ assert torch.isfinite(out).all(), "the output contains NaN or inf"
 ones, zeros = torch.ones(2, dtype=x.dtype), torch.zeros(2, dtype=x.dtype)
 expect_close(out, F.instance_norm(x, eps=0.5), "output of a fresh InstanceNorm(2, eps=0.5) (mults=1, adds=0)",
              mistakes=in_mistakes(x, ones, zeros, 0.5))
-### BEGIN HIDDEN TESTS
 from course_grading.checks import random_affine
 from course_grading.q7_checks import set_channel_affine
 
@@ -157,13 +160,16 @@ expect_close(call_own(InstanceNorm(3), x32), F.instance_norm(x32, eps=1e-5), "ou
 
 # %% [test id=test_independence points=1]
 """Every (example, channel) map is normalised on its own: changing one map changes no other output."""
+x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
+out_check = InstanceNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 x = seeded_input(4, 3, 2, 2)
 inorm = InstanceNorm(3).double()
 assert torch.allclose(call_own(inorm, x[:1]), call_own(inorm, x)[:1]), (
     "example 0 gives a different output alone than inside the batch: use that example's own statistics")
-### BEGIN HIDDEN TESTS
 from course_grading.checks import close, random_affine
 from course_grading.q6_checks import expect_examples_independent
 from course_grading.q7_checks import set_channel_affine
@@ -191,6 +197,10 @@ for shape, eps, seed in (((4, 3, 2, 2), 0.5, 1), ((3, 2, 3, 1), 1e-5, 2)):
 
 # %% [test id=test_train_equals_eval points=1]
 """Training and eval mode give the same output, with no running statistics kept."""
+x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
+out_check = InstanceNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 x = seeded_input(4, 3, 2, 2)
@@ -199,7 +209,6 @@ train_out = call_own(inorm.train(), x)
 assert torch.allclose(train_out, call_own(inorm.eval(), x)), (
     "eval mode gives a different output from training mode: InstanceNorm uses each example's own statistics in both "
     "modes and keeps no running statistics")
-### BEGIN HIDDEN TESTS
 from course_grading.checks import random_affine
 from course_grading.q6_checks import expect_no_buffers, expect_train_equals_eval
 from course_grading.q7_checks import set_channel_affine
@@ -213,6 +222,10 @@ for shape, eps, seed in (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6)):
 
 # %% [test id=test_one_by_one_map points=1]
 """On a 1x1 map the output is exactly adds, for every example: finite, no NaN, no error."""
+x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
+out_check = InstanceNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own
 
 x = torch.randn(3, 4, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5
@@ -221,7 +234,6 @@ assert out.shape == (3, 4, 1, 1), f"expected shape (3, 4, 1, 1), got {tuple(out.
 assert not torch.isnan(out).any(), (
     "NaN on a 1x1 map: a single value has unbiased variance 0/0 = NaN. Use the biased variance (divide by H*W), "
     "which is 0, and keep eps inside the square root")
-### BEGIN HIDDEN TESTS
 from course_grading.checks import expect_close, random_affine
 from course_grading.q7_checks import set_channel_affine
 
@@ -249,6 +261,10 @@ assert torch.isfinite(x.grad).all() and not x.grad.abs().gt(1e-12).any(), (
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, mults and adds match finite differences (gradcheck, float64), in both modes."""
+x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
+out_check = InstanceNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 x = seeded_input(3, 2, 2, 2).requires_grad_(True)
@@ -256,7 +272,6 @@ inorm = InstanceNorm(2).double()
 call_own(inorm, x).pow(3).sum().backward()
 assert x.grad is not None and inorm.mults.grad is not None and inorm.adds.grad is not None, (
     "after backward, x, mults and adds should all have gradients")
-### BEGIN HIDDEN TESTS
 from course_grading.checks import random_affine
 from course_grading.q6_checks import gradcheck_params
 
@@ -269,11 +284,14 @@ for shape, eps, seed, mode in (((2, 3, 2, 1), 0.5, 0, True), ((3, 2, 2, 2), 1e-5
 
 # %% [test id=test_clear_errors points=1]
 """ValueError for an input that is not 4-D or whose channel count is not nf."""
+x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
+out_check = InstanceNorm(3).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own
-from course_grading.q6_checks import expect_raises
+from course_grading.checks import expect_raises
 
 expect_raises(lambda: call_own(InstanceNorm(3), torch.randn(2, 4, 3, 3)), "an input with 4 channels for InstanceNorm(3)")
-### BEGIN HIDDEN TESTS
 expect_raises(lambda: call_own(InstanceNorm(3), torch.randn(4, 3)), "a 2-D input of shape (4, 3)")
 expect_raises(lambda: call_own(InstanceNorm(3).eval(), torch.randn(2, 3, 4)), "a 3-D input of shape (2, 3, 4)")
 expect_raises(lambda: call_own(InstanceNorm(1), torch.randn(2, 3, 3, 3)), "an input with 3 channels for InstanceNorm(1)")

@@ -161,6 +161,10 @@ assert gn.eps == 0.5, "store eps as self.eps"
 
 # %% [test id=test_output_matches_nn_groupnorm points=3]
 """Outputs equal nn.GroupNorm's (same weight and bias) for 3 groups of 2 channels, 6 groups and 1 group, in train and eval mode."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, random_affine, seeded_input
 from course_grading.q8_checks import output_mistakes, set_affine, torch_group_norm
 
@@ -171,7 +175,6 @@ assert torch.isfinite(out).all(), "the output contains NaN or inf"
 ones, zeros = torch.ones(6, dtype=x.dtype), torch.zeros(6, dtype=x.dtype)
 expect_close(out, torch_group_norm(x, 3, ones, zeros, 0.5), "GroupNorm(3, 6, eps=0.5) against nn.GroupNorm(3, 6, eps=0.5)",
              mistakes=output_mistakes(x, 3, ones, zeros, 0.5))
-### BEGIN HIDDEN TESTS
 cases = [((20, 6, 3, 3), 3, 0.5), ((20, 6, 2, 2), 6, 0.5), ((20, 6, 2, 2), 1, 0.5), ((3, 6, 2, 1), 3, 1e-5),
          ((2, 8, 3), 4, 0.5), ((3, 4), 2, 0.5), ((2, 6, 2, 1, 2), 2, 0.5), ((2, 12, 2, 2), 4, 1e-3)]
 for seed, (shape, groups, eps) in enumerate(cases):
@@ -190,6 +193,10 @@ for seed, (shape, groups, eps) in enumerate(cases):
 
 # %% [test id=test_equivalences points=2]
 """One group per channel is InstanceNorm (F.instance_norm); one group for all channels is LayerNorm over (C, H, W) (F.layer_norm)."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, random_affine, seeded_input
 from course_grading.q8_checks import output_mistakes, set_affine
 
@@ -199,7 +206,6 @@ expect_close(call_own(GroupNorm(6, 6, eps=0.5).double(), x), F.instance_norm(x, 
              "GroupNorm(6, 6, eps=0.5) against F.instance_norm(eps=0.5)", mistakes=output_mistakes(x, 6, ones, zeros, 0.5))
 expect_close(call_own(GroupNorm(1, 6, eps=0.5).double(), x), F.layer_norm(x, x.shape[1:], eps=0.5),
              "GroupNorm(1, 6, eps=0.5) against F.layer_norm(eps=0.5) over (C, H, W)", mistakes=output_mistakes(x, 1, ones, zeros, 0.5))
-### BEGIN HIDDEN TESTS
 for seed, (shape, eps) in enumerate((((20, 6, 10, 10), 1e-5), ((3, 6, 2, 2), 0.5), ((2, 4, 1, 3), 0.5), ((2, 5, 3), 0.5))):
     x = seeded_input(*shape, seed=seed + 20)
     channels = shape[1]
@@ -221,13 +227,16 @@ for seed, (shape, eps) in enumerate((((20, 6, 10, 10), 1e-5), ((3, 6, 2, 2), 0.5
 
 # %% [test id=test_contiguous_groups points=1]
 """Groups are contiguous channels: with eps=0, weight=1, bias=0 each group of neighbouring channels has mean 0 and variance 1."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 from course_grading.q8_checks import interleaved
 
 x = seeded_input(3, 6, 2, 2, seed=3)
 out = call_own(GroupNorm(3, 6, eps=0.0).double(), x)
 assert out.shape == x.shape, f"expected shape {tuple(x.shape)}, got {tuple(out.shape)}"
-### BEGIN HIDDEN TESTS
 for seed, (shape, groups) in enumerate((((3, 6, 2, 2), 3), ((2, 8, 3, 1), 2), ((2, 8, 2), 4), ((4, 12, 1, 1), 3))):
     x = seeded_input(*shape, seed=seed + 40)
     out = call_own(GroupNorm(groups, shape[1], eps=0.0).double(), x).detach()
@@ -250,13 +259,16 @@ for seed, (shape, groups) in enumerate((((3, 6, 2, 2), 3), ((2, 8, 3, 1), 2), ((
 
 # %% [test id=test_batch_independence points=1]
 """One example's output ignores the rest of the batch, and shifting or positively scaling one group's input leaves its output unchanged."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, seeded_input
 
 x = seeded_input(4, 6, 3, 3)
 gn = GroupNorm(3, 6).double()
 expect_close(call_own(gn, x[1:2]), call_own(gn, x)[1:2], "the output for example 1 alone vs within its batch of 4", atol=1e-8,
              hint="the statistics must be per example: do not reduce over the batch (dim 0) or reshape in a way that mixes examples")
-### BEGIN HIDDEN TESTS
 for seed, (shape, groups) in enumerate((((5, 6, 2, 2), 3), ((3, 4, 3), 2), ((2, 6, 1, 1), 1))):
     x = seeded_input(*shape, seed=seed + 50)
     gn = GroupNorm(groups, shape[1], eps=0.0).double()
@@ -277,13 +289,16 @@ for seed, (shape, groups) in enumerate((((5, 6, 2, 2), 3), ((3, 4, 3), 2), ((2, 
 
 # %% [test id=test_affine_false points=1]
 """affine=False: weight and bias are None, the layer has no parameters, and the output is the normalised input."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, expect_close, seeded_input
 from course_grading.q8_checks import output_mistakes, torch_group_norm
 
 gn = GroupNorm(3, 6, affine=False)
 assert gn.weight is None and gn.bias is None, "with affine=False, weight and bias must be None"
 assert not list(gn.parameters()), "with affine=False the layer must have no parameters"
-### BEGIN HIDDEN TESTS
 for seed, (shape, groups, eps) in enumerate((((3, 6, 2, 2), 3, 0.5), ((2, 4, 3), 4, 1e-5), ((2, 8, 1, 2), 2, 0.5))):
     x = seeded_input(*shape, seed=seed + 60)
     gn = GroupNorm(groups, shape[1], eps=eps, affine=False).double()
@@ -297,11 +312,14 @@ for seed, (shape, groups, eps) in enumerate((((3, 6, 2, 2), 3, 0.5), ((2, 4, 3),
 
 # %% [test id=test_clear_errors points=1]
 """ValueError naming both numbers when num_channels is not divisible by num_groups; ValueError for an input with the wrong channel count."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own
-from course_grading.q8_checks import expect_raises
+from course_grading.checks import expect_raises
 
 expect_raises(lambda: GroupNorm(4, 6), "GroupNorm(4, 6) (6 channels do not split into 4 groups)", mentions=(6, 4))
-### BEGIN HIDDEN TESTS
 expect_raises(lambda: GroupNorm(5, 12), "GroupNorm(5, 12)", mentions=(12, 5))
 expect_raises(lambda: GroupNorm(3, 8, affine=False), "GroupNorm(3, 8, affine=False)", mentions=(8, 3))
 expect_raises(lambda: GroupNorm(16, 8), "GroupNorm(16, 8) (more groups than channels)", mentions=(8, 16))
@@ -323,6 +341,10 @@ expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, dtype=to
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, weight and bias match finite differences (gradcheck, float64), in train and eval mode."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 from course_grading.q8_checks import gradcheck_own
 
@@ -331,7 +353,6 @@ gn = GroupNorm(2, 4).double()
 call_own(gn, x).pow(3).sum().backward()
 assert x.grad is not None and gn.weight.grad is not None and gn.bias.grad is not None, (
     "after backward, x, weight and bias should all have gradients")
-### BEGIN HIDDEN TESTS
 from course_grading.checks import random_affine
 
 for seed, (shape, groups, eps, mode) in enumerate((((2, 6, 2, 1), 3, 0.5, "train"), ((3, 4, 2), 2, 1e-5, "eval"),
@@ -344,12 +365,15 @@ gradcheck_own(GroupNorm(2, 4, eps=0.5, affine=False).double(), seeded_input(2, 4
 
 # %% [test id=test_state_dict points=1]
 """The state_dict has nn.GroupNorm's keys and shapes: weights load both ways and give the same outputs."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import call_own, seeded_input
 
 mine, theirs = GroupNorm(3, 6), nn.GroupNorm(3, 6)
 assert set(mine.state_dict()) == set(theirs.state_dict()), (
     f"state_dict keys {sorted(mine.state_dict())} differ from nn.GroupNorm's {sorted(theirs.state_dict())}")
-### BEGIN HIDDEN TESTS
 from course_grading.checks import expect_close, random_affine
 
 for seed, (groups, channels) in enumerate(((3, 6), (2, 8), (5, 5))):
@@ -415,6 +439,10 @@ def lesson_cnn(norm: type[nn.Module] | None = None) -> nn.Sequential:
 
 # %% [test id=test_training_curve points=1]
 """The lesson's CNN with your GroupNorm trains like the same CNN with nn.GroupNorm (same weights, batches and lr)."""
+x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+out_check = GroupNorm(3, 6).double()(x_check)
+assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+### BEGIN HIDDEN TESTS
 from course_grading.checks import DelegationError, expect_curve_like, paired_losses
 from course_grading.q8_checks import guard_own
 
@@ -424,7 +452,6 @@ try:
 except DelegationError as err:
     raise AssertionError(str(err)) from None
 assert all(l == l for l in losses), "the training loss became NaN"
-### BEGIN HIDDEN TESTS
 expect_curve_like(losses, reference, "training the lesson's CNN with your GroupNorm (2 groups per block, lr 0.4, bs 64, 30 steps)")
 ### END HIDDEN TESTS
 

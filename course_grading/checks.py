@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -92,6 +93,25 @@ def expect_close(
     elif hint:
         message += f"\nHint: {hint}"
     raise AssertionError(message)
+
+
+def expect_raises(call: Callable[[], object], what: str, exc: type[BaseException] = ValueError,
+                  mentions: tuple[int, ...] = ()) -> None:
+    """`call()` must raise `exc` whose message names every number in `mentions`, as the stub promises."""
+    try:
+        call()
+    except exc as err:
+        text = str(err)
+        missing = [m for m in mentions if not re.search(rf"(?<![\d.]){m}(?![\d.])", text)]
+        if missing:
+            raise AssertionError(f"{what}: the {exc.__name__} should name {' and '.join(map(str, mentions))} "
+                                 f"(the stub's contract) so the user can see what is wrong; its message was "
+                                 f"{text!r}") from None
+        return
+    except Exception as err:  # noqa: BLE001 - an assert in the student's code is the wrong error type too
+        raise AssertionError(f"{what}: expected {exc.__name__} (the stub's contract), got "
+                             f"{type(err).__name__}: {err}") from None
+    raise AssertionError(f"{what}: expected {exc.__name__} (the stub's contract); nothing was raised")
 
 
 _FUNCTIONAL = ("batch_norm", "layer_norm", "instance_norm", "group_norm")

@@ -181,18 +181,6 @@ def gradcheck_own(layer: nn.Module, x: Tensor, gamma: Tensor, beta: Tensor) -> N
                                  f"differences (torch.autograd.gradcheck, float64).{hint}")
 
 
-def expect_raises(call: Callable[[], object], what: str, exc: type[BaseException] = ValueError) -> None:
-    """`call()` must raise `exc`, as the stub's contract promises for `what`."""
-    try:
-        call()
-    except exc:
-        return
-    except AssertionError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise AssertionError(f"{what}: expected {exc.__name__} (the stub's contract), got "
-                             f"{type(err).__name__}: {err}") from None
-    raise AssertionError(f"{what}: expected {exc.__name__} (the stub's contract); nothing was raised")
 
 
 def in_float64(make_model: Callable[[], nn.Module]) -> Callable[[], nn.Module]:

@@ -7,7 +7,6 @@ this module only builds what each known mistake gives on the same input, so a fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -162,16 +161,3 @@ def gradcheck_params(layer: nn.Module, x: Tensor, params: dict[str, Tensor], nam
                                  f"respect to {labels[key]} does not match finite differences "
                                  f"(torch.autograd.gradcheck, float64).{hint}")
 
-
-def expect_raises(call: Callable[[], object], what: str, exc: type[BaseException] = ValueError) -> None:
-    """`call()` must raise `exc`, as the stub's contract promises for `what`."""
-    try:
-        call()
-    except exc:
-        return
-    except AssertionError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise AssertionError(f"{what}: expected {exc.__name__} (the stub's contract), got "
-                             f"{type(err).__name__}: {err}") from None
-    raise AssertionError(f"{what}: expected {exc.__name__} (the stub's contract); nothing was raised")

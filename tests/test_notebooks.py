@@ -97,6 +97,8 @@ def test_no_solution_or_hidden_test_reaches_students():
         text = path.read_text(errors="replace")
         if re.search(r"BEGIN (SOLUTION|HIDDEN TESTS)|END HIDDEN TESTS", text):
             leaks.append(f"{path.relative_to(ROOT)}: solution or hidden-test markers")
+        if "course_grading" in text:  # instructor-only: students do not have it, and it holds the answer key
+            leaks.append(f"{path.relative_to(ROOT)}: uses course_grading")
         if path.suffix == ".ipynb":
             text = "\n".join(c.source for c in nbformat.reads(text, as_version=4).cells)
         lines = {line.strip() for line in text.splitlines()}
