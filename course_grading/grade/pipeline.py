@@ -209,7 +209,13 @@ def run(options: Options) -> Outcome:
             hide.append(Path(db_url.removeprefix("sqlite:///")))
         # The Python installation, the virtual environment, the course packages (course_lib, course_grading)
         # and the data: wherever they live, the kernel must reach them.
-        expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix, root)] + [data_dir]
+        # Only the package folders, not the course root: the root holds source/ and the gradebook.
+        import course_grading
+        import course_lib
+
+        packages = {Path(m.__file__).resolve().parent for m in (course_lib, course_grading)}
+        packages |= {root.resolve() / "course_lib", root.resolve() / "course_grading"}
+        expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
         results: dict[str, Result] = {}
         jobs = []
         for student, folder in folders.items():
