@@ -23,20 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from course_grading.grade import gradebook  # noqa: E402
+from course_grading.grade import demo  # noqa: E402
 from course_grading.grade.pipeline import Options, run  # noqa: E402
 
-
-def course_copy(base: Path) -> Path:
-    """A throw-away course root with the real source/ and a fresh release/."""
-    root = base / "course"
-    root.mkdir()
-    shutil.copytree(ROOT / "source", root / "source")
-    shutil.copy(ROOT / "nbgrader_config.py", root)
-    for package in ("course_lib", "course_grading"):
-        (root / package).symlink_to(ROOT / package)
-    gradebook.record_assignment(root, f"sqlite:///{base / 'release.db'}", release_dir=root / "release")
-    return root
 
 
 def student_mode(root: Path, notebooks: list[str]) -> float:
@@ -65,7 +54,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="bench-grade-", dir="/var/tmp"))
     os.chmod(base, 0o755)
     try:
-        root = course_copy(base)
+        root = demo.course_copy(base, ROOT)
         common = dict(root=root, notebooks=args.notebook, skip_experiments=args.skip_experiments, progress=False,
                       feedback=False, csv=base / "grades.csv")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machines are noisy)")
@@ -78,7 +67,6 @@ def main() -> None:
             plain = student_mode(root, args.notebook)
             print(f"one submission, student mode : {plain:7.1f} s (nbconvert --execute, full data)"
                   f"  -> grading is {plain / graded:.1f}x faster")
-        from course_grading.grade import demo
 
         students = [p for p in [*("reference", "blank"), *demo.REALISTIC, "crasher", "looper", "deleter", "paster"]]
         if args.students:

@@ -28,17 +28,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 LIMITS = dict(cell_timeout=45, notebook_timeout=240, skip_experiments=True, progress=False)
 
 
-def _course(base: Path) -> Path:
-    """A throw-away course root: the real source/, config and packages, a fresh release/."""
-    root = base / "course"
-    root.mkdir()
-    shutil.copytree(ROOT / "source", root / "source")
-    shutil.copy(ROOT / "nbgrader_config.py", root)
-    for package in ("course_lib", "course_grading"):
-        (root / package).symlink_to(ROOT / package)
-    gradebook.record_assignment(root, f"sqlite:///{base / 'release.db'}", release_dir=root / "release")
-    return root
-
 
 @pytest.fixture(scope="session")
 def course():
@@ -46,7 +35,7 @@ def course():
     base = Path(tempfile.mkdtemp(prefix="test-grade-", dir="/var/tmp"))
     os.chmod(base, 0o755)
     try:
-        yield _course(base)
+        yield demo.course_copy(base, ROOT)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -164,3 +164,20 @@ def build(root: Path, submitted: Path) -> list[Plan]:
     for plan in plans(names, stoppable, tested):
         done.append(write_student(plan, root / "source" / ASSIGNMENT, release_dir, submitted / plan.student / ASSIGNMENT))
     return done
+
+
+def course_copy(base: Path, root: Path) -> Path:
+    """A throw-away course under base: root's source/, config and packages, and a fresh release/.
+
+    The tests and the benchmark grade in it so that they never touch the real course's gradebook.
+    """
+    from course_grading.grade import gradebook
+
+    course = base / "course"
+    course.mkdir()
+    shutil.copytree(root / "source", course / "source")
+    shutil.copy(root / "nbgrader_config.py", course)
+    for package in ("course_lib", "course_grading"):
+        (course / package).symlink_to(root / package)
+    gradebook.record_assignment(course, f"sqlite:///{base / 'release.db'}", release_dir=course / "release")
+    return course
