@@ -1,12 +1,15 @@
-"""Benchmark of the grading pipeline (printed, not asserted).
+"""Benchmark of the grading pipeline (printed, not asserted), everything measured side by side in one run.
 
-1. One full submission (the demo class's `reference`, all notebooks): seconds to grade it in grading mode
-   against plain re-execution in student mode (full data, `jupyter nbconvert --execute`), side by side.
+1. One full submission (the demo class's `reference`, all notebooks), seconds to grade it in grading mode:
+   with N jobs (the default of `make grade`: its notebooks shared by N workers) and with 1 job, kernels
+   forked from the warm fork server (the default); with 1 job and --fresh-kernels (every kernel a new
+   process: the pipeline before the fork server); against plain re-execution in student mode (full data,
+   `jupyter nbconvert --execute`, one notebook after another).
 2. Class throughput on the same demo class with 1 job and with N jobs (students per minute).
 
 Targets on a 2-core machine: one submission graded in <= 60 s, >= 5x faster than re-execution, >= 1.7x
 throughput with 2 jobs. Usage: python bench/bench_grade.py [--jobs N] [--notebook Q4 ...] [--students K]
-[--skip-experiments] [--no-student-mode]
+[--skip-experiments] [--no-student-mode] [--no-class]
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ def student_mode(root: Path, notebooks: list[str]) -> float:
         if notebooks and path.stem.split("_")[0] not in notebooks:
             continue
         jupyter = Path(sys.executable).with_name("jupyter")
-        subprocess.run([str(jupyter), "nbconvert", "--execute", "--to", "notebook", "--output-dir", str(root / "student"),
-                        "--ExecutePreprocessor.timeout=1800", str(path)], env=env, check=False, capture_output=True)
+        done = subprocess.run([str(jupyter), "nbconvert", "--execute", "--to", "notebook", "--output-dir",
+                               str(root / "student"), "--ExecutePreprocessor.timeout=1800", str(path)],
+                              env=env, check=False, capture_output=True, text=True)
+        if done.returncode != 0:  # a failed notebook would make re-execution look cheaper than it is
+            raise SystemExit(f"student-mode run of {path.name} failed:\n{done.stderr[-2000:]}")
     return time.monotonic() - started
 
 
@@ -50,6 +56,7 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=0, help="first K demo students only (0: all)")
     parser.add_argument("--skip-experiments", action="store_true")
     parser.add_argument("--no-student-mode", action="store_true")
+    parser.add_argument("--no-class", action="store_true", help="skip the class throughput part")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-grade-", dir="/var/tmp"))
     os.chmod(base, 0o755)
@@ -58,17 +65,24 @@ def main() -> None:
         common = dict(root=root, notebooks=args.notebook, skip_experiments=args.skip_experiments, progress=False,
                       feedback=False, csv=base / "grades.csv")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machines are noisy)")
-        started = time.monotonic()
-        one = run(Options(students=["reference"], jobs=1, **common))
-        graded = time.monotonic() - started
-        cells = sum(v for k, v in one.results["reference"].seconds.items() if k != "total")
-        print(f"one submission, grading mode : {graded:7.1f} s wall ({cells:.1f} s executing notebooks)")
+        submission: dict[str, float] = {}
+        for label, jobs, fresh in ((f"{args.jobs} jobs, forked kernels (make grade)", args.jobs, False),
+                                   ("1 job, forked kernels", 1, False),
+                                   ("1 job, fresh kernel processes", 1, True)):
+            started = time.monotonic()
+            one = run(Options(students=["reference"], jobs=jobs, fresh_kernels=fresh, **common))
+            submission[label] = time.monotonic() - started
+            cells = sum(v for k, v in one.results["reference"].seconds.items() if k != "total")
+            print(f"one submission, grading mode, {label:<38}: {submission[label]:6.1f} s "
+                  f"({cells:.1f} s in notebooks; kernels {one.kernels})")
         if not args.no_student_mode:
             plain = student_mode(root, args.notebook)
-            print(f"one submission, student mode : {plain:7.1f} s (nbconvert --execute, full data)"
-                  f"  -> grading is {plain / graded:.1f}x faster")
-
-        students = [p for p in [*("reference", "blank"), *demo.REALISTIC, "crasher", "looper", "deleter", "paster"]]
+            print(f"one submission, student mode (nbconvert --execute, full data){'':<17}: {plain:6.1f} s")
+            for label, seconds in submission.items():
+                print(f"  grading with {label:<38} is {plain / seconds:4.1f}x faster than re-execution")
+        if args.no_class:
+            return
+        students = [*("reference", "blank"), *demo.REALISTIC, "crasher", "looper", "deleter", "paster"]
         if args.students:
             students = students[:args.students]
         timings = {}

@@ -159,6 +159,18 @@ def test_one_notebook_of_one_student(graded, course):
     assert _got(again, "bob") == {first: graded.scores["bob"][first].tests}
 
 
+def test_one_student_on_two_jobs_with_fresh_kernels(graded, course):
+    """Fewer students than jobs: the student's notebooks are shared by two workers. Kernels exec'd afresh
+    (--fresh-kernels) instead of forked from the warm server: the same points, test by test."""
+    assert graded.kernels == "forked from a warm fork server", graded.kernels
+    notebooks = _test_notebooks(course)
+    again = run(Options(root=course, jobs=2, students=["alice"], notebooks=notebooks, fresh_kernels=True,
+                        csv=course / "fresh.csv", feedback=False, **LIMITS))
+    assert again.kernels.startswith("fresh processes"), again.kernels
+    assert again.results["alice"].graded == notebooks
+    assert _got(again, "alice") == {nb: graded.scores["alice"][nb].tests for nb in notebooks}
+
+
 def test_kernel_cannot_read_the_answer_key(course):
     """The sandbox hides source/ and runs the kernel as nobody (the grader runs as root in CI)."""
     assert os.geteuid() == 0, "the grading tests run as root in CI, so kernels can be isolated"

@@ -40,13 +40,16 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-feedback", dest="feedback", action="store_false", help="skip the feedback HTML")
     p.add_argument("--skip-experiments", action="store_true",
                    help="do not run the demo/experiment cells (faster; tests never depend on them)")
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="start every kernel as a new process instead of forking it from a warm server (slower)")
     p.add_argument("--csv", type=Path, help="where to write the grades (default: <root>/grades.csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
                    notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
-                   feedback=a.feedback, skip_experiments=a.skip_experiments, csv=a.csv, progress=not a.quiet)
+                   feedback=a.feedback, skip_experiments=a.skip_experiments,
+                   fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     outcome = run(options)
     print(table(outcome.rows))
     print(f"\n{len(outcome.rows)} students graded in {outcome.seconds:.0f} s with {options.jobs} job(s); "
-          f"kernels: {outcome.sandbox}; grades: {options.csv or options.root / 'grades.csv'}")
+          f"kernels: {outcome.sandbox}, {outcome.kernels}; grades: {options.csv or options.root / 'grades.csv'}")
     failed = [s for s, r in outcome.results.items() if not r.ok]
     return 1 if failed and len(failed) == len(outcome.rows) else 0
 

@@ -43,6 +43,8 @@ class Job:
     expose: list[str] = field(default_factory=list)
     feedback: bool = True
     skip_experiments: bool = False
+    zygote: str = ""  # the fork server's socket (zygote.py); empty: fresh kernel processes
+    claims: str = ""  # folder shared by the workers of one student (see grade); empty: this worker grades all
 
 
 @dataclass
@@ -67,8 +69,6 @@ def _config(job: Job, course: Path, report: Path):
     c.CourseDirectory.course_id = ASSIGNMENT
     c.CourseDirectory.source_directory = job.source
     c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
-    if job.notebooks:
-        c.CourseDirectory.notebook_id = job.notebooks[0] if len(job.notebooks) == 1 else "*"
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                         SaveAutoGrades)
@@ -87,6 +87,7 @@ def _config(job: Job, course: Path, report: Path):
     c.SandboxKernelManager.isolate = job.isolate
     c.SandboxKernelManager.hide = job.hide
     c.SandboxKernelManager.expose = job.expose
+    c.SandboxKernelManager.zygote = job.zygote
     c.IgnorePattern.enabled = True
     c.IgnorePattern.pattern = HARMLESS_WARNINGS
     c.OverwriteCells.add_missing_cells = True
@@ -94,8 +95,38 @@ def _config(job: Job, course: Path, report: Path):
     return c
 
 
+def _claim(claims: str, name: str) -> bool:
+    """True for the one worker that claims notebook `name` first (several workers may share one student)."""
+    if not claims:
+        return True
+    try:
+        os.close(os.open(Path(claims, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _zero(coursedir, student: str, names: list[str]) -> None:
+    """Zero for notebooks that were not submitted or could not be read (as nbgrader does for missing ones)."""
+    from nbgrader.api import Gradebook
+
+    inbox = Path(coursedir.format_path(coursedir.submitted_directory, student, ASSIGNMENT))
+    with Gradebook(coursedir.db_url) as gb:
+        gb.update_or_create_student(student)
+        gb.update_or_create_submission(ASSIGNMENT, student, timestamp=coursedir.get_existing_timestamp(str(inbox)))
+        for name in names:
+            for grade in gb.find_submission_notebook(name, ASSIGNMENT, student).grades:
+                grade.auto_score = 0
+                grade.needs_manual_grade = False
+        gb.db.commit()
+
+
 def grade(job: Job) -> Result:
-    """Repair, autograde and (optionally) build feedback for one student; never raises."""
+    """Repair, autograde and (optionally) build feedback for one student's notebooks; never raises.
+
+    Notebook by notebook: with `claims` set, several workers share the student's notebooks, each grading
+    the next one nobody has claimed, so one student's submission can use every core.
+    """
     from course_grading.grade.repair import repair
 
     result = Result(job.student)
@@ -108,16 +139,8 @@ def grade(job: Job) -> Result:
     shutil.copy(job.template_db, course / "gradebook.db")
     submitted = Path(job.submission)
     release = Path(job.release)
-    wanted = job.notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
-    for name in wanted:
-        path = submitted / f"{name}.ipynb"
-        if not path.exists():
-            result.notes.append(f"{name}: not submitted")
-            continue
-        result.notes += repair(path, release / f"{name}.ipynb", inbox / path.name)
     if (submitted / "timestamp.txt").exists():
         shutil.copy(submitted / "timestamp.txt", inbox / "timestamp.txt")
-    result.graded = wanted
     report = scratch / "cells.jsonl"
     report.unlink(missing_ok=True)
     try:
@@ -125,11 +148,31 @@ def grade(job: Job) -> Result:
         from nbgrader.coursedir import CourseDirectory
 
         config = _config(job, course, report)
-        api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-        done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
-        if not done["success"]:
-            result.ok, result.error = False, (done.get("log", "") + (done.get("error") or ""))[-3000:]
-        elif job.feedback:
+        coursedir = CourseDirectory(config=config)
+        api = NbGraderAPI(coursedir=coursedir, config=config)
+        ungraded = []
+        for name in job.notebooks or sorted(p.stem for p in release.glob("*.ipynb")):
+            if not _claim(job.claims, name):
+                continue
+            result.graded.append(name)
+            path = submitted / f"{name}.ipynb"
+            if not path.exists():
+                result.notes.append(f"{name}: not submitted")
+                ungraded.append(name)
+                continue
+            result.notes += repair(path, release / f"{name}.ipynb", inbox / path.name)
+            if not (inbox / path.name).exists():
+                ungraded.append(name)  # malformed
+                continue
+            coursedir.notebook_id = name
+            done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
+            if not done["success"]:
+                result.ok = False
+                result.error += f"{name}: " + (done.get("log", "") + (done.get("error") or ""))[-3000:]
+        if ungraded:
+            _zero(coursedir, job.student, ungraded)
+        if job.feedback and result.ok and (course / "autograded" / job.student).exists():
+            coursedir.notebook_id = "*"
             fb = api.generate_feedback(ASSIGNMENT, job.student, force=True)
             if not fb["success"]:
                 result.notes.append("feedback HTML could not be generated")

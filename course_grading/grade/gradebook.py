@@ -7,7 +7,9 @@ parent process writes to it, one student at a time, so SQLite's single-writer ru
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,80 @@ def record_assignment(root: Path, db_url: str, release_dir: Path | None = None) 
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
 
 
+def fingerprint(db_url: str) -> dict | None:
+    """What the gradebook knows of the assignment (every notebook's graded, solution and source cells), or None.
+
+    None also when the gradebook does not exist yet or cannot be read: opening a new one would create it
+    (nbgrader runs `alembic` for that), which record_assignment does properly.
+    """
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        with warnings.catch_warnings(), Gradebook(db_url) as gb:
+            warnings.simplefilter("ignore")
+            return _fingerprint(gb)
+    except Exception:  # noqa: BLE001 - an unreadable gradebook is recorded afresh
+        return None
+
+
+def _fingerprint(gb: Gradebook) -> dict | None:
+    try:
+        assignment = gb.find_assignment(ASSIGNMENT)
+    except MissingEntry:
+        return None
+    return {nb.name: (sorted((g.name, float(g.max_score), g.cell_type) for g in nb.grade_cells),
+                          sorted(c.name for c in nb.solution_cells),
+                          sorted((c.name, c.cell_type, bool(c.locked), c.source, c.checksum) for c in nb.source_cells))
+                for nb in assignment.notebooks}
+
+
+def _source_key(root: Path) -> str:
+    """A hash of everything generate_assignment reads: source/, nbgrader_config.py and nbgrader's version."""
+    import nbgrader
+
+    digest = hashlib.sha256(f"nbgrader {nbgrader.__version__}\n".encode())
+    files = sorted(p for p in (root / "source").rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts)
+    for path in [root / "nbgrader_config.py", *files]:
+        if path.exists():
+            digest.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def template(root: Path, dest: Path, cache: Path) -> bool:
+    """Write a gradebook with only the assignment recorded to `dest`; True when it came from the cache.
+
+    generate_assignment takes about 5 s; its result depends only on source/, the config and nbgrader's
+    version, so it is kept in `cache` (private to the grader: the gradebook holds the hidden tests).
+    """
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(cache, 0o700)
+    cached = cache / f"assignment-{_source_key(root)}.db"
+    if cached.exists():
+        shutil.copy(cached, dest)
+        return True
+    record_assignment(root, f"sqlite:///{dest}")
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    shutil.copy(dest, partial)
+    os.replace(partial, cached)  # atomic: a concurrent run sees the whole file or none
+    return False
+
+
+def ensure_recorded(root: Path, db_url: str, template_db: Path) -> bool:
+    """Record the assignment in the course gradebook unless it already holds exactly the template's; True if it did.
+
+    A SQLite gradebook that does not exist yet starts as a copy of the template.
+    """
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+        partial = Path(db_url.removeprefix("sqlite:///") + f".{os.getpid()}.tmp")
+        shutil.copy(template_db, partial)
+        os.replace(partial, db_url.removeprefix("sqlite:///"))
+        return True
+    if fingerprint(db_url) == fingerprint(f"sqlite:///{template_db}"):
+        return False
+    record_assignment(root, db_url)
+    return True
+
+
 def merge(student_db: Path, db_url: str, student: str, notebooks: list[str]) -> None:
     """Copy one student's grades and comments for `notebooks` from a worker's gradebook into the course's."""
     with warnings.catch_warnings(), Gradebook(f"sqlite:///{student_db}") as src, Gradebook(db_url) as dst:
@@ -58,7 +134,9 @@ def merge(student_db: Path, db_url: str, student: str, notebooks: list[str]) -> 
         except MissingEntry:
             return
         dst.update_or_create_student(student)
-        dst.update_or_create_submission(ASSIGNMENT, student, timestamp=submission.timestamp)
+        # Workers sharing one student each have the submission; only one may know its timestamp.
+        dst.update_or_create_submission(ASSIGNMENT, student,
+                                        **({"timestamp": submission.timestamp} if submission.timestamp else {}))
         for notebook in submission.notebooks:
             if notebook.name not in notebooks:
                 continue

@@ -24,17 +24,24 @@ NOT_RUN = "NotRunError"
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager that starts every kernel through course_grading.grade.sandbox."""
+    """A kernel manager that starts every kernel through course_grading.grade.sandbox.
+
+    With `zygote` set (a fork server's socket, zygote.py) the kernel is forked from a process that has
+    already imported torch and course_lib, inside the same sandbox; otherwise it is exec'd afresh.
+    """
 
     memory_mb = Integer(4096, help="RLIMIT_DATA of the kernel, in MiB").tag(config=True)
     isolate = Bool(False, help="hide the answer key and run as nobody (needs root)").tag(config=True)
     hide = List(Unicode(), help="paths the kernel must not see").tag(config=True)
     expose = List(Unicode(), help="paths under private folders the kernel needs").tag(config=True)
+    zygote = Unicode("", help="socket of a fork server (zygote.py); empty: a fresh kernel process").tag(config=True)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         """The kernel's own command, behind the sandbox launcher."""
         cmd = super().format_kernel_cmd(extra_arguments)
-        prefix = [sys.executable, "-m", "course_grading.grade.sandbox", f"--memory-mb={self.memory_mb}"]
+        launcher = ["course_grading.grade.zygote", "client", "--socket", self.zygote] if self.zygote else \
+            ["course_grading.grade.sandbox"]
+        prefix = [sys.executable, "-m", *launcher, f"--memory-mb={self.memory_mb}"]
         if self.isolate:
             prefix.append("--isolate")
             prefix += [f"--hide={p}" for p in self.hide] + [f"--expose={p}" for p in self.expose]

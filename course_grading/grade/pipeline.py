@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grading.grade import gradebook, report
+from course_grading.grade import gradebook, report, zygote
 from course_grading.grade.autograde import ASSIGNMENT, Job, Result
 from course_grading.grade.sandbox import probe
 
@@ -47,6 +47,7 @@ class Options:
     sandbox: bool = True
     feedback: bool = True
     skip_experiments: bool = False
+    fresh_kernels: bool = False  # exec every kernel afresh instead of forking it from a warm server
     csv: Path | None = None
     progress: bool = True
 
@@ -61,6 +62,7 @@ class Outcome:
     sandbox: str
     seconds: float
     plans: list = field(default_factory=list)
+    kernels: str = ""  # forked from the fork server, or fresh processes (and why)
 
 
 def _zip_class(zip_dir: Path, regexp: str, out: Path) -> Path:
@@ -141,7 +143,13 @@ def _worker_env(options: Options, data_dir: Path) -> dict[str, str]:
 
 
 def _prepare_data(env: dict[str, str]) -> None:
-    """Build the shared MNIST cache once, before the kernels read it (read-only) in parallel."""
+    """Build the shared MNIST cache once, before the kernels read it (read-only) in parallel.
+
+    Skipped when the cache files are there (a kernel that finds them unusable rebuilds them atomically).
+    """
+    if all((Path(env["COURSE_DATA_DIR"]) / f"{name}.npy").is_file()
+           for name in ("x_train", "y_train", "x_valid", "y_valid")):
+        return
     code = "from course_lib.data import get_data; get_data()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -186,6 +194,8 @@ def run(options: Options) -> Outcome:
         raise SystemExit(f"{release} has no notebooks: build the release first (make release)")
     scratch = Path(tempfile.mkdtemp(prefix="course-grade-"))
     os.chmod(scratch, 0o700)
+    background = ThreadPoolExecutor(1)
+    starting = None
     try:
         folders, plans = _submissions(options, scratch)
         notebooks = _notebooks(options)
@@ -196,52 +206,69 @@ def run(options: Options) -> Outcome:
         mode = probe() if options.sandbox else "limits only (--no-sandbox)"
         isolate = mode == "isolated"
         template = scratch / "template.db"
-        with ThreadPoolExecutor(3) as pool:  # independent: two gradebooks and the data cache
-            waits = [pool.submit(gradebook.record_assignment, root, f"sqlite:///{template}"),
-                     pool.submit(gradebook.record_assignment, root, db_url),
-                     pool.submit(_prepare_data, env)]
-            for w in waits:
-                w.result()
+        gradebooks = data_dir.with_name(data_dir.name + "-gradebooks")  # private: gradebooks hold the hidden tests
+        # The fork server starts (about 3 s) while the workers start; their first kernels wait for it.
+        socket_path = scratch / "zygote.sock"
+        starting = None if options.fresh_kernels else background.submit(
+            zygote.start, socket_path, env, scratch / "zygote.log", data_dir.with_name(data_dir.name + "-matplotlib"))
+        with ThreadPoolExecutor(2) as pool:  # independent: the assignment, the data cache
+            data = pool.submit(_prepare_data, env)
+            gradebook.template(root, template, gradebooks)
+            course_db = pool.submit(gradebook.ensure_recorded, root, db_url, template)
+            data.result()
+            course_db.result()
         hide = [root / p for p in ("source", "authoring", ".git", "submitted", "autograded", "feedback",
                                    "gradebook.db", "grades.csv", "tests")]
-        hide += [scratch] + [p for p in (options.class_dir, options.zip_dir) if p]
+        hide += [scratch, gradebooks] + [p for p in (options.class_dir, options.zip_dir) if p]
         if db_url.startswith("sqlite:///"):
             hide.append(Path(db_url.removeprefix("sqlite:///")))
         # The Python installation, the virtual environment, the course packages (course_lib, course_grading)
         # and the data: wherever they live, the kernel must reach them.
         # Only the package folders, not the course root: the root holds source/ and the gradebook.
-        import course_grading
-        import course_lib
+        import importlib.util
 
-        packages = {Path(m.__file__).resolve().parent for m in (course_lib, course_grading)}
+        # Found, not imported: importing course_lib imports torch (about 1 s) for nothing here.
+        packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in ("course_lib", "course_grading")}
         packages |= {root.resolve() / "course_lib", root.resolve() / "course_grading"}
         expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
-        results: dict[str, Result] = {}
+        # Fewer students than jobs (one late submission, a small class): the students' notebooks are shared
+        # out among several workers each, so every core grades.
+        shares = max(1, options.jobs // max(1, len(folders)))
         jobs = []
         for student, folder in folders.items():
-            work = scratch / "students" / student
-            work.mkdir(parents=True)
-            jobs.append(Job(student=student, submission=str(folder.resolve()), release=str(release),
-                            source=str(root / "source"), template_db=str(template), scratch=str(work),
-                            notebooks=notebooks, cell_timeout=options.cell_timeout,
-                            notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb,
-                            isolate=isolate, hide=[str(p) for p in hide], expose=[str(p) for p in expose],
-                            feedback=options.feedback, skip_experiments=options.skip_experiments))
+            claims = scratch / "claims" / student if shares > 1 else None
+            if claims:
+                claims.mkdir(parents=True)
+            for share in range(shares):
+                work = scratch / "students" / f"{student}.{share}"
+                work.mkdir(parents=True)
+                jobs.append(Job(student=student, submission=str(folder.resolve()), release=str(release),
+                                source=str(root / "source"), template_db=str(template), scratch=str(work),
+                                notebooks=notebooks, cell_timeout=options.cell_timeout,
+                                notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb,
+                                isolate=isolate, hide=[str(p) for p in hide], expose=[str(p) for p in expose],
+                                feedback=options.feedback, skip_experiments=options.skip_experiments,
+                                zygote=str(socket_path) if starting else "",
+                                claims=str(claims or "")))
         limit = options.notebook_timeout * len(names) + 300
+        parts: dict[str, list[Result]] = {}
         with ThreadPoolExecutor(max(1, options.jobs)) as pool:
             futures = {pool.submit(_grade_one, job, env, limit): job for job in jobs}
             for future in _progress(as_completed(futures), len(futures), options.progress):
                 job = futures[future]
                 result = future.result()
-                results[job.student] = result
+                parts.setdefault(job.student, []).append(result)
                 work = Path(job.scratch) / "course"
                 if result.ok:
                     try:
-                        gradebook.merge(work / "gradebook.db", db_url, job.student, names)
+                        gradebook.merge(work / "gradebook.db", db_url, job.student, result.graded)
                     except Exception as exc:  # noqa: BLE001 - one student's bad gradebook must not stop the batch
                         result.ok, result.error = False, f"merge failed: {type(exc).__name__}: {exc}"
                 _install(work / "autograded" / job.student, root / "autograded" / job.student)
                 _install(work / "feedback" / job.student, root / "feedback" / job.student)
+        results = {student: _combine(student, parts.get(student, [])) for student in folders}
+        server, why = starting.result() if starting else (None, "--fresh-kernels")
+        kernels = "forked from a warm fork server" if server else f"fresh processes ({why})"
         students = list(folders)
         scores = gradebook.scores(db_url, students)
         scores = {s: {n: nb for n, nb in per.items() if n in names} for s, per in scores.items()}
@@ -249,12 +276,32 @@ def run(options: Options) -> Outcome:
                                  {s: r.problems for s, r in results.items()},
                                  {s: r.error for s, r in results.items() if not r.ok})
         report.write_csv(rows, options.csv or root / "grades.csv")
-        return Outcome(rows, results, scores, mode, time.monotonic() - started, plans)
+        return Outcome(rows, results, scores, mode, time.monotonic() - started, plans, kernels)
     finally:
+        if starting:
+            zygote.stop(starting.result()[0])
+        background.shutdown()
         if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _combine(student: str, parts: list[Result]) -> Result:
+    """One student's result from the workers that shared the student's notebooks."""
+    if len(parts) == 1:
+        return parts[0]
+    out = Result(student, ok=all(p.ok for p in parts))
+    out.error = "; ".join(p.error for p in parts if p.error)
+    for part in parts:
+        out.notes += part.notes
+        out.problems.update(part.problems)
+        out.seconds.update({k: v for k, v in part.seconds.items() if k != "total"})
+        out.graded += part.graded
+    out.seconds["total"] = max(p.seconds.get("total", 0.0) for p in parts) if parts else 0.0
+    out.graded.sort()
+    out.notes.sort()
+    return out
 
 
 def _progress(items, total: int, show: bool):

@@ -127,24 +127,43 @@ def set_limits(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (512, 512))
 
 
-def kernel_env(home: str) -> dict[str, str]:
-    """The kernel's environment: a whitelist of the grader's, and a private home."""
-    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith("LC_")}
+def whitelisted(environ: dict[str, str]) -> dict[str, str]:
+    """Only the variables a kernel may see (ENV_KEEP and the locale)."""
+    return {k: v for k, v in environ.items() if k in ENV_KEEP or k.startswith("LC_")}
+
+
+def kernel_env(home: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The kernel's environment: a whitelist of the grader's (or of `environ`), and a private home."""
+    env = whitelisted(os.environ if environ is None else environ)
     env.update(HOME=home, IPYTHONDIR=f"{home}/.ipython", MPLCONFIGDIR=f"{home}/.matplotlib",
                PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memory-mb", type=int, default=4096)
-    parser.add_argument("--isolate", action="store_true", help="namespace + nobody (needs root)")
-    parser.add_argument("--hide", action="append", default=[])
-    parser.add_argument("--expose", action="append", default=[])
-    parser.add_argument("--user", default="nobody")
-    parser.add_argument("kernel", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    cmd = args.kernel[1:] if args.kernel and args.kernel[0] == "--" else args.kernel
+def parser() -> argparse.ArgumentParser:
+    """The launcher's options (shared with the fork server's client, zygote.py)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--memory-mb", type=int, default=4096)
+    p.add_argument("--isolate", action="store_true", help="namespace + nobody (needs root)")
+    p.add_argument("--hide", action="append", default=[])
+    p.add_argument("--expose", action="append", default=[])
+    p.add_argument("--user", default="nobody")
+    p.add_argument("kernel", nargs=argparse.REMAINDER)
+    return p
+
+
+def kernel_command(args: argparse.Namespace) -> list[str]:
+    """The kernel's own argv, after the `--`."""
+    return list(args.kernel[1:] if args.kernel and args.kernel[0] == "--" else args.kernel)
+
+
+def enter(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Put this process in the kernel's world (isolation, limits, working directory).
+
+    Returns the kernel's argv (its connection file moved into the private /tmp when isolated) and its
+    environment. Shared by the exec path (main) and the fork server (zygote.py).
+    """
+    cmd = kernel_command(args)
     home = os.getcwd()
     if args.isolate:
         import pwd
@@ -157,7 +176,13 @@ def main(argv: list[str] | None = None) -> None:
         home = KERNEL_HOME
     set_limits(args.memory_mb)
     os.chdir(home)
-    os.execve(shutil.which(cmd[0]) or cmd[0], cmd, kernel_env(home))
+    return cmd, kernel_env(home, environ)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    cmd, env = enter(args)
+    os.execve(shutil.which(cmd[0]) or cmd[0], cmd, env)
 
 
 def probe() -> str:

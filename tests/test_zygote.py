@@ -1,0 +1,162 @@
+"""The grading kernels' fork server (course_grading/grade/zygote.py): as safe and as fresh as an exec'd kernel.
+
+One server for the module, started as the pipeline starts it; kernels are started through the same kernel
+manager autograde uses, isolated (the tests run as root, like CI), and asked about themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from course_grading.grade import zygote
+from course_grading.grade.kernel import SandboxKernelManager
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "postgresql://grader:s3cret@db/gradebook"
+
+
+@pytest.fixture(scope="module")
+def server():
+    """(socket path, private folder, answer-key folder) of a running server; stopped afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="test-zygote-"))
+    os.chmod(scratch, 0o700)
+    answer_key = Path(tempfile.mkdtemp(prefix="test-zygote-key-", dir="/var/tmp"))
+    (answer_key / "solution.py").write_text("SECRET = 1\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COURSE_GRADING_MODE="1", COURSE_DB_URL=SECRET)
+    proc, why = zygote.start(scratch / "zygote.sock", env, scratch / "zygote.log")
+    assert proc is not None, why
+    try:
+        yield scratch / "zygote.sock", scratch, answer_key
+    finally:
+        zygote.stop(proc)
+        subprocess.run(["rm", "-rf", str(scratch), str(answer_key)], check=False)
+
+
+def _manager(sock: Path | str, scratch: Path, answer_key: Path) -> SandboxKernelManager:
+    expose = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(ROOT / "course_lib"),
+              str(ROOT / "course_grading")]
+    return SandboxKernelManager(zygote=str(sock), isolate=True, hide=[str(scratch), str(answer_key)], expose=expose)
+
+
+def _run(km: SandboxKernelManager, *sources: str, timeout: int = 60) -> list[nbformat.NotebookNode]:
+    """Run code cells in a fresh kernel from `km`; the executed cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, interrupt_on_timeout=True).execute()
+    return nb.cells
+
+
+def _stdout(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+ABOUT = """
+import json, os, socket, stat, sys
+try:  # the process was forked from root's server: after the uid change it is not dumpable, /proc/self is root's
+    proc_env = open('/proc/self/environ', 'rb').read()
+except PermissionError:
+    proc_env = b''
+fds = []
+for fd in map(int, os.listdir('/proc/self/fd')):
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if s.family == socket.AF_UNIX:
+        fds.append(s.getsockname())
+    s.close()
+print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "key": os.access(%(key)r, os.R_OK),
+                  "socket": os.path.exists(%(sock)r), "unix": fds,
+                  "env": %(secret)r in str(dict(os.environ)),
+                  "proc_env": %(secret)r.encode() in proc_env,
+                  "torch": 'torch' in sys.modules}))
+"""
+
+
+def test_forked_kernel_is_sandboxed(server):
+    sock, scratch, key = server
+    cells = _run(_manager(sock, scratch, key), ABOUT % {"key": str(key / "solution.py"), "sock": str(sock),
+                                                        "secret": SECRET})
+    about = json.loads(_stdout(cells[0]))
+    assert about["uid"] == 65534, about  # nobody
+    assert not about["key"], "the answer key is readable from a forked kernel"
+    assert not about["socket"], "the fork server's socket is reachable from a kernel"
+    assert str(sock) not in json.dumps(about["unix"]), "a kernel inherited the server's socket"
+    assert not about["env"] and not about["proc_env"], "the grader's secrets reached the kernel's environment"
+    assert about["torch"], "the kernel was not forked from the warm server"
+
+
+def test_forked_kernels_do_not_share_random_state(server):
+    """Like fresh processes, which seed python, numpy and torch from the OS: no two kernels draw alike."""
+    sock, scratch, key = server
+    code = "import random, numpy, torch; print(random.random(), numpy.random.rand(), torch.rand(1).item())"
+    first = _stdout(_run(_manager(sock, scratch, key), code)[0]).split()
+    second = _stdout(_run(_manager(sock, scratch, key), code)[0]).split()
+    assert len(first) == len(second) == 3
+    assert all(a != b for a, b in zip(first, second)), (first, second)
+
+
+def test_interrupt_reaches_a_forked_kernel(server):
+    sock, scratch, key = server
+    started = time.monotonic()
+    cells = _run(_manager(sock, scratch, key), "import time\ntime.sleep(60)", "print('after')", timeout=3)
+    assert time.monotonic() - started < 30
+    assert [o.get("ename") for o in cells[0].outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
+    assert _stdout(cells[1]) == "after\n"  # the kernel survived the interrupt
+
+
+def test_killing_the_client_kills_its_kernel(server):
+    """The kernel manager kills the process it started (the client): the forked kernel must go too."""
+    sock, scratch, key = server
+    km = _manager(sock, scratch, key)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os; print(os.getpid())")]
+    client = NotebookClient(nb, km=km, timeout=60)
+    with client.setup_kernel():
+        client.execute_cell(nb.cells[0], 0)
+        pid = int(_stdout(nb.cells[0]))
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the forked kernel outlived its client")
+
+
+def test_no_server_means_a_fresh_kernel(server, tmp_path):
+    sock, scratch, key = server
+    cells = _run(_manager(tmp_path / "missing.sock", scratch, key), "import sys; print('torch' in sys.modules)")
+    assert _stdout(cells[0]) == "False\n"  # exec'd afresh, and it works
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    env = dict(os.environ, PYTHONPATH="/nonexistent")  # course_lib cannot be imported
+    proc, why = zygote.start(tmp_path / "z.sock", env, tmp_path / "z.log", timeout=60)
+    assert proc is None and "No module named" in why, why
+    assert not zygote.starting_marker(tmp_path / "z.sock").exists()
+
+
+def test_requests_from_other_users_are_refused(server):
+    """The socket is the grader's alone: a kernel (nobody) cannot ask root for another kernel."""
+    sock, _, _ = server
+    assert os.stat(sock).st_mode & 0o777 == 0o600 and os.stat(sock).st_uid == os.geteuid()
+    code = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(sock)!r})"
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "Permission denied" in done.stderr, done.stderr
