@@ -178,6 +178,7 @@ def grade(job: Job) -> Result:
                 result.notes.append("feedback HTML could not be generated")
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps going
         result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+    result.graded.sort()
     if report.exists():
         for line in report.read_text().splitlines():
             record = json.loads(line)

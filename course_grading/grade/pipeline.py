@@ -17,13 +17,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from course_grading.grade import gradebook, report, zygote
 from course_grading.grade.autograde import ASSIGNMENT, Job, Result
 from course_grading.grade.sandbox import probe
+from course_grading.grade.schedule import Scheduler, claim_order, remember, run_jobs
 
 # nbgrader's documented example of an LMS download name: <anything>_<student>_attempt_<timestamp>_<file>.
 ZIP_REGEXP = r".+_(?P<student_id>\w+?)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)"
@@ -231,42 +232,42 @@ def run(options: Options) -> Outcome:
         packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in ("course_lib", "course_grading")}
         packages |= {root.resolve() / "course_lib", root.resolve() / "course_grading"}
         expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
-        # Fewer students than jobs (one late submission, a small class): the students' notebooks are shared
-        # out among several workers each, so every core grades.
-        shares = max(1, options.jobs // max(1, len(folders)))
-        jobs = []
-        for student, folder in folders.items():
-            claims = scratch / "claims" / student if shares > 1 else None
-            if claims:
-                claims.mkdir(parents=True)
-            for share in range(shares):
-                work = scratch / "students" / f"{student}.{share}"
-                work.mkdir(parents=True)
-                jobs.append(Job(student=student, submission=str(folder.resolve()), release=str(release),
-                                source=str(root / "source"), template_db=str(template), scratch=str(work),
-                                notebooks=notebooks, cell_timeout=options.cell_timeout,
-                                notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb,
-                                isolate=isolate, hide=[str(p) for p in hide], expose=[str(p) for p in expose],
-                                feedback=options.feedback, skip_experiments=options.skip_experiments,
-                                zygote=str(socket_path) if starting else "",
-                                claims=str(claims or "")))
+        history = gradebooks / "seconds.json"
+        order = claim_order(names, history)
+
+        def make_job(student: str, share: int) -> Job:
+            work = scratch / "students" / f"{student}.{share}"
+            work.mkdir(parents=True)
+            return Job(student=student, submission=str(folders[student].resolve()), release=str(release),
+                       source=str(root / "source"), template_db=str(template), scratch=str(work), notebooks=order,
+                       cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
+                       memory_mb=options.memory_mb, isolate=isolate, hide=[str(p) for p in hide],
+                       expose=[str(p) for p in expose], feedback=options.feedback,
+                       skip_experiments=options.skip_experiments, zygote=str(socket_path) if starting else "",
+                       claims=str(scratch / "claims" / student))
+
         limit = options.notebook_timeout * len(names) + 300
+        scheduler = Scheduler(list(folders), make_job, scratch / "claims", len(names))
         parts: dict[str, list[Result]] = {}
-        with ThreadPoolExecutor(max(1, options.jobs)) as pool:
-            futures = {pool.submit(_grade_one, job, env, limit): job for job in jobs}
-            for future in _progress(as_completed(futures), len(futures), options.progress):
-                job = futures[future]
-                result = future.result()
+
+        def finished_students():
+            for job, result in run_jobs(scheduler, options.jobs, lambda job: _grade_one(job, env, limit)):
                 parts.setdefault(job.student, []).append(result)
                 work = Path(job.scratch) / "course"
-                if result.ok:
+                if result.ok and result.graded:
                     try:
                         gradebook.merge(work / "gradebook.db", db_url, job.student, result.graded)
                     except Exception as exc:  # noqa: BLE001 - one student's bad gradebook must not stop the batch
                         result.ok, result.error = False, f"merge failed: {type(exc).__name__}: {exc}"
                 _install(work / "autograded" / job.student, root / "autograded" / job.student)
                 _install(work / "feedback" / job.student, root / "feedback" / job.student)
+                if scheduler.done(job):
+                    yield job.student
+
+        for _ in _progress(finished_students(), len(folders), options.progress):
+            pass
         results = {student: _combine(student, parts.get(student, [])) for student in folders}
+        remember(history, results)
         server, why = starting.result() if starting else (None, "--fresh-kernels")
         kernels = "forked from a warm fork server" if server else f"fresh processes ({why})"
         students = list(folders)
