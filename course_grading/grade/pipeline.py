@@ -1,13 +1,15 @@
 """The grading pipeline: collect submissions, grade students in parallel workers, merge, report.
 
-Each student is graded by its own worker process (autograde.py) in a private scratch course with a private
-SQLite gradebook; the parent merges the finished gradebooks one at a time into the course's, so `--jobs N`
-never has two writers on one database. A worker that fails (even by crashing) costs that student a reason
-in the report, never the batch.
+Each student is graded by a worker process (autograde.py) in a private scratch course with a private SQLite
+gradebook; threads with no student left to start help the running ones (schedule.py); the parent merges the
+finished gradebooks one at a time into the course's, so `--jobs N` never has two writers on one database.
+Kernels are forked from one warm server per run (zygote.py). A worker that fails (even by crashing) costs
+that student a reason in the report, never the batch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -224,11 +226,8 @@ def run(options: Options) -> Outcome:
         if db_url.startswith("sqlite:///"):
             hide.append(Path(db_url.removeprefix("sqlite:///")))
         # The Python installation, the virtual environment, the course packages (course_lib, course_grading)
-        # and the data: wherever they live, the kernel must reach them.
-        # Only the package folders, not the course root: the root holds source/ and the gradebook.
-        import importlib.util
-
-        # Found, not imported: importing course_lib imports torch (about 1 s) for nothing here.
+        # and the data: wherever they live, the kernel must reach them. Only the package folders, not the
+        # course root (it holds source/ and the gradebook); found, not imported (course_lib imports torch).
         packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in ("course_lib", "course_grading")}
         packages |= {root.resolve() / "course_lib", root.resolve() / "course_grading"}
         expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
