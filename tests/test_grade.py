@@ -171,6 +171,22 @@ def test_one_student_on_two_jobs_with_fresh_kernels(graded, course):
     assert _got(again, "alice") == {nb: graded.scores["alice"][nb].tests for nb in notebooks}
 
 
+def test_missing_and_malformed_notebooks_score_zero(graded, course, tmp_path):
+    """A real class (--class) where a student sent one good notebook, one broken file and nothing else."""
+    good, broken, *missing = _test_notebooks(course)
+    folder = tmp_path / "class" / "zoe" / "normalization"
+    folder.mkdir(parents=True)
+    shutil.copy(course / "submitted" / "reference" / "normalization" / f"{good}.ipynb", folder)
+    (folder / f"{broken}.ipynb").write_text("{not json")
+    outcome = run(Options(root=course, class_dir=tmp_path / "class", jobs=2, notebooks=_test_notebooks(course),
+                          csv=course / "zoe.csv", feedback=False, **LIMITS))
+    got = _got(outcome, "zoe")
+    assert got[good] == graded.scores["reference"][good].tests
+    assert all(points == 0 for nb in [broken, *missing] for points in got[nb].values()) and broken in got
+    reasons = " ".join(outcome.rows[0].reasons)
+    assert "malformed" in reasons and all(f"{demo.question(nb)}: not submitted" in reasons for nb in missing)
+
+
 def test_kernel_cannot_read_the_answer_key(course):
     """The sandbox hides source/ and runs the kernel as nobody (the grader runs as root in CI)."""
     assert os.geteuid() == 0, "the grading tests run as root in CI, so kernels can be isolated"

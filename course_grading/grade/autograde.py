@@ -57,7 +57,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)  # notebook -> why it stopped early
     seconds: dict[str, float] = field(default_factory=dict)
-    graded: list[str] = field(default_factory=list)
+    graded: list[str] = field(default_factory=list)  # notebooks whose grades (or zeros) are in its gradebook
 
 
 def _config(job: Job, course: Path, report: Path):
@@ -154,7 +154,6 @@ def grade(job: Job) -> Result:
         for name in job.notebooks or sorted(p.stem for p in release.glob("*.ipynb")):
             if not _claim(job.claims, name):
                 continue
-            result.graded.append(name)
             path = submitted / f"{name}.ipynb"
             if not path.exists():
                 result.notes.append(f"{name}: not submitted")
@@ -166,12 +165,15 @@ def grade(job: Job) -> Result:
                 continue
             coursedir.notebook_id = name
             done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
-            if not done["success"]:
+            if done["success"]:
+                result.graded.append(name)
+            else:  # this notebook's grades are not merged; the others' still are
                 result.ok = False
                 result.error += f"{name}: " + (done.get("log", "") + (done.get("error") or ""))[-3000:]
         if ungraded:
             _zero(coursedir, job.student, ungraded)
-        if job.feedback and result.ok and (course / "autograded" / job.student).exists():
+            result.graded += ungraded
+        if job.feedback and (course / "autograded" / job.student).exists():
             coursedir.notebook_id = "*"
             fb = api.generate_feedback(ASSIGNMENT, job.student, force=True)
             if not fb["success"]:

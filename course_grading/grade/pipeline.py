@@ -253,7 +253,7 @@ def run(options: Options) -> Outcome:
             for job, result in run_jobs(scheduler, options.jobs, lambda job: _grade_one(job, env, limit)):
                 parts.setdefault(job.student, []).append(result)
                 work = Path(job.scratch) / "course"
-                if result.ok and result.graded:
+                if result.graded:
                     try:
                         gradebook.merge(work / "gradebook.db", db_url, job.student, result.graded)
                     except Exception as exc:  # noqa: BLE001 - one student's bad gradebook must not stop the batch
