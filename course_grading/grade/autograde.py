@@ -1,10 +1,11 @@
-"""Grade one student in a private scratch course with its own SQLite gradebook (one worker process each).
+"""Grade one student's notebooks in a private scratch course with its own SQLite gradebook (a worker process).
 
 Run as `python -m course_grading.grade.autograde JOB.json`. The job names the student's submission folder,
-a template gradebook (the assignment already recorded) and the limits. The worker repairs the submission
-(repair.py), runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py), generates the
-feedback HTML, and writes `result.json` next to its gradebook. The parent merges that gradebook into the
-course's: no two processes ever write the same SQLite file.
+a template gradebook (the assignment already recorded), the limits, the fork server's socket and the folder
+where the workers sharing this student claim its notebooks. Notebook by notebook, the worker claims it,
+repairs it (repair.py) and runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py);
+then it generates the feedback HTML and writes `result.json` next to its gradebook. The parent merges that
+gradebook into the course's: no two processes ever write the same SQLite file.
 """
 
 from __future__ import annotations

@@ -124,11 +124,18 @@ class Server:
             for fd in fds:
                 os.close(fd)
             return
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: this client starts a fresh kernel instead
+            pid = -1
+            self._answer(conn, f"error fork: {exc}")
         if pid == 0:  # the kernel: never returns
             self._child(conn, fds, request)
         for fd in fds:
             os.close(fd)
+        if pid < 0:
+            conn.close()
+            return
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
         self._answer(conn, f"pid {pid}")
