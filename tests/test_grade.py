@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.api import Gradebook
 
 from course_grading.grade import demo, gradebook
 from course_grading.grade.pipeline import Options, run
@@ -185,6 +186,23 @@ def test_missing_and_malformed_notebooks_score_zero(graded, course, tmp_path):
     assert all(points == 0 for nb in [broken, *missing] for points in got[nb].values()) and broken in got
     reasons = " ".join(outcome.rows[0].reasons)
     assert "malformed" in reasons and all(f"{demo.question(nb)}: not submitted" in reasons for nb in missing)
+
+
+def test_assignment_is_recorded_only_when_needed(course, tmp_path):
+    """The template gradebook comes from the cache when source/ is unchanged; the course gradebook is
+    copied when new, left alone when it records the same cells, recorded again when they differ."""
+    template, cache = tmp_path / "template.db", tmp_path / "cache"
+    assert not gradebook.template(course, template, cache)  # generated
+    assert gradebook.template(course, tmp_path / "again.db", cache)  # cached
+    url = f"sqlite:///{tmp_path / 'course.db'}"
+    assert gradebook.ensure_recorded(course, url, template)  # a new gradebook: the template's copy
+    assert not gradebook.ensure_recorded(course, url, template)
+    with Gradebook(url) as gb:
+        gb.find_assignment("normalization").notebooks[0].source_cells[0].checksum = "stale"
+        gb.db.commit()
+    assert gradebook.fingerprint(url) != gradebook.fingerprint(f"sqlite:///{template}")
+    assert gradebook.ensure_recorded(course, url, template)  # stale: recorded again
+    assert gradebook.fingerprint(url) == gradebook.fingerprint(f"sqlite:///{template}")
 
 
 def test_kernel_cannot_read_the_answer_key(course):

@@ -57,7 +57,8 @@ def fingerprint(db_url: str) -> dict | None:
     None also when the gradebook does not exist yet or cannot be read: opening a new one would create it
     (nbgrader runs `alembic` for that), which record_assignment does properly.
     """
-    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+    path = _sqlite_path(db_url)
+    if path and not path.exists():
         return None
     try:
         with warnings.catch_warnings(), Gradebook(db_url) as gb:
@@ -73,9 +74,14 @@ def _fingerprint(gb: Gradebook) -> dict | None:
     except MissingEntry:
         return None
     return {nb.name: (sorted((g.name, float(g.max_score), g.cell_type) for g in nb.grade_cells),
-                          sorted(c.name for c in nb.solution_cells),
-                          sorted((c.name, c.cell_type, bool(c.locked), c.source, c.checksum) for c in nb.source_cells))
-                for nb in assignment.notebooks}
+                      sorted(c.name for c in nb.solution_cells),
+                      sorted((c.name, c.cell_type, bool(c.locked), c.source, c.checksum) for c in nb.source_cells))
+            for nb in assignment.notebooks}
+
+
+def _sqlite_path(db_url: str) -> Path | None:
+    """The file of a SQLite gradebook URL; None for a server database."""
+    return Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite:///") else None
 
 
 def _source_key(root: Path) -> str:
@@ -114,10 +120,11 @@ def ensure_recorded(root: Path, db_url: str, template_db: Path) -> bool:
 
     A SQLite gradebook that does not exist yet starts as a copy of the template.
     """
-    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
-        partial = Path(db_url.removeprefix("sqlite:///") + f".{os.getpid()}.tmp")
+    path = _sqlite_path(db_url)
+    if path and not path.exists():
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         shutil.copy(template_db, partial)
-        os.replace(partial, db_url.removeprefix("sqlite:///"))
+        os.replace(partial, path)
         return True
     if fingerprint(db_url) == fingerprint(f"sqlite:///{template_db}"):
         return False
