@@ -34,7 +34,6 @@ from course_grading.grade import demo  # noqa: E402
 from course_grading.grade.pipeline import Options, run  # noqa: E402
 
 
-
 def student_mode(root: Path, notebooks: list[str]) -> float:
     """Seconds to re-execute the reference submission with full data, as a student would."""
     env = {k: v for k, v in os.environ.items() if k not in ("COURSE_GRADING_MODE", "NBGRADER_EXECUTION")}

@@ -181,8 +181,6 @@ def gradcheck_own(layer: nn.Module, x: Tensor, gamma: Tensor, beta: Tensor) -> N
                                  f"differences (torch.autograd.gradcheck, float64).{hint}")
 
 
-
-
 def in_float64(make_model: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     """A model factory whose model runs in float64 (inputs cast on the way in).
 

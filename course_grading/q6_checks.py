@@ -7,7 +7,6 @@ this module only builds what each known mistake gives on the same input, so a fa
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

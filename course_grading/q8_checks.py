@@ -7,7 +7,6 @@ catalogued error would return on the same input, so a failure can say which mist
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -129,8 +128,6 @@ def gradcheck_own(layer: nn.Module, x: Tensor, weight: Tensor | None = None, bia
             raise AssertionError(f"the gradient with respect to {names[i]} does not match finite differences "
                                  f"(torch.autograd.gradcheck, float64, {layer.training and 'train' or 'eval'} mode)."
                                  f"{hint}")
-
-
 
 
 def guard_own(model: nn.Module, cls: type, name: str = "GroupNorm") -> nn.Module:

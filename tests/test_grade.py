@@ -29,7 +29,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 LIMITS = dict(cell_timeout=45, notebook_timeout=240, skip_experiments=True, progress=False)
 
 
-
 @pytest.fixture(scope="session")
 def course():
     # Not under /tmp: grading kernels get a private /tmp and must still import the course packages.

@@ -178,4 +178,3 @@ def test_a_correct_student_passes_the_visible_tests_with_only_course_lib(tmp_pat
     failed = {name: (p.stdout + p.stderr)[-3000:] for name, p in results if p.returncode != 0}
     assert len(results) == len(NOTEBOOKS)
     assert not failed, failed
-

@@ -25,12 +25,12 @@ class Row:
         return "ok" if not self.reasons else "attention"
 
 
-
 def _root_cause(log: str) -> str:
     """The most telling line of a failed run's log: the first exception that is not nbgrader's summary."""
     lines = [l.strip() for l in log.strip().splitlines() if l.strip()]
     causes = [l for l in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", l) and "NbGraderException" not in l]
     return causes[0] if causes else (lines[-1] if lines else "no log")
+
 
 def question(notebook: str) -> str:
     """`Q4_nn_batchnorm` -> `Q4`."""

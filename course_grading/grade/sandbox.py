@@ -152,18 +152,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def kernel_command(args: argparse.Namespace) -> list[str]:
-    """The kernel's own argv, after the `--`."""
-    return list(args.kernel[1:] if args.kernel and args.kernel[0] == "--" else args.kernel)
-
-
 def enter(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """Put this process in the kernel's world (isolation, limits, working directory).
 
     Returns the kernel's argv (its connection file moved into the private /tmp when isolated) and its
     environment. Shared by the exec path (main) and the fork server (zygote.py).
     """
-    cmd = kernel_command(args)
+    cmd = list(args.kernel[1:] if args.kernel and args.kernel[0] == "--" else args.kernel)
     home = os.getcwd()
     if args.isolate:
         import pwd

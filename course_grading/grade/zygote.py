@@ -45,10 +45,6 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 PR_SET_PDEATHSIG = 1
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 def _read_exact(conn: socket.socket, n: int) -> bytes:
     data = b""
     while len(data) < n:
@@ -72,7 +68,6 @@ class Server:
     def __init__(self, path: str) -> None:
         import selectors
 
-        self.path = path
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bound and listening before it appears under its name: a client that sees the socket can connect.
         partial = f"{path}.{os.getpid()}"
@@ -209,8 +204,6 @@ class Server:
 
 def run_kernel(request: dict) -> int:
     """In the forked child: enter the sandbox, look like a fresh process, run ipykernel; the exit code."""
-    import random
-
     import numpy as np
     import torch
 
@@ -225,8 +218,8 @@ def run_kernel(request: dict) -> int:
     _prctl_pdeathsig(signal.SIGKILL)  # after the uid change, which clears it
     os.environ.clear()
     os.environ.update(env)
-    # A fresh process has fresh random seeds (python, numpy and torch seed themselves from the OS).
-    random.seed()
+    # A fresh process has fresh random seeds: numpy and torch seed themselves from the OS (CPython already
+    # reseeds `random` in a forked child).
     np.random.seed()
     torch.seed()
     threads = env.get("OMP_NUM_THREADS", "")
@@ -265,8 +258,9 @@ def serve(path: str) -> None:
 
     if torch.cuda.is_initialized():
         raise SystemExit("CUDA was initialised before forking; a forked kernel could not use it")
-    if _threads() != 1:
-        raise SystemExit(f"the fork server has {_threads()} threads after its imports; forking is unsafe")
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        raise SystemExit(f"the fork server has {threads} threads after its imports; forking is unsafe")
     Server(path).serve()
     sys.stdout.flush()
     os._exit(0)  # skip tearing down torch and friends (about 1 s): nothing here needs cleaning up
