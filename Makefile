@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 grade: $(STAMP) release
-	$(BIN)/python -m course_grading.grade --jobs $(JOBS) $(GRADE_ARGS)
+	$(BIN)/python -m course_grader --jobs $(JOBS) $(GRADE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

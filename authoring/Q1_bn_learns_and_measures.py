@@ -117,9 +117,9 @@ assert mean.shape == (3,) and var.shape == (3,), (
 assert torch.allclose(mean, torch.tensor([7.5, 11.5, 15.5])), f"expected the means [7.5, 11.5, 15.5], got {mean.tolist()}"
 assert (var >= 0).all(), f"a variance cannot be negative, got {var.tolist()}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q1_checks import check_channel_stats_values
+from course_recorder import q1
 
-check_channel_stats_values(channel_stats)
+q1.channel_stats_values(channel_stats)
 ### END HIDDEN TESTS
 
 # %% [test id=test_channel_stats_contract points=1]
@@ -131,9 +131,9 @@ assert mean.shape == (5,) and var.shape == (5,), (
     f"got {tuple(mean.shape)} and {tuple(var.shape)}")
 assert mean.dtype == torch.float64 and var.dtype == torch.float64, "keep the input's dtype"
 ### BEGIN HIDDEN TESTS
-from course_grading.q1_checks import check_channel_stats_contract
+from course_recorder import q1
 
-check_channel_stats_contract(channel_stats)
+q1.channel_stats_contract(channel_stats)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -184,9 +184,9 @@ assert out.shape == (2, 3, 3), f"expected the example's output, shape (2, 3, 3),
 assert not torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, True)), (
     "in train mode the example's output should change when its batch mates change")
 ### BEGIN HIDDEN TESTS
-from course_grading.q1_checks import check_train_output
+from course_recorder import q1
 
-check_train_output(output_in_batch)
+q1.output_in_batch_train(output_in_batch)
 ### END HIDDEN TESTS
 
 # %% [test id=test_output_in_batch_eval points=1]
@@ -198,9 +198,9 @@ out = output_in_batch(bn, example, mates, False)
 assert torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, False)), (
     "in eval mode the example's output must not depend on its batch mates")
 ### BEGIN HIDDEN TESTS
-from course_grading.q1_checks import check_eval_output
+from course_recorder import q1
 
-check_eval_output(output_in_batch)
+q1.output_in_batch_eval(output_in_batch)
 ### END HIDDEN TESTS
 
 # %% [test id=test_output_in_batch_leaves_layer points=1]
@@ -211,7 +211,7 @@ output_in_batch(bn, torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3) + 4, True)
 assert torch.equal(bn.running_mean, torch.zeros(2)), f"bn.running_mean changed to {bn.running_mean.tolist()}"
 assert not bn.training, "bn was in eval mode before the call and should be after it"
 ### BEGIN HIDDEN TESTS
-from course_grading.q1_checks import check_no_side_effects
+from course_recorder import q1
 
-check_no_side_effects(output_in_batch)
+q1.output_in_batch_leaves_layer(output_in_batch)
 ### END HIDDEN TESTS

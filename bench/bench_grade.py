@@ -30,8 +30,8 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from course_grading.grade import demo  # noqa: E402
-from course_grading.grade.pipeline import Options, run  # noqa: E402
+from course_grader import demo  # noqa: E402
+from course_grader.pipeline import Options, run  # noqa: E402
 
 
 def student_mode(root: Path, notebooks: list[str]) -> float:

@@ -19,10 +19,10 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_grading.grade import demo, gradebook
-from course_grading.grade.pipeline import Options, run
-from course_grading.grade.repair import repair
-from course_grading.harness import read_cells, run_notebook
+from course_grader import demo, gradebook
+from course_grader.pipeline import Options, run
+from course_grader.repair import repair
+from course_mutation.harness import read_cells, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -207,7 +207,7 @@ def test_assignment_is_recorded_only_when_needed(course, tmp_path):
 def test_kernel_cannot_read_the_answer_key(course):
     """The sandbox hides source/ and runs the kernel as nobody (the grader runs as root in CI)."""
     assert os.geteuid() == 0, "the grading tests run as root in CI, so kernels can be isolated"
-    code = ("import os,sys;from pathlib import Path;from course_grading.grade.sandbox import isolate;"
+    code = ("import os,sys;from pathlib import Path;from course_grader.sandbox import isolate;"
             f"isolate([Path({str(course / 'source')!r})], [], b'{{}}', 65534, 65534);"
             f"print(os.getuid(), os.listdir({str(course / 'source')!r}) if os.access({str(course / 'source')!r}, os.R_OK) else 'hidden')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",

@@ -1,5 +1,5 @@
 """The project's own mutation tests: every hidden test catches the mistakes it is for, names them,
-and gives full marks to correct alternatives (course_grading/mutants/).
+and gives full marks to correct alternatives (course_mutation/).
 
 Each notebook's reference solutions must pass every test; each known-wrong variant must lose points
 on the tests its entry names (and, where it says so, the failure message must name the mistake); each
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from course_grading.harness import notebook_path, run_notebook, solution_source
-from course_grading.mutants import Variant, catalogue
+from course_mutation.harness import notebook_path, run_notebook, solution_source
+from course_mutation import Variant, catalogue
 
 CATALOGUE = catalogue()
 MIN_WRONG, MIN_CORRECT = 6, 2
@@ -73,7 +73,7 @@ def test_catalogue_is_large_enough():
 
 def test_every_solution_cell_has_a_catalogue():
     """A graded solution cell added to a notebook without mutants would be untested."""
-    from course_grading.harness import SOURCE, read_cells
+    from course_mutation.harness import SOURCE, read_cells
 
     missing = []
     for path in sorted(SOURCE.glob("Q*.ipynb")):

@@ -161,7 +161,7 @@ def test_every_graded_test_fails_on_the_release_stubs():
 
 def test_a_correct_student_passes_the_visible_tests_with_only_course_lib(tmp_path):
     """What students run: the release with correct answers, no course_grading, no hidden tests."""
-    from course_grading.grade.demo import Plan, write_student
+    from course_grader.demo import Plan, write_student
 
     solved = tmp_path / "solved"
     write_student(Plan("reference"), SOURCE, RELEASE, solved)

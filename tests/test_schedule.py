@@ -1,4 +1,4 @@
-"""The grading scheduler (course_grading/grade/schedule.py), with fake workers: no kernels, a second or so."""
+"""The grading scheduler (course_grader/schedule.py), with fake workers: no kernels, a second or so."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from course_grading.grade.autograde import Job, Result, _claim
-from course_grading.grade.schedule import Scheduler, claim_order, remember, run_jobs
+from course_grader.autograde import Job, Result, _claim
+from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
 
 NOTEBOOKS = [f"Q{i}" for i in range(1, 10)]
 

@@ -1,4 +1,4 @@
-"""The grading kernels' fork server (course_grading/grade/zygote.py): as safe and as fresh as an exec'd kernel.
+"""The grading kernels' fork server (course_grader/zygote.py): as safe and as fresh as an exec'd kernel.
 
 One server for the module, started as the pipeline starts it; kernels are started through the same kernel
 manager autograde uses, isolated (the tests run as root, like CI), and asked about themselves.
@@ -20,8 +20,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_grading.grade import zygote
-from course_grading.grade.kernel import SandboxKernelManager
+from course_grader import zygote
+from course_grader.kernel import SandboxKernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "postgresql://grader:s3cret@db/gradebook"

@@ -23,11 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grading.grade import gradebook, report, zygote
-from course_grading.grade.autograde import ASSIGNMENT, Job, Result
-from course_grading.grade.sandbox import probe
-from course_grading.grade.schedule import Scheduler, claim_order, remember, run_jobs
+from course_grader import gradebook, report, zygote
+from course_grader.autograde import ASSIGNMENT, Job, Result
+from course_grader.sandbox import probe
+from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
 
+# What a grading kernel imports of the course: the student library and the recorder (never the judge).
+KERNEL_PACKAGES = ("course_lib", "course_recorder")
 # nbgrader's documented example of an LMS download name: <anything>_<student>_attempt_<timestamp>_<file>.
 ZIP_REGEXP = r".+_(?P<student_id>\w+?)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)"
 
@@ -104,7 +106,7 @@ def _submissions(options: Options, scratch: Path) -> tuple[dict[str, Path], list
     elif options.class_dir:
         base = options.class_dir
     else:
-        from course_grading.grade import demo
+        from course_grader import demo
 
         base = options.root / "submitted"
         plans = demo.build(options.root, base)
@@ -177,7 +179,7 @@ def _grade_one(job: Job, env: dict[str, str], limit: float) -> Result:
     log = scratch / "worker.log"
     try:
         with open(log, "w") as out:
-            subprocess.run([sys.executable, "-m", "course_grading.grade.autograde", str(scratch / "job.json")],
+            subprocess.run([sys.executable, "-m", "course_grader.autograde", str(scratch / "job.json")],
                            env=env, stdout=out, stderr=subprocess.STDOUT, timeout=limit, cwd=scratch)
     except subprocess.TimeoutExpired:
         return Result(job.student, ok=False, error=f"the grading worker ran past {limit:.0f} s")
@@ -206,6 +208,8 @@ def run(options: Options) -> Outcome:
         # The grader's own copy of the MNIST cache, world-readable: the kernels run as `nobody`.
         data_dir = Path.home().resolve() / ".cache" / "normalization-course-grading"
         env = _worker_env(options, data_dir)
+        # The judge's reference results (training runs), computed once and kept with the private gradebooks.
+        env["COURSE_JUDGE_CACHE"] = str(data_dir.with_name(data_dir.name + "-judge"))
         mode = probe() if options.sandbox else "limits only (--no-sandbox)"
         isolate = mode == "isolated"
         template = scratch / "template.db"
@@ -225,11 +229,11 @@ def run(options: Options) -> Outcome:
         hide += [scratch, gradebooks] + [p for p in (options.class_dir, options.zip_dir) if p]
         if db_url.startswith("sqlite:///"):
             hide.append(Path(db_url.removeprefix("sqlite:///")))
-        # The Python installation, the virtual environment, the course packages (course_lib, course_grading)
-        # and the data: wherever they live, the kernel must reach them. Only the package folders, not the
-        # course root (it holds source/ and the gradebook); found, not imported (course_lib imports torch).
-        packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in ("course_lib", "course_grading")}
-        packages |= {root.resolve() / "course_lib", root.resolve() / "course_grading"}
+        # The Python installation, the virtual environment, the packages a kernel imports (course_lib, the
+        # recorder) and the data: wherever they live, the kernel must reach them. Only those package folders,
+        # never the judge or the course root; found, not imported (course_lib imports torch).
+        packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in KERNEL_PACKAGES}
+        packages |= {root.resolve() / m for m in KERNEL_PACKAGES}
         expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
         history = gradebooks / "seconds.json"
         order = claim_order(names, history)

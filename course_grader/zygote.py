@@ -19,8 +19,8 @@ that it is single-threaded after its imports and refuses to serve otherwise. num
 thread pool when it loads, so the server runs with OPENBLAS_NUM_THREADS=1: numpy's own BLAS (not torch's
 math, whose threads are set per kernel) is single-threaded in forked kernels.
 
-    python -m course_grading.grade.zygote serve SOCKET          (the pipeline starts one per run)
-    python -m course_grading.grade.zygote client --socket SOCKET [sandbox options] -- KERNEL ARGV
+    python -m course_grader.zygote serve SOCKET          (the pipeline starts one per run)
+    python -m course_grader.zygote client --socket SOCKET [sandbox options] -- KERNEL ARGV
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from pathlib import Path
 
 # What a grading kernel imports anyway: the kernel itself (with its debugger and history), what the notebooks'
 # setup and test cells import, and what set_seed pulls in (torch.use_deterministic_algorithms imports
-# torch._inductor.config: about 900 modules, 1 s). The hidden tests' modules are added by _preload().
+# torch._inductor.config: about 900 modules, 1 s). The hidden tests' probes are added by _preload().
 PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython", "sqlite3", "pdb",
            "matplotlib_inline.backend_inline", "numpy", "numpy.random", "torch", "torch.nn", "torch.nn.functional",
            "torch._inductor.config", "matplotlib", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
-           "PIL.PngImagePlugin", "fastprogress", "course_lib", "course_grading.checks")
+           "PIL.PngImagePlugin", "fastprogress", "course_lib", "course_recorder")
 HEADER = struct.Struct("!Q")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 PR_SET_PDEATHSIG = 1
@@ -207,7 +207,7 @@ def run_kernel(request: dict) -> int:
     import numpy as np
     import torch
 
-    from course_grading.grade import sandbox
+    from course_grader import sandbox
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -236,14 +236,14 @@ def run_kernel(request: dict) -> int:
 
 
 def _preload() -> list[str]:
-    """PRELOAD and every course_grading.qN_checks module (the hidden tests import them)."""
+    """PRELOAD and every course_recorder.qN probe module (the hidden tests import them)."""
     import pkgutil
     import re
 
-    import course_grading
+    import course_recorder
 
-    checks = sorted(m.name for m in pkgutil.iter_modules(course_grading.__path__) if re.fullmatch(r"q\d+_checks", m.name))
-    return [*PRELOAD, *(f"course_grading.{name}" for name in checks)]
+    probes = sorted(m.name for m in pkgutil.iter_modules(course_recorder.__path__) if re.fullmatch(r"q\d+", m.name))
+    return [*PRELOAD, *(f"course_recorder.{name}" for name in probes)]
 
 
 def serve(path: str) -> None:
@@ -286,7 +286,7 @@ def client(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] != "--socket":
         raise SystemExit("usage: zygote client --socket SOCKET [sandbox options] -- KERNEL ARGV")
     path, rest = argv[1], argv[2:]
-    from course_grading.grade.sandbox import whitelisted
+    from course_grader.sandbox import whitelisted
 
     # Only what the kernel may see: the request stays in the kernel's memory.
     request = {"args": rest, "env": whitelisted(dict(os.environ)), "cwd": os.getcwd()}
@@ -305,7 +305,7 @@ def client(argv: list[str]) -> None:
         conn.close()
         print(f"fork server unavailable ({' '.join(first) or 'no answer'}); starting a fresh kernel",
               file=sys.stderr, flush=True)
-        from course_grading.grade import sandbox
+        from course_grader import sandbox
 
         sandbox.main(rest)  # exec: never returns
         return
@@ -333,7 +333,7 @@ def start(path: Path, env: dict[str, str], log: Path, mpl_dir: Path | None = Non
     import subprocess
     import time
 
-    from course_grading.grade.sandbox import kernel_env
+    from course_grader.sandbox import kernel_env
 
     marker = starting_marker(path)
     marker.touch()
@@ -345,7 +345,7 @@ def start(path: Path, env: dict[str, str], log: Path, mpl_dir: Path | None = Non
         if mpl_dir:
             env["MPLCONFIGDIR"] = str(mpl_dir)  # matplotlib's font cache, built once and kept
         with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "course_grading.grade.zygote", "serve", str(path)],
+            proc = subprocess.Popen([sys.executable, "-m", "course_grader.zygote", "serve", str(path)],
                                     env=env, stdout=subprocess.PIPE, stderr=out, cwd="/", start_new_session=True,
                                     text=True)
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from course_grading.grade.autograde import Job, Result
+from course_grader.autograde import Job, Result
 
 
 class Scheduler:

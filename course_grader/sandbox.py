@@ -1,6 +1,6 @@
 """Launch one grading kernel inside limits: a memory cap, no access to the answer key, no root.
 
-Used as a prefix of the kernel command (`python -m course_grading.grade.sandbox [options] -- KERNEL ARGV`).
+Used as a prefix of the kernel command (`python -m course_grader.sandbox [options] -- KERNEL ARGV`).
 It runs as the grader, prepares the kernel's world, then replaces itself with the kernel (same pid, so
 interrupts and shutdowns from the kernel manager reach the kernel):
 
@@ -186,9 +186,9 @@ def probe() -> str:
 
     if os.geteuid() != 0:
         return "limits only (not root: kernels run as the grader's user)"
-    code = ("from course_grading.grade.sandbox import isolate;import os;"
+    code = ("from course_grader.sandbox import isolate;import os;"
             "isolate([], [], b'{}', 65534, 65534);print(os.getuid())")
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env)
     if done.returncode == 0 and done.stdout.strip() == "65534":

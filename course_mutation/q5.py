@@ -1,6 +1,6 @@
 """Q5 (schedulers): known mistakes and correct alternatives of combine_schedules and warmup_anneal."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q5"
 

@@ -1,6 +1,6 @@
 """Q8 (GroupNorm): known-wrong implementations and correct alternatives."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q8"
 

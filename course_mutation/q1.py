@@ -1,7 +1,7 @@
 """Q1 (what BatchNorm learns and measures): known mistakes and correct alternatives of channel_stats and
 output_in_batch."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q1"
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import nbformat
 
-from course_grading.mutants import Variant, catalogue
+from course_mutation import Variant, catalogue
 
 ASSIGNMENT = "normalization"
 REALISTIC = ("alice", "bob", "carol", "dave")
+PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader", "course_mutation", "course_grading")
 CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
 HANG = "while True:  # an infinite loop\n    pass\n"
 
@@ -171,13 +172,13 @@ def course_copy(base: Path, root: Path) -> Path:
 
     The tests and the benchmark grade in it so that they never touch the real course's gradebook.
     """
-    from course_grading.grade import gradebook
+    from course_grader import gradebook
 
     course = base / "course"
     course.mkdir()
     shutil.copytree(root / "source", course / "source")
     shutil.copy(root / "nbgrader_config.py", course)
-    for package in ("course_lib", "course_grading"):
+    for package in PACKAGES:
         (course / package).symlink_to(root / package)
     gradebook.record_assignment(course, f"sqlite:///{base / 'release.db'}", release_dir=course / "release")
     return course

@@ -1,6 +1,6 @@
 """Q2 (BatchNorm's dependence on the batch): known mistakes and correct alternatives of spread_across_batches."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q2"
 

@@ -1,6 +1,6 @@
 """Q9 RunningBatchNorm: the lesson's known mistakes and correct alternatives written differently."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q9"
 S = "running_batchnorm"

@@ -1,6 +1,6 @@
 """Grade one student's notebooks in a private scratch course with its own SQLite gradebook (a worker process).
 
-Run as `python -m course_grading.grade.autograde JOB.json`. The job names the student's submission folder,
+Run as `python -m course_grader.autograde JOB.json`. The job names the student's submission folder,
 a template gradebook (the assignment already recorded), the limits, the fork server's socket and the folder
 where the workers sharing this student claim its notebooks. Notebook by notebook, the worker claims it,
 repairs it (repair.py) and runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py);
@@ -19,10 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ASSIGNMENT = "normalization"
-# Warnings that libraries print from their own files (not from the student's cell) are harmless; nbgrader
-# would zero a correct test for them. Only a stderr output made of nothing but such warnings is dropped.
-HARMLESS_WARNINGS = (r"\A(?:[^\n]*(?:site-packages|/lib/python3\.\d+)/[^\n]*:\d+: \w*Warning: [^\n]*\n"
-                     r"(?:[ \t][^\n]*\n)*)+\Z")
 
 
 @dataclass
@@ -70,14 +66,20 @@ def _config(job: Job, course: Path, report: Path):
     c.CourseDirectory.course_id = ASSIGNMENT
     c.CourseDirectory.source_directory = job.source
     c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
-                                        SaveAutoGrades)
+    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, GetGrades, LimitOutput, SaveAutoGrades
 
-    from course_grading.grade.kernel import RobustExecute
+    from course_grader.judging import JudgeVerdicts, StudentCopy
+    from course_grader.kernel import RobustExecute
 
-    c.Autograde.autograde_preprocessors = [RobustExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+    # The judge decides every test cell (its verdict replaces the cell's outputs) before nbgrader scores it.
+    c.Autograde.autograde_preprocessors = [RobustExecute, JudgeVerdicts, ClearMetadataPreprocessor, LimitOutput,
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    c.JudgeVerdicts.release_dir = job.release
+    c.JudgeVerdicts.report_file = str(report)
+    # Feedback is the student's copy: visible tests and verdicts, no grading-run outputs (judging.py).
+    c.GenerateFeedback.preprocessors = [StudentCopy, GetGrades, CSSHTMLHeaderPreprocessor]
+    c.StudentCopy.release_dir = job.release
     c.RobustExecute.timeout = job.cell_timeout
     c.RobustExecute.notebook_timeout = job.notebook_timeout
     c.RobustExecute.report_file = str(report)
@@ -89,8 +91,6 @@ def _config(job: Job, course: Path, report: Path):
     c.SandboxKernelManager.hide = job.hide
     c.SandboxKernelManager.expose = job.expose
     c.SandboxKernelManager.zygote = job.zygote
-    c.IgnorePattern.enabled = True
-    c.IgnorePattern.pattern = HARMLESS_WARNINGS
     c.OverwriteCells.add_missing_cells = True
     c.HTMLExporter.template_name = "feedback"
     return c
@@ -128,7 +128,7 @@ def grade(job: Job) -> Result:
     Notebook by notebook: with `claims` set, several workers share the student's notebooks, each grading
     the next one nobody has claimed, so one student's submission can use every core.
     """
-    from course_grading.grade.repair import repair
+    from course_grader.repair import repair
 
     result = Result(job.student)
     scratch = Path(job.scratch)
@@ -186,6 +186,9 @@ def grade(job: Job) -> Result:
         for line in report.read_text().splitlines():
             record = json.loads(line)
             name = Path(record["notebook"]).name.removesuffix(".ipynb")
+            if "judge" in record:  # the judge's notes: tampering, delegation, a judge that failed
+                result.notes += [f"{name}: {note}" for note in record["judge"]]
+                continue
             result.seconds[name] = record["seconds"]
             if record["problem"]:
                 result.problems[name] = record["problem"]

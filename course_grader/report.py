@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_grading.grade.gradebook import NotebookScore
+from course_grader.gradebook import NotebookScore
 
 
 @dataclass

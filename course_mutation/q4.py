@@ -1,6 +1,6 @@
 """Q4 (conv block with nn.BatchNorm2d): known mistakes and correct alternatives of conv_layer."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q4"
 

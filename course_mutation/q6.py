@@ -1,6 +1,6 @@
 """Q6 (LayerNorm): known-wrong implementations and correct alternatives, as edits of the reference."""
 
-from course_grading.mutants import Variant
+from course_mutation import Variant
 
 NOTEBOOK = "Q6"
 SOL = "layernorm"

@@ -24,7 +24,7 @@ NOT_RUN = "NotRunError"
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager that starts every kernel through course_grading.grade.sandbox.
+    """A kernel manager that starts every kernel through course_grader.sandbox.
 
     With `zygote` set (a fork server's socket, zygote.py) the kernel is forked from a process that has
     already imported torch and course_lib, inside the same sandbox; otherwise it is exec'd afresh.
@@ -39,8 +39,8 @@ class SandboxKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         """The kernel's own command, behind the sandbox launcher."""
         cmd = super().format_kernel_cmd(extra_arguments)
-        launcher = ["course_grading.grade.zygote", "client", "--socket", self.zygote] if self.zygote else \
-            ["course_grading.grade.sandbox"]
+        launcher = ["course_grader.zygote", "client", "--socket", self.zygote] if self.zygote else \
+            ["course_grader.sandbox"]
         prefix = [sys.executable, "-m", *launcher, f"--memory-mb={self.memory_mb}"]
         if self.isolate:
             prefix.append("--isolate")

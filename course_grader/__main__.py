@@ -1,11 +1,11 @@
-"""`python -m course_grading.grade`: autograde a class (the built-in demo class by default), print the table.
+"""`python -m course_grader`: autograde a class (the built-in demo class by default), print the table.
 
 Examples (from the course root; `make grade` runs the first):
-  python -m course_grading.grade --jobs 2                      the demo class, rebuilt from source
-  python -m course_grading.grade --class path/to/submitted     a real class (<student>/normalization/*.ipynb)
-  python -m course_grading.grade --zip-collect downloads/      LMS archives (nbgrader's zip_collect names)
-  python -m course_grading.grade --student alice --notebook Q4 one student, one notebook
-  python -m course_grading.grade --db-url postgresql://...     a PostgreSQL gradebook (or COURSE_DB_URL)
+  python -m course_grader --jobs 2                      the demo class, rebuilt from source
+  python -m course_grader --class path/to/submitted     a real class (<student>/normalization/*.ipynb)
+  python -m course_grader --zip-collect downloads/      LMS archives (nbgrader's zip_collect names)
+  python -m course_grader --student alice --notebook Q4 one student, one notebook
+  python -m course_grader --db-url postgresql://...     a PostgreSQL gradebook (or COURSE_DB_URL)
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import os
 import sys
 from pathlib import Path
 
-from course_grading.grade.pipeline import ZIP_REGEXP, Options, run
-from course_grading.grade.report import table
+from course_grader.pipeline import ZIP_REGEXP, Options, run
+from course_grader.report import table
 
 
 def parse(argv: list[str] | None = None) -> Options:
     """The command line as Options."""
-    p = argparse.ArgumentParser(prog="python -m course_grading.grade", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m course_grader", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--root", type=Path, default=Path.cwd(), help="course root (default: the current folder)")

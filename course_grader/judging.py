@@ -1,0 +1,108 @@
+"""The two nbgrader preprocessors that put the judge between the kernel and the scores, and the student's feedback.
+
+JudgeVerdicts runs in autograde right after the notebook has executed and before SaveAutoGrades scores it:
+each test cell's outputs (whatever the kernel put there) are replaced by the judge's verdict, nothing on a
+pass and an error carrying the judge's message on a fail, so nbgrader's own scoring counts exactly the
+judge's decisions. The record bundle is kept after the verdict, for the instructor.
+
+StudentCopy runs first in generate_feedback: the student's copy of a graded notebook shows each test cell
+as the release has it (its visible part) with its verdict, and every other cell as the student wrote it
+without the outputs of the grading run (student code ran there next to the hidden tests and could have
+printed them); an error a cell raised during grading is kept as one line. Nothing of the hidden tests, the
+judge or the probes can reach the feedback: every remaining text is scrubbed of their lines as well.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Unicode
+
+from course_judge import judge_notebook
+from course_judge.records import MIME
+from course_judge.secrets import scrub, secret_lines
+
+VERDICT_ERROR = "TestFailed"
+
+
+def _release(folder: str, resources: dict) -> tuple[str, nbformat.NotebookNode]:
+    name = Path((resources or {}).get("unique_key", "")).name
+    return name, nbformat.read(Path(folder) / f"{name}.ipynb", as_version=4)
+
+
+def _is_test(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def verdict_outputs(passed: bool, message: str) -> list:
+    """What a judged test cell shows: a line on a pass, an error output (which nbgrader scores 0) on a fail."""
+    if passed:
+        return [nbformat.v4.new_output("stream", name="stdout", text="Passed.\n")]
+    lines = message.splitlines() or ["failed"]
+    return [nbformat.v4.new_output("error", ename=VERDICT_ERROR, evalue=message,
+                                   traceback=[f"{VERDICT_ERROR}: {lines[0]}", *lines[1:]])]
+
+
+class JudgeVerdicts(NbGraderPreprocessor):
+    """Replace every test cell's outputs by the judge's verdict (course_judge), before scoring."""
+
+    release_dir = Unicode("", help="the release assignment folder (the student's version of each notebook)").tag(config=True)
+    report_file = Unicode("", help="JSON lines: the judge's notes for the instructor").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        name, release = _release(self.release_dir, resources)
+        judged = judge_notebook(nb, release, name)
+        for cell in nb.cells:
+            if not _is_test(cell):
+                continue
+            verdict = judged.verdicts[cell.metadata.nbgrader["grade_id"]]
+            records = [o for o in cell.outputs if MIME in o.get("data", {})][:1]
+            cell.outputs = verdict_outputs(verdict.passed, verdict.message) + records
+        if self.report_file and judged.notes:
+            with open(self.report_file, "a") as f:
+                f.write(json.dumps({"notebook": name, "judge": judged.notes}) + "\n")
+        return nb, resources
+
+
+def _error_note(outputs: list, secrets: frozenset[str]) -> list:
+    """One line for the first error a cell raised during grading (scrubbed), or nothing."""
+    for out in outputs:
+        if out.get("output_type") == "error":
+            ename = "".join(ch for ch in str(out.get("ename", "Error")) if ch.isalnum() or ch in "_.")[:60] or "Error"
+            evalue = " ".join(str(out.get("evalue", "")).split())[:200]
+            text = scrub(f"During grading this cell raised {ename}: {evalue}".rstrip(": "), secrets)
+            return [nbformat.v4.new_output("stream", name="stdout", text=text + "\n")]
+    return []
+
+
+class StudentCopy(NbGraderPreprocessor):
+    """The feedback version of a graded notebook: visible tests with verdicts, no grading-run outputs, scrubbed."""
+
+    release_dir = Unicode("", help="the release assignment folder").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        name, release = _release(self.release_dir, resources)
+        secrets = secret_lines(nb, release)
+        visible = {c.metadata["nbgrader"]["grade_id"]: c.source for c in release.cells
+                   if c.metadata.get("nbgrader", {}).get("grade_id")}
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                cell.source = scrub(cell.source, secrets)
+                continue
+            if _is_test(cell):
+                cell.source = visible.get(cell.metadata.nbgrader["grade_id"], "")
+                kept = [o for o in cell.outputs if o.get("output_type") in ("stream", "error")][:1]
+                for out in kept:
+                    if out.get("output_type") == "error":
+                        out["evalue"] = scrub(str(out.get("evalue", "")), secrets)
+                        out["traceback"] = [scrub(str(line), secrets) for line in out.get("traceback", [])]
+                cell.outputs = kept
+            else:
+                cell.outputs = _error_note(cell.outputs, secrets)
+                cell.source = scrub(cell.source, secrets)
+            cell.execution_count = None
+        return nb, resources

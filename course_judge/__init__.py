@@ -1,0 +1,173 @@
+"""The judge: decide every hidden test from the values a grading kernel recorded. Grader process only.
+
+The kernel ran the student's code on the tests' inputs and recorded the raw results (course_recorder).
+Here, in a process the kernel cannot reach, each test's verdict function (course_judge.qN) regenerates the
+inputs, computes the right answers with the reference implementations (course_judge.reference), compares
+and names the mistake. The audit (course_judge.audit) adds what values cannot show: delegation to torch's
+own normalization and tampering with the kernel. `judge_notebook` returns one Verdict per test cell; the
+grading pipeline writes it into the cell before nbgrader scores it, and the mutation harness reads it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from course_judge.audit import TORCH_NORMS, Audit, audit
+from course_judge.records import Fail, Missing, Records
+from course_judge.secrets import WITHHELD, scrub, secret_lines
+
+QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
+
+
+@dataclass
+class Spec:
+    """One hidden test: its verdict function and the solution cells whose delegation costs it its points."""
+
+    question: str
+    test: str
+    judge: Callable[[Records], None]
+    uses: tuple[str, ...] = ()
+
+
+@dataclass
+class Verdict:
+    """The judge's decision on one test cell."""
+
+    test: str
+    passed: bool
+    message: str = ""
+    judge_error: str = ""  # the judge itself failed (a grader problem, reported to the instructor)
+
+
+@dataclass
+class NotebookVerdicts:
+    """Every test cell's verdict, and what the instructor should know about the notebook."""
+
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+REGISTRY: dict[tuple[str, str], Spec] = {}
+FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {}  # question -> solution grade_id -> names it must not use
+
+
+def verdict(question: str, test: str, uses: tuple[str, ...] = ()) -> Callable:
+    """Register the decorated function as the verdict of `test` in `question`."""
+
+    def register(fn: Callable[[Records], None]) -> Callable[[Records], None]:
+        REGISTRY[(question, test)] = Spec(question, test, fn, uses)
+        return fn
+
+    return register
+
+
+def forbid(question: str, solution: str, names: frozenset[str] = TORCH_NORMS) -> None:
+    """The solution cell `solution` of `question` must not refer to `names` (it must do the math itself)."""
+    FORBIDDEN.setdefault(question, {})[solution] = names
+
+
+def load(question: str) -> None:
+    """Import the verdicts of one question (course_judge.q3 for Q3)."""
+    importlib.import_module(f"course_judge.{question.lower()}")
+
+
+def question_of(notebook: str) -> str:
+    """`Q3_batchnorm` (or a path to it) -> `Q3`."""
+    match = re.search(r"(Q\d+)", str(notebook).rsplit("/", 1)[-1])
+    if not match:
+        raise ValueError(f"not a course notebook: {notebook}")
+    return match[1]
+
+
+def _first_error(outputs: list) -> str:
+    for out in outputs:
+        if out.get("output_type") == "error":
+            text = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip().rstrip(":")
+            return text.splitlines()[0][:300] if text else "an error"
+    return ""
+
+
+def _why_missing(records: Records, outputs: list, earlier: str) -> str:
+    error = _first_error(outputs)
+    if records.problem != "missing":
+        return f"This test's results are {records.problem}."
+    if error.startswith(("NotRunError", "DeadKernelError")) or "CellTimeoutError" in error:
+        return f"This test did not run: {error.split(': ', 1)[-1]}"
+    if error:
+        return f"The checks in this cell stopped before the hidden ones could run: {error}"
+    if earlier:
+        return f"This test did not record its results; earlier in the notebook {earlier}."
+    return ("This test did not record its results: its hidden checks did not run (was the test cell changed, or "
+            "did your code stop it?).")
+
+
+def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlier: str = "") -> Verdict:
+    """One test cell's verdict from its outputs (the record bundle and any error) and the notebook's audit."""
+    if spec is None:
+        return Verdict(test, False, f"no judge for {test}", judge_error=f"no verdict function for {test}")
+    if found.tampering:
+        shown = "; ".join(str(f) for f in found.tampering[:3])
+        return Verdict(test, False, f"This notebook's code changes how the grader runs it: {shown}. Its tests get "
+                                    f"no points; if this is a mistake, ask your instructor.")
+    for solution in spec.uses:
+        if solution in found.delegation:
+            return Verdict(test, False, f"Your solution {solution} {found.delegation[solution]}. This exercise is to "
+                                        f"implement it yourself; delegating gets no points for this test.")
+    records = Records.from_outputs(test, outputs)
+    if records.problem:
+        return Verdict(test, False, _why_missing(records, outputs, earlier))
+    stopped = records.aborted()
+    try:
+        spec.judge(records)
+    except Missing as err:
+        why = f" It stopped early: {stopped}." if stopped else ""
+        return Verdict(test, False, f"This test did not record the result it needs ({err.key}).{why}")
+    except Fail as err:
+        return Verdict(test, False, str(err))
+    except Exception as err:  # noqa: BLE001 - a judge that cannot read the results is a grader problem
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        return Verdict(test, False, "The grader could not check this test's results; your instructor has been told.",
+                       judge_error=detail[-500:])
+    if stopped:  # every check passed on what was recorded, but the probe did not finish
+        return Verdict(test, False, f"This test stopped early: {stopped}.")
+    return Verdict(test, True)
+
+
+def _is_test(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
+    """The verdict of every test cell of a graded notebook (`release` is the student's version of it)."""
+    question = question_of(notebook)
+    load(question)
+    found = audit(nb, release, FORBIDDEN.get(question, {}))
+    secrets = secret_lines(nb, release)
+    result = NotebookVerdicts()
+    if found.tampering:
+        result.notes.append("tampering: " + "; ".join(str(f) for f in found.tampering[:5]))
+    for solution, finding in found.delegation.items():
+        result.notes.append(f"delegation: {solution} {finding}")
+    earlier = ""
+    for cell in nb.cells:
+        if not _is_test(cell):
+            error = _first_error(cell.get("outputs", [])) if cell.get("cell_type") == "code" else ""
+            if error and not earlier:
+                earlier = f"a cell raised {error}"
+            continue
+        test = cell.metadata["nbgrader"]["grade_id"]
+        v = judge_test(REGISTRY.get((question, test)), test, cell.get("outputs", []), found, earlier)
+        v.message = scrub(v.message, secrets)
+        if v.judge_error:
+            result.notes.append(f"the judge failed on {test}: {v.judge_error}")
+        result.verdicts[test] = v
+    return result
+
+
+__all__ = ["Spec", "Verdict", "NotebookVerdicts", "REGISTRY", "verdict", "forbid", "judge_notebook", "judge_test",
+           "question_of", "Fail", "Records", "WITHHELD"]

@@ -1,0 +1,79 @@
+"""What must never reach a student: lines of the hidden tests, of the judge and of the probes.
+
+The judge scrubs every message that quotes the kernel (an exception's text, a repr) with `scrub`, and the
+feedback builder and the tests scan what students receive with `leaks`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+MIN_LENGTH = 16  # shorter lines (`return out`, `import torch`) say nothing and occur everywhere
+WITHHELD = "[withheld: this text quotes the hidden tests]"
+
+
+def _significant(line: str) -> str | None:
+    text = line.strip()
+    if len(text) < MIN_LENGTH or not re.search(r"[A-Za-z]{3}", text):
+        return None
+    return text
+
+
+@functools.lru_cache(maxsize=1)
+def package_lines() -> frozenset[str]:
+    """Significant lines of the judge (reference math, messages' code) and of the per-notebook probes."""
+    import course_judge
+    import course_recorder
+
+    files = list(Path(course_judge.__file__).parent.glob("*.py"))
+    files += [p for p in Path(course_recorder.__file__).parent.glob("q*.py")]
+    out = set()
+    for path in files:
+        for line in path.read_text().splitlines():
+            text = _significant(line)
+            if text and not text.startswith(("f\"", "\"", "'", "f'", "#")):  # message text alone is not code
+                out.add(text)
+    return frozenset(out)
+
+
+def notebook_lines(nb) -> set[str]:
+    """Significant lines of the hidden sections of a notebook's cells."""
+    out = set()
+    for cell in nb.cells:
+        for body in HIDDEN.findall(cell.source):
+            out.update(t for t in map(_significant, body.splitlines()) if t)
+    return out
+
+
+def visible_lines(release) -> set[str]:
+    """Every line a student already has (the release's cells): never a secret."""
+    return {line.strip() for cell in release.cells for line in cell.source.splitlines()}
+
+
+def secret_lines(nb, release) -> frozenset[str]:
+    """The lines of the hidden tests (of `nb`), the judge and the probes that the release does not show."""
+    return frozenset((notebook_lines(nb) | package_lines()) - visible_lines(release))
+
+
+def scrub(text: str, secrets: frozenset[str]) -> str:
+    """`text` with every line that contains a secret line replaced by a notice."""
+    if not text or not secrets:
+        return text
+    long = [s for s in secrets if len(s) >= 24]
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped in secrets or any(s in line for s in long):
+            out.append(WITHHELD)
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def leaks(text: str, secrets: frozenset[str]) -> list[str]:
+    """The secret lines found in `text` (a whole file a student receives)."""
+    lines = {line.strip() for line in text.splitlines()}
+    return sorted(s for s in secrets if s in lines or (len(s) >= 24 and s in text))
