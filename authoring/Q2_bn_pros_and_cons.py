@@ -138,9 +138,9 @@ spread = spread_across_batches(example, mate_batches)
 assert spread.shape == (2,), f"expected one value per channel, shape (2,), got {tuple(spread.shape)}"
 assert torch.isfinite(spread).all() and (spread > 0).all(), f"expected finite, positive spreads, got {spread.tolist()}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q2_checks import check_values
+from course_recorder import q2
 
-check_values(spread_across_batches)
+q2.spread_values(spread_across_batches)
 ### END HIDDEN TESTS
 
 # %% [test id=test_spread_contract points=1]
@@ -151,9 +151,9 @@ alone = spread_across_batches(example, torch.empty(4, 0, 2, 3, 3))
 assert torch.allclose(alone, torch.zeros(2)), f"with no batch mates every trial is the same: expected 0, got {alone.tolist()}"
 assert alone.dtype == torch.float32, f"keep the input's dtype (float32), got {alone.dtype}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q2_checks import check_contract
+from course_recorder import q2
 
-check_contract(spread_across_batches)
+q2.spread_contract(spread_across_batches)
 ### END HIDDEN TESTS
 
 # %% [markdown]

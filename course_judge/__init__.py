@@ -53,6 +53,9 @@ class NotebookVerdicts:
 
 REGISTRY: dict[tuple[str, str], Spec] = {}
 FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {}  # question -> solution grade_id -> names it must not use
+WHY: dict[tuple[str, str], str] = {}  # (question, solution) -> what delegating means there
+TORCH_WHY = ("This exercise is to implement the normalization yourself (means, variances, scale and shift with "
+             "tensor operations); delegating to torch's own normalization gets no points for this test.")
 
 
 def verdict(question: str, test: str, uses: tuple[str, ...] = ()) -> Callable:
@@ -65,9 +68,10 @@ def verdict(question: str, test: str, uses: tuple[str, ...] = ()) -> Callable:
     return register
 
 
-def forbid(question: str, solution: str, names: frozenset[str] = TORCH_NORMS) -> None:
+def forbid(question: str, solution: str, names: frozenset[str] = TORCH_NORMS, why: str = TORCH_WHY) -> None:
     """The solution cell `solution` of `question` must not refer to `names` (it must do the math itself)."""
     FORBIDDEN.setdefault(question, {})[solution] = names
+    WHY[(question, solution)] = why
 
 
 def load(question: str) -> None:
@@ -115,8 +119,8 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
                                     f"no points; if this is a mistake, ask your instructor.")
     for solution in spec.uses:
         if solution in found.delegation:
-            return Verdict(test, False, f"Your solution {solution} {found.delegation[solution]}. This exercise is to "
-                                        f"implement it yourself; delegating gets no points for this test.")
+            return Verdict(test, False, f"Your solution {solution} {found.delegation[solution]}. "
+                                        f"{WHY.get((spec.question, solution), TORCH_WHY)}")
     records = Records.from_outputs(test, outputs)
     if records.problem:
         return Verdict(test, False, _why_missing(records, outputs, earlier))

@@ -154,3 +154,40 @@ def expect_curve_like(losses: object, reference: list[float], what: str, *, rtol
         raise Fail(f"{what}: over the last {third} of {len(losses)} steps the mean training loss was {mine:.4f}; the "
                    f"reference layer, trained from the same weights on the same batches, gets {ref:.4f} (allowed: "
                    f"within {rtol:.0%}).{where}")
+
+
+def expect_gradients(recorded: object, reference: dict[str, Tensor], what: str, labels: dict[str, str], *,
+                     hint: str = "", seed: int = 0, directions: int = 2) -> None:
+    """The gradients a probe recorded (course_recorder.probes.gradients) are right.
+
+    When the recorded output equals the reference output, each gradient must equal the judge's own (autograd on
+    the reference implementation, same inputs). When the output is wrong (another test says so), the gradient
+    is checked the way gradcheck does: autograd's gradient against finite differences of the student's own
+    function, so one mistake in the forward pass does not also cost this test.
+    """
+    recorded = expect_no_error(recorded, what)
+    if not isinstance(recorded, dict) or "output" not in recorded:
+        raise Fail(f"{what}: no gradients were recorded ({describe(recorded)})")
+    for key, label in labels.items():
+        if recorded.get(key) is None:
+            raise Fail(f"{what}: the output does not depend on {label} through autograd (was it detached, or computed "
+                       f"under torch.no_grad()?)")
+    out = tensor(recorded["output"], f"{what}: the output")
+    if close(out, reference["output"], 1e-9, 1e-7):
+        for key, label in labels.items():
+            expect_close(recorded[key], reference[key], f"{what}: the gradient with respect to {label}", atol=1e-8,
+                         rtol=1e-6, hint=hint if key == "x" else None)
+        return
+    g = torch.Generator().manual_seed(seed)
+    for key, label in labels.items():
+        grad = tensor(recorded[key], f"{what}: the gradient with respect to {label}")
+        for k in range(directions):
+            d = torch.randn(grad.shape, generator=g, dtype=torch.float64)
+            numeric = recorded.get(f"{key}/{k}")
+            if not isinstance(numeric, (int, float)):
+                raise Fail(f"{what}: the finite differences for {label} were not recorded")
+            analytic = float((grad.double() * d).sum())
+            if not abs(analytic - numeric) <= 1e-6 * (1 + abs(numeric)) + 1e-5 * abs(numeric):
+                raise Fail(f"{what}: the gradient with respect to {label} does not match finite differences of your "
+                           f"own layer (autograd gives {analytic:.6g} along a random direction, the numbers give "
+                           f"{numeric:.6g}).{(' ' + hint) if hint and key == 'x' else ''}")

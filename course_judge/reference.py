@@ -88,4 +88,77 @@ def single_threaded(fn: Callable) -> Callable:
     return wrapper
 
 
-__all__ = ["same_inputs", "cached", "single_threaded", "F", "nn"]
+
+
+# ---------------------------------------------------------------------------------------------- training
+NFS = [8, 16, 32, 64, 64]
+ACTIVATION = dict(leak=0.1, sub=0.4, maxv=6.0)
+
+
+def conv_block(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, norm: Callable | None = None,
+               **kwargs) -> nn.Sequential:
+    """The lesson's block: conv (bias only without a norm) -> GeneralRelu -> norm(nf) (nn.BatchNorm2d by default)."""
+    from course_lib import GeneralRelu
+
+    layers = [nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=not bn), GeneralRelu(**kwargs)]
+    if bn:
+        layers.append((norm or (lambda n: nn.BatchNorm2d(n, eps=1e-5, momentum=0.1)))(nf))
+    return nn.Sequential(*layers)
+
+
+def lesson_cnn(norm: Callable | None = None, bn: bool = True) -> nn.Sequential:
+    """The lesson's CNN (10 classes) with the given norm factory (a function of the channel count)."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from course_lib import get_cnn_model
+
+    return get_cnn_model(SimpleNamespace(c=10), NFS, partial(conv_block, bn=bn, norm=norm), **ACTIVATION)
+
+
+@single_threaded
+def _losses(make_model: Callable[[], nn.Module], steps: int, bs: int, lr: float, seed: int, float64: bool,
+            lrs: list[float] | None = None) -> dict:
+    from course_recorder.inputs import grading_batches, standard_weights, weight_shapes
+    from course_recorder.probes import Float64
+
+    torch.manual_seed(seed)
+    model = standard_weights(make_model(), seed)
+    shapes = weight_shapes(model)
+    if float64:
+        model = Float64(model)
+    batches = grading_batches(steps, bs, seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for step, (xb, yb) in enumerate(batches):
+        if lrs is not None:
+            for group in opt.param_groups:
+                group["lr"] = lrs[step]
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return {"losses": losses, "shapes": shapes}
+
+
+def reference_losses(name: str, make_model: Callable[[], nn.Module], *, steps: int, bs: int, lr: float,
+                     seed: int = 0, float64: bool = False, lrs: list[float] | None = None) -> dict:
+    """{'losses', 'shapes'} of the reference model trained as the probes train the student's (cached by name)."""
+    return cached(name, lambda: _losses(make_model, steps, bs, lr, seed, float64, lrs), steps=steps, bs=bs, lr=lr,
+                  seed=seed, float64=float64, lrs=lrs)
+
+
+def expect_training(r: Records, key: str, reference: dict, what: str, rtol: float) -> None:
+    """The student's recorded run (key, key/shapes) against the reference run."""
+    from course_judge.compare import expect_curve_like
+
+    losses = r.get(key)
+    if r.has(f"{key}/shapes"):
+        shapes = r.get(f"{key}/shapes")
+        if shapes != reference["shapes"]:
+            raise Fail(f"{what}: the model's conv and linear layers have weight shapes {shapes}; the lesson's CNN has "
+                       f"{reference['shapes']}")
+    expect_curve_like(losses, reference["losses"], what, rtol=rtol)

@@ -1,0 +1,84 @@
+"""Q2's verdicts: spread_across_batches against torch's own train-mode batch_norm, trial by trial."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from course_judge import verdict
+from course_judge.compare import expect_close, expect_raises
+from course_judge.records import Records
+from course_judge.reference import same_inputs
+from course_recorder import q2
+
+Tensor = torch.Tensor
+
+
+def _batches(example: Tensor, mate_batches: Tensor) -> Tensor:
+    """(T, M+1, C, H, W): the example first in every trial's batch."""
+    t = mate_batches.shape[0]
+    return torch.cat([example.expand(t, 1, *example.shape), mate_batches], dim=1)
+
+
+def oracle(example: Tensor, mate_batches: Tensor, eps: float) -> Tensor:
+    """torch's train-mode batch_norm per trial, the example's rows, population std over trials, mean over H, W."""
+    outputs = torch.stack([F.batch_norm(batch, None, None, None, None, True, 0.0, eps)[0]
+                           for batch in _batches(example, mate_batches)])
+    return outputs.std(dim=0, correction=0).mean(dim=(1, 2))
+
+
+def _normalise(batches: Tensor, eps: float, dims=(1, 3, 4), correction: int = 0, eps_outside: bool = False) -> Tensor:
+    mean = batches.mean(dim=dims, keepdim=True)
+    var = batches.var(dim=dims, keepdim=True, correction=correction)
+    if eps_outside:
+        return (batches - mean) / (var.sqrt() + eps)
+    return (batches - mean) / (var + eps).sqrt()
+
+
+def mistakes(example: Tensor, mate_batches: Tensor, eps: float) -> dict[str, Tensor]:
+    """What the usual mistakes return on this input."""
+    batches = _batches(example, mate_batches)
+    right = _normalise(batches, eps)[:, 0]
+    return {
+        "you normalised with the unbiased variance (divide by n-1); BatchNorm's output uses the biased one (divide by n).":
+            _normalise(batches, eps, correction=1)[:, 0].std(0, correction=0).mean((1, 2)),
+        "you added eps to the standard deviation; it goes inside the square root: sqrt(var + eps).":
+            _normalise(batches, eps, eps_outside=True)[:, 0].std(0, correction=0).mean((1, 2)),
+        "you took the unbiased standard deviation over the trials; the contract says the population one (correction=0).":
+            right.std(0, correction=1).mean((1, 2)),
+        "you computed the variance over the trials, not the standard deviation.": right.var(0, correction=0).mean((1, 2)),
+        "you took one standard deviation over trials and positions together; take it over the trials, then average "
+        "over H and W.": right.transpose(0, 1).reshape(right.shape[1], -1).std(1, correction=0),
+        "you took the largest spread over H and W; the contract says the mean.": right.std(0, correction=0).amax((1, 2)),
+        "the batch statistics leave the example out: it belongs to its batch (first item).":
+            ((batches[:, 0] - batches[:, 1:].mean((1, 3, 4))[:, :, None, None])
+             / (batches[:, 1:].var((1, 3, 4), correction=0)[:, :, None, None] + eps).sqrt()).std(0, correction=0).mean((1, 2)),
+        "you normalised each position separately (statistics over the batch only); BatchNorm2d's statistics run "
+        "over the batch and H and W.": _normalise(batches, eps, dims=(1,))[:, 0].std(0, correction=0).mean((1, 2)),
+        "your spread is zero: the statistics you normalise with do not depend on the batch mates (per-example "
+        "statistics, or all trials pooled into one batch).": torch.zeros(example.shape[0], dtype=example.dtype),
+    }
+
+
+@verdict("Q2", "test_spread_values")
+def spread_values(r: Records) -> None:
+    for i, case in enumerate(q2.VALUE_CASES):
+        example, mates = q2.value_inputs(case)
+        eps = 1e-5 if case[1] is None else case[1]
+        what = (f"spread_across_batches(example {tuple(example.shape)}, mate_batches {tuple(mates.shape)}"
+                f"{'' if case[1] is None else f', eps={case[1]}'})")
+        expect_close(r.get(f"case{i}"), oracle(example, mates, eps), what, atol=1e-9, rtol=1e-7,
+                     mistakes=mistakes(example, mates, eps))
+        same_inputs(r, f"case{i}", example, mates)
+
+
+@verdict("Q2", "test_spread_contract")
+def spread_contract(r: Records) -> None:
+    example, mates = q2.contract_inputs()
+    expect_close(r.get("float32"), oracle(example, mates, 1e-5).float(), "the spread for float32 inputs",
+                 atol=1e-4, rtol=1e-4)
+    zeros = torch.zeros(3, dtype=torch.float64)
+    expect_close(r.get("alone"), zeros, "the spread with no batch mates (batches of one)", atol=1e-12)
+    expect_close(r.get("same"), zeros, "the spread when every trial has the same batch mates", atol=1e-12)
+    for i, why in enumerate(q2.BAD_CASES):
+        expect_raises(r.get(f"bad{i}"), f"spread_across_batches for {why}")

@@ -1,0 +1,377 @@
+"""Q3's verdicts: the student's BatchNorm against nn.BatchNorm2d's rules (F.batch_norm in float64)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from course_judge import forbid, verdict
+from course_judge.compare import expect_close, expect_gradients, expect_no_error, expect_raises, tensor
+from course_judge.diagnose import normalisation
+from course_judge.records import Fail, Raised, Records
+from course_judge.reference import expect_training, lesson_cnn, reference_losses, same_inputs
+from course_recorder import q3
+from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+
+Tensor = torch.Tensor
+AXES = (0, 2, 3)  # BatchNorm's statistics: every example and position, one value per channel
+USES = ("batchnorm",)
+forbid("Q3", "batchnorm")
+
+
+def view(t: Tensor) -> Tensor:
+    """(C,) -> (1, C, 1, 1), for broadcasting against (N, C, H, W)."""
+    return t.reshape(1, -1, 1, 1)
+
+
+def batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance and unbiased variance, each (1, C, 1, 1)."""
+    mean = x.mean(AXES, keepdim=True)
+    biased = ((x - mean) ** 2).mean(AXES, keepdim=True)
+    n = x.numel() // x.shape[1]
+    return mean, biased, biased * n / (n - 1)
+
+
+def train_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, mom: float) -> dict[str, Tensor]:
+    """What a training-mode forward from fresh buffers returns under each known mistake."""
+    g, b = view(gamma), view(beta)
+    mean, biased, unbiased = batch_stats(x)
+
+    def over(axes: tuple[int, ...]) -> Tensor:
+        m = x.mean(axes, keepdim=True)
+        v = ((x - m) ** 2).mean(axes, keepdim=True)
+        return (x - m) / torch.sqrt(v + eps) * g + b
+
+    xhat = (x - mean) / torch.sqrt(biased + eps)
+    return {
+        "you normalised with the unbiased variance (divide by n-1); the contract says the biased variance "
+        "(divide by n = N*H*W) for the output, as nn.BatchNorm2d does (the unbiased one is only stored).":
+            (x - mean) / torch.sqrt(unbiased + eps) * g + b,
+        "you put eps outside the square root: divide by sqrt(var + eps), not by sqrt(var) + eps.":
+            (x - mean) / (torch.sqrt(biased) + eps) * g + b,
+        "you left out eps: divide by sqrt(var + eps).": (x - mean) / torch.sqrt(biased) * g + b,
+        "you computed the statistics over the wrong axes: over the batch dimension (0,) only; BatchNorm "
+        "reduces over axes (0, 2, 3), one mean and variance per channel.": over((0,)),
+        "you computed the statistics over the wrong axes: over (2, 3), per example and channel (that is "
+        "InstanceNorm); BatchNorm reduces over axes (0, 2, 3).": over((2, 3)),
+        "you computed the statistics over the wrong axes: over (1, 2, 3), per example (that is LayerNorm); "
+        "BatchNorm reduces over axes (0, 2, 3).": over((1, 2, 3)),
+        "you computed the statistics over the wrong axes: over all of them, one mean for every channel; "
+        "BatchNorm reduces over axes (0, 2, 3), per channel.": over((0, 1, 2, 3)),
+        "you normalised with the running statistics in training mode (before updating them); training mode "
+        "normalises with the batch's own mean and variance.": x / (1 + eps) ** 0.5 * g + b,
+        "you normalised with the running statistics in training mode (after updating them); training mode "
+        "normalises with the batch's own mean and variance.":
+            (x - mom * mean) / torch.sqrt(1 - mom + mom * unbiased + eps) * g + b,
+        "you swapped the scale and the shift: the output must be x_hat * mults + adds.": xhat * b + g,
+        "you left out the scale and shift: multiply by mults and add adds.": xhat,
+    }
+
+
+def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, beta: Tensor,
+                  eps: float) -> dict[str, Tensor]:
+    """What an eval-mode forward with the given running statistics returns under each known mistake."""
+    g, b = view(gamma), view(beta)
+    rm, rv = view(means), view(variances)
+    mean, biased, unbiased = batch_stats(x) if x.numel() > x.shape[1] else (rm, rv, rv)
+    return {
+        "you normalised with the batch's own statistics in eval mode; eval mode must use the running "
+        "statistics (the buffers means and vars).": (x - mean) / torch.sqrt(biased + eps) * g + b,
+        "you normalised with the batch's own (unbiased) statistics in eval mode; eval mode must use the "
+        "running statistics (the buffers means and vars).": (x - mean) / torch.sqrt(unbiased + eps) * g + b,
+        "you put eps outside the square root: divide by sqrt(vars + eps), not by sqrt(vars) + eps.":
+            (x - rm) / (torch.sqrt(rv) + eps) * g + b,
+        "you divided by the running variance instead of its square root: divide by sqrt(vars + eps).":
+            (x - rm) / (rv + eps) * g + b,
+        "you swapped the scale and the shift: the output must be x_hat * mults + adds.":
+            (x - rm) / torch.sqrt(rv + eps) * b + g,
+    }
+
+
+def fresh_eval_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> dict[str, Tensor]:
+    """What an untrained layer in eval mode returns under each known mistake (buffers at their start values)."""
+    g, b = view(gamma), view(beta)
+    found = {"you initialised the running variance to 0; vars must start as ones (and means as zeros), so an "
+             "untrained layer in eval mode returns x / sqrt(1 + eps) * mults + adds.": x / eps ** 0.5 * g + b}
+    if x.numel() > x.shape[1]:
+        mean, biased, _ = batch_stats(x)
+        found["you normalised with the batch's own statistics in eval mode; eval mode must use the running "
+              "statistics (the buffers means and vars)."] = (x - mean) / torch.sqrt(biased + eps) * g + b
+    return found
+
+
+def running(x_steps: list[Tensor], mom: float) -> tuple[Tensor, Tensor]:
+    """The running (means, vars) after training forwards on each input in turn, from fresh buffers, (1, C, 1, 1)."""
+    c = x_steps[0].shape[1]
+    rm, rv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+    for x in x_steps:
+        F.batch_norm(x, rm, rv, training=True, momentum=mom, eps=0.5)
+    return view(rm), view(rv)
+
+
+def running_mistakes(x: Tensor, mom: float, steps: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The wrong running (means, vars) after `steps` forwards of the same batch, keyed by mistake."""
+    mean, biased, unbiased = batch_stats(x)
+    kept, flipped = (1 - mom) ** steps, mom ** steps
+
+    def closed(keep: float, var: Tensor) -> tuple[Tensor, Tensor]:
+        return (1 - keep) * mean, keep + (1 - keep) * var
+
+    wrong = {
+        "you flipped the momentum: mom is the weight of the NEW batch, running = (1 - mom) * running + "
+        "mom * batch (PyTorch's rule), not mom * running + (1 - mom) * batch.": closed(flipped, unbiased),
+        "you stored the biased variance in the running variance; the contract (and nn.BatchNorm2d) stores "
+        "the unbiased one (divide by n-1), while normalising with the biased one.": closed(kept, biased),
+        "you stored the standard deviation, not the variance, in the running variance.": closed(kept, unbiased.sqrt()),
+        "you did not update the running statistics in training mode.": (torch.zeros_like(mean), torch.ones_like(mean)),
+    }
+    return {k: v[0] for k, v in wrong.items()}, {k: v[1] for k, v in wrong.items()}
+
+
+def _set(r: Records, key: str, what: str, nf: int, names=("mults", "adds")) -> None:
+    """The probe could copy the tests' scale and shift (or running statistics) into the layer."""
+    result = r.get(key)
+    if isinstance(result, Raised):
+        kind = "registered buffers" if names[0] == "means" else "nn.Parameters"
+        shape = f"(1, {nf}, 1, 1)" if names[0] == "means" else f"({nf}, 1, 1)"
+        raise Fail(f"{what}: BatchNorm.{names[0]} and .{names[1]} must be {kind} of shape {shape} (one value per "
+                   f"channel); the test could not set them ({result.message})")
+
+
+def _diagnose(x: Tensor, expected: Tensor, eps: float, gamma: Tensor, beta: Tensor):
+    return lambda out: normalisation(out, x, expected, axes=AXES, eps=eps, gamma=gamma, beta=beta, layer="BatchNorm")
+
+
+# ------------------------------------------------------------------------------------------- the tests
+@verdict("Q3", "test_parameters_and_buffers", uses=USES)
+def parameters_and_buffers(r: Records) -> None:
+    for nf in q3.PARAMETER_NFS:
+        expect_no_error(r.get(f"nf{nf}"), f"BatchNorm({nf})")
+        facts = r.get(f"nf{nf}/facts")
+        params, buffers = facts["parameters"], facts["buffers"]
+        if set(params) != {"mults", "adds"}:
+            raise Fail(f"BatchNorm({nf}): the learned parameters must be exactly mults and adds, got {sorted(params)}")
+        for name in ("means", "vars"):
+            if name not in buffers or not facts["registered"].get(name):
+                raise Fail(f"BatchNorm.{name} must be a registered buffer (self.register_buffer('{name}', ...)), not a "
+                           f"plain attribute: only buffers are saved in state_dict and follow .to(device) and .double()")
+            if buffers[name].recorded["requires_grad"]:
+                raise Fail(f"the buffer {name} must not require gradients")
+        starts = {"mults": torch.ones(nf, 1, 1), "adds": torch.zeros(nf, 1, 1),
+                  "means": torch.zeros(1, nf, 1, 1), "vars": torch.ones(1, nf, 1, 1)}
+        for name, start in starts.items():
+            value = tensor({**params, **buffers}[name], f"BatchNorm.{name}")
+            if tuple(value.shape) != tuple(start.shape):
+                raise Fail(f"BatchNorm({nf}).{name} should have shape {tuple(start.shape)}, got {tuple(value.shape)}")
+            if value.dtype != torch.float32:
+                raise Fail(f"BatchNorm.{name} should start as float32, got {value.dtype}")
+            if not torch.equal(value, start):
+                extra = (" (you initialised the running variance to 0; it must start as ones, so an untrained layer "
+                         "in eval mode leaves the scale of x unchanged)" if name == "vars" and not value.any() else "")
+                raise Fail(f"BatchNorm.{name} must start as {'ones' if start.sum() else 'zeros'}{extra}")
+        if not {"mults", "adds", "means", "vars"} <= set(facts["state_dict"]):
+            raise Fail(f"state_dict must hold mults, adds, means and vars; it holds {facts['state_dict']}")
+        if facts["attributes"].get("mom") != 0.1 or facts["attributes"].get("eps") != 1e-5:
+            raise Fail(f"BatchNorm({nf}) should store mom=0.1 and eps=1e-5 as self.mom and self.eps (the defaults); "
+                       f"got mom={facts['attributes'].get('mom')}, eps={facts['attributes'].get('eps')}")
+        double = expect_no_error(r.get(f"nf{nf}/double"), f"BatchNorm({nf}).double()")
+        for name in starts:
+            got = {**double["parameters"], **double["buffers"]}.get(name)
+            if not isinstance(got, Tensor) or got.dtype != torch.float64:
+                raise Fail(f"after .double(), BatchNorm.{name} should be float64")
+
+
+@verdict("Q3", "test_train_mode_output", uses=USES)
+def train_mode_output(r: Records) -> None:
+    shape, seed = q3.FRESH_X
+    x = seeded_input(*shape, seed=seed)
+    mean, biased, _ = batch_stats(x)
+    ones, zeros = torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype)
+    expected = (x - mean) / torch.sqrt(biased + 1e-5)
+    expect_close(r.get("fresh"), expected, "training-mode output of a fresh layer (mults=1, adds=0)",
+                 mistakes=train_mistakes(x, ones, zeros, 1e-5, 0.1), diagnose=_diagnose(x, expected, 1e-5, ones, zeros))
+    same_inputs(r, "fresh", x)
+    for i, (shape, mom, eps, seed) in enumerate(q3.TRAIN_CASES):
+        x = seeded_input(*shape, seed=seed)
+        gamma, beta = random_affine(shape[1], seed=seed + 10)
+        what = f"training-mode output for an input of shape {shape} with eps={eps}"
+        _set(r, f"case{i}/set", what, shape[1])
+        expected = F.batch_norm(x, torch.zeros(shape[1], dtype=x.dtype), torch.ones(shape[1], dtype=x.dtype),
+                                gamma, beta, training=True, momentum=mom, eps=eps)
+        expect_close(r.get(f"case{i}"), expected, what, mistakes=train_mistakes(x, gamma, beta, eps, mom),
+                     diagnose=_diagnose(x, expected, eps, gamma, beta))
+        same_inputs(r, f"case{i}", x)
+
+
+@verdict("Q3", "test_eval_mode_output", uses=USES)
+def eval_mode_output(r: Records) -> None:
+    shape, seed = q3.FRESH_X
+    x = seeded_input(*shape, seed=seed)
+    ones, zeros = torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype)
+    expect_close(r.get("fresh"), x / (1 + 1e-5) ** 0.5, "eval-mode output of an untrained layer (x / sqrt(1 + eps))",
+                 mistakes=fresh_eval_mistakes(x, ones, zeros, 1e-5))
+    for i, (shape, eps, seed) in enumerate(q3.EVAL_CASES):
+        x = seeded_input(*shape, seed=seed)
+        gamma, beta, means, variances = q3.eval_statistics(shape, seed)
+        c = shape[1]
+        what = f"eval-mode output of an untrained layer, input shape {shape}, eps={eps}"
+        _set(r, f"case{i}/set", what, c)
+        expected = F.batch_norm(x, torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype), gamma, beta,
+                                training=False, eps=eps)
+        expect_close(r.get(f"case{i}/untrained"), expected, what, mistakes=fresh_eval_mistakes(x, gamma, beta, eps))
+        what = f"eval-mode output with given running statistics, input shape {shape}, eps={eps}"
+        _set(r, f"case{i}/set_running", what, c, names=("means", "vars"))
+        expected = F.batch_norm(x, means, variances, gamma, beta, training=False, eps=eps)
+        expect_close(r.get(f"case{i}"), expected, what, mistakes=eval_mistakes(x, means, variances, gamma, beta, eps))
+
+
+def _expect_buffers(r: Records, key: str, means: Tensor, variances: Tensor, what: str,
+                    mistakes: tuple[dict, dict] = ({}, {})) -> None:
+    buffers = r.get(key)
+    expect_close(buffers["means"], means, f"running means {what}", mistakes=mistakes[0])
+    expect_close(buffers["vars"], variances, f"running vars {what}", mistakes=mistakes[1])
+
+
+def _no_errors(r: Records, keys: list[str], what: str) -> None:
+    for key in keys:
+        expect_no_error(r.get(key), what)
+
+
+@verdict("Q3", "test_running_statistics", uses=USES)
+def running_statistics(r: Records) -> None:
+    shape, seed = q3.FRESH_X
+    x = seeded_input(*shape, seed=seed)
+    mean, _, unbiased = batch_stats(x)
+    _no_errors(r, ["default/step"], "a training-mode forward")
+    buffers = r.get("default")
+    expect_close(buffers["means"], 0.1 * mean, "means after one step from zeros (0.1 * the batch mean)",
+                 mistakes=running_mistakes(x, 0.1, 1)[0])
+    expect_close(buffers["vars"], 0.9 + 0.1 * unbiased,
+                 "vars after one step from ones (0.9 + 0.1 * the unbiased batch variance)",
+                 mistakes=running_mistakes(x, 0.1, 1)[1])
+    for i, (shape, mom, steps, seed) in enumerate(q3.RUNNING_CASES):
+        x = seeded_input(*shape, seed=seed)
+        _no_errors(r, [f"case{i}/step{s}" for s in range(steps)], f"a training-mode forward of shape {shape}")
+        means, variances = running([x] * steps, mom)
+        _expect_buffers(r, f"case{i}", means, variances,
+                        f"after {steps} training step(s) with mom={mom} on an input of shape {shape}",
+                        running_mistakes(x, mom, steps))
+    mom, sizes = q3.SEQUENCE
+    xs = [seeded_input(n, 3, 2, 1, seed=100 + step) for step, n in enumerate(sizes)]
+    _no_errors(r, [f"sequence/step{s}" for s in range(len(sizes))], "a training-mode forward")
+    _expect_buffers(r, "sequence", *running(xs, mom), f"after {len(sizes)} batches of different sizes, mom={mom}")
+
+
+READ_MODE = "Read the mode from self.training (set by .train()/.eval()), not from torch.is_grad_enabled()."
+
+
+def _unchanged(before: dict, after: dict) -> bool:
+    return all(torch.equal(tensor(after[n], n), tensor(before[n], n)) for n in ("means", "vars"))
+
+
+@verdict("Q3", "test_eval_leaves_buffers_alone", uses=USES)
+def eval_leaves_buffers_alone(r: Records) -> None:
+    _no_errors(r, ["first/train", "first/eval"] + [f"train{s}" for s in range(3)], "a forward pass")
+    if not _unchanged(r.get("first/trained"), r.get("first/after")):
+        raise Fail("an eval-mode forward changed the running statistics: eval mode must only read means and vars "
+                   "(and the mode is self.training, set by .train()/.eval(), not torch.is_grad_enabled())")
+    trained = r.get("trained")
+    for i, (shape, _) in enumerate(q3.EVAL_AFTER):
+        expect_no_error(r.get(f"eval{i}"), f"an eval-mode forward and backward of shape {shape}")
+        if not _unchanged(trained, r.get(f"eval{i}/after")):
+            raise Fail(f"an eval-mode forward (with gradients enabled) of an input of shape {shape} changed the "
+                       f"running statistics: eval mode must only read means and vars, bit for bit unchanged. "
+                       f"{READ_MODE}")
+    expect_no_error(r.get("with_grad"), "a training-mode forward")
+    if _unchanged(trained, r.get("no_grad/after")):
+        raise Fail(f"a training-mode forward under torch.no_grad() did not update the running statistics. {READ_MODE}")
+    expect_close(r.get("no_grad"), tensor(r.get("with_grad"), "the output with gradients"),
+                 "training-mode output under torch.no_grad(), against the same layer's output with gradients",
+                 hint=READ_MODE)
+    twin = r.get("with_grad/after")
+    expect_close(r.get("no_grad/after")["vars"], tensor(twin["vars"], "vars"),
+                 "running vars after a training-mode forward under torch.no_grad()", hint=READ_MODE)
+
+
+def _reference_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, weights: Tensor) -> dict[str, Tensor]:
+    xs, g, b = (t.clone().requires_grad_(True) for t in (x, gamma, beta))
+    out = F.batch_norm(xs, None, None, g, b, training=True, eps=eps)
+    grads = torch.autograd.grad((out * weights).sum(), (xs, g, b))
+    return {"output": out.detach(), "x": grads[0], "mults": grads[1].reshape(-1, 1, 1),
+            "adds": grads[2].reshape(-1, 1, 1)}
+
+
+@verdict("Q3", "test_gradients", uses=USES)
+def gradients(r: Records) -> None:
+    for i, (shape, eps, seed) in enumerate(q3.GRADIENT_CASES):
+        gamma, beta = random_affine(shape[1], seed=seed + 40)
+        x = seeded_input(*shape, seed=seed)
+        reference = _reference_gradients(x, gamma, beta, eps, seeded_normal(*shape, seed=seed + 100))
+        expect_gradients(r.get(f"case{i}"), reference, f"training mode, input shape {shape}, eps={eps}",
+                         {"x": "the input x", "mults": "mults (the scale)", "adds": "adds (the shift)"},
+                         hint="Keep the batch mean and variance inside the autograd graph (do not detach them or "
+                              "compute them under torch.no_grad()); only the update of the running statistics is "
+                              "free of history.")
+
+
+@verdict("Q3", "test_buffers_without_history", uses=USES)
+def buffers_without_history(r: Records) -> None:
+    expect_no_error(r.get("one"), "a training step followed by backward()")
+    for name, value in r.get("one/buffers").items():
+        value = tensor(value, name)
+        if value.recorded["requires_grad"] or value.recorded["grad_fn"]:
+            raise Fail(f"after a training step, {name} carries autograd history: update the running statistics under "
+                       f"torch.no_grad() (or from detached values), or every step's graph stays in memory")
+    for step in range(q3.HISTORY_STEPS):
+        value = r.get(f"step{step}")
+        if isinstance(value, Raised):
+            raise Fail(f"training step {step + 1} of {q3.HISTORY_STEPS} (each followed by backward()) raised {value}"
+                       + ("\nThe running statistics are still attached to an earlier step's graph: update them "
+                          "under torch.no_grad()." if "backward" in value.message else ""))
+    trained = r.get("trained")
+    facts = r.get("trained/facts")
+    for name in ("means", "vars"):
+        value = tensor(trained[name], name)
+        if value.recorded["requires_grad"] or value.recorded["grad_fn"]:
+            raise Fail(f"after {q3.HISTORY_STEPS} training steps, {name} carries autograd history (requires_grad/"
+                       f"grad_fn): update the running statistics under torch.no_grad() or from detached values")
+        if not facts["registered"].get(name):
+            raise Fail(f"after training, {name} is no longer the registered buffer: assign tensors to it (or update it "
+                       f"in place), do not replace it by something that is not a buffer")
+    load = r.get("load")
+    if isinstance(load, Raised):
+        raise Fail(f"a new BatchNorm(3) could not load this layer's state_dict: {load}")
+    original = tensor(r.get("eval"), "the eval output after training")
+    loaded = tensor(r.get("loaded"), "the eval output of the loaded layer")
+    if loaded.shape != original.shape or not torch.equal(loaded, original):
+        raise Fail("a layer loaded from this layer's state_dict gives different eval outputs: keep means and vars in "
+                   "registered buffers (only those are saved in state_dict)")
+    expect_no_error(r.get("float32"), "a training step on a float32 input")
+    doubled = r.get("float32/double")
+    for name in ("means", "vars"):
+        if tensor(doubled[name], name).dtype != torch.float64:
+            raise Fail("after training and .double(), means and vars should be float64: keep them in registered buffers")
+    if tensor(r.get("float32/eval"), "the eval output after .double()").dtype != torch.float64:
+        raise Fail("a float64 input to a .double() layer should give a float64 output")
+
+
+ERROR_WHAT = ("a training-mode input with one value per channel, shape (1, 3, 1, 1)", "a 2-D input of shape (4, 3)",
+              "a 3-D input of shape (2, 3, 4) in eval mode", "an input with 4 channels for BatchNorm(3)",
+              "an input with 3 channels for BatchNorm(1)")
+
+
+@verdict("Q3", "test_clear_errors", uses=USES)
+def clear_errors(r: Records) -> None:
+    for i, what in enumerate(ERROR_WHAT):
+        expect_raises(r.get(f"case{i}"), what)
+    out = r.get("eval_1x1")
+    if isinstance(out, Raised) or not torch.isfinite(tensor(out, "the eval output")).all():
+        raise Fail("an eval-mode input of shape (1, 3, 1, 1) must give a finite output, not raise: that is what the "
+                   f"running statistics are for ({'it raised ' + str(out) if isinstance(out, Raised) else 'NaN'})")
+
+
+@verdict("Q3", "test_training_curve", uses=USES)
+def training_curve(r: Records) -> None:
+    reference = reference_losses("Q3-bn-float64", lambda: lesson_cnn(), float64=True, **q3.TRAINING)
+    expect_training(r, "losses", reference,
+                    "training the lesson's CNN with your BatchNorm (float64, lr 1.0, bs 64, 30 steps)", rtol=0.02)

@@ -1,0 +1,142 @@
+"""Steps many probes share: what a module holds, setting its parameters, gradients, a short training run.
+
+Each records raw facts and values only; the judge decides what they should have been.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_recorder import Recorder
+from course_recorder.inputs import grading_batches, standard_weights, weight_shapes
+
+Tensor = torch.Tensor
+
+
+def module_facts(layer: object) -> dict:
+    """What a layer holds: its parameters and buffers (values, with their kinds), state_dict keys, attributes."""
+    if not isinstance(layer, nn.Module):
+        return {"module": False, "type": type(layer).__name__}
+    buffers = dict(layer.named_buffers())
+    return {
+        "module": True,
+        "type": type(layer).__name__,
+        "parameters": dict(layer.named_parameters()),
+        "buffers": buffers,
+        "state_dict": sorted(layer.state_dict()),
+        # A buffer replaced by a plain attribute of the same name is no longer the registered one.
+        "registered": {name: buffers.get(name) is getattr(layer, name, None) for name in buffers},
+        "attributes": {name: getattr(layer, name) for name in ("eps", "mom", "nf", "num_groups", "num_channels",
+                                                                "affine", "weight", "bias", "mults", "adds", "mult",
+                                                                "add", "means", "vars", "sums", "sqrs", "count",
+                                                                "batch") if hasattr(layer, name)},
+        "training": layer.training,
+    }
+
+
+def set_params(layer: nn.Module, values: dict[str, Tensor]) -> None:
+    """Copy values into the layer's parameters of those names (reshaped to each parameter's own shape).
+
+    Raises when a name is not an nn.Parameter with as many values: the judge reads the recorded facts.
+    """
+    for name, value in values.items():
+        param = getattr(layer, name, None)
+        if not isinstance(param, nn.Parameter) or param.numel() != value.numel():
+            raise ValueError(f"{name} is not an nn.Parameter with {value.numel()} values")
+        with torch.no_grad():
+            param.copy_(value.reshape(param.shape))
+
+
+def set_buffers(layer: nn.Module, values: dict[str, Tensor]) -> None:
+    """Copy values into the layer's registered buffers of those names."""
+    buffers = dict(layer.named_buffers())
+    for name, value in values.items():
+        if name not in buffers or buffers[name].numel() != value.numel():
+            raise ValueError(f"{name} is not a registered buffer with {value.numel()} values")
+        with torch.no_grad():
+            buffers[name].copy_(value.reshape(buffers[name].shape))
+
+
+def gradients(layer: nn.Module, x: Tensor, params: dict[str, Tensor], weights: Tensor, *, directions: int = 2,
+              step: float = 1e-6, seed: int = 0) -> dict:
+    """The output and the gradients of sum(output * weights) with respect to x and each named parameter, and
+    finite differences of that sum along seeded directions (`name/k`: central differences, the directions drawn
+    from `seed` in the order x, then params; the judge draws the same ones).
+
+    The parameters are passed with torch.func.functional_call (each its own leaf, shaped like the layer's).
+    Every forward pass runs on a fresh copy of the layer, so state a training step changes (running statistics)
+    is the same for each.
+    """
+    template = copy.deepcopy(layer)
+    shapes = {name: getattr(layer, name).shape for name in params}
+    base = {"x": x.detach().clone(), **{name: v.detach().clone().reshape(shapes[name]) for name, v in params.items()}}
+
+    def loss(values: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        out = torch.func.functional_call(copy.deepcopy(template), {n: values[n] for n in params}, (values["x"],))
+        return out, (out * weights).sum()
+
+    leaves = {name: value.clone().requires_grad_(True) for name, value in base.items()}
+    out, total = loss(leaves)
+    grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    found = {"output": out.detach(), **dict(zip(leaves, grads))}
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in base:
+            for k in range(directions):
+                d = torch.randn(base[name].shape, generator=g, dtype=base[name].dtype)
+                plus = loss({**base, name: base[name] + step * d})[1]
+                minus = loss({**base, name: base[name] - step * d})[1]
+                found[f"{name}/{k}"] = ((plus - minus) / (2 * step)).item()
+    return found
+
+
+def train_losses(model: nn.Module, batches: list[tuple[Tensor, Tensor]], lr: float) -> list[float]:
+    """Plain SGD over the batches; the training loss of each step."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for xb, yb in batches:
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+class Float64(nn.Module):
+    """A model run in float64 (its input cast on the way in)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.double()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.double())
+
+
+def train(rec: Recorder, key: str, make_model, *, steps: int, bs: int, lr: float, seed: int = 0,
+          float64: bool = False, own: str | None = None) -> None:
+    """Train the student's model from the standard initial weights on the standard batches; record the losses
+    under `key` and the model's conv/linear weight shapes under `key/shapes`. CPU, one thread."""
+
+    def run() -> list[float]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            torch.manual_seed(seed)
+            model = standard_weights(make_model(), seed)
+            rec.put(f"{key}/shapes", weight_shapes(model))
+            if float64:
+                model = Float64(model)
+            batches = grading_batches(steps, bs, seed)
+            torch.manual_seed(seed)
+            return train_losses(model, batches, lr)
+        finally:
+            torch.set_num_threads(threads)
+
+    rec.call(key, run, own=own)
