@@ -64,11 +64,9 @@ assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules()), "with bn=Tru
 shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
 assert shape == (2, 8, 6, 6), f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q4_checks import check_block
+from course_recorder import q4
 
-check_block(conv_layer, 3, 8, 5, 2, True, leak=0.1, sub=0.4, maxv=6.)
-check_block(conv_layer, 4, 6, 3, 1, True, leak=0.2, sub=0.3, maxv=5.)
-check_block(conv_layer, 2, 5, 3, 3, True)
+q4.structure(conv_layer)
 ### END HIDDEN TESTS
 
 # %% [test id=test_conv_layer_without_bn points=1]
@@ -80,10 +78,9 @@ assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.mod
 shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
 assert shape == (2, 8, 6, 6), f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q4_checks import check_block
+from course_recorder import q4
 
-check_block(conv_layer, 3, 8, 3, 2, False, leak=0.1, sub=0.4, maxv=6.)
-check_block(conv_layer, 4, 6, 5, 1, False, leak=0.2)
+q4.without_bn(conv_layer)
 ### END HIDDEN TESTS
 
 # %% [test id=test_conv_layer_trains points=1]
@@ -95,11 +92,9 @@ from types import SimpleNamespace
 model = get_cnn_model(SimpleNamespace(c=10), nfs, conv_layer, leak=0.1, sub=0.4, maxv=6.)
 assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10), "the CNN should map (3, 1, 28, 28) to (3, 10)"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import expect_curve_like, paired_losses
-from course_grading.q4_checks import cnn_maker, reference_conv_layer
+from course_recorder import q4
 
-losses, reference = paired_losses(cnn_maker(conv_layer), cnn_maker(reference_conv_layer), steps=30, bs=64, lr=1.0)
-expect_curve_like(losses, reference, "the CNN built from your conv_layer", rtol=0.02)
+q4.trains(conv_layer)
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -109,9 +109,9 @@ assert abs(end - 0.1) < 1e-6, f"at pos=1 expected 0.1 (the last schedule at its 
 step = combine_schedules([0.5, 0.5], [sched_lin(1., 1.), sched_lin(5., 5.)])
 assert step(0.5) == 5.0, f"pos 0.5 is on the boundary: it belongs to the later segment (5.0); got {step(0.5)}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q5_checks import check_combine_values
+from course_recorder import q5
 
-check_combine_values(combine_schedules)
+q5.combine_values(combine_schedules)
 ### END HIDDEN TESTS
 
 # %% [test id=test_combine_errors points=1]
@@ -125,9 +125,9 @@ except Exception as err:
 else:
     raise AssertionError("percentages that sum to 0.9 should raise a ValueError; it raised nothing")
 ### BEGIN HIDDEN TESTS
-from course_grading.q5_checks import check_combine_errors
+from course_recorder import q5
 
-check_combine_errors(combine_schedules)
+q5.combine_errors(combine_schedules)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -150,9 +150,9 @@ sched = warmup_anneal()
 assert abs(sched(0.0) - 0.6) < 1e-6 and abs(sched(1.0) - 0.1) < 1e-6, (
     f"the schedule runs from 0.6 to 0.1 (warm up first: 0.6 -> 2.0, then anneal: 2.0 -> 0.1); got {sched(0.0)} and {sched(1.0)}")
 ### BEGIN HIDDEN TESTS
-from course_grading.q5_checks import LESSON_POSITIONS, expect_schedule, lesson_schedule, lesson_schedule_mistakes
+from course_recorder import q5
 
-expect_schedule(sched, lesson_schedule(), LESSON_POSITIONS, "warmup_anneal()", mistakes=lesson_schedule_mistakes())
+q5.warmup_anneal_values(warmup_anneal, combine_schedules)
 ### END HIDDEN TESTS
 
 # %% [test id=test_recorded_lr points=1]
@@ -168,13 +168,9 @@ lrs = run.recorder.lrs[0]
 assert len(lrs) == 10, f"2 epochs of 5 batches should record 10 learning rates, got {len(lrs)}"
 assert abs(lrs[0] - 0.6) < 1e-6, f"the first batch should train at 0.6, recorded {lrs[0]}"
 ### BEGIN HIDDEN TESTS
-from course_grading.q5_checks import recorded_lrs
+from course_recorder import q5
 
-for epochs in (1, 3):
-    recorded, expected = recorded_lrs(warmup_anneal(), epochs=epochs)
-    worst = max(abs(a - b) for a, b in zip(recorded, expected)) if len(recorded) == len(expected) else float("inf")
-    assert worst < 1e-6, (f"in a {epochs}-epoch run the Recorder recorded {[round(v, 4) for v in recorded]}; the lesson's "
-                          f"schedule gives {[round(v, 4) for v in expected]} at the same positions")
+q5.recorded_lrs(warmup_anneal)
 ### END HIDDEN TESTS
 
 # %% [test id=test_scheduled_training points=1]
@@ -182,11 +178,9 @@ for epochs in (1, 3):
 sched = warmup_anneal()
 assert all(0 < sched(p / 10) <= 2.0 for p in range(11)), "the learning rate stays in (0, 2]"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import expect_curve_like
-from course_grading.q5_checks import lesson_schedule, scheduled_losses
+from course_recorder import q5
 
-losses, reference = scheduled_losses(sched, lesson_schedule(), steps=30)
-expect_curve_like(losses, reference, "training with warmup_anneal()", rtol=0.02)
+q5.scheduled_training(warmup_anneal, conv_layer)
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -159,6 +159,9 @@ def expect_training(r: Records, key: str, reference: dict, what: str, rtol: floa
     if r.has(f"{key}/shapes"):
         shapes = r.get(f"{key}/shapes")
         if shapes != reference["shapes"]:
-            raise Fail(f"{what}: the model's conv and linear layers have weight shapes {shapes}; the lesson's CNN has "
-                       f"{reference['shapes']}")
+            if not isinstance(shapes, list) or len(shapes) != len(reference["shapes"]):
+                raise Fail(f"{what}: the model has {len(shapes) if isinstance(shapes, list) else '?'} conv/linear layers; "
+                           f"the lesson's CNN has {len(reference['shapes'])}")
+            i = next(i for i, (a, b) in enumerate(zip(shapes, reference["shapes"])) if a != b)
+            raise Fail(f"{what}: layer {i + 1} has weight shape {tuple(shapes[i])}; expected {tuple(reference['shapes'][i])}")
     expect_curve_like(losses, reference["losses"], what, rtol=rtol)

@@ -63,6 +63,26 @@ from course_lib import combine_scheds
 def combine_schedules(pcts, scheds):
     return combine_scheds(pcts, scheds)
 '''),
+    Variant("float32_boundaries", _C, "the segment starts computed with a float32 tensor's cumsum",
+            fails=("test_combine_values",), says="float32",
+            code='''
+import torch
+
+def combine_schedules(pcts, scheds):
+    p = torch.tensor(pcts)
+    if len(p) != len(scheds):
+        raise ValueError("one schedule per percentage")
+    if (p < 0).any() or abs(float(p.sum()) - 1) > 1e-6:
+        raise ValueError(f"bad percentages {pcts}")
+    starts = torch.cat([torch.zeros(1), p.cumsum(0)[:-1]])
+
+    def schedule(pos):
+        if pos >= 1:
+            return scheds[-1](1.0)
+        i = max(k for k in range(len(p)) if p[k] > 0 and pos >= starts[k])
+        return scheds[i](float((pos - starts[i]) / p[i]))
+    return schedule
+'''),
     # Correct alternatives.
     Variant("bisect_cumulative", _C, None, code='''
 import bisect
@@ -151,6 +171,15 @@ def combine_schedules(pcts, scheds):
     Variant("anneal_ends_at_zero", _W, "anneals to 0 instead of 0.1",
             fails=("test_warmup_anneal_values",),
             edits=(("sched_lin(2., 0.1)])", "sched_lin(2., 0.)])"),)),
+    Variant("course_lib_combine", _W, "builds the schedule with course_lib's combine_scheds, not the student's own",
+            fails=("test_warmup_anneal_values", "test_recorded_lr", "test_scheduled_training"),
+            says="course_lib's combine_scheds",
+            code='''
+from course_lib import combine_scheds
+
+def warmup_anneal():
+    return combine_scheds([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
+'''),
     Variant("lambdas", _W, None, code='''
 def warmup_anneal():
     warm = lambda p: 0.6 + 1.4 * p

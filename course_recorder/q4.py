@@ -1,0 +1,98 @@
+"""Q4's probes: the student's conv_layer block (its parts and what it computes) and the CNN built from it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from course_recorder import recording
+from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+from course_recorder.probes import train
+
+NFS = [8, 16, 32, 64, 64]
+RELU_KWARGS = {"leak": 0.1, "sub": 0.4, "maxv": 6.0}
+# (ni, nf, ks, stride, bn, kwargs)
+WITH_BN = ((3, 8, 5, 2, True, RELU_KWARGS), (4, 6, 3, 1, True, {"leak": 0.2, "sub": 0.3, "maxv": 5.0}),
+           (2, 5, 3, 3, True, {}))
+WITHOUT_BN = ((3, 8, 3, 2, False, RELU_KWARGS), (4, 6, 5, 1, False, {"leak": 0.2}))
+TRAINING = dict(steps=30, bs=64, lr=1.0, seed=0)
+
+
+def parts(block: nn.Module) -> list[nn.Module]:
+    """The block's convolutions, activations and norms in the order they were registered (at any depth)."""
+    from course_lib import GeneralRelu
+
+    kinds = (nn.Conv2d, GeneralRelu, nn.modules.batchnorm._NormBase)
+    return [m for m in block.modules() if m is not block and isinstance(m, kinds)]
+
+
+def describe(module: nn.Module) -> dict:
+    """A part's type and settings."""
+    facts = {"type": type(module).__name__}
+    for key in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "leak", "sub", "maxv",
+                "num_features", "eps", "momentum", "affine", "track_running_stats"):
+        if hasattr(module, key):
+            facts[key] = getattr(module, key)
+    if isinstance(module, nn.Conv2d):
+        facts["bias"] = module.bias is not None
+    return facts
+
+
+def block_weights(ni: int, nf: int, ks: int, seed: int = 3) -> dict:
+    """The conv weight and bias and the norm's gamma and beta the forward check sets (float64)."""
+    gamma, beta = random_affine(nf, seed=seed)
+    return {"weight": seeded_normal(nf, ni, ks, ks, seed=seed) * 0.3, "bias": seeded_normal(nf, seed=seed + 1),
+            "gamma": gamma, "beta": beta}
+
+
+def forward_input(ni: int) -> torch.Tensor:
+    return seeded_input(4, ni, 9, 9, seed=3)
+
+
+def _forward(block: nn.Module, ni: int, nf: int, ks: int) -> torch.Tensor:
+    """The block's training-mode output in float64 with the forward check's weights."""
+    found = parts(block)
+    conv = next(m for m in found if isinstance(m, nn.Conv2d))
+    w = block_weights(ni, nf, ks)
+    block = block.double().train()
+    with torch.no_grad():
+        conv.weight.copy_(w["weight"])
+        if conv.bias is not None:
+            conv.bias.copy_(w["bias"])
+        for norm in found:
+            if isinstance(norm, nn.modules.batchnorm._NormBase) and norm.affine:
+                norm.weight.copy_(w["gamma"])
+                norm.bias.copy_(w["beta"])
+        return block(forward_input(ni))
+
+
+def _blocks(rec, conv_layer, cases) -> None:
+    for i, (ni, nf, ks, stride, bn, kwargs) in enumerate(cases):
+        block = rec.call(f"case{i}", conv_layer, ni, nf, ks, stride=stride, bn=bn, **kwargs)
+        if isinstance(block, nn.Module):
+            rec.put(f"case{i}/parts", [describe(m) for m in parts(block)])
+            rec.call(f"case{i}/forward", _forward, block, ni, nf, ks)
+
+
+def structure(conv_layer) -> None:
+    with recording("test_conv_layer_structure") as rec:
+        _blocks(rec, conv_layer, WITH_BN)
+
+
+def without_bn(conv_layer) -> None:
+    with recording("test_conv_layer_without_bn") as rec:
+        _blocks(rec, conv_layer, WITHOUT_BN)
+
+
+def cnn(conv_layer) -> nn.Module:
+    """The lesson's CNN built from a block."""
+    from course_lib import get_cnn_model
+
+    return get_cnn_model(SimpleNamespace(c=10), NFS, conv_layer, **RELU_KWARGS)
+
+
+def trains(conv_layer) -> None:
+    with recording("test_conv_layer_trains") as rec:
+        train(rec, "losses", lambda: cnn(conv_layer), **TRAINING)

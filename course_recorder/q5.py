@@ -1,0 +1,173 @@
+"""Q5's probes: the student's combine_schedules and warmup_anneal, the learning rates a real run records with
+them, and a scheduled training run."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from course_recorder import recording
+from course_recorder.guard import DelegationError
+from course_recorder.inputs import grading_batches, standard_weights
+
+
+def lin(start: float, end: float):
+    """A linear schedule written here, so the tests do not lean on course_lib's."""
+    return lambda pos: start + pos * (end - start)
+
+
+# (pcts, schedules as (start, end) pairs, positions)
+VALUE_CASES = (
+    ([0.25, 0.5, 0.25], ((1., 2.), (10., 20.), (100., 300.)), [0.0, 0.1, 0.2, 0.25, 0.5, 0.6, 0.75, 0.875, 0.99, 1.0]),
+    ((0.625, 0.375), ((-1., 1.), (5., 3.)), [0.0, 0.3, 0.625, 0.8, 1.0]),
+    ([1.0], ((2., 4.),), [0.0, 0.5, 1.0]),
+    # Boundaries that are not exact in float32 (0.3, 0.7): positions a hair on either side of each.
+    ([0.3, 0.4, 0.3], ((1., 2.), (10., 20.), (100., 300.)),
+     [0.0, 0.3 - 1e-9, 0.3 + 1e-9, 0.5, 0.7 - 1e-9, 0.7 + 1e-9, 0.9, 1.0]),
+    ([0.5, 0.0, 0.5], ((1., 2.), (7., 8.), (10., 20.)), [0.25, 0.5, 0.75, 1.0]),
+    ([0.1] * 10, tuple((float(i), i + 0.5) for i in range(10)), [0.0, 0.05, 0.55, 0.95, 1.0]),
+)
+ERROR_CASES = (([0.3, 0.6], 2, "percentages that sum to 0.9"), ([0.5, 0.6], 2, "percentages that sum to 1.1"),
+               ([1.2, -0.2], 2, "a negative percentage (the sum is 1)"), ([0.3, 0.7], 1, "two percentages and one schedule"))
+LESSON_POSITIONS = (0.0, 0.15, 0.3, 0.3 + 0.7 * 0.25, 0.65, 0.9, 1.0)
+RECORDED_EPOCHS = (1, 3)
+TRAINING = dict(steps=30, bs=64, lr=0.1, seed=0)
+NFS = [8, 16, 32, 64, 64]
+
+
+def schedules(pairs) -> list:
+    return [lin(a, b) for a, b in pairs]
+
+
+def _refuse(pcts, scheds):
+    # Runs with course_lib.schedulers' globals (its code object is swapped in), so only builtins are used.
+    raise RuntimeError("combine_schedules called course_lib's combine_scheds")
+
+
+@contextlib.contextmanager
+def own_combine():
+    """While active, course_lib's combine_scheds raises, however it was imported (its code is swapped)."""
+    from course_lib import schedulers
+
+    original = schedulers.combine_scheds.__code__
+    schedulers.combine_scheds.__code__ = _refuse.__code__
+    try:
+        yield
+    except RuntimeError as err:
+        if "called course_lib's combine_scheds" in str(err):
+            raise DelegationError(str(err)) from None
+        raise
+    finally:
+        schedulers.combine_scheds.__code__ = original
+
+
+def _guarded(fn, *args):
+    with own_combine():
+        return fn(*args)
+
+
+def _values(rec, key: str, schedule, positions) -> None:
+    for j, pos in enumerate(positions):
+        rec.call(f"{key}/{j}", lambda p=pos: _number(_guarded(schedule, p)))
+
+
+def _number(value):
+    """A schedule's value as a float (a one-element tensor is fine); anything else is recorded as it is."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def combine_values(combine_schedules) -> None:
+    with recording("test_combine_values") as rec:
+        for i, (pcts, pairs, positions) in enumerate(VALUE_CASES):
+            schedule = rec.call(f"case{i}", _guarded, combine_schedules, pcts, schedules(pairs))
+            if callable(schedule):
+                _values(rec, f"case{i}", schedule, positions)
+
+
+def combine_errors(combine_schedules) -> None:
+    with recording("test_combine_errors") as rec:
+        for i, (pcts, n, _) in enumerate(ERROR_CASES):
+            pairs = ((0., 1.), (1., 0.))[:n]
+            rec.call(f"case{i}", lambda p=pcts, s=schedules(pairs): _guarded(lambda: combine_schedules(p, s)(0.5)))
+
+
+def warmup_anneal_values(warmup_anneal, combine_schedules) -> None:
+    with recording("test_warmup_anneal_values") as rec:
+        schedule = rec.call("schedule", _guarded, warmup_anneal)
+        if callable(schedule):
+            _values(rec, "warmup", schedule, LESSON_POSITIONS)
+        # The student's Part A on the lesson's schedule: when warmup_anneal is wrong, is Part A the cause?
+        built = rec.call("combine", _guarded, combine_schedules, [0.3, 0.7], [lin(0.6, 2.0), lin(2.0, 0.1)])
+        if callable(built):
+            _values(rec, "combine", built, LESSON_POSITIONS)
+
+
+def tiny_data(n_train: int = 40, bs: int = 8):
+    from course_lib import DataBunch, Dataset, get_dls
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n_train, 12, generator=g), torch.randint(0, 3, (n_train,), generator=g)
+    return DataBunch(*get_dls(Dataset(x, y), Dataset(x[:8], y[:8]), bs), c=3)
+
+
+def recorded_lrs(warmup_anneal) -> None:
+    from torch import nn
+
+    from course_lib import ParamScheduler, Recorder, get_runner
+
+    with recording("test_recorded_lr") as rec:
+        for epochs in RECORDED_EPOCHS:
+            def run(epochs=epochs):
+                data = tiny_data()
+                torch.manual_seed(0)
+                learn, runner = get_runner(nn.Linear(12, 3), data, lr=0.01,
+                                           cbs=[Recorder, partial(ParamScheduler, "lr", _guarded(warmup_anneal))])
+                with own_combine():
+                    runner.fit(epochs, learn)
+                return [float(v) for v in runner.recorder.lrs[0]]
+
+            rec.call(f"epochs{epochs}", run)
+
+
+def cnn(conv_layer):
+    from course_lib import get_cnn_model
+
+    return get_cnn_model(SimpleNamespace(c=10), NFS, conv_layer, leak=0.1, sub=0.4, maxv=6.0)
+
+
+def scheduled_training(warmup_anneal, conv_layer) -> None:
+    """The lesson's CNN (the notebook's nn.BatchNorm2d block) trained with the student's schedule: lr at step k is
+    schedule(k / steps)."""
+    with recording("test_scheduled_training") as rec:
+        def run():
+            steps, bs, lr, seed = (TRAINING[k] for k in ("steps", "bs", "lr", "seed"))
+            schedule = _guarded(warmup_anneal)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                torch.manual_seed(seed)
+                model = standard_weights(cnn(conv_layer), seed)
+                opt = torch.optim.SGD(model.parameters(), lr=lr)
+                model.train()
+                losses, lrs = [], []
+                for step, (xb, yb) in enumerate(grading_batches(steps, bs, seed)):
+                    value = float(_guarded(schedule, step / steps))
+                    lrs.append(value)
+                    for group in opt.param_groups:
+                        group["lr"] = value
+                    loss = F.cross_entropy(model(xb), yb)
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad()
+                    losses.append(loss.item())
+                return {"losses": losses, "lrs": lrs}
+            finally:
+                torch.set_num_threads(threads)
+
+        rec.call("run", run)
