@@ -148,20 +148,9 @@ for name in ("mult", "add"):
     assert tuple(getattr(ln, name).shape) == (), (
         f"LayerNorm().{name} should be ONE number (a 0-dim tensor of shape ()), got shape {tuple(getattr(ln, name).shape)}")
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import require_tensor
-from course_grading.q6_checks import expect_no_buffers
+from course_recorder import q6
 
-for eps in (1e-5, 0.5):
-    ln = LayerNorm(eps=eps)
-    assert getattr(ln, "eps", None) == eps, f"LayerNorm(eps={eps}) should store eps as self.eps"
-    for name, start in (("mult", 1.0), ("add", 0.0)):
-        value = require_tensor(getattr(ln, name), f"LayerNorm.{name}")
-        assert isinstance(value, nn.Parameter), f"LayerNorm.{name} must be an nn.Parameter (it is learned)"
-        assert value.dtype == torch.float32, f"LayerNorm.{name} should start as float32, got {value.dtype}"
-        assert value.item() == start, f"LayerNorm.{name} must start as {start}, got {value.item()}"
-    expect_no_buffers(ln, "LayerNorm")
-    ln.double()
-    assert ln.mult.dtype == torch.float64 and ln.add.dtype == torch.float64, "after .double(), mult and add should be float64"
+q6.parameters(LayerNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_output points=3]
@@ -170,29 +159,9 @@ x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
 out_check = LayerNorm().double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, expect_close, seeded_input
-from course_grading.q6_checks import ln_mistakes, set_scalar_affine
+from course_recorder import q6
 
-x = seeded_input(3, 2, 2, 3)
-out = call_own(LayerNorm(eps=0.5).double(), x)
-assert out.shape == x.shape and out.dtype == x.dtype, f"expected shape {tuple(x.shape)} and dtype float64, got {tuple(out.shape)} {out.dtype}"
-assert torch.isfinite(out).all(), "the output contains NaN or inf"
-expect_close(out, F.layer_norm(x, x.shape[1:], eps=0.5), "output of a fresh LayerNorm(eps=0.5) (mult=1, add=0)",
-             mistakes=ln_mistakes(x, 1.0, 0.0, 0.5))
-for shape, mult, add, eps, seed in (((3, 2, 2, 3), 1.7, -0.6, 0.5, 0), ((2, 3, 1, 2), -0.8, 0.9, 1e-5, 1),
-                                    ((4, 2, 3, 4), 2.5, 0.3, 0.5, 2), ((5, 4, 3, 3), 0.6, 1.2, 1e-3, 3),
-                                    ((1, 3, 2, 2), 1.3, -1.1, 0.5, 4)):
-    x = seeded_input(*shape, seed=seed)
-    ln = LayerNorm(eps=eps).double()
-    set_scalar_affine(ln, mult, add)
-    expected = F.layer_norm(x, x.shape[1:], eps=eps) * mult + add
-    expect_close(call_own(ln, x), expected,
-                 f"output for an input of shape {shape} with mult={mult}, add={add}, eps={eps}",
-                 mistakes=ln_mistakes(x, mult, add, eps))
-# float32 in, float32 out.
-x32 = seeded_input(2, 3, 4, 4, seed=9, dtype=torch.float32)
-out32 = call_own(LayerNorm(), x32)
-expect_close(out32, F.layer_norm(x32, x32.shape[1:], eps=1e-5), "output for a float32 input", atol=1e-5, rtol=1e-4)
+q6.output(LayerNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_batch_independence points=1]
@@ -201,19 +170,9 @@ x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
 out_check = LayerNorm().double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
-from course_grading.q6_checks import expect_examples_independent
+from course_recorder import q6
 
-x = seeded_input(4, 3, 2, 2)
-ln = LayerNorm().double()
-assert torch.allclose(call_own(ln, x[:1]), call_own(ln, x)[:1]), (
-    "example 0 gives a different output alone than inside the batch: use that example's own statistics")
-from course_grading.q6_checks import set_scalar_affine
-
-for shape, eps, seed in (((4, 3, 2, 2), 0.5, 1), ((3, 2, 1, 1), 1e-5, 2), ((5, 4, 3, 2), 1e-5, 3)):
-    ln = LayerNorm(eps=eps).double()
-    set_scalar_affine(ln, 1.4, -0.3)
-    expect_examples_independent(ln, seeded_input(*shape, seed=seed), "LayerNorm")
+q6.batch_independence(LayerNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_train_equals_eval points=1]
@@ -222,21 +181,9 @@ x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
 out_check = LayerNorm().double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
+from course_recorder import q6
 
-x = seeded_input(4, 3, 2, 2)
-ln = LayerNorm().double()
-train_out = call_own(ln.train(), x)
-assert torch.allclose(train_out, call_own(ln.eval(), x)), (
-    "eval mode gives a different output from training mode: LayerNorm uses each example's own statistics in both "
-    "modes and keeps no running statistics")
-from course_grading.q6_checks import expect_no_buffers, expect_train_equals_eval, set_scalar_affine
-
-for shape, eps, seed in (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6)):
-    ln = LayerNorm(eps=eps).double()
-    set_scalar_affine(ln, 0.7, 0.4)
-    expect_train_equals_eval(ln, seeded_input(*shape, seed=seed), "LayerNorm")
-    expect_no_buffers(ln, "LayerNorm")
+q6.train_equals_eval(LayerNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_gradients points=1]
@@ -245,19 +192,9 @@ x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
 out_check = LayerNorm().double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
+from course_recorder import q6
 
-x = seeded_input(3, 2, 2, 2).requires_grad_(True)
-ln = LayerNorm().double()
-call_own(ln, x).pow(3).sum().backward()
-assert x.grad is not None and ln.mult.grad is not None and ln.add.grad is not None, (
-    "after backward, x, mult and add should all have gradients")
-from course_grading.q6_checks import gradcheck_params
-
-for shape, eps, seed, mode in (((2, 3, 2, 1), 0.5, 0, True), ((3, 2, 2, 2), 1e-5, 1, False)):
-    ln = LayerNorm(eps=eps).double().train(mode)
-    params = {"mult": torch.tensor(1.3, dtype=torch.float64), "add": torch.tensor(-0.4, dtype=torch.float64)}
-    gradcheck_params(ln, seeded_input(*shape, seed=seed), params, "LayerNorm")
+q6.gradients_probe(LayerNorm)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -295,25 +232,9 @@ model = lesson_cnn()
 out = model(torch.randn(4, 1, 28, 28))
 assert out.shape == (4, 10) and torch.isfinite(out).all(), f"the CNN should give finite (4, 10) logits, got {tuple(out.shape)}"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import expect_curve_like, paired_losses
+from course_recorder import q6
 
-
-class ReferenceLayerNorm(nn.Module):
-    """The contract, computed by torch: layer_norm over (C, H, W) with one learned scale and shift."""
-
-    def __init__(self, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.mult = nn.Parameter(torch.tensor(1.0))
-        self.add = nn.Parameter(torch.tensor(0.0))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[1:], eps=self.eps) * self.mult + self.add
-
-
-losses, reference = paired_losses(lesson_cnn, partial(lesson_cnn, lambda nf: ReferenceLayerNorm()),
-                                  steps=30, bs=64, lr=0.2)
-expect_curve_like(losses, reference, "training the lesson's CNN with your LayerNorm (lr 0.2, bs 64, 30 steps)")
+q6.training_curve(lesson_cnn)
 ### END HIDDEN TESTS
 
 # %% [markdown]

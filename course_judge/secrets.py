@@ -53,23 +53,36 @@ def visible_lines(release) -> set[str]:
     return {line.strip() for cell in release.cells for line in cell.source.splitlines()}
 
 
+def student_lines(nb) -> set[str]:
+    """The lines of the student's own cells (not graded test cells): quoting them back leaks nothing."""
+    out = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not (meta.get("grade") and not meta.get("solution")) and not meta.get("locked"):
+            out.update(line.strip() for line in cell.source.splitlines())
+    return out
+
+
 def secret_lines(nb, release) -> frozenset[str]:
-    """The lines of the hidden tests (of `nb`), the judge and the probes that the release does not show."""
-    return frozenset((notebook_lines(nb) | package_lines()) - visible_lines(release))
+    """The lines of the hidden tests (of `nb`), the judge and the probes that neither the release nor the
+    student's own cells show."""
+    return frozenset((notebook_lines(nb) | package_lines()) - visible_lines(release) - student_lines(nb))
 
 
 def scrub(text: str, secrets: frozenset[str]) -> str:
-    """`text` with every line that contains a secret line replaced by a notice."""
+    """`text` with every secret line in it (a whole line, or a long one inside a line) replaced by a notice."""
     if not text or not secrets:
         return text
-    long = [s for s in secrets if len(s) >= 24]
+    long = sorted((s for s in secrets if len(s) >= 24), key=len, reverse=True)
     out = []
     for line in text.splitlines():
-        stripped = line.strip()
-        if stripped in secrets or any(s in line for s in long):
+        if line.strip() in secrets:
             out.append(WITHHELD)
-        else:
-            out.append(line)
+            continue
+        for secret in long:
+            if secret in line:
+                line = line.replace(secret, WITHHELD)
+        out.append(line)
     return "\n".join(out)
 
 

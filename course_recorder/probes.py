@@ -140,3 +140,29 @@ def train(rec: Recorder, key: str, make_model, *, steps: int, bs: int, lr: float
             torch.set_num_threads(threads)
 
     rec.call(key, run, own=own)
+
+
+def independence(rec: Recorder, key: str, layer: nn.Module, x: Tensor, own: str) -> None:
+    """A layer's output for the whole batch (`key/whole`), for each example alone (`key/alone{i}`) and for the batch
+    with every other example changed (`key/changed`)."""
+    rec.call(f"{key}/whole", layer, x, own=own)
+    for i in range(x.shape[0]):
+        rec.call(f"{key}/alone{i}", layer, x[i:i + 1].clone(), own=own)
+    changed = x.clone()
+    changed[1:] = changed[1:] * 3 - 5
+    rec.call(f"{key}/changed", layer, changed, own=own)
+
+
+def train_and_eval(rec: Recorder, key: str, layer: nn.Module, x: Tensor, own: str) -> None:
+    """After a few training-mode forwards, the output in training mode, in eval mode, and in eval mode under
+    torch.no_grad(); then the layer's buffers (a per-example normalization keeps none)."""
+    layer.train()
+    for seed in range(3):  # a layer that (wrongly) keeps running statistics would update them here
+        rec.call(f"{key}/warmup{seed}", layer, x * (seed + 1) + seed, own=own)
+    rec.call(f"{key}/train", layer, x, own=own)
+    layer.eval()
+    rec.call(f"{key}/eval", layer, x, own=own)
+    with torch.no_grad():
+        rec.call(f"{key}/eval_no_grad", layer, x, own=own)
+    layer.train()
+    rec.put(f"{key}/buffers", sorted(name for name, _ in layer.named_buffers()))

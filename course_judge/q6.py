@@ -1,0 +1,169 @@
+"""Q6's verdicts: the student's LayerNorm (one scalar scale and shift) against F.layer_norm over (C, H, W)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_judge import forbid, verdict
+from course_judge.compare import expect_close, expect_gradients, tensor
+from course_judge.diagnose import normalisation
+from course_judge.norms import (distinguishable, dropped_keepdim, expect_examples_independent, expect_no_buffers,
+                                expect_train_equals_eval, normalise)
+from course_judge.records import Fail, Raised, Records
+from course_judge.reference import expect_training, lesson_cnn, reference_losses
+from course_recorder import q6
+from course_recorder.inputs import seeded_input, seeded_normal
+
+Tensor = torch.Tensor
+AXES = (1, 2, 3)  # LayerNorm of conv activations: every channel and position of one example
+USES = ("layernorm",)
+forbid("Q6", "layernorm")
+
+
+def ln_mistakes(x: Tensor, mult: float, add: float, eps: float) -> dict[str, Tensor]:
+    """What LayerNorm(eps) with scalar mult and add returns on x under each known mistake."""
+
+    def affine(t: Tensor) -> Tensor:
+        return t * mult + add
+
+    over = "you computed the statistics over the wrong axes: "
+    wanted = " LayerNorm uses one mean and variance per example, over dims (1, 2, 3) = (C, H, W)."
+    found = {
+        "you normalised with the unbiased variance (divide by n-1); the contract says the biased variance "
+        "(divide by n = C*H*W).": affine(normalise(x, AXES, eps, unbiased=True)),
+        "you put eps outside the square root (or added it to the standard deviation): divide by "
+        "sqrt(var + eps), not by sqrt(var) + eps.": affine(normalise(x, AXES, eps, eps_outside=True)),
+        "you left out eps: divide by sqrt(var + eps).": affine(normalise(x, AXES, 0.0)),
+        over + "over (2, 3), per example AND channel (that is InstanceNorm)." + wanted: affine(normalise(x, (2, 3), eps)),
+        over + "over (0, 2, 3), per channel across the batch (that is BatchNorm)." + wanted:
+            affine(normalise(x, (0, 2, 3), eps)),
+        over + "over the whole batch (0, 1, 2, 3)." + wanted: affine(normalise(x, (0, 1, 2, 3), eps)),
+        over + "over (1,), the channels only." + wanted: affine(normalise(x, (1,), eps)),
+        "you applied mult and add BEFORE normalising: normalise x first, then multiply by mult and add add.":
+            normalise(x * mult + add, AXES, eps),
+        "you did not subtract the mean: the normalised value is (x - mean) / sqrt(var + eps).":
+            affine(normalise(x, AXES, eps, center=False)),
+        "you left out the scale and shift: multiply by mult and add add.": normalise(x, AXES, eps),
+        "you swapped the scale and the shift: the output must be x_hat * mult + add.": normalise(x, AXES, eps) * add + mult,
+    }
+    if x.shape[-1] == x.shape[0]:  # only then does a dropped keepdim broadcast instead of raising
+        found["you reduced without keepdim=True, so the per-example mean and variance (shape (N,)) broadcast against "
+              "the last dimension (W) instead of the examples: use keepdim=True (shape (N, 1, 1, 1))."] = (
+            affine(dropped_keepdim(x, AXES, eps)))
+    return distinguishable(found, affine(normalise(x, AXES, eps)))
+
+
+def _set(r: Records, key: str) -> None:
+    facts = r.get(key.replace("/set", "/facts"))
+    shapes = {n: tuple(tensor(facts["parameters"][n], n).shape) for n in ("mult", "add") if n in facts["parameters"]}
+    if isinstance(r.get(key), Raised) or any(s != () for s in shapes.values()):
+        raise Fail("LayerNorm.mult and .add must each be a single learned number: an nn.Parameter holding a 0-dim "
+                   "tensor of shape (); the test could not set them (one value per channel is InstanceNorm's and BatchNorm's affine, "
+                   "not this LayerNorm's)")
+
+
+@verdict("Q6", "test_parameters", uses=USES)
+def parameters(r: Records) -> None:
+    for i, eps in enumerate(q6.PARAMETER_EPS):
+        facts = r.get(f"eps{i}")
+        if facts["attributes"].get("eps") != eps:
+            raise Fail(f"LayerNorm(eps={eps}) should store eps as self.eps")
+        params = facts["parameters"]
+        if set(params) != {"mult", "add"}:
+            raise Fail(f"the learned parameters must be exactly mult and add, got {sorted(params)}")
+        for name, start in (("mult", 1.0), ("add", 0.0)):
+            value = tensor(params[name], f"LayerNorm.{name}")
+            if value.shape != ():
+                raise Fail(f"LayerNorm.{name} must be a single learned number, a 0-dim tensor of shape (); got shape "
+                           f"{tuple(value.shape)} (one value per channel is InstanceNorm's and BatchNorm's affine)")
+            if value.dtype != torch.float32:
+                raise Fail(f"LayerNorm.{name} should start as float32, got {value.dtype}")
+            if value.item() != start:
+                raise Fail(f"LayerNorm.{name} must start as {start}, got {value.item()}")
+        expect_no_buffers(sorted(facts["buffers"]), "LayerNorm")
+        double = r.get(f"eps{i}/double")
+        if isinstance(double, Raised) or any(tensor(double["parameters"].get(n), n).dtype != torch.float64
+                                             for n in ("mult", "add")):
+            raise Fail("after .double(), mult and add should be float64")
+
+
+def _diagnose(x: Tensor, expected: Tensor, eps: float, mult: float, add: float):
+    g, b = torch.tensor(mult, dtype=torch.float64), torch.tensor(add, dtype=torch.float64)
+    return lambda out: normalisation(out, x, expected, axes=AXES, eps=eps, gamma=g, beta=b, layer="LayerNorm")
+
+
+@verdict("Q6", "test_output", uses=USES)
+def output(r: Records) -> None:
+    shape, eps, seed = q6.FRESH
+    x = seeded_input(*shape, seed=seed)
+    expected = F.layer_norm(x, x.shape[1:], eps=eps)
+    expect_close(r.get("fresh"), expected, f"output of a fresh LayerNorm(eps={eps}) (mult=1, add=0)",
+                 mistakes=ln_mistakes(x, 1.0, 0.0, eps), diagnose=_diagnose(x, expected, eps, 1.0, 0.0))
+    for i, (shape, mult, add, eps, seed) in enumerate(q6.OUTPUT_CASES):
+        x = seeded_input(*shape, seed=seed)
+        _set(r, f"case{i}/set")
+        expected = F.layer_norm(x, x.shape[1:], eps=eps) * mult + add
+        expect_close(r.get(f"case{i}"), expected, f"output for an input of shape {shape} with mult={mult}, add={add}, "
+                     f"eps={eps}", mistakes=ln_mistakes(x, mult, add, eps), diagnose=_diagnose(x, expected, eps, mult, add))
+    shape, seed = q6.FLOAT32
+    x32 = seeded_input(*shape, seed=seed, dtype=torch.float32)
+    expect_close(r.get("float32"), F.layer_norm(x32, x32.shape[1:], eps=1e-5), "output for a float32 input", atol=1e-5,
+                 rtol=1e-4)
+
+
+@verdict("Q6", "test_batch_independence", uses=USES)
+def batch_independence(r: Records) -> None:
+    for i, (shape, eps, seed) in enumerate(q6.INDEPENDENCE):
+        _set(r, f"case{i}/set")
+        expect_examples_independent(r, f"case{i}", seeded_input(*shape, seed=seed), "LayerNorm")
+
+
+@verdict("Q6", "test_train_equals_eval", uses=USES)
+def train_equals_eval(r: Records) -> None:
+    for i, (shape, eps, seed) in enumerate(q6.TRAIN_EVAL):
+        _set(r, f"case{i}/set")
+        expect_train_equals_eval(r, f"case{i}", seeded_input(*shape, seed=seed), "LayerNorm")
+
+
+def _reference_gradients(x: Tensor, mult: float, add: float, eps: float, weights: Tensor) -> dict[str, Tensor]:
+    xs = x.clone().requires_grad_(True)
+    m, a = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (mult, add))
+    out = F.layer_norm(xs, xs.shape[1:], eps=eps) * m + a
+    grads = torch.autograd.grad((out * weights).sum(), (xs, m, a))
+    return {"output": out.detach(), "x": grads[0], "mult": grads[1], "add": grads[2]}
+
+
+@verdict("Q6", "test_gradients", uses=USES)
+def gradients(r: Records) -> None:
+    for i, (shape, eps, seed, training) in enumerate(q6.GRADIENT_CASES):
+        x = seeded_input(*shape, seed=seed)
+        reference = _reference_gradients(x, *q6.GRADIENT_PARAMS, eps, seeded_normal(*shape, seed=seed + 100))
+        expect_gradients(r.get(f"case{i}"), reference,
+                         f"LayerNorm ({'training' if training else 'eval'} mode, input shape {shape}, eps={eps})",
+                         {"x": "the input x", "mult": "mult", "add": "add"},
+                         hint="Keep the mean and variance inside the autograd graph (do not detach them or compute "
+                              "them under torch.no_grad()).")
+
+
+class ReferenceLayerNorm(nn.Module):
+    """The contract, computed by torch: layer_norm over (C, H, W) with one learned scale and shift."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.mult = nn.Parameter(torch.tensor(1.0))
+        self.add = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, x.shape[1:], eps=self.eps) * self.mult + self.add
+
+
+@verdict("Q6", "test_training_curve", uses=USES)
+def training_curve(r: Records) -> None:
+    reference = reference_losses("Q6-layernorm", partial(lesson_cnn, lambda nf: ReferenceLayerNorm()), **q6.TRAINING)
+    expect_training(r, "losses", reference, "training the lesson's CNN with your LayerNorm (lr 0.2, bs 64, 30 steps)",
+                    rtol=0.05)
