@@ -106,23 +106,9 @@ for name in ("mults", "adds"):
     assert tuple(getattr(inorm, name).shape) == (5, 1, 1), (
         f"InstanceNorm(5).{name} should have shape (5, 1, 1), one value per channel, got {tuple(getattr(inorm, name).shape)}")
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import require_tensor
-from course_grading.q6_checks import expect_no_buffers
+from course_recorder import q7
 
-for nf, eps in ((1, 1e-5), (3, 0.5), (7, 1e-5)):
-    inorm = InstanceNorm(nf, eps=eps)
-    assert getattr(inorm, "eps", None) == eps, f"InstanceNorm({nf}, eps={eps}) should store eps as self.eps"
-    for name, start in (("mults", torch.ones(nf, 1, 1)), ("adds", torch.zeros(nf, 1, 1))):
-        value = require_tensor(getattr(inorm, name), f"InstanceNorm.{name}")
-        assert isinstance(value, nn.Parameter), f"InstanceNorm.{name} must be an nn.Parameter (it is learned)"
-        assert tuple(value.shape) == (nf, 1, 1), (
-            f"InstanceNorm({nf}).{name} should have shape ({nf}, 1, 1), one value per channel, got {tuple(value.shape)}")
-        assert value.dtype == torch.float32, f"InstanceNorm.{name} should start as float32, got {value.dtype}"
-        assert torch.equal(value.detach(), start), f"InstanceNorm.{name} must start as {'ones' if start.sum() else 'zeros'}"
-    expect_no_buffers(inorm, "InstanceNorm")
-    inorm.double()
-    assert inorm.mults.dtype == torch.float64 and inorm.adds.dtype == torch.float64, (
-        "after .double(), mults and adds should be float64")
+q7.parameters(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_output points=3]
@@ -131,31 +117,9 @@ x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
 out_check = InstanceNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, expect_close, seeded_input
-from course_grading.q7_checks import in_mistakes
+from course_recorder import q7
 
-x = seeded_input(3, 2, 3, 2)
-out = call_own(InstanceNorm(2, eps=0.5).double(), x)
-assert out.shape == x.shape and out.dtype == x.dtype, f"expected shape {tuple(x.shape)} and dtype float64, got {tuple(out.shape)} {out.dtype}"
-assert torch.isfinite(out).all(), "the output contains NaN or inf"
-ones, zeros = torch.ones(2, dtype=x.dtype), torch.zeros(2, dtype=x.dtype)
-expect_close(out, F.instance_norm(x, eps=0.5), "output of a fresh InstanceNorm(2, eps=0.5) (mults=1, adds=0)",
-             mistakes=in_mistakes(x, ones, zeros, 0.5))
-from course_grading.checks import random_affine
-from course_grading.q7_checks import set_channel_affine
-
-for shape, eps, seed in (((3, 2, 3, 2), 0.5, 0), ((2, 3, 1, 3), 1e-5, 1), ((4, 3, 4, 3), 0.5, 2),
-                         ((5, 4, 3, 3), 1e-3, 3), ((1, 3, 2, 2), 0.5, 4)):
-    x = seeded_input(*shape, seed=seed)
-    gamma, beta = random_affine(shape[1], seed=seed + 10)
-    inorm = InstanceNorm(shape[1], eps=eps).double()
-    set_channel_affine(inorm, gamma, beta)
-    expected = F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
-    expect_close(call_own(inorm, x), expected, f"output for an input of shape {shape} with eps={eps}",
-                 mistakes=in_mistakes(x, gamma, beta, eps))
-x32 = seeded_input(2, 3, 4, 4, seed=9, dtype=torch.float32)
-expect_close(call_own(InstanceNorm(3), x32), F.instance_norm(x32, eps=1e-5), "output for a float32 input",
-             atol=1e-5, rtol=1e-4)
+q7.output(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_independence points=1]
@@ -164,35 +128,9 @@ x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
 out_check = InstanceNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
+from course_recorder import q7
 
-x = seeded_input(4, 3, 2, 2)
-inorm = InstanceNorm(3).double()
-assert torch.allclose(call_own(inorm, x[:1]), call_own(inorm, x)[:1]), (
-    "example 0 gives a different output alone than inside the batch: use that example's own statistics")
-from course_grading.checks import close, random_affine
-from course_grading.q6_checks import expect_examples_independent
-from course_grading.q7_checks import set_channel_affine
-
-for shape, eps, seed in (((4, 3, 2, 2), 0.5, 1), ((3, 2, 3, 1), 1e-5, 2)):
-    x = seeded_input(*shape, seed=seed)
-    inorm = InstanceNorm(shape[1], eps=eps).double()
-    set_channel_affine(inorm, *random_affine(shape[1], seed=seed + 20))
-    expect_examples_independent(inorm, x, "InstanceNorm")
-    whole = call_own(inorm, x)
-    for c in range(shape[1]):
-        changed = x.clone()
-        changed[:, c] = changed[:, c] * 4 + 3  # a new offset and scale for channel c only
-        out = call_own(inorm, changed)
-        others = [k for k in range(shape[1]) if k != c]
-        assert close(out[:, others], whole[:, others], 1e-10, 1e-8), (
-            f"InstanceNorm: changing channel {c} of an input of shape {shape} changed the other channels' output: "
-            f"each channel must be normalised with its own statistics")
-        # A positive scale and a shift of a map are undone by its own normalization (up to eps).
-        if eps < 1e-3:
-            assert close(out[:, c], whole[:, c], 1e-4, 1e-4), (
-                f"InstanceNorm: scaling and shifting channel {c} changed its output: a map's own mean and "
-                f"variance must remove its offset and scale")
+q7.independence_probe(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_train_equals_eval points=1]
@@ -201,23 +139,9 @@ x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
 out_check = InstanceNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
+from course_recorder import q7
 
-x = seeded_input(4, 3, 2, 2)
-inorm = InstanceNorm(3).double()
-train_out = call_own(inorm.train(), x)
-assert torch.allclose(train_out, call_own(inorm.eval(), x)), (
-    "eval mode gives a different output from training mode: InstanceNorm uses each example's own statistics in both "
-    "modes and keeps no running statistics")
-from course_grading.checks import random_affine
-from course_grading.q6_checks import expect_no_buffers, expect_train_equals_eval
-from course_grading.q7_checks import set_channel_affine
-
-for shape, eps, seed in (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6)):
-    inorm = InstanceNorm(shape[1], eps=eps).double()
-    set_channel_affine(inorm, *random_affine(shape[1], seed=seed))
-    expect_train_equals_eval(inorm, seeded_input(*shape, seed=seed), "InstanceNorm")
-    expect_no_buffers(inorm, "InstanceNorm")
+q7.train_equals_eval(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_one_by_one_map points=1]
@@ -226,37 +150,9 @@ x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
 out_check = InstanceNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own
+from course_recorder import q7
 
-x = torch.randn(3, 4, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5
-out = call_own(InstanceNorm(4).double(), x)
-assert out.shape == (3, 4, 1, 1), f"expected shape (3, 4, 1, 1), got {tuple(out.shape)}"
-assert not torch.isnan(out).any(), (
-    "NaN on a 1x1 map: a single value has unbiased variance 0/0 = NaN. Use the biased variance (divide by H*W), "
-    "which is 0, and keep eps inside the square root")
-from course_grading.checks import expect_close, random_affine
-from course_grading.q7_checks import set_channel_affine
-
-nan_hint = ("a single value has unbiased variance 0/0 = NaN: use the biased variance (divide by H*W = 1), which "
-            "is 0, so the normalised value is (v - v) / sqrt(0 + eps) = 0 and the output is adds")
-for n, nf, eps, seed in ((3, 4, 1e-5, 0), (1, 3, 0.5, 1), (5, 2, 1e-5, 2)):
-    x = torch.randn(n, nf, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 5 + 2
-    gamma, beta = random_affine(nf, seed=seed + 30)
-    inorm = InstanceNorm(nf, eps=eps).double()
-    set_channel_affine(inorm, gamma, beta)
-    for mode in (True, False):
-        out = call_own(inorm.train(mode), x)
-        if torch.isnan(out).any():
-            raise AssertionError(f"InstanceNorm on a 1x1 map of shape {tuple(x.shape)} returned NaN: {nan_hint}")
-        expect_close(out, beta.reshape(1, -1, 1, 1).expand(n, nf, 1, 1),
-                     f"output on a 1x1 map of shape {tuple(x.shape)} ({'training' if mode else 'eval'} mode): "
-                     f"adds, whatever the input", atol=1e-12, hint=nan_hint)
-# The gradient through a 1x1 map is finite too (and zero for the input: the output does not depend on it).
-x = torch.randn(2, 3, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(7)).requires_grad_(True)
-inorm = InstanceNorm(3).double()
-call_own(inorm, x).sum().backward()
-assert torch.isfinite(x.grad).all() and not x.grad.abs().gt(1e-12).any(), (
-    f"on a 1x1 map the output does not depend on the input, so its gradient must be 0; got {x.grad.flatten().tolist()}")
+q7.one_by_one_map(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_gradients points=1]
@@ -265,21 +161,9 @@ x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
 out_check = InstanceNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
+from course_recorder import q7
 
-x = seeded_input(3, 2, 2, 2).requires_grad_(True)
-inorm = InstanceNorm(2).double()
-call_own(inorm, x).pow(3).sum().backward()
-assert x.grad is not None and inorm.mults.grad is not None and inorm.adds.grad is not None, (
-    "after backward, x, mults and adds should all have gradients")
-from course_grading.checks import random_affine
-from course_grading.q6_checks import gradcheck_params
-
-for shape, eps, seed, mode in (((2, 3, 2, 1), 0.5, 0, True), ((3, 2, 2, 2), 1e-5, 1, False)):
-    gamma, beta = random_affine(shape[1], seed=seed + 40)
-    inorm = InstanceNorm(shape[1], eps=eps).double().train(mode)
-    gradcheck_params(inorm, seeded_input(*shape, seed=seed),
-                     {"mults": gamma.reshape(-1, 1, 1), "adds": beta.reshape(-1, 1, 1)}, "InstanceNorm")
+q7.gradients_probe(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_clear_errors points=1]
@@ -288,14 +172,9 @@ x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
 out_check = InstanceNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own
-from course_grading.checks import expect_raises
+from course_recorder import q7
 
-expect_raises(lambda: call_own(InstanceNorm(3), torch.randn(2, 4, 3, 3)), "an input with 4 channels for InstanceNorm(3)")
-expect_raises(lambda: call_own(InstanceNorm(3), torch.randn(4, 3)), "a 2-D input of shape (4, 3)")
-expect_raises(lambda: call_own(InstanceNorm(3).eval(), torch.randn(2, 3, 4)), "a 3-D input of shape (2, 3, 4)")
-expect_raises(lambda: call_own(InstanceNorm(1), torch.randn(2, 3, 3, 3)), "an input with 3 channels for InstanceNorm(1)")
-expect_raises(lambda: call_own(InstanceNorm(4), torch.randn(2, 2, 3, 3)), "an input with 2 channels for InstanceNorm(4)")
+q7.clear_errors(InstanceNorm)
 ### END HIDDEN TESTS
 
 # %% [markdown]
