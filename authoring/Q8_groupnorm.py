@@ -137,26 +137,9 @@ assert tuple(gn.weight.shape) == (6,) and tuple(gn.bias.shape) == (6,), (
     f"GroupNorm(3, 6).weight and .bias should have shape (6,) (one per channel), got "
     f"{tuple(gn.weight.shape)} and {tuple(gn.bias.shape)}")
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import require_tensor
+from course_recorder import q8
 
-for groups, channels in ((1, 4), (2, 8), (4, 4), (3, 12)):
-    gn = GroupNorm(groups, channels)
-    assert (gn.num_groups, gn.num_channels, gn.eps, gn.affine) == (groups, channels, 1e-5, True), (
-        "store the arguments as self.num_groups, self.num_channels, self.eps and self.affine")
-    for name, start in (("weight", torch.ones(channels)), ("bias", torch.zeros(channels))):
-        value = require_tensor(getattr(gn, name), f"GroupNorm.{name}")
-        assert isinstance(value, nn.Parameter), f"GroupNorm.{name} must be an nn.Parameter"
-        if tuple(value.shape) != (channels,):
-            extra = (" You made one per group; GroupNorm's weight and bias are per CHANNEL, as in nn.GroupNorm."
-                     if value.numel() == groups else "")
-            raise AssertionError(f"GroupNorm({groups}, {channels}).{name} should have shape ({channels},), "
-                                 f"got {tuple(value.shape)}.{extra}")
-        assert value.dtype == torch.float32, f"GroupNorm.{name} should start as float32, got {value.dtype}"
-        assert torch.equal(value.detach(), start), f"GroupNorm.{name} must start as {'ones' if name == 'weight' else 'zeros'}"
-    assert set(dict(gn.named_parameters())) == {"weight", "bias"}, "the only parameters must be weight and bias"
-    assert not list(gn.buffers()), "GroupNorm keeps no running statistics: it should have no buffers"
-gn = GroupNorm(2, 4, eps=0.5)
-assert gn.eps == 0.5, "store eps as self.eps"
+q8.parameters(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_output_matches_nn_groupnorm points=3]
@@ -165,30 +148,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, expect_close, random_affine, seeded_input
-from course_grading.q8_checks import output_mistakes, set_affine, torch_group_norm
+from course_recorder import q8
 
-x = seeded_input(4, 6, 3, 3)
-out = call_own(GroupNorm(3, 6, eps=0.5).double(), x)
-assert out.shape == x.shape and out.dtype == x.dtype, f"expected shape {tuple(x.shape)} and dtype float64, got {tuple(out.shape)} {out.dtype}"
-assert torch.isfinite(out).all(), "the output contains NaN or inf"
-ones, zeros = torch.ones(6, dtype=x.dtype), torch.zeros(6, dtype=x.dtype)
-expect_close(out, torch_group_norm(x, 3, ones, zeros, 0.5), "GroupNorm(3, 6, eps=0.5) against nn.GroupNorm(3, 6, eps=0.5)",
-             mistakes=output_mistakes(x, 3, ones, zeros, 0.5))
-cases = [((20, 6, 3, 3), 3, 0.5), ((20, 6, 2, 2), 6, 0.5), ((20, 6, 2, 2), 1, 0.5), ((3, 6, 2, 1), 3, 1e-5),
-         ((2, 8, 3), 4, 0.5), ((3, 4), 2, 0.5), ((2, 6, 2, 1, 2), 2, 0.5), ((2, 12, 2, 2), 4, 1e-3)]
-for seed, (shape, groups, eps) in enumerate(cases):
-    x = seeded_input(*shape, seed=seed)
-    weight, bias = random_affine(shape[1], seed=seed + 10)
-    gn = GroupNorm(groups, shape[1], eps=eps).double()
-    set_affine(gn, weight, bias, groups)
-    expected = torch_group_norm(x, groups, weight, bias, eps)
-    mistakes = output_mistakes(x, groups, weight, bias, eps)
-    for mode in ("train", "eval"):
-        gn.train(mode == "train")
-        expect_close(call_own(gn, x), expected,
-                     f"{mode}-mode output of GroupNorm({groups}, {shape[1]}, eps={eps}) for an input of shape {shape}",
-                     mistakes=mistakes)
+q8.output(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_equivalences points=2]
@@ -197,32 +159,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, expect_close, random_affine, seeded_input
-from course_grading.q8_checks import output_mistakes, set_affine
+from course_recorder import q8
 
-x = seeded_input(5, 6, 4, 4)
-ones, zeros = torch.ones(6, dtype=x.dtype), torch.zeros(6, dtype=x.dtype)
-expect_close(call_own(GroupNorm(6, 6, eps=0.5).double(), x), F.instance_norm(x, eps=0.5),
-             "GroupNorm(6, 6, eps=0.5) against F.instance_norm(eps=0.5)", mistakes=output_mistakes(x, 6, ones, zeros, 0.5))
-expect_close(call_own(GroupNorm(1, 6, eps=0.5).double(), x), F.layer_norm(x, x.shape[1:], eps=0.5),
-             "GroupNorm(1, 6, eps=0.5) against F.layer_norm(eps=0.5) over (C, H, W)", mistakes=output_mistakes(x, 1, ones, zeros, 0.5))
-for seed, (shape, eps) in enumerate((((20, 6, 10, 10), 1e-5), ((3, 6, 2, 2), 0.5), ((2, 4, 1, 3), 0.5), ((2, 5, 3), 0.5))):
-    x = seeded_input(*shape, seed=seed + 20)
-    channels = shape[1]
-    weight, bias = random_affine(channels, seed=seed + 30)
-    instance = GroupNorm(channels, channels, eps=eps).double()
-    set_affine(instance, weight, bias, channels)
-    expect_close(call_own(instance, x), F.instance_norm(x, weight=weight, bias=bias, eps=eps),
-                 f"GroupNorm({channels}, {channels}, eps={eps}) against F.instance_norm on an input of shape {shape}",
-                 mistakes=output_mistakes(x, channels, weight, bias, eps))
-    layer = GroupNorm(1, channels, eps=eps).double()
-    set_affine(layer, weight, bias, 1)
-    spread = (channels,) + (1,) * (x.dim() - 2)
-    expected = F.layer_norm(x, x.shape[1:], weight.reshape(spread).expand(x.shape[1:]),
-                            bias.reshape(spread).expand(x.shape[1:]), eps=eps)
-    expect_close(call_own(layer, x), expected,
-                 f"GroupNorm(1, {channels}, eps={eps}) against F.layer_norm over (C, ...) on an input of shape {shape}",
-                 mistakes=output_mistakes(x, 1, weight, bias, eps))
+q8.equivalences(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_contiguous_groups points=1]
@@ -231,30 +170,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
-from course_grading.q8_checks import interleaved
+from course_recorder import q8
 
-x = seeded_input(3, 6, 2, 2, seed=3)
-out = call_own(GroupNorm(3, 6, eps=0.0).double(), x)
-assert out.shape == x.shape, f"expected shape {tuple(x.shape)}, got {tuple(out.shape)}"
-for seed, (shape, groups) in enumerate((((3, 6, 2, 2), 3), ((2, 8, 3, 1), 2), ((2, 8, 2), 4), ((4, 12, 1, 1), 3))):
-    x = seeded_input(*shape, seed=seed + 40)
-    out = call_own(GroupNorm(groups, shape[1], eps=0.0).double(), x).detach()
-    rows = out.reshape(shape[0], groups, -1)
-    mean, var = rows.mean(-1), rows.var(-1, correction=0)
-    if not (torch.allclose(mean, torch.zeros_like(mean), atol=1e-8) and torch.allclose(var, torch.ones_like(var), atol=1e-8)):
-        message = (f"GroupNorm({groups}, {shape[1]}, eps=0) on an input of shape {shape}: each example's group of "
-                   f"{shape[1] // groups} neighbouring channels should have mean 0 and variance 1; got means "
-                   f"{mean.flatten()[:4].tolist()} and variances {var.flatten()[:4].tolist()}")
-        values = x[0].numel() // groups
-        if torch.allclose(var, torch.full_like(var, (values - 1) / values), atol=1e-8):
-            message += (f"\nEvery variance is {values - 1}/{values}: you normalised with the unbiased variance "
-                        f"(divide by n-1); the contract says the biased variance (divide by n = {values}).")
-        elif torch.allclose(out, interleaved(x, groups, 0.0), atol=1e-6):
-            message += ("\nYou grouped the channels with a stride (channel c in group c % num_groups, as "
-                        "x.view(N, C // G, G, ...) does, an interleaved grouping); groups are CONTIGUOUS: "
-                        "use x.view(N, G, C // G, ...).")
-        raise AssertionError(message)
+q8.contiguous_groups(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_batch_independence points=1]
@@ -263,28 +181,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, expect_close, seeded_input
+from course_recorder import q8
 
-x = seeded_input(4, 6, 3, 3)
-gn = GroupNorm(3, 6).double()
-expect_close(call_own(gn, x[1:2]), call_own(gn, x)[1:2], "the output for example 1 alone vs within its batch of 4", atol=1e-8,
-             hint="the statistics must be per example: do not reduce over the batch (dim 0) or reshape in a way that mixes examples")
-for seed, (shape, groups) in enumerate((((5, 6, 2, 2), 3), ((3, 4, 3), 2), ((2, 6, 1, 1), 1))):
-    x = seeded_input(*shape, seed=seed + 50)
-    gn = GroupNorm(groups, shape[1], eps=0.0).double()
-    full = call_own(gn, x)
-    for n in range(shape[0]):
-        expect_close(call_own(gn, x[n:n + 1]), full[n:n + 1],
-                     f"GroupNorm({groups}, {shape[1]}): the output for example {n} alone vs within its batch of "
-                     f"{shape[0]} (the statistics must be per example: do not reduce over the batch or reshape "
-                     f"in a way that mixes examples)", atol=1e-8)
-    # Shift and scale the first group of the last example only: with eps=0 nothing in the output may change.
-    moved = x.clone()
-    size = shape[1] // groups
-    moved[-1, :size] = moved[-1, :size] * 3.0 + 5.0
-    expect_close(call_own(gn, moved), full,
-                 f"GroupNorm({groups}, {shape[1]}, eps=0) after multiplying one group of one example by 3 and adding 5 "
-                 f"(each group is normalised with its own statistics, so nothing should change)", atol=1e-8)
+q8.batch_independence(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_affine_false points=1]
@@ -293,21 +192,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, expect_close, seeded_input
-from course_grading.q8_checks import output_mistakes, torch_group_norm
+from course_recorder import q8
 
-gn = GroupNorm(3, 6, affine=False)
-assert gn.weight is None and gn.bias is None, "with affine=False, weight and bias must be None"
-assert not list(gn.parameters()), "with affine=False the layer must have no parameters"
-for seed, (shape, groups, eps) in enumerate((((3, 6, 2, 2), 3, 0.5), ((2, 4, 3), 4, 1e-5), ((2, 8, 1, 2), 2, 0.5))):
-    x = seeded_input(*shape, seed=seed + 60)
-    gn = GroupNorm(groups, shape[1], eps=eps, affine=False).double()
-    assert gn.affine is False, "store affine as self.affine"
-    assert not gn.state_dict(), (
-        f"with affine=False the state_dict must be empty, as nn.GroupNorm's is; it holds {sorted(gn.state_dict())}")
-    expect_close(call_own(gn, x), torch_group_norm(x, groups, None, None, eps),
-                 f"output of GroupNorm({groups}, {shape[1]}, eps={eps}, affine=False), input shape {shape}",
-                 mistakes=output_mistakes(x, groups, None, None, eps))
+q8.affine_false(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_clear_errors points=1]
@@ -316,27 +203,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own
-from course_grading.checks import expect_raises
+from course_recorder import q8
 
-expect_raises(lambda: GroupNorm(4, 6), "GroupNorm(4, 6) (6 channels do not split into 4 groups)", mentions=(6, 4))
-expect_raises(lambda: GroupNorm(5, 12), "GroupNorm(5, 12)", mentions=(12, 5))
-expect_raises(lambda: GroupNorm(3, 8, affine=False), "GroupNorm(3, 8, affine=False)", mentions=(8, 3))
-expect_raises(lambda: GroupNorm(16, 8), "GroupNorm(16, 8) (more groups than channels)", mentions=(8, 16))
-for groups, channels in ((1, 1), (1, 7), (7, 7), (4, 12)):
-    try:
-        GroupNorm(groups, channels)
-    except Exception as err:
-        raise AssertionError(f"GroupNorm({groups}, {channels}) is valid ({channels} channels split into {groups} "
-                             f"groups) but raised {type(err).__name__}: {err}") from None
-expect_raises(lambda: call_own(GroupNorm(2, 4).double(), torch.randn(2, 6, 3, 3, dtype=torch.float64)),
-              "GroupNorm(2, 4) on an input with 6 channels")
-expect_raises(lambda: call_own(GroupNorm(2, 4).double(), torch.randn(2, 2, 3, 3, dtype=torch.float64)),
-              "GroupNorm(2, 4) on an input with 2 channels")
-expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, 4, dtype=torch.float64)),
-              "GroupNorm(1, 3) on a 2-D input of shape (3, 4)")
-expect_raises(lambda: call_own(GroupNorm(1, 3).double(), torch.randn(3, dtype=torch.float64)),
-              "GroupNorm(1, 3) on a 1-D input of shape (3,)")
+q8.clear_errors(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_gradients points=1]
@@ -345,22 +214,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
-from course_grading.q8_checks import gradcheck_own
+from course_recorder import q8
 
-x = seeded_input(2, 4, 2, 2).requires_grad_(True)
-gn = GroupNorm(2, 4).double()
-call_own(gn, x).pow(3).sum().backward()
-assert x.grad is not None and gn.weight.grad is not None and gn.bias.grad is not None, (
-    "after backward, x, weight and bias should all have gradients")
-from course_grading.checks import random_affine
-
-for seed, (shape, groups, eps, mode) in enumerate((((2, 6, 2, 1), 3, 0.5, "train"), ((3, 4, 2), 2, 1e-5, "eval"),
-                                                   ((2, 4, 1, 2), 1, 0.5, "train"))):
-    weight, bias = random_affine(shape[1], seed=seed + 70)
-    gn = GroupNorm(groups, shape[1], eps=eps).double().train(mode == "train")
-    gradcheck_own(gn, seeded_input(*shape, seed=seed + 70), weight, bias)
-gradcheck_own(GroupNorm(2, 4, eps=0.5, affine=False).double(), seeded_input(2, 4, 3, seed=80))
+q8.gradients_probe(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_state_dict points=1]
@@ -369,38 +225,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import call_own, seeded_input
+from course_recorder import q8
 
-mine, theirs = GroupNorm(3, 6), nn.GroupNorm(3, 6)
-assert set(mine.state_dict()) == set(theirs.state_dict()), (
-    f"state_dict keys {sorted(mine.state_dict())} differ from nn.GroupNorm's {sorted(theirs.state_dict())}")
-from course_grading.checks import expect_close, random_affine
-
-for seed, (groups, channels) in enumerate(((3, 6), (2, 8), (5, 5))):
-    weight, bias = random_affine(channels, seed=seed + 90)
-    theirs = nn.GroupNorm(groups, channels, eps=0.5).double()
-    with torch.no_grad():
-        theirs.weight.copy_(weight)
-        theirs.bias.copy_(bias)
-    x = seeded_input(3, channels, 2, 2, seed=seed + 90)
-    mine = GroupNorm(groups, channels, eps=0.5).double()
-    try:
-        mine.load_state_dict(theirs.state_dict())
-    except Exception as err:
-        raise AssertionError(f"GroupNorm({groups}, {channels}) cannot load nn.GroupNorm's state_dict "
-                             f"(keys weight and bias, shape ({channels},)): {err}") from None
-    expect_close(call_own(mine, x), theirs(x).detach(), f"GroupNorm({groups}, {channels}) loaded from nn.GroupNorm's state_dict")
-    back = nn.GroupNorm(groups, channels, eps=0.5).double()
-    try:
-        back.load_state_dict(mine.state_dict())
-    except Exception as err:
-        raise AssertionError(f"nn.GroupNorm({groups}, {channels}) cannot load your layer's state_dict: {err}") from None
-    mine32 = GroupNorm(groups, channels)
-    mine32.double()
-    assert mine32.weight.dtype == torch.float64 and mine32.bias.dtype == torch.float64, (
-        "after .double(), weight and bias should be float64")
-assert set(GroupNorm(2, 4, affine=False).state_dict()) == set(nn.GroupNorm(2, 4, affine=False).state_dict()), (
-    "with affine=False the state_dict must be empty, as nn.GroupNorm's is")
+q8.state_dict(GroupNorm)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -443,16 +270,9 @@ x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
 out_check = GroupNorm(3, 6).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
 ### BEGIN HIDDEN TESTS
-from course_grading.checks import DelegationError, expect_curve_like, paired_losses
-from course_grading.q8_checks import guard_own
+from course_recorder import q8
 
-try:
-    losses, reference = paired_losses(lambda: guard_own(lesson_cnn(), GroupNorm), partial(lesson_cnn, nn.GroupNorm),
-                                      steps=30, bs=64, lr=0.4)
-except DelegationError as err:
-    raise AssertionError(str(err)) from None
-assert all(l == l for l in losses), "the training loss became NaN"
-expect_curve_like(losses, reference, "training the lesson's CNN with your GroupNorm (2 groups per block, lr 0.4, bs 64, 30 steps)")
+q8.training_curve(lesson_cnn)
 ### END HIDDEN TESTS
 
 # %% [markdown]
