@@ -159,8 +159,9 @@ for name in ("sums", "sqrs", "count", "batch"):
     assert name in dict(layer.named_buffers()), f"{name} must be a registered buffer (self.register_buffer)"
 assert layer.sums.shape == (1, 4, 1, 1) and layer.count.shape == (), "sums: (1, nf, 1, 1); count: a 0-dim tensor"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-q9_checks.check_state(RunningBatchNorm)
+from course_recorder import q9
+
+q9.state(RunningBatchNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_rbn_training_math points=3]
@@ -177,10 +178,9 @@ assert torch.allclose(out.flatten(), torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=
     "one batch: (x - mean) / sqrt(var + eps) = -1, +1, with the biased variance var = sqrs/count - mean**2")
 assert float(layer.batch) == 2, "batch counts the examples seen"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-q9_checks.check_sequences(RunningBatchNorm, [
-    {"sizes": [2, 3, 2, 3, 10, 32, 2, 64, 3] + [2] * 12, "mom": 0.1, "eps": 1e-5, "seed": 0},  # 20 seen at step 5
-    {"sizes": [3, 2, 2, 64, 2, 32], "nf": 4, "hw": (3, 2), "mom": 0.3, "eps": 0.5, "seed": 40}])
+from course_recorder import q9
+
+q9.training_math(RunningBatchNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_rbn_eval points=2]
@@ -195,8 +195,9 @@ out = RunningBatchNorm(3).eval()(x)
 assert torch.isfinite(out).all(), "an untrained layer in eval must not return NaN"
 assert torch.allclose(out, x / math.sqrt(1 + 1e-5)), "an untrained layer behaves as mean 0, variance 1"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-q9_checks.check_eval(RunningBatchNorm)
+from course_recorder import q9
+
+q9.eval_probe(RunningBatchNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_rbn_batch_of_one points=1]
@@ -207,8 +208,9 @@ for _ in range(3):
     assert torch.isfinite(out).all(), "a batch of one example must give a finite output"
 assert torch.allclose(layer.count, torch.tensor(1 - 0.9 ** 3)), "bs=1 uses mom1 = mom (as bs=2): count = 1 - 0.9**3"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-q9_checks.check_batch_of_one(RunningBatchNorm)
+from course_recorder import q9
+
+q9.batch_of_one(RunningBatchNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_rbn_gradients points=2]
@@ -221,8 +223,9 @@ for _ in range(3):
     out.pow(2).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all(), "gradients reach the input"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-q9_checks.check_gradients(RunningBatchNorm)
+from course_recorder import q9
+
+q9.gradients_probe(RunningBatchNorm)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -273,10 +276,9 @@ loss = F.cross_entropy(model(xb), y_train[:2])
 loss.backward()
 assert torch.isfinite(loss), "the loss of one step at batch size 2 must be finite"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-q9_checks.check_training_curve(
-    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)),
-    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=q9_checks.ReferenceRunningBatchNorm)))
+from course_recorder import q9
+
+q9.trains_at_bs2(lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)))
 ### END HIDDEN TESTS
 
 # %% [test id=test_bs2_batchnorm_collapses points=1]
@@ -286,16 +288,9 @@ with torch.no_grad():
     out = model(x_valid[:8].view(-1, 1, 28, 28))
 assert torch.isfinite(out).all(), "an untrained model with RunningBatchNorm gives finite outputs in eval"
 ### BEGIN HIDDEN TESTS
-from course_grading import q9_checks
-bn_loss, rbn_loss = q9_checks.small_batch_valid_losses(
-    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=nn.BatchNorm2d)),
-    lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)))
-assert math.isfinite(rbn_loss) and rbn_loss < 2.0, (
-    f"after 300 steps at batch size 2 (lr 0.2) the CNN with your RunningBatchNorm has validation loss {rbn_loss:.3f}; "
-    f"it should learn (below 2.0; chance is ln 10 = 2.30)")
-assert bn_loss > 2 * rbn_loss, (
-    f"validation loss after 300 steps at batch size 2 (lr 0.2): nn.BatchNorm2d {bn_loss:.3f}, your RunningBatchNorm "
-    f"{rbn_loss:.3f}; expected RunningBatchNorm to be far better (less than half)")
+from course_recorder import q9
+
+q9.bs2_collapses(lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)))
 ### END HIDDEN TESTS
 
 # %% [markdown]

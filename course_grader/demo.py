@@ -24,7 +24,7 @@ from course_mutation import Variant, catalogue
 
 ASSIGNMENT = "normalization"
 REALISTIC = ("alice", "bob", "carol", "dave")
-PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader", "course_mutation", "course_grading")
+PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader", "course_mutation")
 CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
 HANG = "while True:  # an infinite loop\n    pass\n"
 

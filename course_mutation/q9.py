@@ -81,6 +81,12 @@ VARIANTS = [
                     "        return F.batch_norm(x, mean.flatten(), var.flatten(), self.mults.flatten(),\n"
                     "                            self.adds.flatten(), False, 0.0, self.eps)"),)),
     # Correct alternatives, written differently.
+    Variant("no_floor_at_zero", S, "var = sqrs/count - mean**2 without max(..., 0): rounding can make it negative",
+            fails=MATH, says="floor it at 0",
+            edits=(("var = (sqrs / count - mean * mean).clamp_min(0)", "var = sqrs / count - mean * mean"),)),
+    Variant("integer_batch_buffer", S, "the examples-seen counter as an integer buffer (torch.tensor(0))",
+            fails=("test_rbn_state",), says="float buffers",
+            edits=(('self.register_buffer("batch", torch.tensor(0.0))', 'self.register_buffer("batch", torch.tensor(0))'),)),
     Variant("explicit_lerp_in_place_buffers", S, None, code='''
 class RunningBatchNorm(nn.Module):
     """Explicit lerp formula, statistics via flatten, in-place buffer updates."""

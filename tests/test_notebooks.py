@@ -20,6 +20,7 @@ SOURCE = ROOT / "source" / "normalization"
 RELEASE = ROOT / "release" / "normalization"
 NOTEBOOKS = sorted(SOURCE.glob("Q*.ipynb"))
 EXERCISE_NAMES = {"BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RunningBatchNorm", "conv_layer"}
+INSTRUCTOR_PACKAGES = ("course_recorder", "course_judge", "course_grader", "course_mutation")
 REGION = re.compile(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1", re.S)
 WORKERS = 2  # notebooks executed side by side (kernels are single-notebook, the machine has 2 cores)
 
@@ -97,8 +98,9 @@ def test_no_solution_or_hidden_test_reaches_students():
         text = path.read_text(errors="replace")
         if re.search(r"BEGIN (SOLUTION|HIDDEN TESTS)|END HIDDEN TESTS", text):
             leaks.append(f"{path.relative_to(ROOT)}: solution or hidden-test markers")
-        if "course_grading" in text:  # instructor-only: students do not have it, and it holds the answer key
-            leaks.append(f"{path.relative_to(ROOT)}: uses course_grading")
+        for package in INSTRUCTOR_PACKAGES:  # students do not have them, and they hold the answer key
+            if package in text:
+                leaks.append(f"{path.relative_to(ROOT)}: uses {package}")
         if path.suffix == ".ipynb":
             text = "\n".join(c.source for c in nbformat.reads(text, as_version=4).cells)
         lines = {line.strip() for line in text.splitlines()}
@@ -160,13 +162,13 @@ def test_every_graded_test_fails_on_the_release_stubs():
 
 
 def test_a_correct_student_passes_the_visible_tests_with_only_course_lib(tmp_path):
-    """What students run: the release with correct answers, no course_grading, no hidden tests."""
+    """What students run: the release with correct answers, no instructor packages, no hidden tests."""
     from course_grader.demo import Plan, write_student
 
     solved = tmp_path / "solved"
     write_student(Plan("reference"), SOURCE, RELEASE, solved)
     env = _env()
-    del env["PYTHONPATH"]  # course_lib comes from the environment; course_grading is instructor-only
+    del env["PYTHONPATH"]  # course_lib comes from the environment; the grading packages are instructor-only
 
     def validate(nb: Path) -> tuple[str, subprocess.CompletedProcess]:
         done = subprocess.run([sys.executable, str(ROOT / "tools" / "validate.py"), nb.name], cwd=solved, env=env,

@@ -46,7 +46,7 @@ def server():
 
 def _manager(sock: Path | str, scratch: Path, answer_key: Path) -> SandboxKernelManager:
     expose = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(ROOT / "course_lib"),
-              str(ROOT / "course_grading")]
+              str(ROOT / "course_recorder")]
     return SandboxKernelManager(zygote=str(sock), isolate=True, hide=[str(scratch), str(answer_key)], expose=expose)
 
 

@@ -1,0 +1,380 @@
+"""Q9's verdicts: the student's RunningBatchNorm against the contract's math (float64, step by step).
+
+The contract (stated in the notebook's stub): in training, per channel, the sum, the sum of squares and the
+element count are smoothed with `lerp(old, new, mom1)`, `mom1 = 1 - (1 - mom) / sqrt(max(bs - 1, 1))`; the layer
+normalises (in training too) with mean = sums / count and var = max(sqrs / count - mean**2, 0) of the already
+updated state, var clamped to at least 0.01 while fewer than 20 examples have been seen; a layer that has seen no
+training batch uses mean 0 and var 1; eval reads the state and never changes it.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from course_judge import forbid, verdict
+from course_judge.compare import expect_close, expect_curve_like, expect_gradients, expect_no_error, tensor
+from course_judge.records import Fail, Raised, Records
+from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses, single_threaded
+from course_recorder import q9
+from course_recorder.inputs import seeded_input
+
+USES = ("running_batchnorm",)
+forbid("Q9", "running_batchnorm")
+CLAMP_UNTIL = 20  # examples
+MIN_VAR = 0.01
+ONE_HINT = ("The stub's rule for a batch of one example: mom1 = 1 - (1 - mom) / sqrt(max(bs - 1, 1)), i.e. the same "
+            "weight as bs=2 (sqrt(0) must not divide).")
+
+# One sentence per known mistake, as a failure message ends ("This is what you get if ...").
+MISTAKES = {
+    "plain_mom": "you used mom itself as the new batch's weight; the contract says mom1 = 1 - (1 - mom) / sqrt(bs - 1).",
+    "one_minus_missing": "you used (1 - mom) / sqrt(bs - 1) as the new batch's weight; the contract says mom1 = 1 - (1 - mom) / sqrt(bs - 1).",
+    "no_clamp": "you never clamp the variance; the contract clamps it to at least 0.01 until 20 examples have been seen.",
+    "clamp_forever": "you clamp the variance to at least 0.01 forever; the contract stops clamping once 20 examples have been seen.",
+    "clamp_steps": "you stop clamping after 20 steps (batches); the contract counts examples: clamp while fewer than 20 examples have been seen.",
+    "clamp_le": "you clamp while at most 20 examples have been seen; the contract clamps only while fewer than 20 (batch < 20).",
+    "clamp_before_update": "you decide on the clamp with the examples seen before this batch; the contract counts this batch too (update first, then compare).",
+    "batch_stats": "you normalised with the current batch's mean and variance; the contract normalises with the smoothed (already updated) sums, squares and count.",
+    "raw_count": "you stored the current batch's element count instead of smoothing it; count must be lerped with mom1 like sums and sqrs.",
+    "unbiased": "you used the unbiased variance (divide by count - 1); the contract says var = sqrs/count - mean**2 (biased).",
+    "eps_outside": "you added eps to the standard deviation; the contract says divide by sqrt(var + eps).",
+    "stats_detached": "you detached the current batch's statistics before normalising; gradients must flow through the batch's share of the smoothed statistics (as in BatchNorm); only the stored state is detached.",
+}
+
+
+def mom1_of(bs: int, mom: float) -> float:
+    """The new batch's weight in the lerp; a batch of 1 uses the bs=2 value (sqrt(bs-1) would be 0)."""
+    return 1 - (1 - mom) / math.sqrt(max(bs - 1, 1))
+
+
+def fresh_state(nf: int, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    """The state of a layer that has seen nothing."""
+    return {"sums": torch.zeros(1, nf, 1, 1, dtype=dtype), "sqrs": torch.zeros(1, nf, 1, 1, dtype=dtype),
+            "count": torch.zeros((), dtype=dtype), "batch": torch.zeros((), dtype=dtype), "step": torch.zeros((), dtype=dtype)}
+
+
+def rbn_forward(x: Tensor, mults: Tensor, adds: Tensor, state: dict[str, Tensor], *, mom: float, eps: float,
+                training: bool, mistake: str | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """One forward pass of the contract (or of a named mistake): the output and the new, detached state."""
+    sums, sqrs, count = state["sums"], state["sqrs"], state["count"]
+    batch, step = state["batch"], state.get("step", torch.zeros((), dtype=x.dtype))
+    bs, nf = x.shape[0], x.shape[1]
+    batch_before = batch
+    if training:
+        s = x.sum((0, 2, 3), keepdim=True)
+        ss = (x * x).sum((0, 2, 3), keepdim=True)
+        c = torch.tensor(x.numel() / nf, dtype=x.dtype)
+        w = {"plain_mom": mom, "one_minus_missing": (1 - mom) / math.sqrt(max(bs - 1, 1))}.get(mistake, mom1_of(bs, mom))
+        if mistake == "stats_detached":
+            s, ss = s.detach(), ss.detach()
+        sums = sums + (s - sums) * w
+        sqrs = sqrs + (ss - sqrs) * w
+        count = c if mistake == "raw_count" else count + (c - count) * w
+        batch, step = batch + bs, step + 1
+    if float(count) == 0:
+        mean, var = torch.zeros_like(sums), torch.ones_like(sums)
+    elif mistake == "batch_stats" and training:
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
+    else:
+        mean = sums / count
+        var = (sqrs / count - mean * mean).clamp_min(0)
+        if mistake == "unbiased":
+            var = var * count / (count - 1)
+    seen = {"clamp_steps": step, "clamp_before_update": batch_before}.get(mistake, batch)
+    clamp = {"no_clamp": False, "clamp_forever": True, "clamp_le": float(batch) <= CLAMP_UNTIL}.get(
+        mistake, float(seen) < CLAMP_UNTIL)
+    if clamp:
+        var = var.clamp_min(MIN_VAR)
+    out = (x - mean) / (var.sqrt() + eps) if mistake == "eps_outside" else (x - mean) / (var + eps).sqrt()
+    out = out * mults + adds
+    new = {"sums": sums.detach(), "sqrs": sqrs.detach(), "count": count.detach(), "batch": batch.detach(),
+           "step": step.detach()}
+    return out, new
+
+
+class ReferenceRunningBatchNorm(nn.Module):
+    """The contract as a module, for the reference training runs."""
+
+    def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.mom, self.eps = mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        for name, value in fresh_state(nf, torch.float32).items():
+            self.register_buffer(name, value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        state = {name: getattr(self, name) for name in ("sums", "sqrs", "count", "batch", "step")}
+        out, new = rbn_forward(x, self.mults, self.adds, state, mom=self.mom, eps=self.eps, training=self.training)
+        for name, value in new.items():
+            setattr(self, name, value)
+        return out
+
+
+def _affine(nf: int, seed: int = 1) -> tuple[Tensor, Tensor]:
+    values = q9.affine(nf, seed)
+    return values["mults"], values["adds"]
+
+
+def _set(r: Records, key: str, nf: int) -> None:
+    found = r.get(f"{key}/set")
+    if isinstance(found, Raised):
+        raise Fail(f"RunningBatchNorm.mults and .adds must be nn.Parameters with {nf} values (shape ({nf}, 1, 1)); the "
+                   f"test could not set them ({found.message})")
+
+
+def _recorded_state(r: Records, key: str, where: str) -> dict[str, Tensor]:
+    state = r.get(key)
+    missing = [name for name in q9.BUFFERS if not isinstance(state.get(name), Tensor)]
+    if missing:
+        raise Fail(f"{where}: RunningBatchNorm has no registered buffer {missing[0]!r} (use self.register_buffer)")
+    return {name: state[name].double() for name in q9.BUFFERS}
+
+
+def _forward_error(value: object, where: str, hint: str = "") -> None:
+    if isinstance(value, Raised):
+        if value.is_a("DelegationError"):
+            tensor(value, where)  # raises the delegation message
+        raise Fail(f"{where}: the layer raised {value}" + (f"\n{hint}" if hint else ""))
+
+
+def _trace(config: dict, mistake: str | None = None) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    cfg = q9.defaults(config)
+    gamma, beta = _affine(cfg["nf"])
+    state, trace = fresh_state(cfg["nf"]), []
+    for i, bs in enumerate(cfg["sizes"]):
+        x = q9.batch_input(bs, cfg["nf"], cfg["hw"], cfg["seed"] + i, cfg["constant"])
+        out, state = rbn_forward(x, gamma, beta, state, mom=cfg["mom"], eps=cfg["eps"], training=True, mistake=mistake)
+        trace.append((out, state))
+    return trace
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=1e-6, rtol=1e-5))
+
+
+def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes: tuple[str, ...] = tuple(MISTAKES),
+                     hint: str = "") -> None:
+    """Each recorded training sequence against the contract, step by step (output and buffers). A mistake is named
+    only when the student's numbers match that mistake's on every step of every sequence."""
+    runs = []
+    for key, config in keys_configs:
+        cfg = q9.defaults(config)
+        _set(r, key, cfg["nf"])
+        steps = []
+        for i, bs in enumerate(cfg["sizes"]):
+            where = (f"training step {i + 1} of batch sizes {cfg['sizes']} (this batch: {bs} examples of shape "
+                     f"{(cfg['nf'], *cfg['hw'])}; mom={cfg['mom']}, eps={cfg['eps']})")
+            out = r.get(f"{key}/step{i}")
+            _forward_error(out, where, hint)
+            steps.append((where, tensor(out, where), _recorded_state(r, f"{key}/step{i}/state", where)))
+        wrong = {k: _trace(config, k) for k in mistakes if k != "stats_detached"}
+        runs.append((cfg, steps, _trace(config), wrong))
+
+    def matches(name: str) -> bool:
+        for _, steps, _, wrong in runs:
+            for (_, out, buffers), (w_out, w_state) in zip(steps, wrong[name]):
+                if not _same(out, w_out) or not all(_same(buffers[n], w_state[n]) for n in ("sums", "sqrs", "count")):
+                    return False
+        return True
+
+    named = [k for k in mistakes if k != "stats_detached" and matches(k)][:1]
+    for cfg, steps, reference, wrong in runs:
+        for step, ((where, out, buffers), (expected, state)) in enumerate(zip(steps, reference)):
+            if cfg["constant"] is not None:
+                if not torch.isfinite(out).all():
+                    raise Fail(f"the output at {where} has NaN or inf. Channel 0 is constant, so sqrs/count - mean**2 "
+                               f"is 0 up to rounding and can come out slightly below 0; the stub says var = "
+                               f"max(sqrs/count - mean**2, 0): floor it at 0, or sqrt(var + eps) is NaN for a tiny eps.")
+                out, expected = out[:, 1:], expected[:, 1:]  # the constant channel's values are all rounding
+            expect_close(out, expected, f"the output at {where}", mistakes={MISTAKES[k]: wrong[k][step][0][:, 1:]
+                         if cfg["constant"] is not None else wrong[k][step][0] for k in named}, hint=hint or None)
+            for name in ("sums", "sqrs", "count"):
+                expect_close(buffers[name], state[name], f"the buffer {name} after {where}",
+                             mistakes={MISTAKES[k]: wrong[k][step][1][name] for k in named}, dtype=False,
+                             hint=hint or None)
+            if float(buffers["batch"]) != float(state["batch"]):
+                raise Fail(f"the buffer batch after {where}: expected {float(state['batch']):g} examples seen, got "
+                           f"{float(buffers['batch']):g} (add the batch size, x.shape[0], at every training step)")
+
+
+@verdict("Q9", "test_rbn_state", uses=USES)
+def state(r: Records) -> None:
+    nf = q9.STATE_NF
+    facts = r.get("facts")
+    for name, fill in (("mults", 1.0), ("adds", 0.0)):
+        param = facts["parameters"].get(name)
+        if not isinstance(param, Tensor):
+            raise Fail(f"{name} must be an nn.Parameter (it is learned by gradient descent); got "
+                       f"{getattr(facts['attributes'].get(name), 'type', type(facts['attributes'].get(name)).__name__)}")
+        if tuple(param.shape) != (nf, 1, 1) or not torch.all(param == fill):
+            raise Fail(f"{name} must start as {'ones' if fill else 'zeros'} of shape ({nf}, 1, 1); got shape "
+                       f"{tuple(param.shape)}")
+    shapes = {"sums": (1, nf, 1, 1), "sqrs": (1, nf, 1, 1), "count": (), "batch": ()}
+    for name, shape in shapes.items():
+        value = facts["buffers"].get(name)
+        if not isinstance(value, Tensor):
+            raise Fail(f"RunningBatchNorm has no registered buffer {name!r} (use self.register_buffer); its buffers are "
+                       f"{sorted(facts['buffers'])}")
+        if tuple(value.shape) != shape or not torch.all(value == 0):
+            raise Fail(f"the buffer {name} must start as zeros of shape {shape}; got shape {tuple(value.shape)}")
+        if value.recorded["parameter"] or value.recorded["requires_grad"]:
+            raise Fail(f"{name} is a statistic, measured from data: a buffer, not a learned parameter")
+        if not value.is_floating_point():
+            raise Fail(f"the buffer {name} is {value.dtype}; the stub says float buffers (torch.tensor(0.0), not "
+                       f"torch.tensor(0)), so that they follow .double() and hold a fractional count")
+    missing = {"mults", "adds", *q9.BUFFERS} - set(facts["state_dict"])
+    if missing:
+        raise Fail(f"state_dict lacks {sorted(missing)}: the state must be saved with the model")
+    double = expect_no_error(r.get("double"), "RunningBatchNorm(nf).double()")
+    for name in q9.BUFFERS:
+        value = double["buffers"].get(name)
+        if not isinstance(value, Tensor) or value.dtype != torch.float64:
+            raise Fail(f"after .double() the buffer {name} is {getattr(value, 'dtype', None)}; create it as a float tensor "
+                       f"so it follows the module's dtype")
+    for i in range(len(q9.ROUND_TRIP["sizes"])):
+        _forward_error(r.get(f"trained/step{i}"), "training")
+    load = r.get("load")
+    if isinstance(load, Raised):
+        raise Fail(f"a fresh layer could not load a trained layer's state_dict: {load}")
+    original, loaded = tensor(r.get("eval"), "the eval output"), tensor(r.get("loaded"), "the loaded layer's eval output")
+    if not _same(loaded, original):
+        raise Fail("a fresh layer loaded with a trained layer's state_dict gives a different eval output: keep the whole "
+                   "state (sums, sqrs, count, batch) in registered buffers")
+
+
+@verdict("Q9", "test_rbn_training_math", uses=USES)
+def training_math(r: Records) -> None:
+    expect_sequences(r, [(f"seq{i}", config) for i, config in enumerate(q9.SEQUENCES)])
+
+
+UNTRAINED = ("a layer that has seen no training batch must behave as mean 0 and variance 1 in eval, i.e. "
+             "x / sqrt(1 + eps) * mults + adds (no NaN from 0/0).")
+
+
+@verdict("Q9", "test_rbn_eval", uses=USES)
+def eval_(r: Records) -> None:
+    nf, mom, eps, hw = (q9.EVAL[k] for k in ("nf", "mom", "eps", "hw"))
+    gamma, beta = _affine(nf)
+    x = q9.batch_input(4, nf, hw, seed=50)
+    _set(r, "untrained", nf)
+    out = r.get("untrained")
+    _forward_error(out, "an untrained layer in eval")
+    expect_close(out, x / math.sqrt(1 + eps) * gamma + beta, "the eval output of a layer that has seen no training batch",
+                 hint=UNTRAINED)
+    for k, sizes in enumerate(q9.EVAL_SIZES):
+        _set(r, f"seq{k}", nf)
+        for i in range(len(sizes)):
+            _forward_error(r.get(f"seq{k}/step{i}"), "training")
+        where = f"eval after training on batch sizes {sizes} (mom={mom}, eps={eps})"
+        trained = _recorded_state(r, f"seq{k}/step{len(sizes) - 1}/state", where)
+        out = r.get(f"seq{k}/eval")
+        _forward_error(out, where)
+        # Judged against the layer's own stored state: the training math has its own test.
+        expected = rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False)[0]
+        wrong = {MISTAKES[m]: rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False, mistake=m)[0]
+                 for m in ("no_clamp", "clamp_forever", "unbiased", "eps_outside")}
+        wrong["you normalised with the batch's own statistics in eval; eval must use the stored averages."] = \
+            rbn_forward(x, gamma, beta, fresh_state(nf), mom=mom, eps=eps, training=True)[0]
+        expect_close(out, expected, f"the output in {where} (from the layer's own stored state)", mistakes=wrong)
+        after = _recorded_state(r, f"seq{k}/after", where)
+        for name in q9.BUFFERS:
+            if not torch.equal(after[name], trained[name]):
+                raise Fail(f"in {where} the buffer {name} changed during an eval forward pass; eval must use the stored "
+                           f"averages without updating them (check self.training)")
+        expect_close(r.get(f"seq{k}/alone"), expected[1:2], f"one example alone in {where} (eval must not depend on "
+                     f"batch mates)")
+    _set(r, "no_grad", nf)
+    _forward_error(r.get("no_grad"), "a training step under torch.no_grad()")
+    one_step = rbn_forward(x, gamma, beta, fresh_state(nf), mom=mom, eps=eps, training=True)[1]
+    expect_close(_recorded_state(r, "no_grad/state", "a training step under torch.no_grad()")["sums"], one_step["sums"],
+                 "the buffer sums after a training step run under torch.no_grad()",
+                 hint="decide train or eval with self.training, not torch.is_grad_enabled().")
+
+
+@verdict("Q9", "test_rbn_batch_of_one", uses=USES)
+def batch_of_one(r: Records) -> None:
+    for i, (hw, sizes) in enumerate(q9.BATCH_OF_ONE):
+        try:
+            expect_sequences(r, [(f"seq{i}", dict(sizes=sizes, nf=3, hw=hw, mom=0.2, eps=1e-5, seed=30))],
+                             mistakes=("no_clamp", "clamp_forever", "clamp_before_update", "raw_count"), hint=ONE_HINT)
+        except Fail as err:
+            text = str(err)
+            raise Fail(text if ONE_HINT in text else f"{text}\n{ONE_HINT}") from None
+
+
+@verdict("Q9", "test_rbn_gradients", uses=USES)
+def gradients(r: Records) -> None:
+    nf, mom, eps = q9.GRADIENT["nf"], q9.GRADIENT["mom"], q9.GRADIENT["eps"]
+    _set(r, "history", nf)
+    for i in range(q9.HISTORY_STEPS):
+        where = f"training step {i + 1} of {q9.HISTORY_STEPS}, each followed by backward()"
+        value = r.get(f"history/step{i}")
+        if isinstance(value, Raised):
+            if "backward" in value.message or "freed" in value.message:
+                raise Fail(f"{where}: backward raised {value}\nThe stored state is still attached to an earlier step's "
+                           f"graph: detach it every step (store .detach()ed values).")
+            _forward_error(value, where)
+        state = r.get(f"history/step{i}/state")
+        for name in ("sums", "sqrs", "count"):
+            buffer = state.get(name)
+            if isinstance(buffer, Tensor) and (buffer.recorded["requires_grad"] or buffer.recorded["grad_fn"]):
+                raise Fail(f"after {where} the buffer {name} is attached to the autograd graph (requires_grad="
+                           f"{buffer.recorded['requires_grad']}); the stored state must be detached every step")
+    _set(r, "grad", nf)
+    for i in range(len(q9.GRADIENT["before"])):
+        _forward_error(r.get(f"grad/step{i}"), "training")
+    state = _recorded_state(r, "grad/state", "before the gradient check")
+    gamma, beta = _affine(nf)
+    x = q9.batch_input(q9.GRADIENT["size"], nf, (2, 2), seed=90)
+    weights = seeded_input(*x.shape, seed=91)
+
+    def reference(mistake: str | None = None) -> dict[str, Tensor]:
+        xs, g, b = x.clone().requires_grad_(), gamma.clone().requires_grad_(), beta.clone().requires_grad_()
+        out = rbn_forward(xs, g, b, state, mom=mom, eps=eps, training=True, mistake=mistake)[0]
+        grads = torch.autograd.grad((out * weights).sum(), (xs, g, b))
+        return {"output": out.detach(), "x": grads[0], "mults": grads[1], "adds": grads[2]}
+
+    recorded = r.get("grad")
+    what = f"training step 3 after batches of {q9.GRADIENT['before']} (mom={mom}, eps={eps}), from the layer's own state"
+    try:
+        expect_gradients(recorded, reference(), what, {"x": "the input", "mults": "mults", "adds": "adds"},
+                         hint="Use differentiable tensor operations only.")
+    except Fail as err:
+        detached = reference("stats_detached")
+        if isinstance(recorded, dict) and isinstance(recorded.get("x"), Tensor) and _same(recorded["x"], detached["x"]):
+            raise Fail(f"{err}\nThis is what you get if {MISTAKES['stats_detached']}") from None
+        raise
+
+
+@verdict("Q9", "test_rbn_trains_at_bs2", uses=USES)
+def trains_at_bs2(r: Records) -> None:
+    reference = reference_losses("Q9-rbn-bs2", partial(lesson_cnn, lambda nf: ReferenceRunningBatchNorm(nf)),
+                                 **q9.TRAINING)
+    expect_training(r, "losses", reference, "the CNN with your RunningBatchNorm at batch size 2 (lr 0.1, 30 steps)",
+                    rtol=0.03)
+
+
+@single_threaded
+def _batchnorm_valid_loss() -> float:
+    return q9.valid_loss(lesson_cnn(), **q9.COLLAPSE)
+
+
+@verdict("Q9", "test_bs2_batchnorm_collapses", uses=USES)
+def bs2_collapses(r: Records) -> None:
+    steps, lr = q9.COLLAPSE["steps"], q9.COLLAPSE["lr"]
+    rbn_loss = expect_no_error(r.get("valid_loss"), "training the CNN with your RunningBatchNorm at batch size 2")
+    if not isinstance(rbn_loss, (int, float)):
+        raise Fail("the validation loss was not recorded")
+    bn_loss = cached("Q9-bn-collapse", _batchnorm_valid_loss, **q9.COLLAPSE)
+    if not (math.isfinite(rbn_loss) and rbn_loss < 2.0):
+        raise Fail(f"after {steps} steps at batch size 2 (lr {lr}) the CNN with your RunningBatchNorm has validation loss "
+                   f"{rbn_loss:.3f}; it should learn (below 2.0; chance is ln 10 = 2.30)")
+    if not bn_loss > 2 * rbn_loss:
+        raise Fail(f"validation loss after {steps} steps at batch size 2 (lr {lr}): nn.BatchNorm2d {bn_loss:.3f}, your "
+                   f"RunningBatchNorm {rbn_loss:.3f}; expected RunningBatchNorm to be far better (less than half)")

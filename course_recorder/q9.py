@@ -1,0 +1,168 @@
+"""Q9's probes: the student's RunningBatchNorm over sequences of batches, in eval, at batch size one, its
+gradients, and the lesson's CNN trained with it at batch size 2."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_recorder import recording
+from course_recorder.inputs import grading_batches, grading_valid, random_affine, seeded_input
+from course_recorder.probes import gradients, module_facts, set_params, train, train_losses
+
+OWN = "RunningBatchNorm"
+BUFFERS = ("sums", "sqrs", "count", "batch")
+STATE_NF = 5
+ROUND_TRIP = dict(sizes=[3, 4, 32], nf=5, hw=(2, 3), mom=0.1, eps=1e-5, seed=40)
+SEQUENCES = (
+    dict(sizes=[2, 3, 2, 3, 10, 32, 2, 64, 3] + [2] * 12, mom=0.1, eps=1e-5, seed=0),  # 20 seen at step 5
+    dict(sizes=[3, 2, 2, 64, 2, 32], nf=4, hw=(3, 2), mom=0.3, eps=0.5, seed=40),
+    # Channel 0 constant and eps tiny: sqrs/count - mean**2 dips below 0 by rounding once the clamp is over.
+    dict(sizes=[2, 3, 32, 2, 5], nf=3, hw=(2, 2), mom=0.1, eps=1e-15, seed=70, constant=2.9),
+)
+EVAL_SIZES = ([2, 2], [2, 3, 32, 2])  # 4 examples seen (clamp active), then 39 (clamp over)
+EVAL = dict(nf=3, mom=0.3, eps=0.5, hw=(3, 2))
+BATCH_OF_ONE = (((1, 1), [1] * 25), ((2, 2), [1, 2, 1, 1, 3] + [1] * 16))  # (hw, sizes), mom 0.2, seed 30
+HISTORY_STEPS = 20
+GRADIENT = dict(nf=3, mom=0.3, eps=0.5, before=[3, 2], size=4)
+TRAINING = dict(steps=30, bs=2, lr=0.1, seed=0)
+COLLAPSE = dict(steps=300, bs=2, lr=0.2, seed=0, valid=512)
+
+
+def defaults(config: dict) -> dict:
+    return {"nf": 3, "hw": (2, 2), "mom": 0.1, "eps": 1e-5, "seed": 0, "constant": None, **config}
+
+
+def batch_input(bs: int, nf: int, hw: tuple[int, int], seed: int, constant: float | None = None) -> torch.Tensor:
+    """A float64 batch with its own offset and scale per example and channel; channel 0 has a tiny variance
+    (about 1e-3), so the 0.01 clamp matters there while it is active (or is `constant` everywhere)."""
+    x = seeded_input(bs, nf, *hw, seed=seed).clone()
+    x[:, 0] = constant if constant is not None else x[:, 0] * 0.01
+    return x
+
+
+def affine(nf: int, seed: int = 1) -> dict:
+    gamma, beta = random_affine(nf, seed)
+    return {"mults": gamma.view(nf, 1, 1), "adds": beta.view(nf, 1, 1)}
+
+
+def make_layer(rec, key: str, cls, nf: int, mom: float, eps: float, seed: int = 1):
+    """The student's layer in float64 with the tests' mults and adds (set_params failures are recorded)."""
+    layer = cls(nf, mom=mom, eps=eps).double()
+    rec.call(f"{key}/set", set_params, layer, affine(nf, seed))
+    return layer
+
+
+def state_of(layer) -> dict:
+    return {name: dict(layer.named_buffers(recurse=False)).get(name) for name in BUFFERS}
+
+
+def _sequence(rec, key: str, cls, config: dict):
+    cfg = defaults(config)
+    layer = make_layer(rec, key, cls, cfg["nf"], cfg["mom"], cfg["eps"])
+    layer.train()
+    for i, bs in enumerate(cfg["sizes"]):
+        rec.call(f"{key}/step{i}", layer, batch_input(bs, cfg["nf"], cfg["hw"], cfg["seed"] + i, cfg["constant"]),
+                 own=OWN)
+        rec.put(f"{key}/step{i}/state", state_of(layer))
+    return layer
+
+
+def state(RunningBatchNorm) -> None:
+    with recording("test_rbn_state") as rec:
+        rec.put("facts", module_facts(RunningBatchNorm(STATE_NF)))
+        rec.call("double", lambda: module_facts(RunningBatchNorm(STATE_NF).double()))
+        trained = _sequence(rec, "trained", RunningBatchNorm, ROUND_TRIP)
+        copy_layer = make_layer(rec, "copy", RunningBatchNorm, STATE_NF, 0.1, 1e-5, seed=7)
+        rec.call("load", lambda: copy_layer.load_state_dict(trained.state_dict()) and None)
+        x = batch_input(6, STATE_NF, (2, 3), seed=41)
+        rec.call("eval", trained.eval(), x, own=OWN)
+        rec.call("loaded", copy_layer.eval(), x, own=OWN)
+
+
+def training_math(RunningBatchNorm) -> None:
+    with recording("test_rbn_training_math") as rec:
+        for i, config in enumerate(SEQUENCES):
+            _sequence(rec, f"seq{i}", RunningBatchNorm, config)
+
+
+def eval_probe(RunningBatchNorm) -> None:
+    with recording("test_rbn_eval") as rec:
+        nf, mom, eps, hw = EVAL["nf"], EVAL["mom"], EVAL["eps"], EVAL["hw"]
+        x = batch_input(4, nf, hw, seed=50)
+        layer = make_layer(rec, "untrained", RunningBatchNorm, nf, mom, eps)
+        rec.call("untrained", layer.eval(), x, own=OWN)
+        for k, sizes in enumerate(EVAL_SIZES):
+            layer = _sequence(rec, f"seq{k}", RunningBatchNorm, dict(sizes=sizes, nf=nf, hw=hw, mom=mom, eps=eps, seed=10))
+            layer.eval()
+            with torch.enable_grad():
+                rec.call(f"seq{k}/eval", layer, x, own=OWN)
+            rec.put(f"seq{k}/after", state_of(layer))
+            rec.call(f"seq{k}/alone", layer, x[1:2].clone(), own=OWN)
+        layer = make_layer(rec, "no_grad", RunningBatchNorm, nf, mom, eps)
+        layer.train()
+        with torch.no_grad():
+            rec.call("no_grad", layer, x, own=OWN)
+        rec.put("no_grad/state", state_of(layer))
+
+
+def batch_of_one(RunningBatchNorm) -> None:
+    with recording("test_rbn_batch_of_one") as rec:
+        for i, (hw, sizes) in enumerate(BATCH_OF_ONE):
+            _sequence(rec, f"seq{i}", RunningBatchNorm, dict(sizes=sizes, nf=3, hw=hw, mom=0.2, eps=1e-5, seed=30))
+
+
+def gradients_probe(RunningBatchNorm) -> None:
+    with recording("test_rbn_gradients") as rec:
+        nf, mom, eps = GRADIENT["nf"], GRADIENT["mom"], GRADIENT["eps"]
+        layer = make_layer(rec, "history", RunningBatchNorm, nf, mom, eps)
+        layer.train()
+        for i in range(HISTORY_STEPS):
+            x = batch_input(2 + i % 3, nf, (2, 2), seed=60 + i).requires_grad_()
+
+            def step(x=x):
+                out = layer(x)
+                (out * out).sum().backward()
+
+            rec.call(f"history/step{i}", step, own=OWN)
+            rec.put(f"history/step{i}/state", state_of(layer))
+        layer = make_layer(rec, "grad", RunningBatchNorm, nf, mom, eps)
+        layer.train()
+        for i, bs in enumerate(GRADIENT["before"]):
+            rec.call(f"grad/step{i}", layer, batch_input(bs, nf, (2, 2), seed=80 + i), own=OWN)
+        rec.put("grad/state", state_of(layer))
+        x = batch_input(GRADIENT["size"], nf, (2, 2), seed=90)
+        rec.call("grad", gradients, layer, x, affine(nf), seeded_input(*x.shape, seed=91), own=OWN)
+
+
+def trains_at_bs2(make_model) -> None:
+    with recording("test_rbn_trains_at_bs2") as rec:
+        train(rec, "losses", make_model, own=OWN, **TRAINING)
+
+
+def valid_loss(model: nn.Module, steps: int, bs: int, lr: float, seed: int, valid: int) -> float:
+    """Validation loss (the first `valid` grading images, eval mode) after `steps` SGD steps at batch size bs."""
+    from course_recorder.inputs import standard_weights
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        standard_weights(model, seed)
+        train_losses(model, grading_batches(steps, bs, seed), lr)
+        model.eval()
+        x, y = grading_valid(valid)
+        with torch.no_grad():
+            return F.cross_entropy(model(x), y).item()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def bs2_collapses(make_model) -> None:
+    with recording("test_bs2_batchnorm_collapses") as rec:
+        rec.call("valid_loss", lambda: valid_loss(make_model(), **COLLAPSE), own=OWN)
+
+
+__all__ = ["state", "training_math", "eval_probe", "batch_of_one", "gradients_probe", "trains_at_bs2",
+           "bs2_collapses"]
