@@ -37,6 +37,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--notebook-timeout", type=float, default=600.0, help="wall-clock seconds per notebook")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")
+    p.add_argument("--require-isolation", action="store_true",
+                   help="refuse to grade unless every kernel can be isolated (root, Linux namespaces)")
     p.add_argument("--no-feedback", dest="feedback", action="store_false", help="skip the feedback HTML")
     p.add_argument("--skip-experiments", action="store_true",
                    help="do not run the demo/experiment cells (faster; tests never depend on them)")
@@ -48,6 +50,7 @@ def parse(argv: list[str] | None = None) -> Options:
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
                    notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
+                   require_isolation=a.require_isolation,
                    feedback=a.feedback, skip_experiments=a.skip_experiments,
                    fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet)
 

@@ -36,8 +36,7 @@ class Job:
     notebook_timeout: float = 600.0
     memory_mb: int = 4096
     isolate: bool = False
-    hide: list[str] = field(default_factory=list)
-    expose: list[str] = field(default_factory=list)
+    expose: list[str] = field(default_factory=list)  # what an isolated kernel may read (sandbox.py)
     feedback: bool = True
     skip_experiments: bool = False
     zygote: str = ""  # the fork server's socket (zygote.py); empty: fresh kernel processes
@@ -88,8 +87,8 @@ def _config(job: Job, course: Path, report: Path):
     c.RobustExecute.skip_tags = ["demo", "experiment"] if job.skip_experiments else []
     c.SandboxKernelManager.memory_mb = job.memory_mb
     c.SandboxKernelManager.isolate = job.isolate
-    c.SandboxKernelManager.hide = job.hide
     c.SandboxKernelManager.expose = job.expose
+    c.SandboxKernelManager.socket_root = str(Path(job.scratch) / "sockets")
     c.SandboxKernelManager.zygote = job.zygote
     c.OverwriteCells.add_missing_cells = True
     c.HTMLExporter.template_name = "feedback"

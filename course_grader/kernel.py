@@ -10,7 +10,9 @@ ran before keep their points and the later ones score zero, with the reason reco
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -27,14 +29,26 @@ class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager that starts every kernel through course_grader.sandbox.
 
     With `zygote` set (a fork server's socket, zygote.py) the kernel is forked from a process that has
-    already imported torch and course_lib, inside the same sandbox; otherwise it is exec'd afresh.
+    already imported torch and course_lib, inside the same sandbox; otherwise it is exec'd afresh. An isolated
+    kernel has no network of its own to reach the manager over TCP: it talks over unix sockets (the ipc
+    transport) in a folder made for it, the only folder it may write besides its own scratch.
     """
 
-    memory_mb = Integer(4096, help="RLIMIT_DATA of the kernel, in MiB").tag(config=True)
-    isolate = Bool(False, help="hide the answer key and run as nobody (needs root)").tag(config=True)
-    hide = List(Unicode(), help="paths the kernel must not see").tag(config=True)
-    expose = List(Unicode(), help="paths under private folders the kernel needs").tag(config=True)
+    memory_mb = Integer(4096, help="memory limit of the kernel, in MiB").tag(config=True)
+    isolate = Bool(False, help="namespaces, an allowlist view and a user of its own (needs root)").tag(config=True)
+    expose = List(Unicode(), help="paths the kernel may read (besides the system's)").tag(config=True)
     zygote = Unicode("", help="socket of a fork server (zygote.py); empty: a fresh kernel process").tag(config=True)
+    socket_root = Unicode("", help="where each isolated kernel's socket folder is made").tag(config=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.socket_dir = ""
+        if self.isolate:
+            if self.socket_root:
+                os.makedirs(self.socket_root, mode=0o700, exist_ok=True)
+            self.socket_dir = tempfile.mkdtemp(prefix="kernel-", dir=self.socket_root or None)
+            self.transport = "ipc"
+            self.ip = os.path.join(self.socket_dir, "k")
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         """The kernel's own command, behind the sandbox launcher."""
@@ -43,8 +57,7 @@ class SandboxKernelManager(AsyncKernelManager):
             ["course_grader.sandbox"]
         prefix = [sys.executable, "-m", *launcher, f"--memory-mb={self.memory_mb}"]
         if self.isolate:
-            prefix.append("--isolate")
-            prefix += [f"--hide={p}" for p in self.hide] + [f"--expose={p}" for p in self.expose]
+            prefix += ["--isolate", f"--writable={self.socket_dir}", *(f"--expose={p}" for p in self.expose)]
         return prefix + ["--"] + cmd
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grader import gradebook, report, zygote
+from course_grader import gradebook, report, sandbox, zygote
 from course_grader.autograde import ASSIGNMENT, Job, Result
 from course_grader.sandbox import probe
 from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
@@ -50,6 +50,7 @@ class Options:
     notebook_timeout: float = 600.0
     memory_mb: int = 4096
     sandbox: bool = True
+    require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
     feedback: bool = True
     skip_experiments: bool = False
     fresh_kernels: bool = False  # exec every kernel afresh instead of forking it from a warm server
@@ -205,13 +206,19 @@ def run(options: Options) -> Outcome:
         folders, plans = _submissions(options, scratch)
         notebooks = _notebooks(options)
         names = notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
-        # The grader's own copy of the MNIST cache, world-readable: the kernels run as `nobody`.
+        # The grader's own copy of the MNIST cache, world-readable: kernels (users of their own) read it.
         data_dir = Path.home().resolve() / ".cache" / "normalization-course-grading"
         env = _worker_env(options, data_dir)
         # The judge's reference results (training runs), computed once and kept with the private gradebooks.
         env["COURSE_JUDGE_CACHE"] = str(data_dir.with_name(data_dir.name + "-judge"))
-        mode = probe() if options.sandbox else "limits only (--no-sandbox)"
+        mode = probe() if options.sandbox else "NOT ISOLATED (--no-sandbox: kernels run with limits only)"
         isolate = mode == "isolated"
+        if not isolate:
+            if options.require_isolation:
+                raise SystemExit(f"refusing to grade with --require-isolation: kernels would be {mode}")
+            print(f"WARNING: grading kernels are {mode}. Student code can then read whatever the grader can "
+                  f"(source/, the gradebook, other students' work) and reach the network. Grade as root (or use "
+                  f"--require-isolation to refuse).", file=sys.stderr, flush=True)
         template = scratch / "template.db"
         gradebooks = data_dir.with_name(data_dir.name + "-gradebooks")  # private: gradebooks hold the hidden tests
         # The fork server starts (about 3 s) while the workers start; their first kernels wait for it.
@@ -224,16 +231,11 @@ def run(options: Options) -> Outcome:
             course_db = pool.submit(gradebook.ensure_recorded, root, db_url, template)
             data.result()
             course_db.result()
-        hide = [root / p for p in ("source", "authoring", ".git", "submitted", "autograded", "feedback",
-                                   "gradebook.db", "grades.csv", "tests")]
-        hide += [scratch, gradebooks] + [p for p in (options.class_dir, options.zip_dir) if p]
-        if db_url.startswith("sqlite:///"):
-            hide.append(Path(db_url.removeprefix("sqlite:///")))
-        # The Python installation, the virtual environment, the packages a kernel imports (course_lib, the
-        # recorder) and the data: wherever they live, the kernel must reach them. Only those package folders,
-        # never the judge or the course root; found, not imported (course_lib imports torch).
+        # An isolated kernel sees an allowlist only (sandbox.py): the Python installation, the environment, the
+        # packages a kernel imports (course_lib, the recorder) and the data, read-only. Not the course root (source/,
+        # the gradebook, the judge), not the class, not the grader's scratch. Found, not imported (course_lib
+        # imports torch).
         packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in KERNEL_PACKAGES}
-        packages |= {root.resolve() / m for m in KERNEL_PACKAGES}
         expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
         history = gradebooks / "seconds.json"
         order = claim_order(names, history)
@@ -244,8 +246,8 @@ def run(options: Options) -> Outcome:
             return Job(student=student, submission=str(folders[student].resolve()), release=str(release),
                        source=str(root / "source"), template_db=str(template), scratch=str(work), notebooks=order,
                        cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
-                       memory_mb=options.memory_mb, isolate=isolate, hide=[str(p) for p in hide],
-                       expose=[str(p) for p in expose], feedback=options.feedback,
+                       memory_mb=options.memory_mb, isolate=isolate, expose=[str(p) for p in expose],
+                       feedback=options.feedback,
                        skip_experiments=options.skip_experiments, zygote=str(socket_path) if starting else "",
                        claims=str(scratch / "claims" / student))
 
@@ -285,6 +287,7 @@ def run(options: Options) -> Outcome:
         if starting:
             zygote.stop(starting.result()[0])
         background.shutdown()
+        sandbox.sweep_cgroups()
         if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:

@@ -203,19 +203,24 @@ class Server:
 
 
 def run_kernel(request: dict) -> int:
-    """In the forked child: enter the sandbox, look like a fresh process, run ipykernel; the exit code."""
-    import numpy as np
-    import torch
-
+    """In the forked child: the sandbox's supervisor (sandbox.launch), whose kernel runs ipykernel in-process."""
     from course_grader import sandbox
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    _prctl_pdeathsig(signal.SIGKILL)  # the server gone: this supervisor, then its kernel, go too
     os.chdir(request["cwd"])
     args = sandbox.parser().parse_args(request["args"])
-    cmd, env = sandbox.enter(args, request["env"])
-    _prctl_pdeathsig(signal.SIGKILL)  # after the uid change, which clears it
+    sandbox.launch(args, request["env"], _ipykernel)
+    return 1  # not reached: launch exits
+
+
+def _ipykernel(cmd: list[str], env: dict[str, str]) -> None:
+    """In the sandboxed kernel process: look like a fresh process, then run ipykernel on the connection file."""
+    import numpy as np
+    import torch
+
     os.environ.clear()
     os.environ.update(env)
     # A fresh process has fresh random seeds: numpy and torch seed themselves from the OS (CPython already
@@ -227,12 +232,11 @@ def run_kernel(request: dict) -> int:
         torch.set_num_threads(int(threads))
     if cmd[1:3] != ["-m", "ipykernel_launcher"]:
         raise SystemExit(f"the fork server only starts ipykernel, not {cmd}")
-    # The kernel watches its parent (this server) as a fresh kernel watches its kernel manager.
-    sys.argv = ["ipykernel_launcher", *cmd[3:], f"--IPKernelApp.parent_handle={os.getppid()}"]
+    # parent_handle=1: no parent poller (its parent is the namespace's init); it dies with its namespace.
+    sys.argv = ["ipykernel_launcher", *cmd[3:], "--IPKernelApp.parent_handle=1"]
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()
-    return 0
 
 
 def _preload() -> list[str]:

@@ -20,7 +20,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_grader import zygote
+from course_grader import sandbox, zygote
 from course_grader.kernel import SandboxKernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +45,10 @@ def server():
 
 
 def _manager(sock: Path | str, scratch: Path, answer_key: Path) -> SandboxKernelManager:
+    """The pipeline's kernel manager: the answer key and the scratch folder are simply not exposed."""
     expose = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(ROOT / "course_lib"),
               str(ROOT / "course_recorder")]
-    return SandboxKernelManager(zygote=str(sock), isolate=True, hide=[str(scratch), str(answer_key)], expose=expose)
+    return SandboxKernelManager(zygote=str(sock), isolate=True, expose=expose, socket_root=str(scratch / "sockets"))
 
 
 def _run(km: SandboxKernelManager, *sources: str, timeout: int = 60) -> list[nbformat.NotebookNode]:
@@ -90,7 +91,7 @@ def test_forked_kernel_is_sandboxed(server):
     cells = _run(_manager(sock, scratch, key), ABOUT % {"key": str(key / "solution.py"), "sock": str(sock),
                                                         "secret": SECRET})
     about = json.loads(_stdout(cells[0]))
-    assert about["uid"] == 65534, about  # nobody
+    assert about["uid"] >= sandbox.UID_BASE, about  # a user of its own
     assert not about["key"], "the answer key is readable from a forked kernel"
     assert not about["socket"], "the fork server's socket is reachable from a kernel"
     assert str(sock) not in json.dumps(about["unix"]), "a kernel inherited the server's socket"
@@ -117,26 +118,38 @@ def test_interrupt_reaches_a_forked_kernel(server):
     assert _stdout(cells[1]) == "after\n"  # the kernel survived the interrupt
 
 
+def processes_of(uid: int) -> list[int]:
+    """Host pids of the live processes running as `uid` (a kernel's own user)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            line = next((l for l in status.splitlines() if l.startswith("Uid:")), "")
+            state = next((l for l in status.splitlines() if l.startswith("State:")), "")
+            if line.split()[1:2] == [str(uid)] and " Z " not in state + " ":
+                found.append(int(entry))
+    return found
+
+
 def test_killing_the_client_kills_its_kernel(server):
     """The kernel manager kills the process it started (the client): the forked kernel must go too."""
     sock, scratch, key = server
     km = _manager(sock, scratch, key)
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import os; print(os.getpid())")]
+    nb.cells = [nbformat.v4.new_code_cell("import os; print(os.getuid())")]
     client = NotebookClient(nb, km=km, timeout=60)
     with client.setup_kernel():
         client.execute_cell(nb.cells[0], 0)
-        pid = int(_stdout(nb.cells[0]))
+        uid = int(_stdout(nb.cells[0]))
+        assert processes_of(uid), "the kernel's processes are not visible on the host"
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and processes_of(uid):
             time.sleep(0.05)
-        else:
-            pytest.fail("the forked kernel outlived its client")
+        assert not processes_of(uid), "the forked kernel outlived its client"
 
 
 def test_no_server_means_a_fresh_kernel(server, tmp_path):
@@ -146,9 +159,12 @@ def test_no_server_means_a_fresh_kernel(server, tmp_path):
 
 
 def test_a_server_that_cannot_start_says_why(tmp_path):
-    env = dict(os.environ, PYTHONPATH="/nonexistent")  # course_lib cannot be imported
+    broken = tmp_path / "broken" / "course_lib"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('course_lib is broken on purpose')\n")
+    env = dict(os.environ, PYTHONPATH=str(broken.parent))  # found before the installed course_lib
     proc, why = zygote.start(tmp_path / "z.sock", env, tmp_path / "z.log", timeout=60)
-    assert proc is None and "No module named" in why, why
+    assert proc is None and "broken on purpose" in why, why
     assert not zygote.starting_marker(tmp_path / "z.sock").exists()
 
 
