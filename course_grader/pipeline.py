@@ -287,6 +287,7 @@ def run(options: Options) -> Outcome:
         if starting:
             zygote.stop(starting.result()[0])
         background.shutdown()
+        sandbox.kill_kernels_under(scratch)
         sandbox.sweep_cgroups()
         if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
             print(f"scratch kept: {scratch}", file=sys.stderr)

@@ -164,6 +164,27 @@ class Cgroup:
                     time.sleep(0.01)
 
 
+def kill_kernels_under(folder: Path) -> int:
+    """SIGKILL every kernel supervisor whose socket folder is under `folder` (a run's scratch): a kernel whose
+    manager died without shutting it down must not outlive its run. Its init and processes die with it."""
+    killed = 0
+    flag = f"--writable={folder}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(arg.startswith(flag) for arg in cmdline.split(b"\0")):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
 def sweep_cgroups() -> int:
     """Remove the empty kernel cgroups whose supervisor has gone (killed before it could clean up); how many."""
     removed = 0

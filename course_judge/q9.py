@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import expect_close, expect_curve_like, expect_gradients, expect_no_error, tensor
+from course_judge.compare import expect_close, expect_gradients, expect_no_error, tensor
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses, single_threaded
 from course_recorder import q9

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,45 +20,20 @@ from nbclient import NotebookClient
 
 from course_grader import sandbox, zygote
 from course_grader.kernel import SandboxKernelManager
+from kernel_tools import SECRET, fork_server, manager, processes_of, run, stdout
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "postgresql://grader:s3cret@db/gradebook"
 
 
 @pytest.fixture(scope="module")
 def server():
     """(socket path, private folder, answer-key folder) of a running server; stopped afterwards."""
-    scratch = Path(tempfile.mkdtemp(prefix="test-zygote-"))
-    os.chmod(scratch, 0o700)
-    answer_key = Path(tempfile.mkdtemp(prefix="test-zygote-key-", dir="/var/tmp"))
-    (answer_key / "solution.py").write_text("SECRET = 1\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COURSE_GRADING_MODE="1", COURSE_DB_URL=SECRET)
-    proc, why = zygote.start(scratch / "zygote.sock", env, scratch / "zygote.log")
-    assert proc is not None, why
-    try:
-        yield scratch / "zygote.sock", scratch, answer_key
-    finally:
-        zygote.stop(proc)
-        subprocess.run(["rm", "-rf", str(scratch), str(answer_key)], check=False)
+    with fork_server() as found:
+        yield found
 
 
 def _manager(sock: Path | str, scratch: Path, answer_key: Path) -> SandboxKernelManager:
     """The pipeline's kernel manager: the answer key and the scratch folder are simply not exposed."""
-    expose = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(ROOT / "course_lib"),
-              str(ROOT / "course_recorder")]
-    return SandboxKernelManager(zygote=str(sock), isolate=True, expose=expose, socket_root=str(scratch / "sockets"))
-
-
-def _run(km: SandboxKernelManager, *sources: str, timeout: int = 60) -> list[nbformat.NotebookNode]:
-    """Run code cells in a fresh kernel from `km`; the executed cells."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
-    NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, interrupt_on_timeout=True).execute()
-    return nb.cells
-
-
-def _stdout(cell: nbformat.NotebookNode) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    return manager(sock, scratch)
 
 
 ABOUT = """
@@ -88,9 +61,9 @@ print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "key": os.access(%(key
 
 def test_forked_kernel_is_sandboxed(server):
     sock, scratch, key = server
-    cells = _run(_manager(sock, scratch, key), ABOUT % {"key": str(key / "solution.py"), "sock": str(sock),
+    cells = run(_manager(sock, scratch, key), ABOUT % {"key": str(key / "solution.py"), "sock": str(sock),
                                                         "secret": SECRET})
-    about = json.loads(_stdout(cells[0]))
+    about = json.loads(stdout(cells[0]))
     assert about["uid"] >= sandbox.UID_BASE, about  # a user of its own
     assert not about["key"], "the answer key is readable from a forked kernel"
     assert not about["socket"], "the fork server's socket is reachable from a kernel"
@@ -103,8 +76,8 @@ def test_forked_kernels_do_not_share_random_state(server):
     """Like fresh processes, which seed python, numpy and torch from the OS: no two kernels draw alike."""
     sock, scratch, key = server
     code = "import random, numpy, torch; print(random.random(), numpy.random.rand(), torch.rand(1).item())"
-    first = _stdout(_run(_manager(sock, scratch, key), code)[0]).split()
-    second = _stdout(_run(_manager(sock, scratch, key), code)[0]).split()
+    first = stdout(run(_manager(sock, scratch, key), code)[0]).split()
+    second = stdout(run(_manager(sock, scratch, key), code)[0]).split()
     assert len(first) == len(second) == 3
     assert all(a != b for a, b in zip(first, second)), (first, second)
 
@@ -112,26 +85,10 @@ def test_forked_kernels_do_not_share_random_state(server):
 def test_interrupt_reaches_a_forked_kernel(server):
     sock, scratch, key = server
     started = time.monotonic()
-    cells = _run(_manager(sock, scratch, key), "import time\ntime.sleep(60)", "print('after')", timeout=3)
+    cells = run(_manager(sock, scratch, key), "import time\ntime.sleep(60)", "print('after')", timeout=3)
     assert time.monotonic() - started < 30
     assert [o.get("ename") for o in cells[0].outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
-    assert _stdout(cells[1]) == "after\n"  # the kernel survived the interrupt
-
-
-def processes_of(uid: int) -> list[int]:
-    """Host pids of the live processes running as `uid` (a kernel's own user)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            line = next((l for l in status.splitlines() if l.startswith("Uid:")), "")
-            state = next((l for l in status.splitlines() if l.startswith("State:")), "")
-            if line.split()[1:2] == [str(uid)] and " Z " not in state + " ":
-                found.append(int(entry))
-    return found
+    assert stdout(cells[1]) == "after\n"  # the kernel survived the interrupt
 
 
 def test_killing_the_client_kills_its_kernel(server):
@@ -143,7 +100,7 @@ def test_killing_the_client_kills_its_kernel(server):
     client = NotebookClient(nb, km=km, timeout=60)
     with client.setup_kernel():
         client.execute_cell(nb.cells[0], 0)
-        uid = int(_stdout(nb.cells[0]))
+        uid = int(stdout(nb.cells[0]))
         assert processes_of(uid), "the kernel's processes are not visible on the host"
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -154,8 +111,8 @@ def test_killing_the_client_kills_its_kernel(server):
 
 def test_no_server_means_a_fresh_kernel(server, tmp_path):
     sock, scratch, key = server
-    cells = _run(_manager(tmp_path / "missing.sock", scratch, key), "import sys; print('torch' in sys.modules)")
-    assert _stdout(cells[0]) == "False\n"  # exec'd afresh, and it works
+    cells = run(_manager(tmp_path / "missing.sock", scratch, key), "import sys; print('torch' in sys.modules)")
+    assert stdout(cells[0]) == "False\n"  # exec'd afresh, and it works
 
 
 def test_a_server_that_cannot_start_says_why(tmp_path):
