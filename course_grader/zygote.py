@@ -19,7 +19,7 @@ that it is single-threaded after its imports and refuses to serve otherwise. num
 thread pool when it loads, so the server runs with OPENBLAS_NUM_THREADS=1: numpy's own BLAS (not torch's
 math, whose threads are set per kernel) is single-threaded in forked kernels.
 
-    python -m course_grader.zygote serve SOCKET          (the pipeline starts one per run)
+    COURSE_ZYGOTE_SOCKET=SOCKET python -m course_grader.zygote serve   (the pipeline starts one per run)
     python -m course_grader.zygote client --socket SOCKET [sandbox options] -- KERNEL ARGV
 """
 
@@ -349,8 +349,10 @@ def start(path: Path, env: dict[str, str], log: Path, mpl_dir: Path | None = Non
         if mpl_dir:
             env["MPLCONFIGDIR"] = str(mpl_dir)  # matplotlib's font cache, built once and kept
         with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "course_grader.zygote", "serve", str(path)],
-                                    env=env, stdout=subprocess.PIPE, stderr=out, cwd="/", start_new_session=True,
+            # The socket's path goes in the environment, not on the command line: every kernel is forked from
+            # this process, and a kernel can read its own (and its init's) command line, never its environment.
+            proc = subprocess.Popen([sys.executable, "-m", "course_grader.zygote", "serve"],
+                                    env=dict(env, COURSE_ZYGOTE_SOCKET=str(path)), stdout=subprocess.PIPE, stderr=out, cwd="/", start_new_session=True,
                                     text=True)
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
@@ -380,8 +382,8 @@ def stop(proc) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"] and len(argv) == 2:
-        serve(argv[1])
+    if argv[:1] == ["serve"] and len(argv) <= 2:
+        serve(argv[1] if len(argv) == 2 else os.environ["COURSE_ZYGOTE_SOCKET"])
     elif argv[:1] == ["client"]:
         client(argv[1:])
     else:

@@ -287,7 +287,11 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
         index = by_id.get(grade_id)
         if index is None or index not in trees:
             continue
+        # The solution is the cell and every other definition of the names it defines (a class written again in a
+        # cell the student added is what the tests then use), with what they use in turn.
+        own = set(_definitions(trees[index]))
         todo = [(index, s) for s in trees[index].body]
+        todo += [d for name in own for d in definitions.get(name, []) if d[0] != index]
         seen: set[int] = set()
         while todo:
             cell_index, stmt = todo.pop()

