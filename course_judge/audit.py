@@ -290,12 +290,13 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
         # The solution is the cell and every other definition of the names it defines (a class written again in a
         # cell the student added is what the tests then use), with what they use in turn.
         own = set(_definitions(trees[index]))
+        others = {i for i in by_id.values() if i != index}  # other graded solutions are judged on their own
         todo = [(index, s) for s in trees[index].body]
-        todo += [d for name in own for d in definitions.get(name, []) if d[0] != index]
+        todo += [d for name in own for d in definitions.get(name, []) if d[0] != index and d[0] not in others]
         seen: set[int] = set()
         while todo:
             cell_index, stmt = todo.pop()
-            if id(stmt) in seen:
+            if id(stmt) in seen or cell_index in others:
                 continue
             seen.add(id(stmt))
             uses = forbidden_uses([stmt], names, defined, docstrings)

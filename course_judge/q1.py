@@ -118,20 +118,24 @@ def output_in_batch_train(r: Records) -> None:
         what = f"output_in_batch(bn, example, mates, train=True) with {num_mates} batch mates (bn.eps = 0.5)"
         out = _output(r, f"case{i}", example, mates, what)
         g, b = bn.weight.detach()[:, None, None], bn.bias.detach()[:, None, None]
-        expect_close(out, _train_oracle(bn, batch)[0], what, mistakes={
+        mistakes = {
             "you used the running statistics: in train mode BatchNorm uses the batch's own mean and variance.":
                 _eval_oracle(bn, batch)[0],
-            "you normalised the example on its own: its batch mates must be part of the batch statistics.":
-                _train_oracle(bn, example[None])[0],
-            "the batch statistics leave the example out: it belongs to the batch (put it first).":
-                (example - mates.mean((0, 2, 3))[:, None, None])
-                / (mates.var((0, 2, 3), correction=0)[:, None, None] + bn.eps).sqrt() * g + b,
-            "you returned the output of the first batch mate, not the example's.": _train_oracle(bn, batch)[1],
-            "you returned the output of the last batch mate, not the example's.": _train_oracle(bn, batch)[-1],
             "you used the unbiased variance of the batch; BatchNorm's output uses the biased one.":
                 (example - batch.mean((0, 2, 3))[:, None, None])
                 / (batch.var((0, 2, 3), correction=1)[:, None, None] + bn.eps).sqrt() * g + b,
-        })
+        }
+        if num_mates:  # mistakes that only show with batch mates
+            mistakes.update({
+                "you normalised the example on its own: its batch mates must be part of the batch statistics.":
+                    _train_oracle(bn, example[None])[0],
+                "the batch statistics leave the example out: it belongs to the batch (put it first).":
+                    (example - mates.mean((0, 2, 3))[:, None, None])
+                    / (mates.var((0, 2, 3), correction=0)[:, None, None] + bn.eps).sqrt() * g + b,
+                "you returned the output of the first batch mate, not the example's.": _train_oracle(bn, batch)[1],
+                "you returned the output of the last batch mate, not the example's.": _train_oracle(bn, batch)[-1],
+            })
+        expect_close(out, _train_oracle(bn, batch)[0], what, mistakes=mistakes)
 
 
 @verdict("Q1", "test_output_in_batch_eval")

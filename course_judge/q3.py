@@ -143,7 +143,7 @@ def _diagnose(x: Tensor, expected: Tensor, eps: float, gamma: Tensor, beta: Tens
 
 
 # ------------------------------------------------------------------------------------------- the tests
-@verdict("Q3", "test_parameters_and_buffers", uses=USES)
+@verdict("Q3", "test_parameters_and_buffers")
 def parameters_and_buffers(r: Records) -> None:
     for nf in q3.PARAMETER_NFS:
         expect_no_error(r.get(f"nf{nf}"), f"BatchNorm({nf})")
@@ -360,7 +360,7 @@ ERROR_WHAT = ("a training-mode input with one value per channel, shape (1, 3, 1,
               "an input with 3 channels for BatchNorm(1)")
 
 
-@verdict("Q3", "test_clear_errors", uses=USES)
+@verdict("Q3", "test_clear_errors")
 def clear_errors(r: Records) -> None:
     for i, what in enumerate(ERROR_WHAT):
         expect_raises(r.get(f"case{i}"), what)

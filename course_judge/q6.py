@@ -66,7 +66,7 @@ def _set(r: Records, key: str) -> None:
                    "not this LayerNorm's)")
 
 
-@verdict("Q6", "test_parameters", uses=USES)
+@verdict("Q6", "test_parameters")
 def parameters(r: Records) -> None:
     for i, eps in enumerate(q6.PARAMETER_EPS):
         facts = r.get(f"eps{i}")

@@ -65,7 +65,7 @@ def _set(r: Records, key: str, nf: int) -> None:
                    f"the test could not set them ({r.get(key).message})")
 
 
-@verdict("Q7", "test_parameters", uses=USES)
+@verdict("Q7", "test_parameters")
 def parameters(r: Records) -> None:
     for nf, eps in q7.PARAMETER_CASES:
         facts = r.get(f"nf{nf}")
@@ -211,7 +211,7 @@ ERROR_WHAT = ("an input with 4 channels for InstanceNorm(3)", "a 2-D input of sh
               "an input with 2 channels for InstanceNorm(4)")
 
 
-@verdict("Q7", "test_clear_errors", uses=USES)
+@verdict("Q7", "test_clear_errors")
 def clear_errors(r: Records) -> None:
     for i, what in enumerate(ERROR_WHAT):
         expect_raises(r.get(f"case{i}"), what)

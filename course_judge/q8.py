@@ -91,7 +91,7 @@ def _set(r: Records, key: str, groups: int, channels: int) -> None:
                    f"them ({found.message})")
 
 
-@verdict("Q8", "test_parameters", uses=USES)
+@verdict("Q8", "test_parameters")
 def parameters(r: Records) -> None:
     for groups, channels in q8.PARAMETER_CASES:
         facts = r.get(f"case{groups}_{channels}")
@@ -239,7 +239,7 @@ def affine_false(r: Records) -> None:
                      mistakes=output_mistakes(x, groups, None, None, eps))
 
 
-@verdict("Q8", "test_clear_errors", uses=USES)
+@verdict("Q8", "test_clear_errors")
 def clear_errors(r: Records) -> None:
     for groups, channels, with_affine in q8.BAD_CONSTRUCTIONS:
         what = f"GroupNorm({groups}, {channels}{'' if with_affine else ', affine=False'})"

@@ -203,7 +203,7 @@ def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes:
                            f"{float(buffers['batch']):g} (add the batch size, x.shape[0], at every training step)")
 
 
-@verdict("Q9", "test_rbn_state", uses=USES)
+@verdict("Q9", "test_rbn_state")
 def state(r: Records) -> None:
     nf = q9.STATE_NF
     facts = r.get("facts")
@@ -242,6 +242,10 @@ def state(r: Records) -> None:
     load = r.get("load")
     if isinstance(load, Raised):
         raise Fail(f"a fresh layer could not load a trained layer's state_dict: {load}")
+    out32 = tensor(r.get("float32"), "a float32 layer's output for a float32 input")
+    if out32.dtype != torch.float32:
+        raise Fail(f"a float32 input to a float32 layer gave a {out32.dtype} output; keep the input's dtype (the "
+                   f"stub: any float dtype in, the same out)")
     original, loaded = tensor(r.get("eval"), "the eval output"), tensor(r.get("loaded"), "the loaded layer's eval output")
     if not _same(loaded, original):
         raise Fail("a fresh layer loaded with a trained layer's state_dict gives a different eval output: keep the whole "
@@ -362,7 +366,7 @@ def trains_at_bs2(r: Records) -> None:
 
 @single_threaded
 def _batchnorm_valid_loss() -> float:
-    return q9.valid_loss(lesson_cnn(), **q9.COLLAPSE)
+    return q9.valid_loss(lesson_cnn, **q9.COLLAPSE)
 
 
 @verdict("Q9", "test_bs2_batchnorm_collapses", uses=USES)

@@ -118,12 +118,11 @@ def lesson_cnn(norm: Callable | None = None, bn: bool = True) -> nn.Sequential:
 
 @single_threaded
 def _losses(make_model: Callable[[], nn.Module], steps: int, bs: int, lr: float, seed: int, float64: bool,
-            lrs: list[float] | None = None) -> dict:
-    from course_recorder.inputs import grading_batches, standard_weights, weight_shapes
+            lrs: list[float] | None = None, init: bool = True) -> dict:
+    from course_recorder.inputs import build_seeded, grading_batches, weight_shapes
     from course_recorder.probes import Float64
 
-    torch.manual_seed(seed)
-    model = standard_weights(make_model(), seed)
+    model = build_seeded(make_model, seed, init)
     shapes = weight_shapes(model)
     if float64:
         model = Float64(model)
@@ -145,10 +144,10 @@ def _losses(make_model: Callable[[], nn.Module], steps: int, bs: int, lr: float,
 
 
 def reference_losses(name: str, make_model: Callable[[], nn.Module], *, steps: int, bs: int, lr: float,
-                     seed: int = 0, float64: bool = False, lrs: list[float] | None = None) -> dict:
+                     seed: int = 0, float64: bool = False, lrs: list[float] | None = None, init: bool = True) -> dict:
     """{'losses', 'shapes'} of the reference model trained as the probes train the student's (cached by name)."""
-    return cached(name, lambda: _losses(make_model, steps, bs, lr, seed, float64, lrs), steps=steps, bs=bs, lr=lr,
-                  seed=seed, float64=float64, lrs=lrs)
+    return cached(name, lambda: _losses(make_model, steps, bs, lr, seed, float64, lrs, init), steps=steps, bs=bs,
+                  lr=lr, seed=seed, float64=float64, lrs=lrs, init=init)
 
 
 def expect_training(r: Records, key: str, reference: dict, what: str, rtol: float) -> None:

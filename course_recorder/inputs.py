@@ -4,8 +4,6 @@ Nothing here is an answer."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -92,24 +90,39 @@ def weight_shapes(model: nn.Module) -> list[list[int]]:
     return [list(m.weight.shape) for m in weighted_layers(model)]
 
 
-def standard_weights(model: nn.Module, seed: int) -> nn.Module:
-    """Give every conv and linear layer fixed, seeded initial weights (the lesson's init: Kaiming normal with
-    a=0.1 and zero biases for convolutions; PyTorch's default uniform init for the linear layer).
+NFS = [8, 16, 32, 64, 64]
+ACTIVATION = {"leak": 0.1, "sub": 0.4, "maxv": 6.0}
 
-    The kernel applies it to the student's model, the judge to its reference model: both start equal.
+
+def _template(init: bool) -> nn.Module:
+    """The lesson's CNN with its norms left out: the conv and linear layers every norm's CNN shares, built as the
+    lesson builds them (PyTorch's default init, then init_cnn's Kaiming normal when `init`)."""
+    from types import SimpleNamespace
+
+    from course_lib import GeneralRelu, get_cnn_model, init_cnn
+
+    def block(ni: int, nf: int, ks: int = 3, stride: int = 2, **kwargs) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=False), GeneralRelu(**kwargs))
+
+    model = get_cnn_model(SimpleNamespace(c=10), NFS, block, **ACTIVATION)
+    return init_cnn(model) if init else model
+
+
+def build_seeded(make_model, seed: int, init: bool = True) -> nn.Module:
+    """make_model() built after torch.manual_seed(seed), then given the initial weights of the lesson's CNN built
+    from the same seed (every conv and linear layer, in order, where the shapes agree).
+
+    The kernel builds the student's model this way and the judge its reference model: both start from the same
+    weights whatever the student's layers draw from the random generator.
     """
-    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    template = _template(init)
+    torch.manual_seed(seed)
+    model = make_model()
     with torch.no_grad():
-        for layer in weighted_layers(model):
-            fan_in = layer.weight[0].numel()
-            if isinstance(layer, nn.Conv2d):
-                std = math.sqrt(2.0 / (1 + 0.1 ** 2)) / math.sqrt(fan_in)
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * std)
-                if layer.bias is not None:
-                    layer.bias.zero_()
-            else:
-                bound = 1 / math.sqrt(fan_in)
-                layer.weight.copy_(torch.rand(layer.weight.shape, generator=g) * 2 * bound - bound)
-                if layer.bias is not None:
-                    layer.bias.copy_(torch.rand(layer.bias.shape, generator=g) * 2 * bound - bound)
+        for src, dst in zip(weighted_layers(template), weighted_layers(model)):
+            if src.weight.shape == dst.weight.shape:
+                dst.weight.copy_(src.weight)
+                if src.bias is not None and dst.bias is not None and src.bias.shape == dst.bias.shape:
+                    dst.bias.copy_(src.bias)
     return model

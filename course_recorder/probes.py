@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_recorder import Recorder
-from course_recorder.inputs import grading_batches, standard_weights, weight_shapes
+from course_recorder.inputs import build_seeded, grading_batches, weight_shapes
 
 Tensor = torch.Tensor
 
@@ -120,16 +120,15 @@ class Float64(nn.Module):
 
 
 def train(rec: Recorder, key: str, make_model, *, steps: int, bs: int, lr: float, seed: int = 0,
-          float64: bool = False, own: str | None = None) -> None:
-    """Train the student's model from the standard initial weights on the standard batches; record the losses
-    under `key` and the model's conv/linear weight shapes under `key/shapes`. CPU, one thread."""
+          float64: bool = False, own: str | None = None, init: bool = True) -> None:
+    """Train the student's model from the lesson's initial weights (inputs.build_seeded) on the standard batches;
+    record the losses under `key` and the model's conv/linear weight shapes under `key/shapes`. CPU, one thread."""
 
     def run() -> list[float]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            torch.manual_seed(seed)
-            model = standard_weights(make_model(), seed)
+            model = build_seeded(make_model, seed, init)
             rec.put(f"{key}/shapes", weight_shapes(model))
             if float64:
                 model = Float64(model)

@@ -13,7 +13,7 @@ Tensor = torch.Tensor
 VALUE_CASES = (((5, 3, 4, 6), 0), ((2, 4, 1, 3), 1), ((7, 2, 2, 2), 2))
 CONTRACT_X = ((6, 5, 3, 2), 3)
 NOT_4D = ((4, 3), (2, 3, 4), (1, 2, 3, 4, 5))
-TRAIN_CASES = ((4, 0), (1, 1), (9, 2))  # (batch mates, seed)
+TRAIN_CASES = ((4, 0), (1, 1), (9, 2), (0, 3))  # (batch mates, seed): M may be 0
 EVAL_CASES = ((4, 0), (0, 1), (9, 2))
 SIDE_EFFECT_CASES = tuple((start, train) for start in (True, False) for train in (True, False))
 

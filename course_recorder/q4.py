@@ -95,4 +95,4 @@ def cnn(conv_layer) -> nn.Module:
 
 def trains(conv_layer) -> None:
     with recording("test_conv_layer_trains") as rec:
-        train(rec, "losses", lambda: cnn(conv_layer), **TRAINING)
+        train(rec, "losses", lambda: cnn(conv_layer), init=False, **TRAINING)

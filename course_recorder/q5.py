@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from course_recorder import recording
 from course_recorder.guard import DelegationError
-from course_recorder.inputs import grading_batches, standard_weights
+from course_recorder.inputs import build_seeded, grading_batches
 
 
 def lin(start: float, end: float):
@@ -97,11 +97,18 @@ def combine_errors(combine_schedules) -> None:
             rec.call(f"case{i}", lambda p=pcts, s=schedules(pairs): _guarded(lambda: combine_schedules(p, s)(0.5)))
 
 
+def _values_unguarded(rec, key: str, schedule, positions) -> None:
+    for j, pos in enumerate(positions):
+        rec.call(f"{key}/{j}", lambda p=pos: _number(schedule(p)))
+
+
 def warmup_anneal_values(warmup_anneal, combine_schedules) -> None:
+    """warmup_anneal is built with the student's own combine_schedules, whatever that does (Part A has its own
+    tests, and the judge reads warmup_anneal's code for course_lib's combine_scheds)."""
     with recording("test_warmup_anneal_values") as rec:
-        schedule = rec.call("schedule", _guarded, warmup_anneal)
+        schedule = rec.call("schedule", warmup_anneal)
         if callable(schedule):
-            _values(rec, "warmup", schedule, LESSON_POSITIONS)
+            _values_unguarded(rec, "warmup", schedule, LESSON_POSITIONS)
         # The student's Part A on the lesson's schedule: when warmup_anneal is wrong, is Part A the cause?
         built = rec.call("combine", _guarded, combine_schedules, [0.3, 0.7], [lin(0.6, 2.0), lin(2.0, 0.1)])
         if callable(built):
@@ -127,9 +134,8 @@ def recorded_lrs(warmup_anneal) -> None:
                 data = tiny_data()
                 torch.manual_seed(0)
                 learn, runner = get_runner(nn.Linear(12, 3), data, lr=0.01,
-                                           cbs=[Recorder, partial(ParamScheduler, "lr", _guarded(warmup_anneal))])
-                with own_combine():
-                    runner.fit(epochs, learn)
+                                           cbs=[Recorder, partial(ParamScheduler, "lr", warmup_anneal())])
+                runner.fit(epochs, learn)
                 return [float(v) for v in runner.recorder.lrs[0]]
 
             rec.call(f"epochs{epochs}", run)
@@ -147,17 +153,16 @@ def scheduled_training(warmup_anneal, conv_layer) -> None:
     with recording("test_scheduled_training") as rec:
         def run():
             steps, bs, lr, seed = (TRAINING[k] for k in ("steps", "bs", "lr", "seed"))
-            schedule = _guarded(warmup_anneal)
+            schedule = warmup_anneal()
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                torch.manual_seed(seed)
-                model = standard_weights(cnn(conv_layer), seed)
+                model = build_seeded(lambda: cnn(conv_layer), seed, init=False)
                 opt = torch.optim.SGD(model.parameters(), lr=lr)
                 model.train()
                 losses, lrs = [], []
                 for step, (xb, yb) in enumerate(grading_batches(steps, bs, seed)):
-                    value = float(_guarded(schedule, step / steps))
+                    value = float(schedule(step / steps))
                     lrs.append(value)
                     for group in opt.param_groups:
                         group["lr"] = value

@@ -79,6 +79,8 @@ def state(RunningBatchNorm) -> None:
         x = batch_input(6, STATE_NF, (2, 3), seed=41)
         rec.call("eval", trained.eval(), x, own=OWN)
         rec.call("loaded", copy_layer.eval(), x, own=OWN)
+        single = RunningBatchNorm(STATE_NF)  # float32 in, float32 out ("any float dtype")
+        rec.call("float32", single, batch_input(4, STATE_NF, (2, 2), seed=42).float(), own=OWN)
 
 
 def training_math(RunningBatchNorm) -> None:
@@ -141,15 +143,14 @@ def trains_at_bs2(make_model) -> None:
         train(rec, "losses", make_model, own=OWN, **TRAINING)
 
 
-def valid_loss(model: nn.Module, steps: int, bs: int, lr: float, seed: int, valid: int) -> float:
+def valid_loss(make_model, steps: int, bs: int, lr: float, seed: int, valid: int) -> float:
     """Validation loss (the first `valid` grading images, eval mode) after `steps` SGD steps at batch size bs."""
-    from course_recorder.inputs import standard_weights
+    from course_recorder.inputs import build_seeded
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(seed)
-        standard_weights(model, seed)
+        model = build_seeded(make_model, seed)
         train_losses(model, grading_batches(steps, bs, seed), lr)
         model.eval()
         x, y = grading_valid(valid)
@@ -161,7 +162,7 @@ def valid_loss(model: nn.Module, steps: int, bs: int, lr: float, seed: int, vali
 
 def bs2_collapses(make_model) -> None:
     with recording("test_bs2_batchnorm_collapses") as rec:
-        rec.call("valid_loss", lambda: valid_loss(make_model(), **COLLAPSE), own=OWN)
+        rec.call("valid_loss", lambda: valid_loss(make_model, **COLLAPSE), own=OWN)
 
 
 __all__ = ["state", "training_math", "eval_probe", "batch_of_one", "gradients_probe", "trains_at_bs2",

@@ -1,0 +1,96 @@
+"""One submission graded by this checkout and by an older one, side by side in one run (printed, not asserted).
+
+The older checkout is a copy of any earlier commit (it must have `make grade`'s engine, as
+`course_grading.grade` or `course_grader`), run with this environment's Python:
+
+    mkdir /var/tmp/before && git archive <commit> | tar -x -C /var/tmp/before
+    python bench/bench_before_after.py --before /var/tmp/before
+
+Each round grades the demo class's `reference` student (all nine notebooks, grading mode, N jobs, no feedback)
+once with each checkout, in turn, each in a throw-away copy of its own course; one warm-up round of each is not
+counted (caches: the template gradebook, the judge's reference runs, matplotlib's fonts). Medians are compared.
+Usage: python bench/bench_before_after.py --before DIR [--jobs N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def engine(checkout: Path) -> str:
+    """The module that runs `make grade` in a checkout."""
+    return "course_grader" if (checkout / "course_grader" / "__main__.py").exists() else "course_grading.grade"
+
+
+def course_copy(checkout: Path, base: Path) -> Path:
+    """A throw-away course of the checkout: its source, config, packages (linked) and a fresh release."""
+    course = base / "course"
+    course.mkdir()
+    shutil.copytree(checkout / "source", course / "source")
+    shutil.copy(checkout / "nbgrader_config.py", course)
+    for entry in checkout.iterdir():
+        if entry.is_dir() and entry.name.startswith("course_"):
+            (course / entry.name).symlink_to(entry)
+    shutil.copytree(checkout / "release", course / "release")
+    return course
+
+
+def grade(checkout: Path, course: Path, jobs: int) -> float:
+    """Seconds to grade the reference student with the checkout's engine."""
+    env = dict(os.environ, PYTHONPATH=str(checkout), MPLBACKEND="Agg")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [sys.executable, "-m", engine(checkout), "--root", str(course), "--student", "reference", "--jobs",
+           str(jobs), "--no-feedback", "--quiet", "--csv", str(course / "grades.csv")]
+    started = time.monotonic()
+    done = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if done.returncode != 0 or "reference" not in done.stdout:
+        raise SystemExit(f"grading with {checkout} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    total = next((line.split()[-2] for line in done.stdout.splitlines() if line.startswith("reference")), "?")
+    print(f"  {checkout.name:<12} {seconds:6.1f} s   (reference scored {total})", flush=True)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="a checkout of the older commit")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    checkouts = {"before": args.before.resolve(), "after": ROOT}
+    base = Path(tempfile.mkdtemp(prefix="bench-before-after-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        courses = {}
+        for name, checkout in checkouts.items():
+            (base / name).mkdir()
+            courses[name] = course_copy(checkout, base / name)
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {args.jobs} jobs; "
+              f"before = {checkouts['before']}, after = {ROOT}")
+        print("warm-up (not counted):")
+        for name, checkout in checkouts.items():
+            grade(checkout, courses[name], args.jobs)
+        times: dict[str, list[float]] = {name: [] for name in checkouts}
+        for round_ in range(args.repeat):
+            print(f"round {round_ + 1}:")
+            for name, checkout in (checkouts.items() if round_ % 2 == 0 else reversed(checkouts.items())):
+                times[name].append(grade(checkout, courses[name], args.jobs))
+        before, after = median(times["before"]), median(times["after"])
+        print(f"one submission (9 notebooks, {args.jobs} jobs): before {before:.1f} s, after {after:.1f} s "
+              f"(medians of {args.repeat}); after / before = {after / before:.2f}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
