@@ -45,7 +45,7 @@ def course_copy(checkout: Path, base: Path) -> Path:
     return course
 
 
-def grade(checkout: Path, course: Path, jobs: int) -> float:
+def grade(label: str, checkout: Path, course: Path, jobs: int) -> float:
     """Seconds to grade the reference student with the checkout's engine."""
     env = dict(os.environ, PYTHONPATH=str(checkout), MPLBACKEND="Agg")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -56,8 +56,11 @@ def grade(checkout: Path, course: Path, jobs: int) -> float:
     seconds = time.monotonic() - started
     if done.returncode != 0 or "reference" not in done.stdout:
         raise SystemExit(f"grading with {checkout} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    total = next((line.split()[-2] for line in done.stdout.splitlines() if line.startswith("reference")), "?")
-    print(f"  {checkout.name:<12} {seconds:6.1f} s   (reference scored {total})", flush=True)
+    import csv
+
+    with open(course / "grades.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["student"] == "reference")
+    print(f"  {label:<7} {seconds:6.1f} s   (reference: {row['total']} of {row['max']} points)", flush=True)
     return seconds
 
 
@@ -79,12 +82,12 @@ def main() -> None:
               f"before = {checkouts['before']}, after = {ROOT}")
         print("warm-up (not counted):")
         for name, checkout in checkouts.items():
-            grade(checkout, courses[name], args.jobs)
+            grade(name, checkout, courses[name], args.jobs)
         times: dict[str, list[float]] = {name: [] for name in checkouts}
         for round_ in range(args.repeat):
             print(f"round {round_ + 1}:")
             for name, checkout in (checkouts.items() if round_ % 2 == 0 else reversed(checkouts.items())):
-                times[name].append(grade(checkout, courses[name], args.jobs))
+                times[name].append(grade(name, checkout, courses[name], args.jobs))
         before, after = median(times["before"]), median(times["after"])
         print(f"one submission (9 notebooks, {args.jobs} jobs): before {before:.1f} s, after {after:.1f} s "
               f"(medians of {args.repeat}); after / before = {after / before:.2f}")
