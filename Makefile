@@ -13,9 +13,8 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRADE_ARGS ?=
 PYTEST_ARGS ?=
 
-# Everything below runs from the course root with the course packages importable and the
-# environment's scripts (jupyter, nbgrader, alembic) first on PATH.
-export PYTHONPATH := $(CURDIR)
+# Everything below runs from the course root; the course packages are installed in the environment
+# (pip install -e .), whose scripts (jupyter, nbgrader, alembic) come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MPLBACKEND := Agg
 

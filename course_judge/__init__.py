@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from course_judge.audit import TORCH_NORMS, Audit, audit
-from course_judge.records import Fail, Missing, Records
+from course_judge.records import Fail, Malformed, Missing, Records
 from course_judge.secrets import WITHHELD, scrub, secret_lines
 
 QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
@@ -130,6 +130,8 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
     except Missing as err:
         why = f" It stopped early: {stopped}." if stopped else ""
         return Verdict(test, False, f"This test did not record the result it needs ({err.key}).{why}")
+    except Malformed as err:
+        return Verdict(test, False, f"This test's results are malformed: {err}.")
     except Fail as err:
         return Verdict(test, False, str(err))
     except Exception as err:  # noqa: BLE001 - a judge that cannot read the results is a grader problem
