@@ -4,12 +4,12 @@ The older checkout is a copy of any earlier commit (it must have `make grade`'s 
 `course_grading.grade` or `course_grader`), run with this environment's Python:
 
     mkdir /var/tmp/before && git archive <commit> | tar -x -C /var/tmp/before
-    python bench/bench_before_after.py --before /var/tmp/before
+    python bench/compare_checkouts.py --before /var/tmp/before
 
 Each round grades the demo class's `reference` student (all nine notebooks, grading mode, N jobs, no feedback)
 once with each checkout, in turn, each in a throw-away copy of its own course; one warm-up round of each is not
 counted (caches: the template gradebook, the judge's reference runs, matplotlib's fonts). Medians are compared.
-Usage: python bench/bench_before_after.py --before DIR [--jobs N] [--repeat R]
+Usage: python bench/compare_checkouts.py --before DIR [--jobs N] [--repeat R]
 """
 
 from __future__ import annotations
