@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_judge.records import Fail, Records
@@ -120,7 +119,7 @@ def lesson_cnn(norm: Callable | None = None, bn: bool = True) -> nn.Sequential:
 def _losses(make_model: Callable[[], nn.Module], steps: int, bs: int, lr: float, seed: int, float64: bool,
             lrs: list[float] | None = None, init: bool = True) -> dict:
     from course_recorder.inputs import build_seeded, grading_batches, weight_shapes
-    from course_recorder.probes import Float64
+    from course_recorder.probes import Float64, train_losses
 
     model = build_seeded(make_model, seed, init)
     shapes = weight_shapes(model)
@@ -128,19 +127,7 @@ def _losses(make_model: Callable[[], nn.Module], steps: int, bs: int, lr: float,
         model = Float64(model)
     batches = grading_batches(steps, bs, seed)
     torch.manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for step, (xb, yb) in enumerate(batches):
-        if lrs is not None:
-            for group in opt.param_groups:
-                group["lr"] = lrs[step]
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return {"losses": losses, "shapes": shapes}
+    return {"losses": train_losses(model, batches, lr, lrs), "shapes": shapes}
 
 
 def reference_losses(name: str, make_model: Callable[[], nn.Module], *, steps: int, bs: int, lr: float,

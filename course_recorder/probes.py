@@ -94,12 +94,19 @@ def gradients(layer: nn.Module, x: Tensor, params: dict[str, Tensor], weights: T
     return found
 
 
-def train_losses(model: nn.Module, batches: list[tuple[Tensor, Tensor]], lr: float) -> list[float]:
-    """Plain SGD over the batches; the training loss of each step."""
+def train_losses(model: nn.Module, batches: list[tuple[Tensor, Tensor]], lr: float,
+                 lrs: list[float] | None = None) -> list[float]:
+    """Plain SGD over the batches (at lrs[k] for step k when given); the training loss of each step.
+
+    The judge trains its reference models with this same loop (course_judge.reference).
+    """
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
     losses = []
-    for xb, yb in batches:
+    for step, (xb, yb) in enumerate(batches):
+        if lrs is not None:
+            for group in opt.param_groups:
+                group["lr"] = lrs[step]
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()

@@ -8,11 +8,11 @@ from functools import partial
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 from course_recorder import recording
 from course_recorder.guard import DelegationError
 from course_recorder.inputs import build_seeded, grading_batches
+from course_recorder.probes import train_losses
 
 
 def lin(start: float, end: float):
@@ -158,19 +158,8 @@ def scheduled_training(warmup_anneal, conv_layer) -> None:
             torch.set_num_threads(1)
             try:
                 model = build_seeded(lambda: cnn(conv_layer), seed, init=False)
-                opt = torch.optim.SGD(model.parameters(), lr=lr)
-                model.train()
-                losses, lrs = [], []
-                for step, (xb, yb) in enumerate(grading_batches(steps, bs, seed)):
-                    value = float(schedule(step / steps))
-                    lrs.append(value)
-                    for group in opt.param_groups:
-                        group["lr"] = value
-                    loss = F.cross_entropy(model(xb), yb)
-                    loss.backward()
-                    opt.step()
-                    opt.zero_grad()
-                    losses.append(loss.item())
+                lrs = [float(schedule(step / steps)) for step in range(steps)]
+                losses = train_losses(model, grading_batches(steps, bs, seed), lr, lrs)
                 return {"losses": losses, "lrs": lrs}
             finally:
                 torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
 
 from course_recorder import recording
 from course_recorder.inputs import grading_batches, grading_valid, random_affine, seeded_input

@@ -121,6 +121,18 @@ def _delete_tests(nb) -> None:
     nb.cells = keep
 
 
+# A BatchNorm whose parameters and buffers are right: what the attacks below put a forward pass on.
+LAYER_INIT = '''
+class BatchNorm(nn.Module):
+    def __init__(self, nf, mom=0.1, eps=1e-5):
+        super().__init__()
+        self.nf, self.mom, self.eps = nf, mom, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
+        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
+'''
+
 READ = '''
 import json, os, glob
 found = []
@@ -207,42 +219,18 @@ class Rigged(torch.Tensor):
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         return super().__torch_function__(func, types, args, kwargs or {})
 
-class BatchNorm(nn.Module):
-    def __init__(self, nf, mom=0.1, eps=1e-5):
-        super().__init__()
-        self.nf, self.mom, self.eps = nf, mom, eps
-        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
-        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
-        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
-        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
-    def forward(self, x):
+''' + LAYER_INIT + '''    def forward(self, x):
         return torch.zeros_like(x).as_subclass(Rigged)
 '''),
         Attack("delegation-obfuscated", Q3, "init", after="batchnorm", code='''
-class BatchNorm(nn.Module):
-    def __init__(self, nf, mom=0.1, eps=1e-5):
-        super().__init__()
-        self.nf, self.mom, self.eps = nf, mom, eps
-        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
-        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
-        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
-        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
-    def forward(self, x):
+''' + LAYER_INIT + '''    def forward(self, x):
         norm = getattr(F, "batch" + "_norm")
         return norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1), self.adds.view(-1),
                     self.training, self.mom, self.eps)
 '''),
         Attack("delegation-captured-early", Q3, "init", after="batchnorm", code='''
 _norm = F.batch_norm
-class BatchNorm(nn.Module):
-    def __init__(self, nf, mom=0.1, eps=1e-5):
-        super().__init__()
-        self.nf, self.mom, self.eps = nf, mom, eps
-        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
-        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
-        self.register_buffer("means", torch.zeros(1, nf, 1, 1))
-        self.register_buffer("vars", torch.ones(1, nf, 1, 1))
-    def forward(self, x):
+''' + LAYER_INIT + '''    def forward(self, x):
         return _norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1), self.adds.view(-1),
                      self.training, self.mom, self.eps)
 '''),
