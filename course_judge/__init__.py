@@ -31,6 +31,8 @@ class Spec:
     test: str
     judge: Callable[[Records], None]
     uses: tuple[str, ...] = ()
+    after: dict[str, str] = field(default_factory=dict)  # an earlier test -> what its failure explains here
+    errors: dict[str, str] = field(default_factory=dict)  # an exception the cell stopped with -> a hint
 
 
 @dataclass
@@ -58,11 +60,17 @@ TORCH_WHY = ("This exercise is to implement the normalization yourself (means, v
              "tensor operations); delegating to torch's own normalization gets no points for this test.")
 
 
-def verdict(question: str, test: str, uses: tuple[str, ...] = ()) -> Callable:
-    """Register the decorated function as the verdict of `test` in `question`."""
+def verdict(question: str, test: str, uses: tuple[str, ...] = (), after: dict[str, str] | None = None,
+            errors: dict[str, str] | None = None) -> Callable:
+    """Register the decorated function as the verdict of `test` in `question`.
+
+    `uses`: the solution cells whose delegation costs this test its points; `after`: earlier tests whose failure
+    explains this one's (when both fail, the sentence is added to this test's message); `errors`: hints for the
+    exceptions the test cell may stop with before its hidden checks run.
+    """
 
     def register(fn: Callable[[Records], None]) -> Callable[[Records], None]:
-        REGISTRY[(question, test)] = Spec(question, test, fn, uses)
+        REGISTRY[(question, test)] = Spec(question, test, fn, uses, dict(after or {}), dict(errors or {}))
         return fn
 
     return register
@@ -123,7 +131,11 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
                                         f"{WHY.get((spec.question, solution), TORCH_WHY)}")
     records = Records.from_outputs(test, outputs)
     if records.problem:
-        return Verdict(test, False, _why_missing(records, outputs, earlier))
+        message = _why_missing(records, outputs, earlier)
+        error = _first_error(outputs).split(":", 1)[0]
+        if error in spec.errors:
+            message += f"\n{spec.errors[error]}"
+        return Verdict(test, False, message)
     stopped = records.aborted()
     try:
         spec.judge(records)
@@ -167,7 +179,11 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
                 earlier = f"a cell raised {error}"
             continue
         test = cell.metadata["nbgrader"]["grade_id"]
-        v = judge_test(REGISTRY.get((question, test)), test, cell.get("outputs", []), found, earlier)
+        spec = REGISTRY.get((question, test))
+        v = judge_test(spec, test, cell.get("outputs", []), found, earlier)
+        for before, why in (spec.after if spec else {}).items():
+            if not v.passed and before in result.verdicts and not result.verdicts[before].passed and why not in v.message:
+                v.message += f"\n{why}"
         v.message = scrub(v.message, secrets)
         if v.judge_error:
             result.notes.append(f"the judge failed on {test}: {v.judge_error}")

@@ -301,7 +301,7 @@ def eval_(r: Records) -> None:
                  hint="decide train or eval with self.training, not torch.is_grad_enabled().")
 
 
-@verdict("Q9", "test_rbn_batch_of_one", uses=USES)
+@verdict("Q9", "test_rbn_batch_of_one", uses=USES, errors={"ZeroDivisionError": ONE_HINT})
 def batch_of_one(r: Records) -> None:
     for i, (hw, sizes) in enumerate(q9.BATCH_OF_ONE):
         try:

@@ -131,6 +131,9 @@ def output_in_batch(bn, example, mates, train):
     Variant("example_last_index_first", _O, "the example is put last but the first output is returned",
             fails=("test_output_in_batch_train",), says="first batch mate",
             edits=(("layer(torch.cat([example[None], mates]))[0]", "layer(torch.cat([mates, example[None]]))[0]"),)),
+    Variant("no_mates_unnormalised", _O, "without batch mates the example is returned as it is",
+            fails=("test_output_in_batch_train", "test_output_in_batch_eval"),
+            edits=(("    layer = copy.deepcopy(bn)", "    if len(mates) == 0:\n        return example.clone()\n    layer = copy.deepcopy(bn)"),)),
     Variant("save_and_restore", _O, None, code='''
 def output_in_batch(bn, example, mates, train):
     """Save the state, run, restore: no copy of the parameters needed."""

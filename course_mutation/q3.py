@@ -111,6 +111,11 @@ VARIANTS = [
                     "        return F.batch_norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1),\n"
                     "                            self.adds.view(-1), training=self.training, momentum=self.mom, eps=self.eps)"),)),
     # ---- correct alternatives, written differently ----
+    Variant("momentum_stored_under_another_name", SOL, "keeps mom as self.momentum, not self.mom as the stub says",
+            fails=("test_parameters_and_buffers",), says="self.mom",
+            edits=(("self.nf, self.mom, self.eps = nf, mom, eps", "self.nf, self.momentum, self.eps = nf, mom, eps"),
+                   ("self.means.lerp_(mean, self.mom)", "self.means.lerp_(mean, self.momentum)"),
+                   ("self.vars.lerp_(var * n / (n - 1), self.mom)", "self.vars.lerp_(var * n / (n - 1), self.momentum)"))),
     Variant("via_squared_deviations", SOL,
             edits=((_BIASED, "var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)"),
                    (_UPDATE, "            with torch.no_grad():\n"

@@ -43,6 +43,20 @@ def combine_schedules(pcts, scheds):
         return scheds[idx]((pos - edges[idx].item()) / (edges[idx + 1] - edges[idx]).item())
     return _inner
 '''),
+    Variant("crashes_at_one_breaks_warmup", _C, "pos = 1 crashes, and so does warmup_anneal built on it",
+            fails=("test_warmup_anneal_values",), says="Fix Part A first",
+            code='''
+import torch
+
+def combine_schedules(pcts, scheds):
+    if len(pcts) != len(scheds) or min(pcts) < 0 or abs(sum(pcts) - 1) > 1e-6:
+        raise ValueError(f"bad percentages {pcts}")
+    edges = torch.cumsum(torch.tensor([0.0] + [float(p) for p in pcts], dtype=torch.float64), 0)
+    def _inner(pos):
+        idx = int((pos >= edges).nonzero().max())
+        return scheds[idx]((pos - edges[idx].item()) / (edges[idx + 1] - edges[idx]).item())
+    return _inner
+'''),
     Variant("no_sum_check", _C, "percentages that do not sum to 1 are accepted",
             fails=("test_combine_errors",), says="raised nothing",
             edits=((_SUM, ""),)),

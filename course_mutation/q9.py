@@ -73,7 +73,7 @@ VARIANTS = [
                     "        mean = sums / count\n"
                     "        var = (sqrs / count - mean * mean).clamp_min(0)"),)),
     Variant("batch_of_one_crashes", S, "the lesson's sqrt(bs - 1) divides by zero for bs=1",
-            fails=("test_rbn_batch_of_one",), says="ZeroDivisionError",
+            fails=("test_rbn_batch_of_one",), says="sqrt(max(bs - 1, 1))",
             edits=((MOM1, "mom1 = 1 - (1 - self.mom) / math.sqrt(bs - 1)"),)),
     Variant("delegates_to_batch_norm", S, "computes the statistics, then calls F.batch_norm",
             fails=("test_rbn_training_math", "test_rbn_eval"), says="delegating to torch's own normalization",
@@ -87,6 +87,9 @@ VARIANTS = [
     Variant("integer_batch_buffer", S, "the examples-seen counter as an integer buffer (torch.tensor(0))",
             fails=("test_rbn_state",), says="float buffers",
             edits=(('self.register_buffer("batch", torch.tensor(0.0))', 'self.register_buffer("batch", torch.tensor(0))'),)),
+    Variant("float64_statistics", S, "the statistics are computed in float64 whatever the input (a float32 input "
+            "gives a float64 output)", fails=("test_rbn_state",), says="keep the input's dtype",
+            edits=(("            mean = sums / count\n", "            mean = sums.double() / count.double()\n"),)),
     Variant("explicit_lerp_in_place_buffers", S, None, code='''
 class RunningBatchNorm(nn.Module):
     """Explicit lerp formula, statistics via flatten, in-place buffer updates."""
