@@ -3,7 +3,7 @@
 JudgeVerdicts runs in autograde right after the notebook has executed and before SaveAutoGrades scores it:
 each test cell's outputs (whatever the kernel put there) are replaced by the judge's verdict, nothing on a
 pass and an error carrying the judge's message on a fail, so nbgrader's own scoring counts exactly the
-judge's decisions. The record bundle is kept after the verdict, for the instructor.
+judge's decisions. A failed test's record bundle is kept after the verdict, for the instructor.
 
 StudentCopy runs first in generate_feedback: the student's copy of a graded notebook shows each test cell
 as the release has it (its visible part) with its verdict, and every other cell as the student wrote it
@@ -60,7 +60,8 @@ class JudgeVerdicts(NbGraderPreprocessor):
             if not _is_test(cell):
                 continue
             verdict = judged.verdicts[cell.metadata.nbgrader["grade_id"]]
-            records = [o for o in cell.outputs if MIME in o.get("data", {})][:1]
+            # The records of a failed test stay, as evidence for the instructor (a passed one needs none).
+            records = [o for o in cell.outputs if MIME in o.get("data", {})][:1] if not verdict.passed else []
             cell.outputs = verdict_outputs(verdict.passed, verdict.message) + records
         if self.report_file and judged.notes:
             with open(self.report_file, "a") as f:
