@@ -5,7 +5,7 @@ Every student's notebooks are the release notebooks with solution cells filled i
   blank      the untouched release (zero)
   alice, bob, carol, dave
              realistic students: in some notebooks one known mistake from the mutation catalogue, in the
-             others a correct alternative written differently (or the reference)
+             others a correct alternative written differently (CHOICES names them)
   crasher    reference, but one solution cell ends with os._exit(1): the kernel dies mid-notebook
   looper     reference, but one solution cell ends in an infinite loop
   deleter    reference with one test cell deleted
@@ -24,6 +24,22 @@ from course_mutation import Variant, catalogue
 
 ASSIGNMENT = "normalization"
 REALISTIC = ("alice", "bob", "carol", "dave")
+# Each realistic student's variant per notebook, by name (so that the catalogue can grow without changing the class):
+# in some notebooks a known mistake, in the others a correct alternative written differently.
+CHOICES = {
+    "alice": {"Q1": "unbiased_variance", "Q2": "module_and_moments", "Q3": "momentum_flipped",
+              "Q4": "ordered_dict_names", "Q5": "schedules_reversed", "Q6": "flatten_per_example",
+              "Q7": "affine_before_normalising", "Q8": "manual_sums", "Q9": "eval_updates_buffers"},
+    "bob": {"Q1": "save_and_restore", "Q2": "std_over_trials_and_positions", "Q3": "via_einsum", "Q4": "batchnorm1d",
+            "Q5": "float64_tensor_lesson_style", "Q6": "keepdim_dropped", "Q7": "flatten_maps", "Q8": "no_channel_check",
+            "Q9": "einsum_and_where"},
+    "carol": {"Q1": "per_example_axes", "Q2": "module_and_moments", "Q3": "running_stats_on_graph",
+              "Q4": "ordered_dict_names", "Q5": "delegates_to_course_lib", "Q6": "parameters_with_full",
+              "Q7": "delegates_to_instance_norm", "Q8": "einsum_unfold", "Q9": "nan_when_untrained"},
+    "dave": {"Q1": "save_and_restore", "Q2": "no_shape_checks", "Q3": "via_einsum", "Q4": "norm_before_activation",
+             "Q5": "lambdas", "Q6": "eps_outside_sqrt", "Q7": "checks_against_parameter_shape",
+             "Q8": "interleaved_groups", "Q9": "einsum_and_where"},
+}
 PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader", "course_mutation")
 CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
 HANG = "while True:  # an infinite loop\n    pass\n"
@@ -83,17 +99,14 @@ def plans(names: list[str], stoppable: list[str], tested: list[str]) -> list[Pla
     `stoppable`: notebooks with a solution code cell (where a kernel can die or hang); `tested`: notebooks
     with an autograded test cell (one can be deleted or pasted twice).
     """
-    found = catalogue()
+    found = {q: {v.name: v for v in variants} for q, variants in catalogue().items()}
     out = [Plan("reference"), Plan("blank", how="blank")]
-    for i, student in enumerate(REALISTIC):
+    for student in REALISTIC:
         plan = Plan(student)
-        for k, name in enumerate(names):
-            variants = found.get(question(name), [])
-            wrong = [v for v in variants if not v.correct]
-            right = [v for v in variants if v.correct]
-            pick = wrong if (i + k) % 2 == 0 else right
-            if pick:
-                plan.variants[name] = pick[(3 * i + k) % len(pick)]
+        for name in names:
+            chosen = CHOICES[student].get(question(name))
+            if chosen:
+                plan.variants[name] = found[question(name)][chosen]
         out.append(plan)
     crash_nb, hang_nb = stoppable[-1], stoppable[0]
     out.append(Plan("crasher", stop=(crash_nb, ""), how="crash"))
