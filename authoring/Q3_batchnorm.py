@@ -185,7 +185,7 @@ q3.eval_leaves_buffers_alone(BatchNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_gradients points=1]
-"""Training-mode gradients with respect to the input, mults and adds match finite differences (gradcheck, float64)."""
+"""Training-mode gradients with respect to the input, mults and adds are right (against autograd on the contract, float64)."""
 x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
 out_check = BatchNorm(3).double()(x_check)
 assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"

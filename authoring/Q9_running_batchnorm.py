@@ -214,7 +214,7 @@ q9.batch_of_one(RunningBatchNorm)
 ### END HIDDEN TESTS
 
 # %% [test id=test_rbn_gradients points=2]
-"""The stored state is detached every step, and gradients in training match the contract (gradcheck in float64)."""
+"""The stored state is detached every step, and gradients in training match the contract (float64)."""
 layer = RunningBatchNorm(3)
 for _ in range(3):
     x = torch.randn(4, 3, 2, 2, requires_grad=True)

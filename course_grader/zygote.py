@@ -3,13 +3,14 @@
 A fresh grading kernel spends about 3 s of CPU starting Python, IPython and importing torch, matplotlib and
 course_lib before the notebook's first line runs: more than most notebooks' own work in grading mode. The
 fork server (`serve`) imports all of that once, single-threaded, and then forks one child per kernel. The
-child enters the same sandbox as an exec'd kernel (sandbox.enter: private mount namespace, limits, `nobody`,
-whitelisted environment), resets what a fresh process would have fresh (signal handlers, random seeds,
-thread count), and runs ipykernel in-process on the kernel manager's connection file.
+child becomes the kernel's supervisor in the same sandbox as an exec'd kernel (sandbox.launch: its own
+namespaces, an allowlist view, a user of its own, limits, a whitelisted environment); the kernel process
+resets what a fresh process would have fresh (signal handlers, random seeds, thread count) and runs ipykernel
+in-process on the kernel manager's connection file.
 
 The kernel manager must see an ordinary process it can interrupt and kill, so its kernel command is the
 thin `client` here (stdlib only, ~50 ms): it hands its argv, environment, working directory and standard
-streams to the server over a unix socket, forwards every signal it gets to the forked kernel, and exits
+streams to the server over a unix socket, forwards every signal it gets to the forked supervisor, and exits
 with the kernel's status. When the client dies (even by SIGKILL) the server kills its kernel; when the
 server dies its kernels die too (parent-death signal). When the server cannot be reached the client falls
 back to the exec path (sandbox.main), so a kernel always starts.

@@ -126,7 +126,7 @@ def test_a_server_that_cannot_start_says_why(tmp_path):
 
 
 def test_requests_from_other_users_are_refused(server):
-    """The socket is the grader's alone: a kernel (nobody) cannot ask root for another kernel."""
+    """The socket is the grader's alone: another user (a kernel has one of its own) cannot ask root for a kernel."""
     sock, _, _ = server
     assert os.stat(sock).st_mode & 0o777 == 0o600 and os.stat(sock).st_uid == os.geteuid()
     code = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(sock)!r})"
