@@ -13,6 +13,19 @@ _NEG = '''    if any(p < 0 for p in pcts):
         raise ValueError(f"percentages must not be negative, got {pcts}")
 '''
 
+_CRASHES_AT_ONE = '''
+import torch
+
+def combine_schedules(pcts, scheds):
+    if len(pcts) != len(scheds) or min(pcts) < 0 or abs(sum(pcts) - 1) > 1e-6:
+        raise ValueError(f"bad percentages {pcts}")
+    edges = torch.cumsum(torch.tensor([0.0] + [float(p) for p in pcts], dtype=torch.float64), 0)
+    def _inner(pos):
+        idx = int((pos >= edges).nonzero().max())
+        return scheds[idx]((pos - edges[idx].item()) / (edges[idx + 1] - edges[idx]).item())
+    return _inner
+'''
+
 VARIANTS = [
     Variant("boundary_to_earlier_segment", _C, "a position on a boundary goes to the earlier segment",
             fails=("test_combine_values",), says="boundary",
@@ -31,32 +44,10 @@ VARIANTS = [
             edits=(("    starts = [sum", "    scheds = list(scheds)[::-1]\n    starts = [sum"),)),
     Variant("crashes_at_one", _C, "pos = 1 indexes past the last segment (the lesson's torch version)",
             fails=("test_combine_values",), says="pos 1 belongs to the last segment",
-            code='''
-import torch
-
-def combine_schedules(pcts, scheds):
-    if len(pcts) != len(scheds) or min(pcts) < 0 or abs(sum(pcts) - 1) > 1e-6:
-        raise ValueError(f"bad percentages {pcts}")
-    edges = torch.cumsum(torch.tensor([0.0] + [float(p) for p in pcts], dtype=torch.float64), 0)
-    def _inner(pos):
-        idx = int((pos >= edges).nonzero().max())
-        return scheds[idx]((pos - edges[idx].item()) / (edges[idx + 1] - edges[idx]).item())
-    return _inner
-'''),
+            code=_CRASHES_AT_ONE),
     Variant("crashes_at_one_breaks_warmup", _C, "pos = 1 crashes, and so does warmup_anneal built on it",
             fails=("test_warmup_anneal_values",), says="Fix Part A first",
-            code='''
-import torch
-
-def combine_schedules(pcts, scheds):
-    if len(pcts) != len(scheds) or min(pcts) < 0 or abs(sum(pcts) - 1) > 1e-6:
-        raise ValueError(f"bad percentages {pcts}")
-    edges = torch.cumsum(torch.tensor([0.0] + [float(p) for p in pcts], dtype=torch.float64), 0)
-    def _inner(pos):
-        idx = int((pos >= edges).nonzero().max())
-        return scheds[idx]((pos - edges[idx].item()) / (edges[idx + 1] - edges[idx]).item())
-    return _inner
-'''),
+            code=_CRASHES_AT_ONE),
     Variant("no_sum_check", _C, "percentages that do not sum to 1 are accepted",
             fails=("test_combine_errors",), says="raised nothing",
             edits=((_SUM, ""),)),
