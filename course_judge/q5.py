@@ -237,5 +237,4 @@ def scheduled_training(r: Records) -> None:
     steps = q5.TRAINING["steps"]
     lrs = [lesson_schedule()(step / steps) for step in range(steps)]
     reference = reference_losses("Q5-scheduled", lambda: lesson_cnn(), lrs=lrs, init=False, **q5.TRAINING)
-    expect_curve_like(run.get("losses") if isinstance(run, dict) else run, reference["losses"],
-                      "training with warmup_anneal()", rtol=0.02)
+    expect_curve_like(run, reference["losses"], "training with warmup_anneal()", rtol=0.02)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from course_judge import forbid, verdict
 from course_judge.compare import expect_close, expect_gradients, expect_no_error, tensor
 from course_judge.records import Fail, Raised, Records
-from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses, single_threaded
+from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
 from course_recorder import q9
 from course_recorder.inputs import seeded_input
 
@@ -364,18 +364,13 @@ def trains_at_bs2(r: Records) -> None:
                     rtol=0.03)
 
 
-@single_threaded
-def _batchnorm_valid_loss() -> float:
-    return q9.valid_loss(lesson_cnn, **q9.COLLAPSE)
-
-
 @verdict("Q9", "test_bs2_batchnorm_collapses", uses=USES)
 def bs2_collapses(r: Records) -> None:
     steps, lr = q9.COLLAPSE["steps"], q9.COLLAPSE["lr"]
     rbn_loss = expect_no_error(r.get("valid_loss"), "training the CNN with your RunningBatchNorm at batch size 2")
     if not isinstance(rbn_loss, (int, float)):
         raise Fail("the validation loss was not recorded")
-    bn_loss = cached("Q9-bn-collapse", _batchnorm_valid_loss, **q9.COLLAPSE)
+    bn_loss = cached("Q9-bn-collapse", lambda: q9.valid_loss(lesson_cnn, **q9.COLLAPSE), **q9.COLLAPSE)
     if not (math.isfinite(rbn_loss) and rbn_loss < 2.0):
         raise Fail(f"after {steps} steps at batch size 2 (lr {lr}) the CNN with your RunningBatchNorm has validation loss "
                    f"{rbn_loss:.3f}; it should learn (below 2.0; chance is ln 10 = 2.30)")

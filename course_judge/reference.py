@@ -1,8 +1,9 @@
 """The judge's own answers: reference implementations of every contract, and the reference training runs.
 
 Nothing here is ever imported by a grading kernel. Training references are deterministic (CPU, one thread,
-seeded) and cached: in memory, and on disk under COURSE_JUDGE_CACHE when the grader sets it (a private
-folder), keyed by the code that computes them.
+seeded: course_recorder.probes.training_run, the loop that trains the student's model too) and cached: in
+memory, and on disk under COURSE_JUDGE_CACHE when the grader sets it (a private folder), keyed by the code
+that computes them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from course_judge.compare import expect_curve_like
 from course_judge.records import Fail, Records
+from course_recorder.inputs import cnn_of, weight_shapes
+from course_recorder.probes import training_run
 from course_recorder.wire import digest
 
 Tensor = torch.Tensor
@@ -66,34 +70,13 @@ def cached(name: str, compute: Callable[[], object], **key: object) -> object:
     _MEMORY[ident] = value
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(value))
-        os.replace(partial, path)  # atomic: workers computing the same result at once agree
+        unfinished = path.with_suffix(f".{os.getpid()}.tmp")
+        unfinished.write_text(json.dumps(value))
+        os.replace(unfinished, path)  # atomic: workers computing the same result at once agree
     return value
 
 
-def single_threaded(fn: Callable) -> Callable:
-    """Run fn with one torch thread (the same numbers on every machine and in every run)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-
-    return wrapper
-
-
-
-
 # ---------------------------------------------------------------------------------------------- training
-NFS = [8, 16, 32, 64, 64]
-ACTIVATION = dict(leak=0.1, sub=0.4, maxv=6.0)
-
-
 def conv_block(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, norm: Callable | None = None,
                **kwargs) -> nn.Sequential:
     """The lesson's block: conv (bias only without a norm) -> GeneralRelu -> norm(nf) (nn.BatchNorm2d by default)."""
@@ -107,40 +90,23 @@ def conv_block(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, 
 
 def lesson_cnn(norm: Callable | None = None, bn: bool = True) -> nn.Sequential:
     """The lesson's CNN (10 classes) with the given norm factory (a function of the channel count)."""
-    from functools import partial
-    from types import SimpleNamespace
-
-    from course_lib import get_cnn_model
-
-    return get_cnn_model(SimpleNamespace(c=10), NFS, partial(conv_block, bn=bn, norm=norm), **ACTIVATION)
+    return cnn_of(functools.partial(conv_block, bn=bn, norm=norm))
 
 
-@single_threaded
-def _losses(make_model: Callable[[], nn.Module], steps: int, bs: int, lr: float, seed: int, float64: bool,
-            lrs: list[float] | None = None, init: bool = True) -> dict:
-    from course_recorder.inputs import build_seeded, grading_batches, weight_shapes
-    from course_recorder.probes import Float64, train_losses
-
-    model = build_seeded(make_model, seed, init)
-    shapes = weight_shapes(model)
-    if float64:
-        model = Float64(model)
-    batches = grading_batches(steps, bs, seed)
-    torch.manual_seed(seed)
-    return {"losses": train_losses(model, batches, lr, lrs), "shapes": shapes}
+def _losses(make_model: Callable[[], nn.Module], **run: object) -> dict:
+    shapes: list[list[int]] = []
+    _, losses = training_run(make_model, built=lambda model: shapes.extend(weight_shapes(model)), **run)
+    return {"losses": losses, "shapes": shapes}
 
 
-def reference_losses(name: str, make_model: Callable[[], nn.Module], *, steps: int, bs: int, lr: float,
-                     seed: int = 0, float64: bool = False, lrs: list[float] | None = None, init: bool = True) -> dict:
-    """{'losses', 'shapes'} of the reference model trained as the probes train the student's (cached by name)."""
-    return cached(name, lambda: _losses(make_model, steps, bs, lr, seed, float64, lrs, init), steps=steps, bs=bs,
-                  lr=lr, seed=seed, float64=float64, lrs=lrs, init=init)
+def reference_losses(name: str, make_model: Callable[[], nn.Module], **run: object) -> dict:
+    """{'losses', 'shapes'} of the reference model trained as the probes train the student's (probes.training_run
+    with `run`'s settings), cached by name and settings."""
+    return cached(name, lambda: _losses(make_model, **run), **run)
 
 
 def expect_training(r: Records, key: str, reference: dict, what: str, rtol: float) -> None:
     """The student's recorded run (key, key/shapes) against the reference run."""
-    from course_judge.compare import expect_curve_like
-
     losses = r.get(key)
     if r.has(f"{key}/shapes"):
         shapes = r.get(f"{key}/shapes")

@@ -81,7 +81,7 @@ def grading_valid(n: int) -> tuple[Tensor, Tensor]:
 
 
 def weighted_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's convolutions and linear layers, in order (what standard_weights initialises)."""
+    """The model's convolutions and linear layers, in order (those build_seeded gives the lesson's weights)."""
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
@@ -94,17 +94,25 @@ NFS = [8, 16, 32, 64, 64]
 ACTIVATION = {"leak": 0.1, "sub": 0.4, "maxv": 6.0}
 
 
+def cnn_of(block) -> nn.Module:
+    """The lesson's CNN (10 classes, channels NFS, GeneralRelu with ACTIVATION) built from `block` (conv_layer's
+    signature)."""
+    from types import SimpleNamespace
+
+    from course_lib import get_cnn_model
+
+    return get_cnn_model(SimpleNamespace(c=10), NFS, block, **ACTIVATION)
+
+
 def _template(init: bool) -> nn.Module:
     """The lesson's CNN with its norms left out: the conv and linear layers every norm's CNN shares, built as the
     lesson builds them (PyTorch's default init, then init_cnn's Kaiming normal when `init`)."""
-    from types import SimpleNamespace
-
-    from course_lib import GeneralRelu, get_cnn_model, init_cnn
+    from course_lib import GeneralRelu, init_cnn
 
     def block(ni: int, nf: int, ks: int = 3, stride: int = 2, **kwargs) -> nn.Module:
         return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=False), GeneralRelu(**kwargs))
 
-    model = get_cnn_model(SimpleNamespace(c=10), NFS, block, **ACTIVATION)
+    model = cnn_of(block)
     return init_cnn(model) if init else model
 
 

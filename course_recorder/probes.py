@@ -5,7 +5,9 @@ Each records raw facts and values only; the judge decides what they should have 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -96,10 +98,7 @@ def gradients(layer: nn.Module, x: Tensor, params: dict[str, Tensor], weights: T
 
 def train_losses(model: nn.Module, batches: list[tuple[Tensor, Tensor]], lr: float,
                  lrs: list[float] | None = None) -> list[float]:
-    """Plain SGD over the batches (at lrs[k] for step k when given); the training loss of each step.
-
-    The judge trains its reference models with this same loop (course_judge.reference).
-    """
+    """Plain SGD over the batches (at lrs[k] for step k when given); the training loss of each step."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
     losses = []
@@ -126,26 +125,43 @@ class Float64(nn.Module):
         return self.model(x.double())
 
 
-def train(rec: Recorder, key: str, make_model, *, steps: int, bs: int, lr: float, seed: int = 0,
-          float64: bool = False, own: str | None = None, init: bool = True) -> None:
-    """Train the student's model from the lesson's initial weights (inputs.build_seeded) on the standard batches;
-    record the losses under `key` and the model's conv/linear weight shapes under `key/shapes`. CPU, one thread."""
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread meanwhile: the same numbers on every machine and in every run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
-    def run() -> list[float]:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            model = build_seeded(make_model, seed, init)
-            rec.put(f"{key}/shapes", weight_shapes(model))
-            if float64:
-                model = Float64(model)
-            batches = grading_batches(steps, bs, seed)
-            torch.manual_seed(seed)
-            return train_losses(model, batches, lr)
-        finally:
-            torch.set_num_threads(threads)
 
-    rec.call(key, run, own=own)
+def training_run(make_model: Callable[[], nn.Module], *, steps: int, bs: int, lr: float, seed: int = 0,
+                 float64: bool = False, init: bool = True, lrs: list[float] | None = None,
+                 built: Callable[[nn.Module], None] | None = None) -> tuple[nn.Module, list[float]]:
+    """The tests' training run, the same in the kernel (the student's model) and in the judge (its reference,
+    course_judge.reference): make_model() from the lesson's initial weights (inputs.build_seeded), trained by
+    train_losses on the standard batches, CPU, one thread. `built` sees the model before it trains (its weight
+    shapes are recorded even when training fails). The trained model and the loss of each step."""
+    with one_thread():
+        model = build_seeded(make_model, seed, init)
+        if built is not None:
+            built(model)
+        if float64:
+            model = Float64(model)
+        batches = grading_batches(steps, bs, seed)
+        torch.manual_seed(seed)
+        return model, train_losses(model, batches, lr, lrs)
+
+
+def train(rec: Recorder, key: str, make_model, *, own: str | None = None, **run: object) -> None:
+    """Train the student's model (training_run with `run`'s settings); record the losses under `key` and the
+    model's conv/linear weight shapes under `key/shapes`."""
+
+    def shapes(model: nn.Module) -> None:
+        rec.put(f"{key}/shapes", weight_shapes(model))
+
+    rec.call(key, lambda: training_run(make_model, built=shapes, **run)[1], own=own)
 
 
 def independence(rec: Recorder, key: str, layer: nn.Module, x: Tensor, own: str) -> None:

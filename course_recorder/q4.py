@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from torch import nn
 
 from course_recorder import recording
-from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+from course_recorder.inputs import ACTIVATION, cnn_of, random_affine, seeded_input, seeded_normal
 from course_recorder.probes import train
 
-NFS = [8, 16, 32, 64, 64]
-RELU_KWARGS = {"leak": 0.1, "sub": 0.4, "maxv": 6.0}
 # (ni, nf, ks, stride, bn, kwargs)
-WITH_BN = ((3, 8, 5, 2, True, RELU_KWARGS), (4, 6, 3, 1, True, {"leak": 0.2, "sub": 0.3, "maxv": 5.0}),
+WITH_BN = ((3, 8, 5, 2, True, ACTIVATION), (4, 6, 3, 1, True, {"leak": 0.2, "sub": 0.3, "maxv": 5.0}),
            (2, 5, 3, 3, True, {}))
-WITHOUT_BN = ((3, 8, 3, 2, False, RELU_KWARGS), (4, 6, 5, 1, False, {"leak": 0.2}))
+WITHOUT_BN = ((3, 8, 3, 2, False, ACTIVATION), (4, 6, 5, 1, False, {"leak": 0.2}))
 TRAINING = dict(steps=30, bs=64, lr=1.0, seed=0)
 
 
@@ -86,13 +82,6 @@ def without_bn(conv_layer) -> None:
         _blocks(rec, conv_layer, WITHOUT_BN)
 
 
-def cnn(conv_layer) -> nn.Module:
-    """The lesson's CNN built from a block."""
-    from course_lib import get_cnn_model
-
-    return get_cnn_model(SimpleNamespace(c=10), NFS, conv_layer, **RELU_KWARGS)
-
-
 def trains(conv_layer) -> None:
     with recording("test_conv_layer_trains") as rec:
-        train(rec, "losses", lambda: cnn(conv_layer), init=False, **TRAINING)
+        train(rec, "losses", lambda: cnn_of(conv_layer), init=False, **TRAINING)

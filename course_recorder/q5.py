@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from functools import partial
-from types import SimpleNamespace
 
 import torch
 
 from course_recorder import recording
 from course_recorder.guard import DelegationError
-from course_recorder.inputs import build_seeded, grading_batches
-from course_recorder.probes import train_losses
+from course_recorder.inputs import cnn_of
+from course_recorder.probes import training_run
 
 
 def lin(start: float, end: float):
@@ -36,7 +35,6 @@ ERROR_CASES = (([0.3, 0.6], 2, "percentages that sum to 0.9"), ([0.5, 0.6], 2, "
 LESSON_POSITIONS = (0.0, 0.15, 0.3, 0.3 + 0.7 * 0.25, 0.65, 0.9, 1.0)
 RECORDED_EPOCHS = (1, 3)
 TRAINING = dict(steps=30, bs=64, lr=0.1, seed=0)
-NFS = [8, 16, 32, 64, 64]
 
 
 def schedules(pairs) -> list:
@@ -70,9 +68,10 @@ def _guarded(fn, *args):
         return fn(*args)
 
 
-def _values(rec, key: str, schedule, positions) -> None:
+def _values(rec, key: str, schedule, positions, guarded: bool = True) -> None:
+    """The schedule's value at each position (with course_lib's combine_scheds refused, when `guarded`)."""
     for j, pos in enumerate(positions):
-        rec.call(f"{key}/{j}", lambda p=pos: _number(_guarded(schedule, p)))
+        rec.call(f"{key}/{j}", lambda p=pos: _number(_guarded(schedule, p) if guarded else schedule(p)))
 
 
 def _number(value):
@@ -97,18 +96,13 @@ def combine_errors(combine_schedules) -> None:
             rec.call(f"case{i}", lambda p=pcts, s=schedules(pairs): _guarded(lambda: combine_schedules(p, s)(0.5)))
 
 
-def _values_unguarded(rec, key: str, schedule, positions) -> None:
-    for j, pos in enumerate(positions):
-        rec.call(f"{key}/{j}", lambda p=pos: _number(schedule(p)))
-
-
 def warmup_anneal_values(warmup_anneal, combine_schedules) -> None:
     """warmup_anneal is built with the student's own combine_schedules, whatever that does (Part A has its own
     tests, and the judge reads warmup_anneal's code for course_lib's combine_scheds)."""
     with recording("test_warmup_anneal_values") as rec:
         schedule = rec.call("schedule", warmup_anneal)
         if callable(schedule):
-            _values_unguarded(rec, "warmup", schedule, LESSON_POSITIONS)
+            _values(rec, "warmup", schedule, LESSON_POSITIONS, guarded=False)
         # The student's Part A on the lesson's schedule: when warmup_anneal is wrong, is Part A the cause?
         built = rec.call("combine", _guarded, combine_schedules, [0.3, 0.7], [lin(0.6, 2.0), lin(2.0, 0.1)])
         if callable(built):
@@ -141,27 +135,13 @@ def recorded_lrs(warmup_anneal) -> None:
             rec.call(f"epochs{epochs}", run)
 
 
-def cnn(conv_layer):
-    from course_lib import get_cnn_model
-
-    return get_cnn_model(SimpleNamespace(c=10), NFS, conv_layer, leak=0.1, sub=0.4, maxv=6.0)
-
-
 def scheduled_training(warmup_anneal, conv_layer) -> None:
     """The lesson's CNN (the notebook's nn.BatchNorm2d block) trained with the student's schedule: lr at step k is
-    schedule(k / steps)."""
+    schedule(k / steps); the losses are recorded."""
     with recording("test_scheduled_training") as rec:
-        def run():
-            steps, bs, lr, seed = (TRAINING[k] for k in ("steps", "bs", "lr", "seed"))
-            schedule = warmup_anneal()
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                model = build_seeded(lambda: cnn(conv_layer), seed, init=False)
-                lrs = [float(schedule(step / steps)) for step in range(steps)]
-                losses = train_losses(model, grading_batches(steps, bs, seed), lr, lrs)
-                return {"losses": losses, "lrs": lrs}
-            finally:
-                torch.set_num_threads(threads)
+        def run() -> list[float]:
+            schedule, steps = warmup_anneal(), TRAINING["steps"]
+            lrs = [float(schedule(step / steps)) for step in range(steps)]
+            return training_run(lambda: cnn_of(conv_layer), init=False, lrs=lrs, **TRAINING)[1]
 
         rec.call("run", run)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
 from course_recorder import recording
-from course_recorder.inputs import grading_batches, grading_valid, random_affine, seeded_input
-from course_recorder.probes import gradients, module_facts, set_params, train, train_losses
+from course_recorder.inputs import grading_valid, random_affine, seeded_input
+from course_recorder.probes import gradients, module_facts, one_thread, set_params, train, training_run
 
 OWN = "RunningBatchNorm"
 BUFFERS = ("sums", "sqrs", "count", "batch")
@@ -145,19 +144,12 @@ def trains_at_bs2(make_model) -> None:
 
 def valid_loss(make_model, steps: int, bs: int, lr: float, seed: int, valid: int) -> float:
     """Validation loss (the first `valid` grading images, eval mode) after `steps` SGD steps at batch size bs."""
-    from course_recorder.inputs import build_seeded
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_seeded(make_model, seed)
-        train_losses(model, grading_batches(steps, bs, seed), lr)
+    with one_thread():
+        model, _ = training_run(make_model, steps=steps, bs=bs, lr=lr, seed=seed)
         model.eval()
         x, y = grading_valid(valid)
         with torch.no_grad():
             return F.cross_entropy(model(x), y).item()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def bs2_collapses(make_model) -> None:
