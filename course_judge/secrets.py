@@ -69,11 +69,17 @@ def secret_lines(nb, release) -> frozenset[str]:
     return frozenset((notebook_lines(nb) | package_lines()) - visible_lines(release) - student_lines(nb))
 
 
+@functools.lru_cache(maxsize=4)
+def _long_first(secrets: frozenset[str]) -> tuple[str, ...]:
+    """The secrets long enough to look for inside a line, longest first (once per notebook, not per message)."""
+    return tuple(sorted((s for s in secrets if len(s) >= 24), key=len, reverse=True))
+
+
 def scrub(text: str, secrets: frozenset[str]) -> str:
     """`text` with every secret line in it (a whole line, or a long one inside a line) replaced by a notice."""
     if not text or not secrets:
         return text
-    long = sorted((s for s in secrets if len(s) >= 24), key=len, reverse=True)
+    long = _long_first(secrets)
     out = []
     for line in text.splitlines():
         if line.strip() in secrets:
