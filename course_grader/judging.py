@@ -21,8 +21,8 @@ import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
-from course_judge import judge_notebook
-from course_judge.records import MIME
+from course_judge import is_test, judge_notebook
+from course_recorder import MIME
 from course_judge.secrets import scrub, secret_lines
 
 VERDICT_ERROR = "TestFailed"
@@ -31,11 +31,6 @@ VERDICT_ERROR = "TestFailed"
 def _release(folder: str, resources: dict) -> tuple[str, nbformat.NotebookNode]:
     name = Path((resources or {}).get("unique_key", "")).name
     return name, nbformat.read(Path(folder) / f"{name}.ipynb", as_version=4)
-
-
-def _is_test(cell) -> bool:
-    meta = cell.metadata.get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def verdict_outputs(passed: bool, message: str) -> list:
@@ -57,7 +52,7 @@ class JudgeVerdicts(NbGraderPreprocessor):
         name, release = _release(self.release_dir, resources)
         judged = judge_notebook(nb, release, name)
         for cell in nb.cells:
-            if not _is_test(cell):
+            if not is_test(cell):
                 continue
             verdict = judged.verdicts[cell.metadata.nbgrader["grade_id"]]
             # The records of a failed test stay, as evidence for the instructor (a passed one needs none).
@@ -94,7 +89,7 @@ class StudentCopy(NbGraderPreprocessor):
             if cell.cell_type != "code":
                 cell.source = scrub(cell.source, secrets)
                 continue
-            if _is_test(cell):
+            if is_test(cell):
                 cell.source = visible.get(cell.metadata.nbgrader["grade_id"], "")
                 kept = [o for o in cell.outputs if o.get("output_type") in ("stream", "error")][:1]
                 for out in kept:

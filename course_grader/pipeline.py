@@ -25,7 +25,6 @@ from pathlib import Path
 
 from course_grader import gradebook, report, sandbox, zygote
 from course_grader.autograde import ASSIGNMENT, Job, Result
-from course_grader.sandbox import probe
 from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
 
 # What a grading kernel imports of the course: the student library and the recorder (never the judge).
@@ -211,7 +210,7 @@ def run(options: Options) -> Outcome:
         env = _worker_env(options, data_dir)
         # The judge's reference results (training runs), computed once and kept with the private gradebooks.
         env["COURSE_JUDGE_CACHE"] = str(data_dir.with_name(data_dir.name + "-judge"))
-        mode = probe() if options.sandbox else "NOT ISOLATED (--no-sandbox: kernels run with limits only)"
+        mode = sandbox.probe() if options.sandbox else "NOT ISOLATED (--no-sandbox: kernels run with limits only)"
         isolate = mode == "isolated"
         if not isolate:
             if options.require_isolation:

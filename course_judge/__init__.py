@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from course_judge.audit import TORCH_NORMS, Audit, audit
+from course_judge.compare import TORCH_WHY
 from course_judge.records import Fail, Malformed, Missing, Records
 from course_judge.secrets import WITHHELD, scrub, secret_lines
 
@@ -56,8 +57,6 @@ class NotebookVerdicts:
 REGISTRY: dict[tuple[str, str], Spec] = {}
 FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {}  # question -> solution grade_id -> names it must not use
 WHY: dict[tuple[str, str], str] = {}  # (question, solution) -> what delegating means there
-TORCH_WHY = ("This exercise is to implement the normalization yourself (means, variances, scale and shift with "
-             "tensor operations); delegating to torch's own normalization gets no points for this test.")
 
 
 def verdict(question: str, test: str, uses: tuple[str, ...] = (), after: dict[str, str] | None = None,
@@ -155,7 +154,8 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
     return Verdict(test, True)
 
 
-def _is_test(cell) -> bool:
+def is_test(cell) -> bool:
+    """A graded test cell (autograded: grade set, not a solution)."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
@@ -173,7 +173,7 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
         result.notes.append(f"delegation: {solution} {finding}")
     earlier = ""
     for cell in nb.cells:
-        if not _is_test(cell):
+        if not is_test(cell):
             error = _first_error(cell.get("outputs", [])) if cell.get("cell_type") == "code" else ""
             if error and not earlier:
                 earlier = f"a cell raised {error}"
@@ -192,4 +192,4 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
 
 
 __all__ = ["Spec", "Verdict", "NotebookVerdicts", "REGISTRY", "verdict", "forbid", "judge_notebook", "judge_test",
-           "question_of", "Fail", "Records", "WITHHELD"]
+           "is_test", "question_of", "Fail", "Records", "WITHHELD"]

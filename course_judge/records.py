@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-MIME = "application/vnd.normalization-course.record+json"  # the same string as course_recorder.MIME
-ABORTED = "__aborted__"
+from course_recorder import ABORTED, MIME
 _DTYPES = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16,
                                torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64, torch.complex128)}
 
