@@ -85,6 +85,11 @@ def _prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, value, 0, 0, 0), "prctl")
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (a uid change clears this: set it after one)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------------------------------- limits
 def set_limits(memory_mb: int) -> None:
     """Memory (RLIMIT_DATA, not RLIMIT_AS: the CUDA build of torch maps GiBs of address space at import), written
@@ -344,7 +349,9 @@ def _loopback_up() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- processes
-def _forward_to(pid_box: list[int]) -> None:
+def forward_signals(pid_box: list[int]) -> None:
+    """Pass every FORWARDED signal this process gets on to the process in pid_box (once it is there)."""
+
     def forward(sig: int, _frame: object) -> None:
         if pid_box:
             try:
@@ -394,7 +401,7 @@ def launch(args: argparse.Namespace, environ: dict[str, str] | None,
     cgroup.enter(os.getpid())
     _check(_libc.unshare(CLONE_NEWPID), "unshare")  # for the children: the next one is PID 1 of a new namespace
     box: list[int] = []
-    _forward_to(box)
+    forward_signals(box)
     init = os.fork()
     if init == 0:
         _init(args, view, connection, cmd, environ, start, uid, gid)
@@ -408,13 +415,13 @@ def _init(args, view: View, connection: bytes | None, cmd: list[str], environ, s
     """PID 1 of the kernel's namespaces: build its world, start it, reap, exit with its status."""
     code = 1
     try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor killed: everything here goes
+        die_with_parent()  # the supervisor killed: everything here goes
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
         _check(_libc.sethostname(b"grading-kernel", 14), "sethostname")
         _loopback_up()
         view.build(connection)
         box: list[int] = []
-        _forward_to(box)
+        forward_signals(box)
         kernel = os.fork()
         if kernel == 0:
             _kernel(args, cmd, environ, start, uid, gid)
@@ -439,7 +446,7 @@ def _kernel(args, cmd: list[str], environ, start, uid: int, gid: int) -> None:
         os.setgid(gid)
         os.setuid(uid)  # from root to a user of its own: every capability goes with it
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent()
         set_limits(args.memory_mb)
         os.chdir(HOME)
         start(cmd, kernel_env(HOME, environ))

@@ -34,6 +34,8 @@ import struct
 import sys
 from pathlib import Path
 
+from course_grader import sandbox
+
 # What a grading kernel imports anyway: the kernel itself (with its debugger and history), what the notebooks'
 # setup and test cells import, and what set_seed pulls in (torch.use_deterministic_algorithms imports
 # torch._inductor.config: about 900 modules, 1 s). The hidden tests' probes are added by _preload().
@@ -42,8 +44,6 @@ PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "I
            "torch._inductor.config", "matplotlib", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
            "PIL.PngImagePlugin", "fastprogress", "course_lib", "course_recorder")
 HEADER = struct.Struct("!Q")
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-PR_SET_PDEATHSIG = 1
 
 
 def _read_exact(conn: socket.socket, n: int) -> bytes:
@@ -54,12 +54,6 @@ def _read_exact(conn: socket.socket, n: int) -> bytes:
             raise ConnectionError("the client went away mid-request")
         data += chunk
     return data
-
-
-def _prctl_pdeathsig(sig: int) -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------------------------- server
@@ -205,12 +199,10 @@ class Server:
 
 def run_kernel(request: dict) -> int:
     """In the forked child: the sandbox's supervisor (sandbox.launch), whose kernel runs ipykernel in-process."""
-    from course_grader import sandbox
-
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _prctl_pdeathsig(signal.SIGKILL)  # the server gone: this supervisor, then its kernel, go too
+    sandbox.die_with_parent()  # the server gone: this supervisor, then its kernel, go too
     os.chdir(request["cwd"])
     args = sandbox.parser().parse_args(request["args"])
     sandbox.launch(args, request["env"], _ipykernel)
@@ -291,10 +283,8 @@ def client(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] != "--socket":
         raise SystemExit("usage: zygote client --socket SOCKET [sandbox options] -- KERNEL ARGV")
     path, rest = argv[1], argv[2:]
-    from course_grader.sandbox import whitelisted
-
     # Only what the kernel may see: the request stays in the kernel's memory.
-    request = {"args": rest, "env": whitelisted(dict(os.environ)), "cwd": os.getcwd()}
+    request = {"args": rest, "env": sandbox.whitelisted(dict(os.environ)), "cwd": os.getcwd()}
     _wait_for(path)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -310,20 +300,9 @@ def client(argv: list[str]) -> None:
         conn.close()
         print(f"fork server unavailable ({' '.join(first) or 'no answer'}); starting a fresh kernel",
               file=sys.stderr, flush=True)
-        from course_grader import sandbox
-
         sandbox.main(rest)  # exec: never returns
         return
-    pid = int(first[1])
-
-    def forward(sig: int, _frame: object) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
+    sandbox.forward_signals([int(first[1])])
     last = answer.readline().decode().split()
     code = int(last[1]) if len(last) == 2 and last[0] == "exit" else 1
     os._exit(code if code >= 0 else 128 - code)
@@ -338,15 +317,13 @@ def start(path: Path, env: dict[str, str], log: Path, mpl_dir: Path | None = Non
     import subprocess
     import time
 
-    from course_grader.sandbox import kernel_env
-
     marker = starting_marker(path)
     marker.touch()
     try:
         # The server's environment stays readable by every kernel (/proc/self/environ): only what a kernel may see.
         home = path.parent / "zygote-home"
         home.mkdir(exist_ok=True)
-        env = dict(kernel_env(str(home), env), OPENBLAS_NUM_THREADS="1")  # OpenBLAS: see the module's docstring
+        env = dict(sandbox.kernel_env(str(home), env), OPENBLAS_NUM_THREADS="1")  # OpenBLAS: see the module's docstring
         if mpl_dir:
             env["MPLCONFIGDIR"] = str(mpl_dir)  # matplotlib's font cache, built once and kept
         with open(log, "w") as out:
