@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_mutation import Variant, catalogue
+from course_mutation import Variant, find
 
 ASSIGNMENT = "normalization"
 REALISTIC = ("alice", "bob", "carol", "dave")
@@ -99,14 +99,13 @@ def plans(names: list[str], stoppable: list[str], tested: list[str]) -> list[Pla
     `stoppable`: notebooks with a solution code cell (where a kernel can die or hang); `tested`: notebooks
     with an autograded test cell (one can be deleted or pasted twice).
     """
-    found = {q: {v.name: v for v in variants} for q, variants in catalogue().items()}
     out = [Plan("reference"), Plan("blank", how="blank")]
     for student in REALISTIC:
         plan = Plan(student)
         for name in names:
             chosen = CHOICES[student].get(question(name))
             if chosen:
-                plan.variants[name] = found[question(name)][chosen]
+                plan.variants[name] = find(question(name), chosen)
         out.append(plan)
     crash_nb, hang_nb = stoppable[-1], stoppable[0]
     out.append(Plan("crasher", stop=(crash_nb, ""), how="crash"))
@@ -120,6 +119,21 @@ def _last_test(nb: nbformat.NotebookNode) -> str:
     return [c.metadata.nbgrader["grade_id"] for c in nb.cells if _kind(c) == "test"][-1]
 
 
+def solve(release: nbformat.NotebookNode, source: nbformat.NotebookNode, variant: Variant | None = None) -> None:
+    """Fill a release notebook's solution cells with the source's solutions (the variant's code in the cell it
+    replaces) and its written answers with the instructor's."""
+    solutions = _cells(source)
+    for grade_id, cell in _cells(release).items():
+        kind = _kind(cell)
+        if kind == "solution":
+            code = solutions[grade_id].source
+            if variant is not None and variant.solution == grade_id:
+                code = variant.source(code).strip("\n")
+            cell.source = reference_code(code)
+        elif kind == "answer":
+            cell.source = solutions[grade_id].source
+
+
 def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -> Plan:
     """Write one demo student's notebooks into dest (submitted/<student>/<assignment>/)."""
     if dest.exists():
@@ -131,18 +145,7 @@ def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -
         if plan.how == "blank":
             nbformat.write(release, dest / f"{name}.ipynb")
             continue
-        source = _cells(nbformat.read(source_dir / f"{name}.ipynb", as_version=4))
-        for grade_id, cell in _cells(release).items():
-            kind = _kind(cell)
-            if kind == "solution":
-                code = reference_code(source[grade_id].source)
-                variant = plan.variants.get(name)
-                if variant is not None and variant.solution == grade_id:
-                    code = variant.source(source[grade_id].source).strip("\n")
-                    code = reference_code(code)
-                cell.source = code
-            elif kind == "answer":
-                cell.source = source[grade_id].source
+        solve(release, nbformat.read(source_dir / f"{name}.ipynb", as_version=4), plan.variants.get(name))
         if plan.stop and plan.stop[0] == name:
             grade_id = stop_cell(source_dir / f"{name}.ipynb")
             plan.stop = (name, grade_id)

@@ -53,3 +53,11 @@ def catalogue() -> dict[str, list[Variant]]:
         if hasattr(module, "VARIANTS"):
             found[module.NOTEBOOK] = list(module.VARIANTS)
     return found
+
+
+def find(notebook: str, name: str) -> Variant:
+    """The variant `name` of a notebook ("Q3")."""
+    for variant in catalogue().get(notebook, []):
+        if variant.name == name:
+            return variant
+    raise KeyError(f"{notebook} has no variant named {name!r}")

@@ -184,3 +184,10 @@ def solution_source(path: Path | str, grade_id: str) -> str:
         if cell.kind == "solution" and cell.grade_id == grade_id:
             return cell.source
     raise KeyError(f"{path.name} has no solution cell {grade_id!r}")
+
+
+def run_variant(path: Path | str, variant, only: set[str] | None = None) -> RunResult:
+    """run_notebook with one solution cell replaced by a catalogue variant (course_mutation.Variant)."""
+    path = notebook_path(str(path)) if not isinstance(path, Path) else path
+    return run_notebook(path, replace={variant.solution: variant.source(solution_source(path, variant.solution))},
+                        only=only)

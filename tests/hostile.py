@@ -15,8 +15,9 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader.demo import reference_code
-from course_mutation import catalogue
+from course_grader.demo import reference_code, solve
+from course_mutation import Variant, find
+from course_mutation.harness import solution_source
 
 Q1, Q3 = "Q1_bn_learns_and_measures", "Q3_batchnorm"
 
@@ -44,29 +45,20 @@ def notebook(release: Path, source: Path, name: str, base: str) -> nbformat.Note
     nb = nbformat.read(release / f"{name}.ipynb", as_version=4)
     if base == "blank":
         return nb
-    src = {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(source / f"{name}.ipynb", as_version=4).cells
-           if c.metadata.get("nbgrader", {}).get("grade_id")}
-    variant = None
-    if base == "init":  # the reference layer without its forward pass
+    if base == "init":  # the reference layer without its forward pass, the other solution cells left blank
+        code = reference_code(solution_source(source / f"{name}.ipynb", "batchnorm"))
         for cell in nb.cells:
             if cell.metadata.get("nbgrader", {}).get("grade_id") == "batchnorm":
-                code = reference_code(src["batchnorm"].source)
                 cell.source = code[:code.index("    def forward")] + (
                     "    def forward(self, x):\n        raise NotImplementedError()\n")
         return nb
-    if base == "wrong":
-        question = name.split("_")[0]
-        variant = next(v for v in catalogue()[question] if v.name == WRONG[name])
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and cell.cell_type == "code":
-            code = src[meta["grade_id"]].source
-            if variant is not None and variant.solution == meta["grade_id"]:
-                code = variant.source(code)
-            cell.source = reference_code(code)
-        elif meta.get("solution"):
-            cell.source = "My answer."
+    solve(nb, nbformat.read(source / f"{name}.ipynb", as_version=4), wrong_variant(name) if base == "wrong" else None)
     return nb
+
+
+def wrong_variant(name: str) -> Variant:
+    """The known mistake a `wrong` base of notebook `name` makes."""
+    return find(name.split("_")[0], WRONG[name])
 
 
 def build(attack: Attack, release: Path, source: Path) -> nbformat.NotebookNode:

@@ -22,7 +22,7 @@ from nbgrader.api import Gradebook
 from course_grader import demo, gradebook
 from course_grader.pipeline import Options, run
 from course_grader.repair import repair
-from course_mutation.harness import read_cells, run_notebook
+from course_mutation.harness import run_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -97,9 +97,7 @@ def _expected(course: Path, plan: demo.Plan) -> dict[str, dict[str, float]]:
     for notebook, variant in plan.variants.items():
         if variant.correct:
             continue
-        path = course / "source" / "normalization" / f"{notebook}.ipynb"
-        source = {c.grade_id: c.source for c in read_cells(path)}
-        result = run_notebook(path, replace={variant.solution: variant.source(source[variant.solution])})
+        result = run_variant(course / "source" / "normalization" / f"{notebook}.ipynb", variant)
         expected[notebook] = {t: r.points for t, r in result.tests.items()}
         lost = {t for t, r in result.tests.items() if not r.passed}
         assert set(variant.fails) <= lost, f"{plan.student}/{notebook}: {variant.name} should fail {variant.fails}"

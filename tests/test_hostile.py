@@ -23,9 +23,8 @@ import pytest
 from course_grader import demo, sandbox
 from course_grader.pipeline import Options, run
 from course_judge.secrets import leaks, package_lines, notebook_lines, visible_lines
-from course_mutation import catalogue
-from course_mutation.harness import run_notebook, solution_source
-from hostile import WRONG, class_of, corpus, write_class
+from course_mutation.harness import run_notebook, run_variant
+from hostile import class_of, corpus, wrong_variant, write_class
 from kernel_tools import processes_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,12 +81,7 @@ class Listener:
 def _expected(course: Path, student) -> dict[str, float]:
     """The points a base student's notebook gets, test by test (from the mutation harness for a wrong one)."""
     path = course / "source" / "normalization" / f"{student.notebook}.ipynb"
-    if student.base == "wrong":
-        question = student.notebook.split("_")[0]
-        variant = next(v for v in catalogue()[question] if v.name == WRONG[student.notebook])
-        result = run_notebook(path, replace={variant.solution: variant.source(solution_source(path, variant.solution))})
-    else:
-        result = run_notebook(path)
+    result = run_variant(path, wrong_variant(student.notebook)) if student.base == "wrong" else run_notebook(path)
     if student.base == "init":  # the layer's parameters and buffers only
         return {t: (r.max_points if t == "test_parameters_and_buffers" else 0.0) for t, r in result.tests.items()}
     return {t: (r.points if student.base == "wrong" else (r.max_points if student.base == "ref" else 0.0))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from course_mutation.harness import notebook_path, run_notebook, solution_source
-from course_mutation import Variant, catalogue
+from course_mutation import catalogue
+from course_mutation.harness import notebook_path, run_notebook, run_variant
 
 CATALOGUE = catalogue()
 MIN_WRONG, MIN_CORRECT = 6, 2
@@ -21,12 +21,6 @@ def _cases():
     for notebook, variants in sorted(CATALOGUE.items()):
         for variant in variants:
             yield pytest.param(notebook, variant, id=f"{notebook}-{variant.name}")
-
-
-def _run(notebook: str, variant: Variant, only: set[str] | None = None):
-    path = notebook_path(notebook)
-    code = variant.source(solution_source(path, variant.solution))
-    return run_notebook(path, replace={variant.solution: code}, only=only)
 
 
 @pytest.mark.parametrize("notebook", sorted(CATALOGUE))
@@ -41,12 +35,12 @@ def test_reference_solutions_get_full_marks(notebook):
 @pytest.mark.parametrize("notebook,variant", list(_cases()))
 def test_variant(notebook, variant):
     if variant.correct:
-        result = _run(notebook, variant)
+        result = run_variant(notebook, variant)
         failed = {gid: result.tests[gid].output for gid in result.failed()}
         assert not failed, f"correct alternative {variant.name!r} lost points: {failed}"
         return
     assert variant.fails, f"{variant.name}: a mistake must name the tests that catch it"
-    result = _run(notebook, variant, only=set(variant.fails))
+    result = run_variant(notebook, variant, only=set(variant.fails))
     missing = set(variant.fails) - set(result.tests)
     assert not missing, f"{variant.name}: no test cells named {sorted(missing)} in {notebook}"
     survived = [gid for gid in variant.fails if result.tests[gid].passed]
