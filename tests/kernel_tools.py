@@ -1,13 +1,15 @@
-"""What the kernel tests share: a fork server, the pipeline's kernel manager, running code in a kernel, and
-looking at a kernel's processes from the host."""
+"""What the kernel tests share: a fork server, the pipeline's kernel manager, running code in a kernel, looking
+at a kernel's processes from the host, and a listener on the host's loopback for payloads to reach."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,8 +53,11 @@ def run(km: SandboxKernelManager, *sources: str, timeout: int = 60) -> list[nbfo
     """Run code cells in a fresh kernel from `km`, then shut it down; the executed cells."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
-    # cleanup_kc: nbclient shuts down only kernels of managers it made itself.
-    NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, interrupt_on_timeout=True).execute(cleanup_kc=True)
+    # The kernel starts in a folder of its own: a kernel with limits only keeps its home (.ipython) there.
+    with tempfile.TemporaryDirectory(prefix="test-kernel-cwd-") as cwd:
+        client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
+                                resources={"metadata": {"path": cwd}})
+        client.execute(cleanup_kc=True)  # cleanup_kc: nbclient shuts down only kernels of managers it made itself
     return nb.cells
 
 
@@ -67,27 +72,56 @@ def answer(cell: nbformat.NotebookNode) -> dict:
     return json.loads(lines[-1])
 
 
-def processes_of(uid: int) -> list[int]:
-    """Host pids of the live processes running as `uid` (a kernel's own user)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith("Z"):
-                found.append(int(entry))
-    return found
+def status(pid: int) -> dict[str, str]:
+    """The fields of a host process's /proc status (Uid, State...); empty when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {key: value.strip() for key, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+
+
+def uid_of(pid: int) -> int:
+    """A host process's real uid, or -1 when it is gone."""
+    uid = status(pid).get("Uid", "").split()[:1]
+    return int(uid[0]) if uid else -1
 
 
 def state_of(pid: int) -> str:
     """A host process's state letter (R, S, T for stopped...), or '' when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.split()[1]
-    except OSError:
-        pass
-    return ""
+    return (status(pid).get("State", "").split() or [""])[0]
+
+
+def processes_of(uid: int) -> list[int]:
+    """Host pids of the live processes running as `uid` (a kernel's own user)."""
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and uid_of(int(entry)) == uid and state_of(int(entry)) not in ("Z", "")]
+
+
+class Listener:
+    """A TCP listener on the host's 127.0.0.1 that records what whoever connects sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.received.append(conn.recv(100) or b"(connected)")
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join()
+        self.sock.close()

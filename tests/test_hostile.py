@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
-import threading
 from pathlib import Path
 
 import nbformat
@@ -25,7 +23,7 @@ from course_grader.pipeline import Options, run
 from course_judge.secrets import leaks, package_lines, notebook_lines, visible_lines
 from course_mutation.harness import run_notebook, run_variant
 from hostile import class_of, corpus, wrong_variant, write_class
-from kernel_tools import processes_of
+from kernel_tools import Listener, processes_of, uid_of
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "hunter2"  # a secret in the grader's environment that no kernel may see
@@ -47,35 +45,6 @@ def _snapshot(course: Path, class_dir: Path, other: Path) -> dict:
     course_files = {f for f in _tree(course) if not f[0].startswith(OUTPUTS)}
     return {"course": course_files, "class": _tree(class_dir), "other": _tree(other), "shared": shared,
             "packages": _tree(ROOT / "course_lib") | _tree(ROOT / "course_recorder")}
-
-
-class Listener:
-    """A TCP listener on the host's 127.0.0.1 that records whoever connects."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.5)
-        self.port = self.sock.getsockname()[1]
-        self.received: list[bytes] = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.received.append(conn.recv(100) or b"(connected)")
-            conn.close()
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.thread.join()
-        self.sock.close()
 
 
 def _expected(course: Path, student) -> dict[str, float]:
@@ -240,15 +209,5 @@ def test_no_hidden_line_reaches_what_students_receive(hostile):
 
 
 def test_no_process_is_left(hostile):
-    kernels = [int(p) for p in os.listdir("/proc") if p.isdigit() and _uid(int(p)) >= sandbox.UID_BASE]
-    assert not kernels, [(pid, processes_of(_uid(pid))) for pid in kernels]
-
-
-def _uid(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
+    kernels = [int(p) for p in os.listdir("/proc") if p.isdigit() and uid_of(int(p)) >= sandbox.UID_BASE]
+    assert not kernels, [(pid, processes_of(uid_of(pid))) for pid in kernels]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from course_grader import sandbox
-from kernel_tools import ROOT, answer, fork_server, manager, processes_of, run, state_of, stdout
+from kernel_tools import ROOT, Listener, answer, fork_server, manager, processes_of, run, state_of, stdout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs root (CI runs as root)")
 MODES = [pytest.param(True, id="isolated"), pytest.param(False, id="limits-only")]
@@ -125,27 +124,11 @@ def _is_sleep_300(pid: int) -> bool:
 @pytest.mark.parametrize("isolate", MODES)
 def test_a_kernel_has_no_network(server, isolate):
     """Attack: send what the kernel read to a listener on the host's 127.0.0.1."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(5)
-    port = listener.getsockname()[1]
-    received: list[bytes] = []
-
-    def accept() -> None:
-        try:
-            conn, _ = listener.accept()
-            received.append(conn.recv(100))
-            conn.close()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept)
-    thread.start()
+    listener = Listener()
     code = f"""
 import json, socket
 try:
-    s = socket.create_connection(('127.0.0.1', {port}), timeout=3)
+    s = socket.create_connection(('127.0.0.1', {listener.port}), timeout=3)
     s.sendall(b'the answer key')
     s.close()
     sent = True
@@ -154,9 +137,8 @@ except OSError as err:
 print(json.dumps({{"sent": sent, "interfaces": [name for _, name in socket.if_nameindex()]}}))
 """
     found = answer(_kernel(server, isolate, code)[0])
-    thread.join()
-    listener.close()
-    assert bool(received) != isolate and found["sent"] != isolate, found
+    listener.stop()
+    assert bool(listener.received) != isolate and found["sent"] != isolate, found
     if isolate:
         assert found["interfaces"] == ["lo"], found
 

@@ -12,16 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 from course_grader import sandbox, zygote
-from course_grader.kernel import SandboxKernelManager
 from kernel_tools import SECRET, fork_server, manager, processes_of, run, stdout
-
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +26,6 @@ def server():
     """(socket path, private folder, answer-key folder) of a running server; stopped afterwards."""
     with fork_server() as found:
         yield found
-
-
-def _manager(sock: Path | str, scratch: Path, answer_key: Path) -> SandboxKernelManager:
-    """The pipeline's kernel manager: the answer key and the scratch folder are simply not exposed."""
-    return manager(sock, scratch)
 
 
 ABOUT = """
@@ -61,7 +53,7 @@ print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "key": os.access(%(key
 
 def test_forked_kernel_is_sandboxed(server):
     sock, scratch, key = server
-    cells = run(_manager(sock, scratch, key), ABOUT % {"key": str(key / "solution.py"), "sock": str(sock),
+    cells = run(manager(sock, scratch), ABOUT % {"key": str(key / "solution.py"), "sock": str(sock),
                                                         "secret": SECRET})
     about = json.loads(stdout(cells[0]))
     assert about["uid"] >= sandbox.UID_BASE, about  # a user of its own
@@ -76,8 +68,8 @@ def test_forked_kernels_do_not_share_random_state(server):
     """Like fresh processes, which seed python, numpy and torch from the OS: no two kernels draw alike."""
     sock, scratch, key = server
     code = "import random, numpy, torch; print(random.random(), numpy.random.rand(), torch.rand(1).item())"
-    first = stdout(run(_manager(sock, scratch, key), code)[0]).split()
-    second = stdout(run(_manager(sock, scratch, key), code)[0]).split()
+    first = stdout(run(manager(sock, scratch), code)[0]).split()
+    second = stdout(run(manager(sock, scratch), code)[0]).split()
     assert len(first) == len(second) == 3
     assert all(a != b for a, b in zip(first, second)), (first, second)
 
@@ -85,7 +77,7 @@ def test_forked_kernels_do_not_share_random_state(server):
 def test_interrupt_reaches_a_forked_kernel(server):
     sock, scratch, key = server
     started = time.monotonic()
-    cells = run(_manager(sock, scratch, key), "import time\ntime.sleep(60)", "print('after')", timeout=3)
+    cells = run(manager(sock, scratch), "import time\ntime.sleep(60)", "print('after')", timeout=3)
     assert time.monotonic() - started < 30
     assert [o.get("ename") for o in cells[0].outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
     assert stdout(cells[1]) == "after\n"  # the kernel survived the interrupt
@@ -94,7 +86,7 @@ def test_interrupt_reaches_a_forked_kernel(server):
 def test_killing_the_client_kills_its_kernel(server):
     """The kernel manager kills the process it started (the client): the forked kernel must go too."""
     sock, scratch, key = server
-    km = _manager(sock, scratch, key)
+    km = manager(sock, scratch)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os; print(os.getuid())")]
     client = NotebookClient(nb, km=km, timeout=60)
@@ -111,7 +103,7 @@ def test_killing_the_client_kills_its_kernel(server):
 
 def test_no_server_means_a_fresh_kernel(server, tmp_path):
     sock, scratch, key = server
-    cells = run(_manager(tmp_path / "missing.sock", scratch, key), "import sys; print('torch' in sys.modules)")
+    cells = run(manager(tmp_path / "missing.sock", scratch), "import sys; print('torch' in sys.modules)")
     assert stdout(cells[0]) == "False\n"  # exec'd afresh, and it works
 
 
