@@ -80,7 +80,6 @@ VARIANTS = [
             edits=(("        return (x - mean) / (var + self.eps).sqrt() * self.mults + self.adds",
                     "        return F.batch_norm(x, mean.flatten(), var.flatten(), self.mults.flatten(),\n"
                     "                            self.adds.flatten(), False, 0.0, self.eps)"),)),
-    # Correct alternatives, written differently.
     Variant("no_floor_at_zero", S, "var = sqrs/count - mean**2 without max(..., 0): rounding can make it negative",
             fails=MATH, says="floor it at 0",
             edits=(("var = (sqrs / count - mean * mean).clamp_min(0)", "var = sqrs / count - mean * mean"),)),
@@ -90,6 +89,7 @@ VARIANTS = [
     Variant("float64_statistics", S, "the statistics are computed in float64 whatever the input (a float32 input "
             "gives a float64 output)", fails=("test_rbn_state",), says="keep the input's dtype",
             edits=(("            mean = sums / count\n", "            mean = sums.double() / count.double()\n"),)),
+    # Correct alternatives, written differently.
     Variant("explicit_lerp_in_place_buffers", S, None, code='''
 class RunningBatchNorm(nn.Module):
     """Explicit lerp formula, statistics via flatten, in-place buffer updates."""
