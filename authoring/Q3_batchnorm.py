@@ -133,6 +133,9 @@ assert {"means", "vars"} <= set(buffers), (
 for name, shape in (("mults", (5, 1, 1)), ("adds", (5, 1, 1)), ("means", (1, 5, 1, 1)), ("vars", (1, 5, 1, 1))):
     got = tuple(getattr(bn, name).shape)
     assert got == shape, f"BatchNorm(5).{name} should have shape {shape}, got {got}"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -142,9 +145,9 @@ print("checks passed: parameters and buffers")
 
 # %% [test id=test_train_mode_output points=2]
 """Training mode: each channel normalised with the batch mean and biased variance over (N, H, W), then scaled and shifted."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "train")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -153,9 +156,9 @@ q3.train_mode_output(BatchNorm)
 
 # %% [test id=test_eval_mode_output points=2]
 """Eval mode: normalised with the running statistics means and vars; an untrained layer gives x / sqrt(1 + eps) * mults + adds."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "eval")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -164,9 +167,9 @@ q3.eval_mode_output(BatchNorm)
 
 # %% [test id=test_running_statistics points=2]
 """Training updates means and vars with mom as the new batch's weight, storing the unbiased batch variance."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "buffers")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -175,9 +178,9 @@ q3.running_statistics(BatchNorm)
 
 # %% [test id=test_eval_leaves_buffers_alone points=1]
 """Eval mode never changes the running statistics; the mode comes from self.training, not from gradient mode."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "modes")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -186,9 +189,9 @@ q3.eval_leaves_buffers_alone(BatchNorm)
 
 # %% [test id=test_gradients points=1]
 """Training-mode gradients with respect to the input, mults and adds are right (against autograd on the contract, float64)."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "gradients")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -197,9 +200,9 @@ q3.gradients_probe(BatchNorm)
 
 # %% [test id=test_buffers_without_history points=1]
 """The running statistics carry no autograd history, stay registered buffers, survive a state_dict round trip and follow .double()."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "history")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 
@@ -208,9 +211,9 @@ q3.buffers_without_history(BatchNorm)
 
 # %% [test id=test_clear_errors points=1]
 """ValueError for a non-4-D input, the wrong number of channels, or one value per channel in training."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_batchnorm
+
+check_batchnorm(BatchNorm, "errors")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 

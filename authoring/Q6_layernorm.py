@@ -147,6 +147,9 @@ assert set(params) == {"mult", "add"}, f"the learned parameters must be exactly 
 for name in ("mult", "add"):
     assert tuple(getattr(ln, name).shape) == (), (
         f"LayerNorm().{name} should be ONE number (a 0-dim tensor of shape ()), got shape {tuple(getattr(ln, name).shape)}")
+from course_lib.checks import check_layernorm
+
+check_layernorm(LayerNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6
 
@@ -155,9 +158,9 @@ q6.parameters(LayerNorm)
 
 # %% [test id=test_output points=3]
 """Each example normalised over (C, H, W) with its mean and biased variance, eps inside the sqrt, then * mult + add."""
-x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
-out_check = LayerNorm().double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+from course_lib.checks import check_layernorm
+
+check_layernorm(LayerNorm, "output")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6
 
@@ -166,9 +169,9 @@ q6.output(LayerNorm)
 
 # %% [test id=test_batch_independence points=1]
 """One example's output ignores the rest of the batch: alone (a batch of 1) or among others, it is the same."""
-x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
-out_check = LayerNorm().double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+from course_lib.checks import check_layernorm
+
+check_layernorm(LayerNorm, "independence")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6
 
@@ -177,9 +180,9 @@ q6.batch_independence(LayerNorm)
 
 # %% [test id=test_train_equals_eval points=1]
 """Training and eval mode give the same output, with no running statistics kept."""
-x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
-out_check = LayerNorm().double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+from course_lib.checks import check_layernorm
+
+check_layernorm(LayerNorm, "modes")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6
 
@@ -188,9 +191,9 @@ q6.train_equals_eval(LayerNorm)
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, mult and add are right (against autograd on the contract, float64), in both modes."""
-x_check = torch.randn(4, 3, 5, 4, dtype=torch.float64) * 2 + 1
-out_check = LayerNorm().double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "LayerNorm() should return a finite tensor shaped like its input"
+from course_lib.checks import check_layernorm
+
+check_layernorm(LayerNorm, "gradients")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6
 

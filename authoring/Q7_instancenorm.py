@@ -105,6 +105,9 @@ assert set(params) == {"mults", "adds"}, f"the learned parameters must be exactl
 for name in ("mults", "adds"):
     assert tuple(getattr(inorm, name).shape) == (5, 1, 1), (
         f"InstanceNorm(5).{name} should have shape (5, 1, 1), one value per channel, got {tuple(getattr(inorm, name).shape)}")
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 
@@ -113,9 +116,9 @@ q7.parameters(InstanceNorm)
 
 # %% [test id=test_output points=3]
 """Each (example, channel) map normalised over (H, W) with its mean and biased variance, eps inside the sqrt, then scaled and shifted per channel."""
-x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
-out_check = InstanceNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "output")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 
@@ -124,9 +127,9 @@ q7.output(InstanceNorm)
 
 # %% [test id=test_independence points=1]
 """Every (example, channel) map is normalised on its own: changing one map changes no other output."""
-x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
-out_check = InstanceNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "independence")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 
@@ -135,9 +138,9 @@ q7.independence_probe(InstanceNorm)
 
 # %% [test id=test_train_equals_eval points=1]
 """Training and eval mode give the same output, with no running statistics kept."""
-x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
-out_check = InstanceNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "modes")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 
@@ -146,9 +149,9 @@ q7.train_equals_eval(InstanceNorm)
 
 # %% [test id=test_one_by_one_map points=1]
 """On a 1x1 map the output is exactly adds, for every example: finite, no NaN, no error."""
-x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
-out_check = InstanceNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "one_by_one")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 
@@ -157,9 +160,9 @@ q7.one_by_one_map(InstanceNorm)
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, mults and adds are right (against autograd on the contract, float64), in both modes."""
-x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
-out_check = InstanceNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "gradients")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 
@@ -168,9 +171,9 @@ q7.gradients_probe(InstanceNorm)
 
 # %% [test id=test_clear_errors points=1]
 """ValueError for an input that is not 4-D or whose channel count is not nf."""
-x_check = torch.randn(4, 3, 4, 3, dtype=torch.float64) * 2 + 1
-out_check = InstanceNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "InstanceNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import check_instancenorm
+
+check_instancenorm(InstanceNorm, "errors")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7
 

@@ -136,6 +136,9 @@ assert set(params) == {"weight", "bias"}, f"the learned parameters must be exact
 assert tuple(gn.weight.shape) == (6,) and tuple(gn.bias.shape) == (6,), (
     f"GroupNorm(3, 6).weight and .bias should have shape (6,) (one per channel), got "
     f"{tuple(gn.weight.shape)} and {tuple(gn.bias.shape)}")
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -144,9 +147,9 @@ q8.parameters(GroupNorm)
 
 # %% [test id=test_output_matches_nn_groupnorm points=3]
 """Outputs equal nn.GroupNorm's (same weight and bias) for 3 groups of 2 channels, 6 groups and 1 group, in train and eval mode."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "output")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -155,9 +158,9 @@ q8.output(GroupNorm)
 
 # %% [test id=test_equivalences points=2]
 """One group per channel is InstanceNorm (F.instance_norm); one group for all channels is LayerNorm over (C, H, W) (F.layer_norm)."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "equivalences")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -177,9 +180,9 @@ q8.contiguous_groups(GroupNorm)
 
 # %% [test id=test_batch_independence points=1]
 """One example's output ignores the rest of the batch, and shifting or positively scaling one group's input leaves its output unchanged."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "independence")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -188,9 +191,9 @@ q8.batch_independence(GroupNorm)
 
 # %% [test id=test_affine_false points=1]
 """affine=False: weight and bias are None, the layer has no parameters, and the output is the normalised input."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "affine_false")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -199,9 +202,9 @@ q8.affine_false(GroupNorm)
 
 # %% [test id=test_clear_errors points=1]
 """ValueError naming both numbers when num_channels is not divisible by num_groups; ValueError for an input with the wrong channel count."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "errors")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -210,9 +213,9 @@ q8.clear_errors(GroupNorm)
 
 # %% [test id=test_gradients points=1]
 """Gradients with respect to the input, weight and bias are right (against autograd on the contract, float64), in train and eval mode."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "gradients")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -221,9 +224,9 @@ q8.gradients_probe(GroupNorm)
 
 # %% [test id=test_state_dict points=1]
 """The state_dict has nn.GroupNorm's keys and shapes: weights load both ways and give the same outputs."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import check_groupnorm
+
+check_groupnorm(GroupNorm, "state_dict")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 

@@ -7,7 +7,7 @@
 # **How to work**
 # - Run the notebook from the top (Kernel → Restart & Run All) before you start: the first cells load
 #   MNIST and `course_lib`, the course's small training library.
-# - Fill in every cell that says `YOUR CODE HERE` (delete the `raise NotImplementedError()` line) or
+# - Fill in every cell that says `YOUR CODE HERE` (delete the `raise NotImplementedError(...)` line) or
 #   `YOUR ANSWER HERE`. Keep the names and signatures given in the stubs: the tests call them.
 # - The cells after each stub check your work. Some checks are hidden and run only when your notebook
 #   is graded, on other inputs: passing the visible checks is necessary, not sufficient.

@@ -141,7 +141,9 @@ def _worker_env(options: Options, data_dir: Path) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(options.root), env.get("PYTHONPATH", "")) if p)
-    env.update(MPLBACKEND="Agg", COURSE_GRADING_MODE="1", COURSE_DATA_DIR=str(data_dir), PYTHONHASHSEED="0")
+    # NBGRADER_EXECUTION as nbgrader sets it for autograde: the visible checks (course_lib.checks) stand aside
+    env.update(MPLBACKEND="Agg", COURSE_GRADING_MODE="1", COURSE_DATA_DIR=str(data_dir), PYTHONHASHSEED="0",
+               NBGRADER_EXECUTION="autograde")
     if options.jobs > 1:  # one thread per kernel: N kernels share N cores without oversubscription
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     return env

@@ -14,7 +14,9 @@ import contextlib
 import io
 import json
 import os
+import re
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,27 +132,39 @@ def _run_cell(cell: nbformat.NotebookNode, namespace: dict, where: str, bundles:
                             nbformat.v4.new_output("display_data", data={MIME: json.loads(json.dumps(bundle))}))
 
 
-def run_notebook(path: Path | str, replace: dict[str, str] | None = None, only: set[str] | None = None) -> RunResult:
-    """Run setup, solution and test cells of a notebook and judge them; `replace` maps solution grade_ids to code.
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n.*?### END HIDDEN TESTS\n?", re.S)
 
-    `only` restricts which test cells are run and reported (all by default). Grading mode is switched on, as
-    under autograde, and plots go to a non-interactive backend.
-    """
+
+@contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """os.environ with `values` set (None: removed), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute(path: Path, replace: dict[str, str], only: set[str] | None, visible_only: bool,
+             result: RunResult) -> nbformat.NotebookNode:
+    """Run the notebook's setup, solution and (chosen) test cells in one namespace; the executed notebook."""
     import course_recorder
-    from course_judge import judge_notebook
 
-    path = notebook_path(str(path)) if not isinstance(path, Path) else path
-    replace = dict(replace or {})
-    os.environ.setdefault("COURSE_GRADING_MODE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
-    release = nbformat.read(RELEASE / path.name, as_version=4)
     kinds = [_kind(cell) for cell in nb.cells]
     unknown = set(replace) - {c.metadata["nbgrader"]["grade_id"] for c, k in zip(nb.cells, kinds) if k == "solution"}
     if unknown:
         raise KeyError(f"{path.name} has no solution cell named {sorted(unknown)}")
     namespace: dict = {"__name__": "__main__"}
-    result = RunResult()
     bundles: list = []
     course_recorder.set_sink(bundles.append)
     try:
@@ -158,6 +172,8 @@ def run_notebook(path: Path | str, replace: dict[str, str] | None = None, only: 
             grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
             if kind == "solution" and grade_id in replace:
                 cell.source = replace[grade_id]
+            if kind == "test" and visible_only:
+                cell.source = HIDDEN.sub("", cell.source)
             if kind in ("setup", "solution") or (kind == "test" and (only is None or grade_id in only)):
                 _run_cell(cell, namespace, f"<{path.stem}:{grade_id}>", bundles)
                 if kind != "test" and cell.outputs and not result.error:
@@ -166,15 +182,49 @@ def run_notebook(path: Path | str, replace: dict[str, str] | None = None, only: 
                 cell.outputs = []
     finally:
         course_recorder.set_sink(None)
+    return nb
+
+
+def run_notebook(path: Path | str, replace: dict[str, str] | None = None, only: set[str] | None = None) -> RunResult:
+    """Run setup, solution and test cells of a notebook and judge them; `replace` maps solution grade_ids to code.
+
+    `only` restricts which test cells are run and reported (all by default). Grading mode is switched on, as
+    under autograde (the visible checks of course_lib.checks stand aside there, as they do under autograde),
+    and plots go to a non-interactive backend.
+    """
+    from course_judge import judge_notebook
+
+    path = notebook_path(str(path)) if not isinstance(path, Path) else path
+    os.environ.setdefault("COURSE_GRADING_MODE", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    result = RunResult()
+    with _environment(NBGRADER_EXECUTION="autograde"):
+        nb = _execute(path, dict(replace or {}), only, False, result)
+    release = nbformat.read(RELEASE / path.name, as_version=4)
     judged = judge_notebook(nb, release, path.stem)
     result.notes = judged.notes
-    for cell, kind in zip(nb.cells, kinds):
+    for cell in nb.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if kind == "test" and (only is None or grade_id in only):
+        if _kind(cell) == "test" and (only is None or grade_id in only):
             points = float(cell.metadata["nbgrader"].get("points", 0) or 0)
             verdict = judged.verdicts[grade_id]
             result.tests[grade_id] = TestResult(grade_id, points if verdict.passed else 0.0, points, verdict.message)
     return result
+
+
+def run_visible(path: Path | str, replace: dict[str, str] | None = None) -> dict[str, str]:
+    """The visible checks alone, as a student's Validate runs them (hidden tests stripped, not under autograde):
+    {test grade_id: "" when its visible part passed, else "ErrorName: message"}."""
+    path = notebook_path(str(path)) if not isinstance(path, Path) else path
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    result = RunResult()
+    with _environment(NBGRADER_EXECUTION="validate", COURSE_GRADING_MODE="1"):
+        nb = _execute(path, dict(replace or {}), None, True, result)
+    if result.error:
+        raise RuntimeError(f"{path.name}: {result.error}")
+    return {cell.metadata["nbgrader"]["grade_id"]: next(
+                (f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"), "")
+            for cell in nb.cells if _kind(cell) == "test"}
 
 
 def solution_source(path: Path | str, grade_id: str) -> str:
@@ -186,8 +236,12 @@ def solution_source(path: Path | str, grade_id: str) -> str:
     raise KeyError(f"{path.name} has no solution cell {grade_id!r}")
 
 
+def variant_code(path: Path | str, variant) -> dict[str, str]:
+    """{solution grade_id: code} for one catalogue variant (course_mutation.Variant)."""
+    path = notebook_path(str(path)) if not isinstance(path, Path) else path
+    return {variant.solution: variant.source(solution_source(path, variant.solution))}
+
+
 def run_variant(path: Path | str, variant, only: set[str] | None = None) -> RunResult:
     """run_notebook with one solution cell replaced by a catalogue variant (course_mutation.Variant)."""
-    path = notebook_path(str(path)) if not isinstance(path, Path) else path
-    return run_notebook(path, replace={variant.solution: variant.source(solution_source(path, variant.solution))},
-                        only=only)
+    return run_notebook(path, replace=variant_code(path, variant), only=only)

@@ -1,20 +1,40 @@
 """The project's own mutation tests: every hidden test catches the mistakes it is for, names them,
-and gives full marks to correct alternatives (course_mutation/).
+and gives full marks to correct alternatives (course_mutation/); the visible checks students run before
+they submit catch most mistakes and never fail a correct answer.
 
 Each notebook's reference solutions must pass every test; each known-wrong variant must lose points
 on the tests its entry names (and, where it says so, the failure message must name the mistake); each
-correct alternative, written differently from the reference, must get full marks.
+correct alternative, written differently from the reference, must get full marks. The visible checks
+(the test cells without their hidden part, as Validate runs them) must pass every correct alternative,
+must not fail a test that grading passes (a student would be told a right answer is wrong), and catch
+at least VISIBLE_TARGET of each layer notebook's catalogued mistakes; test_visible_catch_rates prints the
+rate of every notebook.
 """
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from course_mutation import catalogue
-from course_mutation.harness import notebook_path, run_notebook, run_variant
+from course_mutation import catalogue, find
+from course_mutation.harness import notebook_path, run_notebook, run_variant, run_visible, variant_code
 
 CATALOGUE = catalogue()
 MIN_WRONG, MIN_CORRECT = 6, 2
+# The notebooks whose visible checks compare the layer with PyTorch's own (course_lib.checks), and the share
+# of their catalogued mistakes those checks must catch before a student submits.
+LAYER_NOTEBOOKS, VISIBLE_TARGET = ("Q3", "Q6", "Q7", "Q8"), 0.9
+
+
+@functools.cache
+def _visible(notebook: str, name: str) -> dict[str, str]:
+    """{test: the visible part's error, or ""} for one variant (cached: several tests read it)."""
+    return run_visible(notebook, variant_code(notebook, find(notebook, name)))
+
+
+def _visible_failures(notebook: str, name: str) -> dict[str, str]:
+    return {test: error for test, error in _visible(notebook, name).items() if error}
 
 
 def _cases():
@@ -34,13 +54,17 @@ def test_reference_solutions_get_full_marks(notebook):
 
 @pytest.mark.parametrize("notebook,variant", list(_cases()))
 def test_variant(notebook, variant):
+    visible = _visible_failures(notebook, variant.name)
     if variant.correct:
         result = run_variant(notebook, variant)
         failed = {gid: result.tests[gid].output for gid in result.failed()}
         assert not failed, f"correct alternative {variant.name!r} lost points: {failed}"
+        assert not visible, f"correct alternative {variant.name!r} fails visible checks: {visible}"
         return
     assert variant.fails, f"{variant.name}: a mistake must name the tests that catch it"
-    result = run_variant(notebook, variant, only=set(variant.fails))
+    result = run_variant(notebook, variant, only=set(variant.fails) | set(visible))
+    stricter = {gid: visible[gid] for gid in visible if result.tests[gid].passed}
+    assert not stricter, f"{variant.name}: visible checks fail tests that grading passes: {stricter}"
     missing = set(variant.fails) - set(result.tests)
     assert not missing, f"{variant.name}: no test cells named {sorted(missing)} in {notebook}"
     survived = [gid for gid in variant.fails if result.tests[gid].passed]
@@ -75,3 +99,26 @@ def test_every_solution_cell_has_a_catalogue():
         covered = {v.solution for v in CATALOGUE.get(notebook, [])}
         missing += [f"{notebook}/{c.grade_id}" for c in read_cells(path) if c.kind == "solution" and c.grade_id not in covered]
     assert not missing, f"solution cells with no mutation catalogue: {missing}"
+
+
+def test_visible_catch_rates(capsys):
+    """Per notebook: how many catalogued mistakes the visible checks catch before submission (printed)."""
+    low = []
+    for notebook, variants in sorted(CATALOGUE.items()):
+        wrong = [v for v in variants if not v.correct]
+        caught = [v.name for v in wrong if _visible_failures(notebook, v.name)]
+        rate = len(caught) / len(wrong)
+        missed = sorted({v.name for v in wrong} - set(caught))
+        line = f"visible checks, {notebook}: {len(caught)}/{len(wrong)} catalogued mistakes caught ({rate:.0%})"
+        with capsys.disabled():
+            print(f"\n{line}; missed: {', '.join(missed) or 'none'}", end="")
+        if notebook in LAYER_NOTEBOOKS and rate < VISIBLE_TARGET:
+            low.append(f"{line}; missed: {missed}")
+    assert not low, "\n".join(low)
+
+
+def test_visible_check_names_the_unbiased_variance():
+    """The lesson's own GroupNorm mistake is named by the first visible output check, in words a student can act on."""
+    failures = _visible_failures("Q8", "unbiased_variance")
+    message = failures.get("test_output_matches_nn_groupnorm", "")
+    assert "UNBIASED variance" in message and "biased variance" in message, failures

@@ -2,7 +2,11 @@
 
 nbgrader's generate_assignment strips solutions and hidden tests, prepends the header notebook and
 clears outputs. It records the assignment in a gradebook; here that is a throw-away one, so building the
-release never touches the course's gradebook.
+release never touches the course's gradebook. Two things are added to what nbgrader writes:
+- every stub's `raise NotImplementedError()` names what to write ("GroupNorm.forward is not written yet..."),
+  so an untouched stub says in one line where the work is;
+- `nbgrader_config.py` with the course's per-cell limit, read by Validate (JupyterLab's button and
+  `nbgrader validate`, run from the release folder), so Validate works on a slow laptop.
 
 Usage: python tools/build_release.py [--check]
   --check   build into a temporary folder and report whether release/ differs (exit 1 if it does)
@@ -11,13 +15,17 @@ Usage: python tools/build_release.py [--check]
 from __future__ import annotations
 
 import argparse
+import ast
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "normalization"
@@ -38,7 +46,71 @@ def generate(release_dir: Path) -> Path:
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
+    finish(release_dir / ASSIGNMENT)
     return release_dir / ASSIGNMENT
+
+
+STUB = "raise NotImplementedError()"
+RELEASE_CONFIG = '''"""nbgrader settings for students: Validate (JupyterLab's button, or `nbgrader validate Qn_....ipynb` run
+in this folder) reads this file. Written by tools/build_release.py; the limit is the course's own."""
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+# A per-cell limit: generous, so that Validate works on a slow or busy laptop (Validate uses the small
+# grading subset of MNIST, as grading does).
+c.Execute.timeout = {timeout}
+'''
+
+
+def course_cell_timeout() -> int:
+    """The per-cell limit the course's nbgrader_config.py sets (c.Execute.timeout = N)."""
+    match = re.search(r"^c\.Execute\.timeout\s*=\s*(\d+)\s*$", (ROOT / "nbgrader_config.py").read_text(), re.M)
+    if not match:
+        raise SystemExit("nbgrader_config.py sets no c.Execute.timeout")
+    return int(match[1])
+
+
+def _enclosing(source: str, line_number: int) -> str:
+    """The qualified name (Class.method or function) of the def that holds line `line_number` (1-based)."""
+    best: list[str] = []
+
+    def visit(node: ast.AST, path: list[str]) -> None:
+        nonlocal best
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if child.lineno <= line_number <= (child.end_lineno or child.lineno):
+                    best = path + [child.name]
+                    visit(child, best)
+
+    visit(ast.parse(source), [])
+    return ".".join(best)
+
+
+def name_stubs(source: str) -> str:
+    """Each stub's `raise NotImplementedError()` with a message naming the function it sits in."""
+    lines = source.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip() == STUB:
+            where = _enclosing(source, number) or "this cell"
+            lines[number - 1] = line.replace(
+                STUB, f'raise NotImplementedError("{where} is not written yet: replace this line with your code")')
+    return "\n".join(lines)
+
+
+def finish(assignment: Path) -> None:
+    """Name the stubs of every release notebook and write the students' nbgrader_config.py."""
+    from nbgrader.utils import compute_checksum
+
+    for path in sorted(assignment.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and meta.get("solution") and STUB in cell.source:
+                cell.source = name_stubs(cell.source)
+                if "checksum" in meta:
+                    meta["checksum"] = compute_checksum(cell)
+        nbformat.write(nb, path)
+    (assignment / "nbgrader_config.py").write_text(RELEASE_CONFIG.format(timeout=course_cell_timeout()))
 
 
 def differences(a: Path, b: Path) -> list[str]:

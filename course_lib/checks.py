@@ -1,0 +1,599 @@
+"""Visible checks for the normalization exercises: your layer against PyTorch's own, on small seeded inputs.
+
+The visible part of each test cell in Q3, Q6, Q7 and Q8 calls one of these, e.g.
+`check_groupnorm(GroupNorm, "output")`. A check raises `CheckFailed` (an AssertionError, so Validate reports
+it) with a paragraph you can act on: what was compared, how far off your layer is and, when its output
+matches a common mistake (the unbiased variance, eps in the wrong place, the wrong axes, the wrong mode or
+momentum...), which one.
+
+The reference is PyTorch itself (F.batch_norm, F.layer_norm, F.instance_norm, F.group_norm). Mistakes are
+recognised from those functions' outputs (called with other arguments, or on rearranged inputs) and from
+shape arithmetic; nothing here implements a layer. Passing these checks is necessary, not sufficient: the
+graded tests check other shapes, settings and properties.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CheckFailed", "check_batchnorm", "check_layernorm", "check_instancenorm", "check_groupnorm"]
+
+RTOL, ATOL = 1e-5, 1e-6  # float64 throughout: a correct layer is within ~1e-12
+BIG_EPS = 0.5  # large enough that where eps goes changes the output visibly
+NO_EPS = 1e-300  # "no eps" for F.batch_norm, which refuses eps=0 in training mode
+
+
+class CheckFailed(AssertionError):
+    """A visible check found your layer's output (or state) different from what the contract says."""
+
+
+def _input(n: int, c: int, h: int, w: int, *, seed: int) -> Tensor:
+    """A float64 input in which every example and channel has its own offset and spread (seeded, repeatable)."""
+    gen = torch.Generator().manual_seed(seed)
+    channel = torch.arange(c, dtype=torch.float64).view(1, c, 1, 1)
+    example = torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1)
+    return torch.randn(n, c, h, w, generator=gen, dtype=torch.float64) * (1.0 + 0.4 * channel) + (channel - 1.0) \
+        + 0.5 * example
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL))
+
+
+def _gap(got: Tensor, want: Tensor) -> float:
+    return (got.detach() - want.detach()).abs().max().item()
+
+
+def _tensor_out(what: str, got: object, like: Tensor) -> Tensor:
+    """got, after checking it is a finite tensor with like's shape and dtype."""
+    if not isinstance(got, Tensor):
+        raise CheckFailed(f"{what}: expected a tensor, got {type(got).__name__} (does forward return its result?)")
+    if tuple(got.shape) != tuple(like.shape):
+        raise CheckFailed(f"{what}: expected an output of shape {tuple(like.shape)} (the input's), got {tuple(got.shape)}")
+    if got.dtype != like.dtype:
+        raise CheckFailed(f"{what}: expected the input's dtype {like.dtype}, got {got.dtype} (keep the input's dtype)")
+    if not torch.isfinite(got).all():
+        raise CheckFailed(f"{what}: the output holds NaN or inf values")
+    return got
+
+
+def _expect(what: str, got: object, want: Tensor, mistakes: dict[str, Callable[[], Tensor]] | None = None,
+            reference: str = "PyTorch's") -> None:
+    """Fail unless got is close to want; name the first mistake whose output got matches."""
+    got = _tensor_out(what, got, want)
+    if _close(got, want):
+        return
+    message = f"{what}: your output differs from {reference} by up to {_gap(got, want):.3g}."
+    for text, candidate in (mistakes or {}).items():
+        try:
+            match = _close(got, candidate())
+        except Exception:  # noqa: BLE001 - a candidate that does not apply to this input
+            match = False
+        if match:
+            raise CheckFailed(f"{message} It matches {text}")
+    raise CheckFailed(message + " It matches none of the common mistakes this check knows; compare your code "
+                                "with the contract in the docstring line by line.")
+
+
+def _set(layer: nn.Module, name: str, value: Tensor) -> None:
+    """Copy value into the layer's parameter or buffer `name` (the contract's shape)."""
+    current = getattr(layer, name, None)
+    if not isinstance(current, Tensor):
+        raise CheckFailed(f"the layer has no tensor {name!r}: the stub's docstring names it (check the spelling)")
+    if tuple(current.shape) != tuple(value.shape):
+        raise CheckFailed(f"{name} should have shape {tuple(value.shape)}, it has {tuple(current.shape)}")
+    if current.dtype != value.dtype:
+        raise CheckFailed(f"after .double() self.{name} is still {current.dtype}: make it an nn.Parameter or a registered "
+                          f"buffer (self.register_buffer), so that .double() and .to() convert it")
+    with torch.no_grad():
+        current.copy_(value)
+
+
+def _build(cls: type, *args: object, **kwargs: object) -> nn.Module:
+    layer = cls(*args, **kwargs)
+    if not isinstance(layer, nn.Module):
+        raise CheckFailed(f"{cls.__name__}(...) should be an nn.Module")
+    return layer.double()
+
+
+# ---- mistakes recognised from a reference normalisation z(x, eps) (scale 1, shift 0) -------------------------
+
+def _unbiased(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int) -> Tensor:
+    """The output with the unbiased variance (divide by n - 1): sqrt((n-1)/n) * z(x, eps (n-1)/n)."""
+    return math.sqrt((n - 1) / n) * z(x, eps * (n - 1) / n)
+
+
+def _eps_outside(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
+    """The output of (x - mean) / (sqrt(var) + eps), read off z(x, eps) and z(x, 0) element by element."""
+    with_eps, without = z(x, eps), z(x, NO_EPS)
+    ratio = torch.where(without.abs() > 1e-9, with_eps / without, torch.ones_like(without))
+    std = torch.sqrt(eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300))
+    return torch.where(without.abs() > 1e-9, without * std / (std + eps), torch.zeros_like(without))
+
+
+def _mean_kept(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
+    """The output of x / sqrt(var + eps) (the mean never subtracted), read off z(x, eps) and z(x, 0)."""
+    with_eps, without = z(x, eps), z(x, NO_EPS)
+    ratio = torch.where(without.abs() > 1e-9, with_eps / without, torch.ones_like(without))
+    scale = torch.sqrt(eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300) + eps)  # sqrt(var + eps)
+    return torch.where(without.abs() > 1e-9, x / scale, torch.full_like(x, float("nan")))
+
+
+def _eps_mistakes(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int, default: float,
+                  affine: Callable[[Tensor], Tensor]) -> dict[str, Callable[[], Tensor]]:
+    """The variance and eps mistakes every one of these layers invites, for an input normalised in groups of n."""
+    return {
+        f"the UNBIASED variance (dividing by n - 1 = {n - 1}): normalise with the biased variance, dividing by the "
+        f"number of values n = {n} (x.var(..., correction=0) or ((x - mean) ** 2).mean(...)).":
+            lambda: affine(_unbiased(z, x, eps, n)),
+        "eps added OUTSIDE the square root, (x - mean) / (sqrt(var) + eps): it goes inside, "
+        "(x - mean) / sqrt(var + eps).": lambda: affine(_eps_outside(z, x, eps)),
+        "no eps at all: add eps to the variance inside the square root.": lambda: affine(z(x, NO_EPS)),
+        f"eps = {default:g} (the default) although the layer was built with eps = {eps:g}: store the eps you are "
+        "given and use self.eps.": lambda: affine(z(x, default)),
+        "eps = 1.0 (the 2019 lesson's InstanceNorm used eps=1e-0): the stub's default is 1e-5.":
+            lambda: affine(z(x, 1.0)),
+        "the 2019 lesson's InstanceNorm: the unbiased variance and eps=1e-0; use the biased variance and the "
+        "stub's eps.": lambda: affine(_unbiased(z, x, 1.0, n)),
+        "the mean never subtracted, x / sqrt(var + eps): normalise x - mean.": lambda: affine(_mean_kept(z, x, eps)),
+        "the normalised input without the scale and shift: multiply by the scale and add the shift last.":
+            lambda: z(x, eps),
+    }
+
+
+def _gradients(what: str, layer: nn.Module, x: Tensor, params: list[str], seed: int) -> None:
+    """Autograd's gradient of a weighted sum of the output, with respect to x and the named parameters, against
+    central differences of the same layer: a right gradient of whatever the forward computes (a wrong forward
+    is the output check's business, not this one's)."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    x = x.clone().requires_grad_(True)
+    out = _tensor_out(what, layer(x), x)
+    if not out.requires_grad:
+        raise CheckFailed(f"{what}: the output has no gradient (was it computed under torch.no_grad() or detached?)")
+    tensors = {"the input": x, **{name: getattr(layer, name) for name in params}}
+    autograd = torch.autograd.grad((out * weights).sum(), list(tensors.values()), allow_unused=True)
+    wrong = []
+    for (name, tensor), analytic in zip(tensors.items(), autograd):
+        numeric = torch.zeros_like(tensor)
+        flat = tensor.detach().view(-1)  # the same storage: perturbing it perturbs the tensor itself
+        for i in range(flat.numel()):
+            saved = flat[i].item()
+            values = []
+            for step in (1e-6, -1e-6):
+                with torch.no_grad():
+                    flat[i] = saved + step
+                # with gradients on: a layer that (wrongly) takes its mode from torch.is_grad_enabled() is the modes
+                # check's business
+                values.append((layer(x.detach()) * weights).sum().item())
+            with torch.no_grad():
+                flat[i] = saved
+            numeric.view(-1)[i] = (values[0] - values[1]) / 2e-6
+        if analytic is None or not torch.allclose(analytic, numeric, rtol=1e-4, atol=1e-5):
+            wrong.append(name)
+    if wrong:
+        raise CheckFailed(
+            f"{what}: autograd's gradient with respect to {' and '.join(wrong)} does not match the change of your own "
+            f"output (central differences). The usual cause is a statistic without autograd history: compute the "
+            f"mean and the variance from x itself, without .detach(), .data, .item(), .numpy() or torch.no_grad().")
+
+
+def _alone(what: str, layer: nn.Module, x: Tensor) -> None:
+    """Example 0's output alone (a batch of one) is its output in the batch."""
+    together = _tensor_out(what, layer(x), x)
+    alone = _tensor_out(f"{what}, example 0 alone", layer(x[:1]), x[:1])
+    if not _close(alone, together[:1]):
+        raise CheckFailed(f"{what}: example 0 alone gives another output than in its batch (by up to "
+                          f"{_gap(alone, together[:1]):.3g}): each example must be normalised with its own statistics")
+
+
+def _no_buffers(what: str, layer: nn.Module) -> None:
+    buffers = [name for name, _ in layer.named_buffers()]
+    if buffers:
+        raise CheckFailed(f"{what}: this layer keeps no running statistics, but it has buffers {buffers}")
+
+
+def _same_in_both_modes(what: str, layer: nn.Module, x: Tensor) -> None:
+    train = _tensor_out(f"{what} (training mode)", layer.train()(x), x)
+    evaluated = _tensor_out(f"{what} (eval mode)", layer.eval()(x), x)
+    layer.train()
+    if not _close(train, evaluated):
+        raise CheckFailed(f"{what}: training and eval mode give different outputs (by up to {_gap(train, evaluated):.3g});"
+                          f" this layer never looks at other batches, so both modes compute the same thing")
+    _no_buffers(what, layer)
+
+
+def _raises(what: str, fn: Callable[[], object], words: tuple[str, ...] = ()) -> None:
+    """fn() must raise ValueError whose message holds every word."""
+    try:
+        fn()
+    except ValueError as err:
+        missing = [w for w in words if w not in str(err)]
+        if missing:
+            raise CheckFailed(f"{what}: the ValueError's message should name {' and '.join(missing)}; it says {str(err)!r}")
+        return
+    except Exception as err:  # noqa: BLE001 - any other exception is the mistake being named
+        raise CheckFailed(f"{what}: expected a ValueError, got {type(err).__name__}: {err}") from None
+    raise CheckFailed(f"{what}: expected a ValueError, but nothing was raised")
+
+
+def _stored(layer: nn.Module, built: str, expected: dict[str, object]) -> None:
+    """The constructor's arguments are kept under the names the stub gives."""
+    for name, value in expected.items():
+        if getattr(layer, name, None) != value:
+            raise CheckFailed(f"{built}: self.{name} should be {value!r} (the stub names it self.{name}); it is "
+                              f"{getattr(layer, name, 'missing')!r}")
+
+
+def _aspects(given: tuple[str, ...], known: dict[str, Callable[[], None]], layer: str) -> None:
+    unknown = [a for a in given if a not in known]
+    if unknown:
+        raise ValueError(f"check_{layer}: unknown aspect(s) {unknown}; choose from {sorted(known)}")
+    if os.environ.get("NBGRADER_EXECUTION") == "autograde":
+        return  # when graded, the hidden tests decide every test: these checks neither cost nor earn points there
+    for aspect in given or tuple(known):
+        known[aspect]()
+
+
+# ---- Q3: BatchNorm ------------------------------------------------------------------------------------------
+
+def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
+    """Check a Q3 BatchNorm class against F.batch_norm; aspects: arguments, train, eval, buffers, modes,
+    gradients, history, errors (all when none are given)."""
+    shape = (6, 3, 4, 4)
+    n = shape[0] * shape[2] * shape[3]
+    x = _input(*shape, seed=30)
+    gamma = torch.tensor([1.5, 0.5, 2.0], dtype=torch.float64).view(3, 1, 1)
+    beta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
+
+    def affine(t: Tensor) -> Tensor:
+        return t * gamma + beta
+
+    def z_train(t: Tensor, eps: float) -> Tensor:
+        return F.batch_norm(t, None, None, training=True, eps=eps)
+
+    def z_eval(t: Tensor, eps: float, means: Tensor, variances: Tensor) -> Tensor:
+        return F.batch_norm(t, means.flatten(), variances.flatten(), training=False, eps=eps)
+
+    def layer(eps: float | None = None, mom: float | None = None) -> nn.Module:
+        kwargs = {k: v for k, v in (("eps", eps), ("mom", mom)) if v is not None}
+        bn = _build(BatchNorm, 3, **kwargs).train()
+        _set(bn, "mults", gamma)
+        _set(bn, "adds", beta)
+        return bn
+
+    axes = {
+        "statistics per example and channel over (H, W) only: that is InstanceNorm; BatchNorm's statistics are per "
+        "channel over the batch and the positions, dims (0, 2, 3).": lambda eps: F.instance_norm(x, eps=eps),
+        "statistics per example over (C, H, W): that is LayerNorm; BatchNorm's statistics are per channel over dims "
+        "(0, 2, 3).": lambda eps: F.layer_norm(x, x.shape[1:], eps=eps),
+        "statistics over the batch dimension only (dim 0), one per channel and position: reduce over dims (0, 2, 3) "
+        "together.": lambda eps: F.batch_norm(x.permute(0, 2, 3, 1).reshape(shape[0], -1), None, None, training=True,
+                                              eps=eps).reshape(shape[0], 4, 4, 3).permute(0, 3, 1, 2),
+    }
+
+    def train_mistakes(eps: float) -> dict[str, Callable[[], Tensor]]:
+        found = _eps_mistakes(z_train, x, eps, n, 1e-5, affine)
+        found.update({text: (lambda f=f: affine(f(eps))) for text, f in axes.items()})
+        found["the scale and shift swapped (x_hat * adds + mults): multiply by mults, then add adds."] = \
+            lambda: z_train(x, eps) * beta + gamma
+        found["the running statistics instead of the batch's: in training mode normalise with the batch's own mean "
+              "and variance (and update the buffers)."] = \
+            lambda: affine(z_eval(x, eps, 0.1 * x.mean((0, 2, 3)), 0.9 + 0.1 * x.var((0, 2, 3))))
+        return found
+
+    def train() -> None:
+        for eps in (1e-5, BIG_EPS):
+            bn = layer() if eps == 1e-5 else layer(eps=eps)
+            what = f"BatchNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) in training mode on an input of shape {shape}"
+            _expect(what, bn(x), affine(z_train(x, eps)), train_mistakes(eps), "F.batch_norm(training=True)")
+
+    def eval_() -> None:
+        means = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1)
+        variances = torch.tensor([4.0, 0.25, 9.0], dtype=torch.float64).view(1, 3, 1, 1)
+
+        def z(t: Tensor, eps: float) -> Tensor:
+            return z_eval(t, eps, means, variances)
+
+        for eps in (1e-5, BIG_EPS):
+            bn = layer(eps=eps).eval()
+            _set(bn, "means", means)
+            _set(bn, "vars", variances)
+            updated_means, updated_vars = means.flatten().clone(), variances.flatten().clone()
+            F.batch_norm(x, updated_means, updated_vars, training=True, momentum=0.1)
+            found = {"the batch's statistics: in eval mode normalise with the running means and vars.":
+                     lambda eps=eps: affine(z_train(x, eps)),
+                     "running statistics updated by this eval-mode batch before they are used: in eval mode the "
+                     "buffers stay as they are.": lambda eps=eps: affine(z_eval(x, eps, updated_means, updated_vars))}
+            found.update((text, f) for text, f in _eps_mistakes(z, x, eps, n, 1e-5, affine).items()
+                         if "UNBIASED" not in text)
+            what = (f"BatchNorm(3, eps={eps}) in eval mode with means {means.flatten().tolist()} and vars "
+                    f"{variances.flatten().tolist()}")
+            _expect(what, bn(x), affine(z(x, eps)), found, "F.batch_norm(training=False)")
+
+    def running(mom: float) -> tuple[Tensor, Tensor]:
+        means, variances = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        F.batch_norm(x, means, variances, training=True, momentum=mom)
+        return means.view(1, 3, 1, 1), variances.view(1, 3, 1, 1)
+
+    def buffers() -> None:
+        for mom in (0.1, 0.3):
+            bn = layer(mom=mom)
+            bn(x)
+            want_means, want_vars = running(mom)
+            flipped_means, flipped_vars = running(1 - mom)
+            unbiased = (want_vars - (1 - mom)) / mom
+            what = f"BatchNorm(3, mom={mom}) after one training step from new"
+            for name, want, flipped, biased in (("means", want_means, flipped_means, None),
+                                                ("vars", want_vars, flipped_vars,
+                                                 (1 - mom) + mom * unbiased * (n - 1) / n)):
+                got = getattr(bn, name, None)
+                if not isinstance(got, Tensor) or tuple(got.shape) != (1, 3, 1, 1):
+                    raise CheckFailed(f"{what}: self.{name} should be a tensor of shape (1, 3, 1, 1)")
+                found = {"the momentum the wrong way round (running = mom * running + (1 - mom) * batch): mom is the "
+                         "weight of the NEW batch, running = (1 - mom) * running + mom * batch, i.e. "
+                         "running.lerp_(batch, mom).": lambda f=flipped: f,
+                         "the buffers unchanged: a training-mode forward must update them.":
+                             lambda i=(torch.zeros if name == "means" else torch.ones): i(1, 3, 1, 1, dtype=torch.float64)}
+                if biased is not None:
+                    found["vars starting at zeros: the running variance starts as ones (torch.ones(1, nf, 1, 1))."] = \
+                        lambda w=want: w - (1 - mom)
+                    found[f"the BIASED batch variance stored in vars: the running variance stores the unbiased one "
+                          f"(divide by n - 1 = {n - 1}), the output uses the biased one."] = lambda b=biased: b
+                _expect(f"{what}: self.{name}", got.detach(), want, found, "F.batch_norm's running statistics")
+
+    def modes() -> None:
+        bn = _build(BatchNorm, 3).eval()
+        before = {k: v.clone() for k, v in bn.state_dict().items()}
+        bn(x)
+        changed = [k for k, v in bn.state_dict().items() if k in before and not torch.equal(v, before[k])]
+        if changed:
+            raise CheckFailed(f"an eval-mode forward changed {changed}: in eval mode the buffers must stay as they are")
+        bn.train()
+        with torch.no_grad():
+            bn(x)
+        if torch.equal(bn.state_dict()["means"], before["means"]):
+            raise CheckFailed("a training-mode forward under torch.no_grad() left means unchanged: the mode is "
+                              "self.training (set by .train()/.eval()), not whether gradients are on")
+
+    def gradients() -> None:
+        bn = _build(BatchNorm, 3).train()
+        _gradients("BatchNorm(3) in training mode", bn, x[:4, :, :3, :3], ["mults", "adds"], seed=31)
+
+    def history() -> None:
+        bn = _build(BatchNorm, 3).train()
+        bn(x.clone().requires_grad_(True))
+        for name in ("means", "vars"):
+            buffer = getattr(bn, name)
+            if buffer.requires_grad or buffer.grad_fn is not None:
+                raise CheckFailed(f"after a training step self.{name} carries autograd history: update the running "
+                                  f"statistics under torch.no_grad() (or from detached values)")
+            if name not in dict(bn.named_buffers()):
+                raise CheckFailed(f"self.{name} is not a registered buffer: use self.register_buffer({name!r}, ...)")
+        if _build(BatchNorm, 3).means.dtype != torch.float64:
+            raise CheckFailed(".double() should convert means and vars too (they must be registered buffers)")
+
+    def arguments() -> None:
+        _stored(BatchNorm(5, mom=0.3, eps=0.01), "BatchNorm(5, mom=0.3, eps=0.01)", {"mom": 0.3, "eps": 0.01})
+
+    def errors() -> None:
+        bn = _build(BatchNorm, 3)
+        _raises("BatchNorm(3) given a 3-D input", lambda: bn(torch.randn(4, 3, 5, dtype=torch.float64)))
+        _raises("BatchNorm(3) given 4 channels", lambda: bn(torch.randn(2, 4, 5, 5, dtype=torch.float64)))
+        _raises("BatchNorm(3) in training mode given one value per channel",
+                lambda: bn.train()(torch.randn(1, 3, 1, 1, dtype=torch.float64)))
+
+    _aspects(aspects, {"arguments": arguments, "train": train, "eval": eval_, "buffers": buffers, "modes": modes,
+                       "gradients": gradients, "history": history, "errors": errors}, "batchnorm")
+
+
+# ---- Q6: LayerNorm ------------------------------------------------------------------------------------------
+
+def check_layernorm(LayerNorm: type, *aspects: str) -> None:
+    """Check a Q6 LayerNorm class (one mult and add) against F.layer_norm; aspects: arguments, output, modes, gradients."""
+    shape = (4, 3, 5, 4)
+    n = shape[1] * shape[2] * shape[3]
+    x = _input(*shape, seed=60)
+    mult, add = torch.tensor(1.7, dtype=torch.float64), torch.tensor(-0.4, dtype=torch.float64)
+
+    def affine(t: Tensor) -> Tensor:
+        return t * mult + add
+
+    def z(t: Tensor, eps: float) -> Tensor:
+        return F.layer_norm(t, t.shape[1:], eps=eps)
+
+    def layer(eps: float | None = None) -> nn.Module:
+        ln = _build(LayerNorm, **({} if eps is None else {"eps": eps}))
+        _set(ln, "mult", mult)
+        _set(ln, "add", add)
+        return ln
+
+    def output() -> None:
+        for eps in (1e-5, BIG_EPS):
+            found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+            found.update({
+                "statistics per channel over (N, H, W): that is BatchNorm, which mixes the examples of a batch; "
+                "LayerNorm normalises each example on its own over (C, H, W).":
+                    lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
+                "statistics per example and channel over (H, W): that is InstanceNorm; LayerNorm's are per example "
+                "over all of (C, H, W), dims (1, 2, 3).": lambda: affine(F.instance_norm(x, eps=eps)),
+                "the scale and shift applied to x before normalising: normalise first, then * mult + add.":
+                    lambda: z(affine(x), eps),
+            })
+            ln = layer() if eps == 1e-5 else layer(eps)
+            what = f"LayerNorm({'' if eps == 1e-5 else f'eps={eps}'}) on an input of shape {shape}"
+            _expect(what, ln(x), affine(z(x, eps)), found, "F.layer_norm(x, x.shape[1:]) * mult + add")
+
+    _aspects(aspects, {
+        "arguments": lambda: _stored(LayerNorm(eps=0.01), "LayerNorm(eps=0.01)", {"eps": 0.01}),
+        "output": output,
+        "modes": lambda: _same_in_both_modes("LayerNorm()", _build(LayerNorm), x),
+        "independence": lambda: _alone("LayerNorm()", _build(LayerNorm), x),
+        "gradients": lambda: _gradients("LayerNorm()", _build(LayerNorm), x[:2, :, :2, :2], ["mult", "add"], seed=61),
+    }, "layernorm")
+
+
+# ---- Q7: InstanceNorm ---------------------------------------------------------------------------------------
+
+def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
+    """Check a Q7 InstanceNorm class against F.instance_norm; aspects: arguments, output, modes, one_by_one,
+    gradients, errors."""
+    shape = (4, 3, 4, 3)
+    n = shape[2] * shape[3]
+    x = _input(*shape, seed=70)
+    gamma = torch.tensor([1.5, 0.5, 2.0], dtype=torch.float64).view(3, 1, 1)
+    beta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
+
+    def affine(t: Tensor) -> Tensor:
+        return t * gamma + beta
+
+    def z(t: Tensor, eps: float) -> Tensor:
+        return F.instance_norm(t, eps=eps)
+
+    def layer(eps: float | None = None) -> nn.Module:
+        inorm = _build(InstanceNorm, 3, **({} if eps is None else {"eps": eps}))
+        _set(inorm, "mults", gamma)
+        _set(inorm, "adds", beta)
+        return inorm
+
+    def output() -> None:
+        for eps in (1e-5, BIG_EPS):
+            found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+            found.update({
+                "statistics per channel over (N, H, W): that is BatchNorm; InstanceNorm normalises each example's "
+                "each channel on its own, over (H, W).":
+                    lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
+                "statistics per example over (C, H, W): that is LayerNorm; InstanceNorm's are per example AND "
+                "channel, over dims (2, 3).": lambda: affine(F.layer_norm(x, x.shape[1:], eps=eps)),
+                "one scale and shift for all channels: mults and adds hold one value per channel, shape (nf, 1, 1).":
+                    lambda: z(x, eps) * gamma[0] + beta[0],
+            })
+            inorm = layer() if eps == 1e-5 else layer(eps)
+            what = f"InstanceNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
+            _expect(what, inorm(x), affine(z(x, eps)), found, "F.instance_norm(x) * mults + adds")
+
+    def one_by_one() -> None:
+        tiny = _input(4, 3, 1, 1, seed=71)
+        got = _tensor_out("InstanceNorm(3) on 1x1 maps", layer()(tiny), tiny)
+        want = beta.view(1, 3, 1, 1).expand_as(tiny)
+        if not _close(got, want):
+            raise CheckFailed(f"InstanceNorm(3) on 1x1 maps: every normalised value is 0 there, so the output should be "
+                              f"adds {beta.flatten().tolist()} for every example; got {got[0].flatten().tolist()} for "
+                              f"example 0")
+
+    def errors() -> None:
+        inorm = _build(InstanceNorm, 3)
+        _raises("InstanceNorm(3) given a 3-D input", lambda: inorm(torch.randn(4, 3, 5, dtype=torch.float64)))
+        _raises("InstanceNorm(3) given 4 channels", lambda: inorm(torch.randn(2, 4, 5, 5, dtype=torch.float64)))
+
+    _aspects(aspects, {
+        "arguments": lambda: _stored(InstanceNorm(5, eps=0.01), "InstanceNorm(5, eps=0.01)", {"nf": 5, "eps": 0.01}),
+        "output": output,
+        "modes": lambda: _same_in_both_modes("InstanceNorm(3)", _build(InstanceNorm, 3), x),
+        "one_by_one": one_by_one,
+        "independence": lambda: _alone("InstanceNorm(3)", _build(InstanceNorm, 3), x),
+        "gradients": lambda: _gradients("InstanceNorm(3)", _build(InstanceNorm, 3), x[:2, :, :2, :2], ["mults", "adds"], seed=72),
+        "errors": errors,
+    }, "instancenorm")
+
+
+# ---- Q8: GroupNorm ------------------------------------------------------------------------------------------
+
+def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
+    """Check a Q8 GroupNorm class against F.group_norm; aspects: arguments, output, equivalences,
+    affine_false, modes, gradients, errors, state_dict."""
+    shape = (4, 6, 3, 3)
+    x = _input(*shape, seed=80)
+    weight = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    bias = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
+
+    def affine(t: Tensor) -> Tensor:
+        return t * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+
+    def layer(groups: int, eps: float | None = None) -> nn.Module:
+        gn = _build(GroupNorm, groups, 6, **({} if eps is None else {"eps": eps}))
+        _set(gn, "weight", weight)
+        _set(gn, "bias", bias)
+        return gn
+
+    def interleaved(t: Tensor, groups: int, eps: float) -> Tensor:
+        """Channel c in group c % groups: F.group_norm on the channels reordered so each such group is contiguous."""
+        order = sorted(range(6), key=lambda c: (c % groups, c))
+        back = torch.argsort(torch.tensor(order))
+        return F.group_norm(t[:, order], groups, eps=eps)[:, back]
+
+    def mistakes(groups: int, eps: float) -> dict[str, Callable[[], Tensor]]:
+        def z(t: Tensor, e: float) -> Tensor:
+            return F.group_norm(t, groups, eps=e)
+        n = (6 // groups) * shape[2] * shape[3]
+        found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+        found.update({
+            "INTERLEAVED groups (channel c in group c % G, e.g. from x.view(N, C // G, G, ...)): groups are contiguous, "
+            "channels 0..G-1 are group 0; x.reshape(N, G, -1) gives that.":
+                lambda: affine(interleaved(x, groups, eps)),
+            "statistics of each group over the whole batch: GroupNorm normalises every example on its own "
+            "(x.reshape(N, G, -1), reduced over the last dim).":
+                lambda: affine(F.group_norm(x.transpose(0, 1).reshape(1, 6, -1), groups, eps=eps)
+                               .reshape(6, shape[0], *shape[2:]).transpose(0, 1)),
+            "the scale and shift swapped (out * bias + weight): multiply by weight, then add bias.":
+                lambda: F.group_norm(x, groups, eps=eps) * bias.view(1, -1, 1, 1) + weight.view(1, -1, 1, 1),
+            "one scale and shift per GROUP: weight and bias have one value per channel.":
+                lambda: F.group_norm(x, groups, eps=eps) * weight[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1)
+                + bias[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1),
+        })
+        return found
+
+    def output() -> None:
+        for groups, eps in ((3, 1e-5), (2, BIG_EPS), (3, BIG_EPS)):
+            gn = layer(groups) if eps == 1e-5 else layer(groups, eps)
+            what = f"GroupNorm({groups}, 6{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
+            _expect(what, gn(x), affine(F.group_norm(x, groups, eps=eps)), mistakes(groups, eps),
+                    "nn.GroupNorm's (same weight and bias)")
+
+    def equivalences() -> None:
+        _expect(f"GroupNorm(6, 6) (one channel per group) on an input of shape {shape}", layer(6)(x),
+                affine(F.instance_norm(x, eps=1e-5)), mistakes(6, 1e-5), "F.instance_norm (InstanceNorm)")
+        _expect(f"GroupNorm(1, 6) (one group) on an input of shape {shape}", layer(1)(x),
+                affine(F.layer_norm(x, x.shape[1:], eps=1e-5)), mistakes(1, 1e-5), "F.layer_norm over (C, H, W)")
+
+    def affine_false() -> None:
+        gn = _build(GroupNorm, 3, 6, affine=False)
+        if getattr(gn, "weight", "missing") is not None or getattr(gn, "bias", "missing") is not None:
+            raise CheckFailed("GroupNorm(3, 6, affine=False): self.weight and self.bias should be None "
+                              "(self.register_parameter('weight', None))")
+        if list(gn.parameters()):
+            raise CheckFailed(f"GroupNorm(3, 6, affine=False) should have no parameters, it has "
+                              f"{[name for name, _ in gn.named_parameters()]}")
+        _expect("GroupNorm(3, 6, affine=False)", gn(x), F.group_norm(x, 3), mistakes(3, 1e-5))
+
+    def errors() -> None:
+        _raises("GroupNorm(4, 6) (6 channels do not split into 4 groups)", lambda: GroupNorm(4, 6), ("4", "6"))
+        gn = _build(GroupNorm, 3, 6)
+        _raises("GroupNorm(3, 6) given 4 channels", lambda: gn(torch.randn(2, 4, 3, 3, dtype=torch.float64)))
+
+    def state_dict() -> None:
+        theirs = nn.GroupNorm(3, 6).double()
+        mine = _build(GroupNorm, 3, 6)
+        want = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in mine.state_dict().items()}
+        if got != want:
+            raise CheckFailed(f"GroupNorm(3, 6).state_dict() should hold {want} (nn.GroupNorm's), it holds {got}")
+
+    _aspects(aspects, {
+        "arguments": lambda: _stored(GroupNorm(2, 6, eps=0.01, affine=False), "GroupNorm(2, 6, eps=0.01, affine=False)",
+                                     {"num_groups": 2, "num_channels": 6, "eps": 0.01, "affine": False}),
+        "output": output,
+        "equivalences": equivalences,
+        "affine_false": affine_false,
+        "modes": lambda: _same_in_both_modes("GroupNorm(3, 6)", _build(GroupNorm, 3, 6), x),
+        "independence": lambda: _alone("GroupNorm(3, 6)", _build(GroupNorm, 3, 6), x),
+        "gradients": lambda: _gradients("GroupNorm(3, 6)", _build(GroupNorm, 3, 6), x[:2, :, :2, :2], ["weight", "bias"], seed=81),
+        "errors": errors,
+        "state_dict": state_dict,
+    }, "groupnorm")
