@@ -1,4 +1,5 @@
-"""The environment is pinned in two places (pyproject.toml for pip, environment.yml for conda) and
+"""The environment is pinned for pip (pyproject.toml: the student's pins and the instructor extra;
+student/pyproject.toml: the student's alone) and for conda (environment.yml, student/environment.yml), and
 installed by the Makefile: these tests fail when they drift apart or when the installed one differs."""
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.\-]+)$")
 
 
-def _pyproject() -> dict:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+def _pyproject(folder: Path = ROOT) -> dict:
+    return tomllib.loads((folder / "pyproject.toml").read_text())
+
+
+def _all_pins() -> list[str]:
+    project = _pyproject()["project"]
+    return project["dependencies"] + project["optional-dependencies"]["instructor"]
 
 
 def _pins(lines: list[str]) -> dict[str, str]:
@@ -27,15 +33,22 @@ def _pins(lines: list[str]) -> dict[str, str]:
     return pins
 
 
-def _conda_pip_pins() -> dict[str, str]:
-    text = (ROOT / "environment.yml").read_text()
+def _conda_pip_pins(path: Path = ROOT / "environment.yml") -> dict[str, str]:
+    text = path.read_text()
     block = text.split("- pip:", 1)[1]
     return _pins([line.strip()[2:] for line in block.splitlines() if line.strip().startswith("- ")])
 
 
 def test_pyproject_and_environment_yml_pin_the_same_versions():
-    pip_pins = _pins(_pyproject()["project"]["dependencies"])
-    assert pip_pins == _conda_pip_pins()
+    assert _pins(_all_pins()) == _conda_pip_pins()
+
+
+def test_the_student_install_pins_the_students_part_of_the_course():
+    student = _pins(_pyproject(ROOT / "student")["project"]["dependencies"])
+    assert student == _pins(_pyproject()["project"]["dependencies"])
+    assert student == _conda_pip_pins(ROOT / "student" / "environment.yml")
+    assert _pyproject(ROOT / "student")["tool"]["course"] == _pyproject()["tool"]["course"]
+    assert not {"nbval", "pytest", "psycopg2-binary", "playwright"} & set(student), "instructor tools in the student install"
 
 
 def test_data_package_pin_is_the_same_everywhere():
@@ -46,7 +59,7 @@ def test_data_package_pin_is_the_same_everywhere():
 
 
 def test_installed_versions_match_the_pins():
-    pins = _pins(_pyproject()["project"]["dependencies"] + _pyproject()["tool"]["course"]["data-packages"])
+    pins = _pins(_all_pins() + _pyproject()["tool"]["course"]["data-packages"])
     wrong = {name: (want, version(name)) for name, want in pins.items() if version(name) != want}
     assert not wrong, f"installed versions differ from the pins (want, have): {wrong}"
 
