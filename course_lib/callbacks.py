@@ -191,29 +191,35 @@ class CudaCallback(DeviceCallback):
 
 
 class ProgressCallback(Callback):
-    """fastprogress bars over epochs and batches; AvgStatsCallback's lines go through the master bar."""
+    """fastprogress bars: one over epochs and a live one over the current batches; AvgStatsCallback's lines go
+    through the master bar. When training ends the bars give way to those lines (no empty or 0/N bar is left)."""
     _order = -1
 
     def begin_fit(self) -> None:
         from fastprogress.fastprogress import master_bar, progress_bar  # chooses notebook or console bars
         self._progress_bar = progress_bar
-        self.mbar = master_bar(range(self.epochs))
-        self.mbar.on_iter_begin()
+        # The master bar shows itself when its epoch bar first updates: showing it here as well would leave a
+        # second, never-updated copy in a notebook's output.
+        self.mbar = master_bar(range(self.epochs)) if self.epochs > 0 else None
         self._old_logger = self.run.logger
-        self.run.logger = self.mbar.write
+        if self.mbar is not None:
+            self.run.logger = self.mbar.write
         self.pb = None
 
     def after_fit(self) -> None:
-        self.mbar.on_iter_end()
         self.run.logger = self._old_logger
+        if self.mbar is not None:  # finished or stopped early: the lines stay, the bars go
+            self.mbar.on_iter_end()
 
     def _set_pb(self, dl) -> None:
         self.pb = None
+        if self.mbar is None:
+            return
+        self.mbar.update(self.epoch)
         n = len(dl)
         if n == 0:  # fastprogress warns (to stderr) on an empty bar: show none
             return
         self.pb = self._progress_bar(range(n), parent=self.mbar)
-        self.mbar.update(self.epoch)
         self.pb.update(0)
 
     def begin_epoch(self) -> None:
@@ -221,6 +227,10 @@ class ProgressCallback(Callback):
 
     def begin_validate(self) -> None:
         self._set_pb(self.data.valid_dl)
+
+    def after_epoch(self) -> None:
+        if self.mbar is not None:
+            self.mbar.update(self.epoch + 1)
 
     def after_batch(self) -> None:
         if self.pb is not None:

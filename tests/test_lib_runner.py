@@ -210,3 +210,29 @@ def test_progress_callback_writes_nothing_to_stderr(capsys):
     assert captured.err == ""
     assert "epoch 2" in captured.out and "valid: loss" in captured.out
     assert run.logger is print  # restored after fit
+
+
+def test_progress_bars_in_a_notebook_end_finished(tmp_path):
+    """In a notebook (a real kernel, outputs as JupyterLab keeps them after display updates): while training the
+    master bar and the batch bar are shown; when fit returns, the epoch lines stay and no bar is left behind."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = (
+        "import torch\nfrom functools import partial\nfrom torch import nn\n"
+        "from course_lib import AvgStatsCallback, DataBunch, Dataset, Learner, ProgressCallback, Runner, accuracy, get_dls\n"
+        "x, y = torch.randn(64, 3), torch.randint(0, 2, (64,))\n"
+        "data = DataBunch(*get_dls(Dataset(x, y), Dataset(x, y), 16), c=2)\n"
+        "model = nn.Linear(3, 2)\n"
+        "learn = Learner(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.functional.cross_entropy, data)\n"
+        "Runner(cb_funcs=[ProgressCallback, partial(AvgStatsCallback, accuracy)]).fit(2, learn)"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    html = [o["data"]["text/html"] for o in outputs if o.get("output_type") in ("display_data", "execute_result")
+            and "text/html" in o.get("data", {})]
+    shown = "".join(html)
+    assert not any(o.get("output_type") == "error" for o in outputs), outputs
+    assert "epoch 2" in shown and "valid: loss" in shown, shown[:2000]
+    assert "<progress" not in shown, f"a progress bar is left behind after fit:\n{shown[:3000]}"
