@@ -108,6 +108,20 @@ except Exception as err:
 assert abs(end - 0.1) < 1e-6, f"at pos=1 expected 0.1 (the last schedule at its position 1), got {end}"
 step = combine_schedules([0.5, 0.5], [sched_lin(1., 1.), sched_lin(5., 5.)])
 assert step(0.5) == 5.0, f"pos 0.5 is on the boundary: it belongs to the later segment (5.0); got {step(0.5)}"
+from course_lib.checks import student_checks
+
+with student_checks():
+    # pos 0.5 is 0.2 into the second segment, which lasts 0.7: that schedule runs at (0.5 - 0.3) / 0.7 = 2/7.
+    middle = sched(0.5)
+    assert abs(middle - (2.0 + (0.1 - 2.0) * 2 / 7)) < 1e-6, (
+        f"at pos=0.5 expected sched_lin(2., 0.1)(2/7) = {2.0 + (0.1 - 2.0) * 2 / 7:.4f}: each segment's schedule gets the "
+        f"position WITHIN its segment, (pos - start) / pct; got {middle}")
+    assert abs(sched(0.15) - 1.3) < 1e-6, f"at pos=0.15 (half of the first 30 %) expected sched_lin(0.6, 2.)(0.5) = 1.3; got {sched(0.15)}"
+    try:
+        tenths = combine_schedules([0.1] * 10, [sched_lin(0., 1.)] * 10)
+    except ValueError as err:
+        raise AssertionError(f"ten percentages of 0.1 sum to 1 (in floating point to 0.9999999999999999: compare "
+                             f"with a tolerance, not ==), but it raised ValueError: {err}") from None
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 
@@ -124,6 +138,15 @@ except Exception as err:
     raise AssertionError(f"percentages that sum to 0.9 should raise a ValueError, not {type(err).__name__}") from None
 else:
     raise AssertionError("percentages that sum to 0.9 should raise a ValueError; it raised nothing")
+from course_lib.checks import student_checks
+
+with student_checks():
+    try:
+        combine_schedules([1.2, -0.2], [sched_lin(0., 1.), sched_lin(1., 0.)])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a negative percentage ([1.2, -0.2], which sums to 1) should raise a ValueError")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 
@@ -149,6 +172,12 @@ def warmup_anneal() -> Callable[[float], float]:
 sched = warmup_anneal()
 assert abs(sched(0.0) - 0.6) < 1e-6 and abs(sched(1.0) - 0.1) < 1e-6, (
     f"the schedule runs from 0.6 to 0.1 (warm up first: 0.6 -> 2.0, then anneal: 2.0 -> 0.1); got {sched(0.0)} and {sched(1.0)}")
+from course_lib.checks import student_checks
+
+with student_checks():
+    assert abs(sched(0.3) - 2.0) < 1e-6, f"the peak, 2.0, comes after 30 % of training; at pos=0.3 got {sched(0.3)}"
+    assert abs(sched(0.075) - 0.95) < 1e-6, (
+        f"a quarter into the warm-up (pos=0.075) a LINEAR schedule from 0.6 to 2.0 is at 0.95; got {sched(0.075)}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 

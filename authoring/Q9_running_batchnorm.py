@@ -158,6 +158,12 @@ assert isinstance(layer.adds, nn.Parameter) and layer.adds.shape == (4, 1, 1), "
 for name in ("sums", "sqrs", "count", "batch"):
     assert name in dict(layer.named_buffers()), f"{name} must be a registered buffer (self.register_buffer)"
 assert layer.sums.shape == (1, 4, 1, 1) and layer.count.shape == (), "sums: (1, nf, 1, 1); count: a 0-dim tensor"
+from course_lib.checks import student_checks
+
+with student_checks():
+    for name in ("sums", "sqrs", "count", "batch"):
+        assert getattr(layer.double(), name).dtype == torch.float64, (
+            f"{name} should be a float buffer (torch.zeros(...) or torch.tensor(0.0)), so that .double() converts it")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
@@ -177,6 +183,32 @@ assert torch.allclose(layer.sums.flatten(), torch.tensor([0.4, 0.8])), f"sums af
 assert torch.allclose(out.flatten(), torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=1e-4), (
     "one batch: (x - mean) / sqrt(var + eps) = -1, +1, with the biased variance var = sqrs/count - mean**2")
 assert float(layer.batch) == 2, "batch counts the examples seen"
+from course_lib.checks import student_checks
+
+with student_checks():
+    wide = RunningBatchNorm(2, eps=0.5)
+    out = wide(x)  # channel 0 holds 1, 3 (mean 2, variance 1); channel 1 holds 2, 6 (mean 4, variance 4)
+    assert torch.allclose(out.flatten(), torch.tensor([-1 / 1.5 ** 0.5, -2 / 4.5 ** 0.5, 1 / 1.5 ** 0.5, 2 / 4.5 ** 0.5]),
+                          atol=1e-4), (
+        f"with eps=0.5 the output is (x - mean) / sqrt(var + eps): -0.816, -0.943, 0.816, 0.943; got {out.flatten()} "
+        f"(eps outside the square root, (x - mean) / (sqrt(var) + eps), gives -0.667 for the first)")
+    five = RunningBatchNorm(1)
+    five(torch.randn(5, 1, 1, 1))
+    assert torch.allclose(five.count, torch.tensor(2.75)), (
+        f"count after one batch of 5 examples: lerp(0, 5, mom1) = 2.75 with mom1 = 1 - (1 - mom) / sqrt(bs - 1) = 0.55 "
+        f"(not mom itself); got {float(five.count):.4g}")
+    # Five identical batches of 4 examples with a tiny variance (1.25e-4): the smoothed mean and variance are the
+    # batch's own, so the variance is floored at 0.01 while fewer than 20 examples have been seen, this batch included
+    # (steps 1-4: 4, 8, 12, 16 examples), and not at step 5 (20 examples).
+    tiny = torch.tensor([1.0, 1.01, 1.02, 1.03], dtype=torch.float64).view(4, 1, 1, 1)
+    floored = RunningBatchNorm(1).double()
+    for step in range(1, 6):
+        first = floored(tiny)[0].item()
+        want = -0.015 / (0.01 + 1e-5) ** 0.5 if step < 5 else -0.015 / (1.25e-4 + 1e-5) ** 0.5
+        assert abs(first - want) < 1e-3, (
+            f"step {step} ({4 * step} examples seen): the first output should be {want:.4f} (variance "
+            f"{'floored at 0.01' if step < 5 else 'no longer floored: 20 examples seen'}); got {first:.4f}. The floor "
+            f"var = max(var, 0.01) applies while batch < 20, counting examples (not steps), this batch included.")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
@@ -222,6 +254,9 @@ for _ in range(3):
     assert not layer.sums.requires_grad and layer.sums.grad_fn is None, "the stored sums must be detached every step"
     out.pow(2).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all(), "gradients reach the input"
+from course_lib.checks import check_running_batchnorm
+
+check_running_batchnorm(RunningBatchNorm, "gradients")  # stands aside when graded, as student_checks does
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
