@@ -116,6 +116,19 @@ assert mean.shape == (3,) and var.shape == (3,), (
     f"got {tuple(mean.shape)} and {tuple(var.shape)}")
 assert torch.allclose(mean, torch.tensor([7.5, 11.5, 15.5])), f"expected the means [7.5, 11.5, 15.5], got {mean.tolist()}"
 assert (var >= 0).all(), f"a variance cannot be negative, got {var.tolist()}"
+from course_lib.checks import student_checks
+
+with student_checks():
+    # Every channel holds 8 values (2 examples x 4 positions), e.g. channel 0: 0-3 and 12-15; mean 7.5, and the
+    # squared deviations sum to 298, so the biased variance is 298 / 8 = 37.25 for every channel.
+    known = {298 / 7: "the UNBIASED variance (dividing by n - 1 = 7): divide by the number of values n = 8",
+             298 ** 0.5 / 8 ** 0.5: "the standard deviation: return the variance, not its square root",
+             1.25: "each example's own variance, averaged: compute one variance over the batch and the positions together",
+             93.5: "the mean of the squares, without subtracting the mean first"}
+    for value, mistake in known.items():
+        assert not torch.allclose(var, torch.full((3,), value), atol=1e-3), (
+            f"the variances should be [37.25, 37.25, 37.25]; yours are {value:.4g}: that is {mistake}")
+    assert torch.allclose(var, torch.full((3,), 37.25)), f"expected the biased variances [37.25, 37.25, 37.25], got {var.tolist()}"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q1
 
@@ -130,6 +143,18 @@ assert mean.shape == (5,) and var.shape == (5,), (
     f"expected two (5,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
     f"got {tuple(mean.shape)} and {tuple(var.shape)}")
 assert mean.dtype == torch.float64 and var.dtype == torch.float64, "keep the input's dtype"
+from course_lib.checks import student_checks
+
+with student_checks():
+    try:
+        channel_stats(torch.randn(3, 5, 4, dtype=torch.float64))
+    except ValueError:
+        pass
+    except Exception as err:
+        raise AssertionError(f"a 3-D input should raise a ValueError (channel_stats takes (N, C, H, W) tensors), "
+                             f"not {type(err).__name__}: {err}") from None
+    else:
+        raise AssertionError("a 3-D input should raise a ValueError (channel_stats takes (N, C, H, W) tensors)")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q1
 
@@ -183,6 +208,20 @@ out = output_in_batch(bn, example, mates, True)
 assert out.shape == (2, 3, 3), f"expected the example's output, shape (2, 3, 3), got {tuple(out.shape)}"
 assert not torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, True)), (
     "in train mode the example's output should change when its batch mates change")
+from course_lib.checks import student_checks
+
+with student_checks():
+    # With one mate equal to -example the batch's mean is 0 and its variance the mean of example**2, per channel.
+    mirrored = output_in_batch(bn, example, -example[None], True)
+    want = example / (example.pow(2).mean((1, 2), keepdim=True) + bn.eps).sqrt()
+    assert torch.allclose(mirrored, want, atol=1e-5), (
+        "with the single mate -example, the batch (example and mate together) has mean 0 and variance mean(example**2) "
+        "per channel, and the example's output is example / sqrt(mean(example**2) + eps); yours differs (are the "
+        "statistics taken over the whole batch, example included?)")
+    alone = output_in_batch(bn, example, torch.empty(0, 2, 3, 3), True)
+    assert torch.allclose(alone.mean((1, 2)), torch.zeros(2), atol=1e-5), (
+        f"without batch mates the example is a batch of one: in train mode it is normalised with its own statistics, so "
+        f"each channel's mean is 0; got {alone.mean((1, 2)).tolist()}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q1
 

@@ -137,6 +137,21 @@ example, mate_batches = torch.randn(2, 3, 3, dtype=torch.float64), torch.randn(6
 spread = spread_across_batches(example, mate_batches)
 assert spread.shape == (2,), f"expected one value per channel, shape (2,), got {tuple(spread.shape)}"
 assert torch.isfinite(spread).all() and (spread > 0).all(), f"expected finite, positive spreads, got {spread.tolist()}"
+from course_lib.checks import student_checks
+
+with student_checks():
+    # One channel, one position: the example is 0, and three trials put it beside one mate, 2, -2 or 0. With eps=0.5
+    # the example's output is -1/sqrt(1.5), +1/sqrt(1.5) and 0 (batches {0, 2}, {0, -2}, {0, 0}: biased variance 1, 1
+    # and 0), and the spread of those three numbers (their standard deviation, dividing by 3) is 2/3.
+    hand = spread_across_batches(torch.zeros(1, 1, 1, dtype=torch.float64),
+                                 torch.tensor([2.0, -2.0, 0.0], dtype=torch.float64).view(3, 1, 1, 1, 1), eps=0.5)
+    known = {(2 / 3) ** 0.5: "the SAMPLE standard deviation over the trials (dividing by T - 1 = 2): divide by T = 3",
+             4 / 9: "the variance over the trials: the spread is their standard deviation",
+             0.5443: "eps added to the standard deviation: the batch is normalised with sqrt(var + eps)",
+             0.5164: "the UNBIASED variance inside BatchNorm: train-mode BatchNorm normalises with the biased one"}
+    for value, mistake in known.items():
+        assert abs(hand.item() - value) > 1e-3, f"expected the spread 2/3 = 0.6667; yours is {hand.item():.4f}: that is {mistake}"
+    assert abs(hand.item() - 2 / 3) < 1e-4, f"expected the spread 2/3 = 0.6667 (see the comment above); got {hand.tolist()}"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q2
 
@@ -150,6 +165,18 @@ example = torch.randn(2, 3, 3)
 alone = spread_across_batches(example, torch.empty(4, 0, 2, 3, 3))
 assert torch.allclose(alone, torch.zeros(2)), f"with no batch mates every trial is the same: expected 0, got {alone.tolist()}"
 assert alone.dtype == torch.float32, f"keep the input's dtype (float32), got {alone.dtype}"
+from course_lib.checks import student_checks
+
+with student_checks():
+    try:
+        spread_across_batches(example, torch.randn(4, 3, 2, 5, 5))
+    except ValueError:
+        pass
+    except Exception as err:
+        raise AssertionError(f"mates of shape (2, 5, 5) do not fit an example of shape (2, 3, 3): expected a "
+                             f"ValueError, not {type(err).__name__}: {err}") from None
+    else:
+        raise AssertionError("mates of shape (2, 5, 5) do not fit an example of shape (2, 3, 3): expected a ValueError")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q2
 

@@ -61,6 +61,23 @@ torch.manual_seed(0)  # the same visible inputs on every run
 block = conv_layer(3, 8, 5, leak=0.1, sub=0.4, maxv=6.)
 assert isinstance(block, nn.Module), "conv_layer must return an nn.Module (an nn.Sequential)"
 assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules()), "with bn=True the block needs an nn.BatchNorm2d"
+from course_lib.checks import student_checks
+
+with student_checks():
+    layers = [m for m in block.modules() if not list(m.children())]  # in order, however the block nests them
+    kinds = [type(m).__name__ for m in layers]
+    assert kinds == ["Conv2d", "GeneralRelu", "BatchNorm2d"], (
+        f"the block should be Conv2d -> GeneralRelu -> BatchNorm2d, in that order (the norm after the activation); got {kinds}")
+    conv, relu, norm = layers
+    assert conv.bias is None, "a conv followed by a BatchNorm needs no bias (bias=False): the norm removes it"
+    assert (relu.leak, relu.sub, relu.maxv) == (0.1, 0.4, 6.0), (
+        f"GeneralRelu should get conv_layer's keyword arguments (leak=0.1, sub=0.4, maxv=6.); got leak={relu.leak}, "
+        f"sub={relu.sub}, maxv={relu.maxv}")
+    assert norm.momentum == 0.1 and norm.eps == 1e-5, (
+        f"BatchNorm2d(nf) with PyTorch's momentum=0.1 (the weight of the NEW batch) and eps=1e-5; got momentum="
+        f"{norm.momentum}, eps={norm.eps}")
+    flat = tuple(conv_layer(3, 8, 3, stride=1)(torch.randn(2, 3, 12, 12)).shape)
+    assert flat == (2, 8, 12, 12), f"conv_layer(3, 8, 3, stride=1) should keep a 12x12 map (pass stride to the conv); got {flat}"
 shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
 assert shape == (2, 8, 6, 6), f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}"
 ### BEGIN HIDDEN TESTS
@@ -75,6 +92,11 @@ torch.manual_seed(0)  # the same visible inputs on every run
 block = conv_layer(3, 8, 3, bn=False)
 assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules()), (
     "with bn=False the block must not contain a BatchNorm")
+from course_lib.checks import student_checks
+
+with student_checks():
+    conv = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
+    assert conv.bias is not None, "without a norm after it the conv keeps its bias (bias=True when bn=False)"
 shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
 assert shape == (2, 8, 6, 6), f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}"
 ### BEGIN HIDDEN TESTS

@@ -145,6 +145,9 @@ with student_checks():
         combine_schedules([1.2, -0.2], [sched_lin(0., 1.), sched_lin(1., 0.)])
     except ValueError:
         pass
+    except Exception as err:
+        raise AssertionError(f"a negative percentage ([1.2, -0.2], which sums to 1) should raise a ValueError, not "
+                             f"{type(err).__name__}: {err}") from None
     else:
         raise AssertionError("a negative percentage ([1.2, -0.2], which sums to 1) should raise a ValueError")
 ### BEGIN HIDDEN TESTS
