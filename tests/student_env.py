@@ -10,9 +10,9 @@ STUDENT_VENV = ROOT / ".venv-student"
 
 
 def student_bin() -> Path:
-    """The bin folder of the student environment, built with `make student` when missing."""
-    if not (STUDENT_VENV / ".installed").exists():
-        done = subprocess.run(["make", "student"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(f"make student failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    """The bin folder of the student environment; `make student` builds it, or rebuilds it when student/ or
+    course_lib/ changed since (it does nothing when it is up to date)."""
+    done = subprocess.run(["make", "student"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"make student failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return STUDENT_VENV / "bin"

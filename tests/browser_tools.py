@@ -1,0 +1,190 @@
+"""Helpers for tests/test_browser.py: Debian's Chromium, a private JupyterLab server, screenshots.
+
+Nothing here downloads a browser: Chromium comes from Debian's `chromium` package (installed with apt-get
+when missing) and Playwright only drives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+
+# Variables of the test process that must not reach a server started for a test: a user's Jupyter and
+# IPython settings, a Python path or virtual environment, and the course's own switches (conftest.py turns
+# grading mode on for the test process; a student's JupyterLab does not have it).
+_PRIVATE_PREFIXES = ("JUPYTER", "IPYTHON", "PYTHON", "VIRTUAL_ENV", "COURSE_", "NBGRADER", "XDG_")
+
+
+def ensure_chromium() -> Path:
+    """/usr/bin/chromium, installed from Debian's archive when missing (apt-get update only if that fails)."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=1800).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(install, env=env, check=True, capture_output=True, timeout=1800)
+    return CHROMIUM
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_env(bin_dir: Path, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server run from bin_dir with its own HOME and Jupyter folders under home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    jupyter = home / ".jupyter"
+    data = home / ".local" / "share" / "jupyter"
+    env.update(
+        HOME=str(home),
+        JUPYTER_CONFIG_DIR=str(jupyter),
+        JUPYTER_DATA_DIR=str(data),
+        JUPYTER_RUNTIME_DIR=str(data / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(jupyter / "lab" / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(jupyter / "lab" / "workspaces"),
+        IPYTHONDIR=str(home / ".ipython"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        VIRTUAL_ENV=str(bin_dir.parent),
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Lab:
+    """A running JupyterLab server started by start_lab."""
+
+    process: subprocess.Popen
+    port: int
+    token: str
+    log: Path
+    runtime_dir: Path
+
+    def url(self, path: str = "lab", **query: str) -> str:
+        """The address of path on this server, with the token (and any other query parameters)."""
+        params = urllib.parse.urlencode({**query, "token": self.token})
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}?{params}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        """Stop the server's process group, then any kernel it left behind (found by its connection file)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=20)
+        for pid in _processes_mentioning(str(self.runtime_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Ids of the processes whose command line contains text (kernels name their connection file in it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def _quiet_lab_settings(settings_dir: Path) -> None:
+    """JupyterLab settings for a machine without internet: no news feed, no update check (no pop-ups)."""
+    notification = settings_dir / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True, exist_ok=True)
+    notification.write_text('{"fetchNews": "false", "checkForUpdates": false}\n')
+
+
+def start_lab(bin_dir: Path, root: Path, state: Path, *, timeout: float = 180, **env_extra: str) -> Lab:
+    """Start `bin_dir/jupyter lab` serving root (also its working folder, where nbgrader looks for its config)
+    on a free port with a random token, its HOME and Jupyter folders under state; return once /api/status
+    answers. The caller stops it (Lab.stop)."""
+    home = state / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = private_env(bin_dir, home, **env_extra)
+    _quiet_lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
+    port, token = free_port(), secrets.token_hex(16)
+    command = [
+        str(bin_dir / "jupyter"), "lab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",  # jupyter_server 2's name (ServerApp.token is deprecated)
+        f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+        # Offline: no update check, and the extension manager does not ask PyPI for anything.
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
+    ]
+    if os.geteuid() == 0:  # the test machines run as root; jupyter_server refuses that unless told
+        command.append("--ServerApp.allow_root=True")
+    log = state / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    lab = Lab(process, port, token, log, Path(env["JUPYTER_RUNTIME_DIR"]))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{lab.log_tail()}")
+            try:
+                with urllib.request.urlopen(lab.url("api/status"), timeout=5) as answer:
+                    if answer.status == 200:
+                        return lab
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{lab.log_tail()}")
+            time.sleep(0.25)
+    except BaseException:
+        lab.stop()
+        raise
+
+
+def screenshot(page, name: str) -> Path:
+    """A full-page PNG of page, saved as test-artifacts/browser/<name>.png."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, name: str) -> Iterator[None]:
+    """Any failure inside becomes an AssertionError that names a screenshot of the page at that moment
+    (test-artifacts/browser/<name>.png); Playwright's page dump (its aria snapshot) is left out of the message."""
+    try:
+        yield
+    except Exception as error:  # AssertionError, Playwright's TimeoutError, ...
+        try:
+            where = f"screenshot of the page: {screenshot(page, name)}"
+        except Exception as shot_error:  # noqa: BLE001 - the page may be gone
+            where = f"(no screenshot: {shot_error})"
+        message = str(error).split("\nAria snapshot:", 1)[0].rstrip()
+        raise AssertionError(f"{message}\n{where}").with_traceback(error.__traceback__) from None
