@@ -132,6 +132,25 @@ def _build(cls: type, *args: object, **kwargs: object) -> nn.Module:
     return layer.double()
 
 
+# The scale and shift (one per channel, shape (3, 1, 1)) the three-channel checks give a layer.
+GAMMA = torch.tensor([1.5, 0.5, 2.0], dtype=torch.float64).view(3, 1, 1)
+BETA = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
+
+
+def _three_channel_affine(t: Tensor) -> Tensor:
+    __tracebackhide__ = True
+    return t * GAMMA + BETA
+
+
+def _scaled(cls: type, args: tuple, kwargs: dict[str, object], values: dict[str, Tensor]) -> nn.Module:
+    """cls(*args, **kwargs) (the kwargs that are not None) in float64, with its scale and shift set to values."""
+    __tracebackhide__ = True
+    layer = _build(cls, *args, **{k: v for k, v in kwargs.items() if v is not None})
+    for name, value in values.items():
+        _set(layer, name, value)
+    return layer
+
+
 # ---- mistakes recognised from a reference normalisation z(x, eps) (scale 1, shift 0) -------------------------
 
 def _unbiased(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int) -> Tensor:
@@ -303,12 +322,7 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
     shape = (6, 3, 4, 4)
     n = shape[0] * shape[2] * shape[3]
     x = _input(*shape, seed=30)
-    gamma = torch.tensor([1.5, 0.5, 2.0], dtype=torch.float64).view(3, 1, 1)
-    beta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
-
-    def affine(t: Tensor) -> Tensor:
-        __tracebackhide__ = True
-        return t * gamma + beta
+    gamma, beta, affine = GAMMA, BETA, _three_channel_affine
 
     def z_train(t: Tensor, eps: float) -> Tensor:
         __tracebackhide__ = True
@@ -320,11 +334,7 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
 
     def layer(eps: float | None = None, mom: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        kwargs = {k: v for k, v in (("eps", eps), ("mom", mom)) if v is not None}
-        bn = _build(BatchNorm, 3, **kwargs).train()
-        _set(bn, "mults", gamma)
-        _set(bn, "adds", beta)
-        return bn
+        return _scaled(BatchNorm, (3,), {"eps": eps, "mom": mom}, {"mults": gamma, "adds": beta}).train()
 
     axes = {
         "statistics per example and channel over (H, W) only: that is InstanceNorm; BatchNorm's statistics are per "
@@ -482,10 +492,7 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
 
     def layer(eps: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        ln = _build(LayerNorm, **({} if eps is None else {"eps": eps}))
-        _set(ln, "mult", mult)
-        _set(ln, "add", add)
-        return ln
+        return _scaled(LayerNorm, (), {"eps": eps}, {"mult": mult, "add": add})
 
     def output() -> None:
         __tracebackhide__ = True
@@ -522,12 +529,7 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
     shape = (4, 3, 4, 3)
     n = shape[2] * shape[3]
     x = _input(*shape, seed=70)
-    gamma = torch.tensor([1.5, 0.5, 2.0], dtype=torch.float64).view(3, 1, 1)
-    beta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
-
-    def affine(t: Tensor) -> Tensor:
-        __tracebackhide__ = True
-        return t * gamma + beta
+    gamma, beta, affine = GAMMA, BETA, _three_channel_affine
 
     def z(t: Tensor, eps: float) -> Tensor:
         __tracebackhide__ = True
@@ -535,10 +537,7 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
 
     def layer(eps: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        inorm = _build(InstanceNorm, 3, **({} if eps is None else {"eps": eps}))
-        _set(inorm, "mults", gamma)
-        _set(inorm, "adds", beta)
-        return inorm
+        return _scaled(InstanceNorm, (3,), {"eps": eps}, {"mults": gamma, "adds": beta})
 
     def output() -> None:
         __tracebackhide__ = True
@@ -601,10 +600,7 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
 
     def layer(groups: int, eps: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        gn = _build(GroupNorm, groups, 6, **({} if eps is None else {"eps": eps}))
-        _set(gn, "weight", weight)
-        _set(gn, "bias", bias)
-        return gn
+        return _scaled(GroupNorm, (groups, 6), {"eps": eps}, {"weight": weight, "bias": bias})
 
     def interleaved(t: Tensor, groups: int, eps: float) -> Tensor:
         """Channel c in group c % groups: F.group_norm on the channels reordered so each such group is contiguous."""
