@@ -10,7 +10,6 @@ Usage: python bench/bench_student_notebooks.py [--repeat R] [--python PATH]   (d
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -19,22 +18,12 @@ import time
 from pathlib import Path
 from statistics import median
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RELEASE = ROOT / "release" / "normalization"
-SOURCE = ROOT / "source" / "normalization"
-
-
-def student_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_GRADING", "NBGRADER", "PYTHONPATH"))}
-    env["MPLBACKEND"] = "Agg"
-    return env
 
 
 def main(argv: list[str] | None = None) -> int:
-    from course_grader.demo import solve
+    from tests.student_env import private_env, solved_release
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
@@ -42,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", type=Path, default=default if default.exists() else ROOT / ".venv" / "bin" / "python")
     args = parser.parse_args(argv)
     jupyter = args.python.with_name("jupyter")
-    env = student_env()
-    env["PATH"] = f"{args.python.parent}{os.pathsep}{env.get('PATH', '')}"
+    home = Path(tempfile.mkdtemp())
+    env = private_env(args.python.parent, home)
     warm = subprocess.run([str(args.python), "-c", "from course_lib import get_data; get_data()"], env=env,
                           capture_output=True, text=True)
     if warm.returncode != 0:
@@ -51,12 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "normalization"
-        shutil.copytree(RELEASE, folder)
-        notebooks = sorted(folder.glob("Q*.ipynb"))
-        for path in notebooks:
-            nb = nbformat.read(path, as_version=4)
-            solve(nb, nbformat.read(SOURCE / path.name, as_version=4))
-            nbformat.write(nb, path)
+        notebooks = solved_release(folder)
         for _ in range(args.repeat):
             for path in notebooks:
                 start = time.perf_counter()
@@ -66,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 if done.returncode != 0:
                     raise SystemExit(f"{path.name} failed in student mode:\n{done.stderr[-3000:]}")
                 times.setdefault(path.stem, []).append(time.perf_counter() - start)
+    shutil.rmtree(home, ignore_errors=True)
     print(f"student mode (full data), {args.python.parent.parent.name}, median of {args.repeat}:")
     for name, values in times.items():
         print(f"  {name:<28} {median(values):6.1f} s")

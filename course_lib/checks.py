@@ -159,22 +159,28 @@ def _unbiased(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: in
     return math.sqrt((n - 1) / n) * z(x, eps * (n - 1) / n)
 
 
-def _eps_outside(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
-    """The output of (x - mean) / (sqrt(var) + eps), read off z(x, eps) and z(x, 0) element by element."""
+def _variance(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(z(x, 0), each element's group variance), read off z(x, eps) / z(x, 0) = sqrt(var / (var + eps)); where
+    z(x, 0) is (nearly) 0 the ratio says nothing and the variance is NaN."""
     __tracebackhide__ = True
     with_eps, without = z(x, eps), z(x, NO_EPS)
-    ratio = torch.where(without.abs() > 1e-9, with_eps / without, torch.ones_like(without))
-    std = torch.sqrt(eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300))
-    return torch.where(without.abs() > 1e-9, without * std / (std + eps), torch.zeros_like(without))
+    known = without.abs() > 1e-9
+    ratio = torch.where(known, with_eps / without, torch.ones_like(without))
+    var = eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300)
+    return without, torch.where(known, var, torch.full_like(var, float("nan")))
+
+
+def _eps_outside(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
+    """The output of (x - mean) / (sqrt(var) + eps), element by element."""
+    __tracebackhide__ = True
+    without, var = _variance(z, x, eps)
+    return torch.nan_to_num(without * var.sqrt() / (var.sqrt() + eps))  # 0 where the mean is (nearly) the value
 
 
 def _mean_kept(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> Tensor:
-    """The output of x / sqrt(var + eps) (the mean never subtracted), read off z(x, eps) and z(x, 0)."""
+    """The output of x / sqrt(var + eps) (the mean never subtracted), element by element (NaN where unknown)."""
     __tracebackhide__ = True
-    with_eps, without = z(x, eps), z(x, NO_EPS)
-    ratio = torch.where(without.abs() > 1e-9, with_eps / without, torch.ones_like(without))
-    scale = torch.sqrt(eps * ratio**2 / (1 - ratio**2).clamp_min(1e-300) + eps)  # sqrt(var + eps)
-    return torch.where(without.abs() > 1e-9, x / scale, torch.full_like(x, float("nan")))
+    return x / (_variance(z, x, eps)[1] + eps).sqrt()
 
 
 def _eps_mistakes(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int, default: float,

@@ -16,9 +16,9 @@ import json
 import os
 import re
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 
@@ -135,25 +135,6 @@ def _run_cell(cell: nbformat.NotebookNode, namespace: dict, where: str, bundles:
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n.*?### END HIDDEN TESTS\n?", re.S)
 
 
-@contextlib.contextmanager
-def _environment(**values: str | None) -> Iterator[None]:
-    """os.environ with `values` set (None: removed), restored afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _execute(path: Path, replace: dict[str, str], only: set[str] | None, visible_only: bool,
              result: RunResult) -> nbformat.NotebookNode:
     """Run the notebook's setup, solution and (chosen) test cells in one namespace; the executed notebook."""
@@ -198,7 +179,7 @@ def run_notebook(path: Path | str, replace: dict[str, str] | None = None, only: 
     os.environ.setdefault("COURSE_GRADING_MODE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     result = RunResult()
-    with _environment(NBGRADER_EXECUTION="autograde"):
+    with mock.patch.dict(os.environ, NBGRADER_EXECUTION="autograde"):
         nb = _execute(path, dict(replace or {}), only, False, result)
     release = nbformat.read(RELEASE / path.name, as_version=4)
     judged = judge_notebook(nb, release, path.stem)
@@ -218,7 +199,7 @@ def run_visible(path: Path | str, replace: dict[str, str] | None = None) -> dict
     path = notebook_path(str(path)) if not isinstance(path, Path) else path
     os.environ.setdefault("MPLBACKEND", "Agg")
     result = RunResult()
-    with _environment(NBGRADER_EXECUTION="validate", COURSE_GRADING_MODE="1"):
+    with mock.patch.dict(os.environ, NBGRADER_EXECUTION="validate", COURSE_GRADING_MODE="1"):
         nb = _execute(path, dict(replace or {}), None, True, result)
     if result.error:
         raise RuntimeError(f"{path.name}: {result.error}")

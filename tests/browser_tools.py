@@ -20,15 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from student_env import private_env
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-
-# Variables of the test process that must not reach a server started for a test: a user's Jupyter and
-# IPython settings, a Python path or virtual environment, and the course's own switches (conftest.py turns
-# grading mode on for the test process; a student's JupyterLab does not have it).
-_PRIVATE_PREFIXES = ("JUPYTER", "IPYTHON", "PYTHON", "VIRTUAL_ENV", "COURSE_", "NBGRADER", "XDG_")
-
 
 def ensure_chromium() -> Path:
     """/usr/bin/chromium, installed from Debian's archive when missing (apt-get update only if that fails)."""
@@ -47,29 +43,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def private_env(bin_dir: Path, home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a server run from bin_dir with its own HOME and Jupyter folders under home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
-    jupyter = home / ".jupyter"
-    data = home / ".local" / "share" / "jupyter"
-    env.update(
-        HOME=str(home),
-        JUPYTER_CONFIG_DIR=str(jupyter),
-        JUPYTER_DATA_DIR=str(data),
-        JUPYTER_RUNTIME_DIR=str(data / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(jupyter / "lab" / "user-settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(jupyter / "lab" / "workspaces"),
-        IPYTHONDIR=str(home / ".ipython"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-        VIRTUAL_ENV=str(bin_dir.parent),
-    )
-    env.update(extra)
-    return env
 
 
 @dataclass

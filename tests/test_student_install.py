@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import multiprocessing
-import os
 import shutil
 import subprocess
 import sys
@@ -20,10 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.student_env import ROOT, student_bin
+from tests.student_env import RELEASE, ROOT, private_env, solved_release, student_bin
 
-RELEASE = ROOT / "release" / "normalization"
-SOURCE = ROOT / "source" / "normalization"
 SUCCESS = "Success! Your notebook passes all the tests."
 NOTEBOOK_IMPORTS = {"course_lib", "torch", "matplotlib"}  # besides the standard library
 INSTRUCTOR_ONLY = ("course_recorder", "course_judge", "course_grader", "course_mutation", "nbval", "pytest",
@@ -33,14 +30,6 @@ INSTRUCTOR_ONLY = ("course_recorder", "course_judge", "course_grader", "course_m
 @pytest.fixture(scope="module")
 def student() -> Path:
     return student_bin()
-
-
-def _env(bindir: Path, home: Path) -> dict[str, str]:
-    """A student's shell: the student environment first on PATH, a home of its own, no course root on PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_", "NBGRADER", "PYTHONPATH"))}
-    env.update(PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), MPLBACKEND="Agg",
-               JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_DATA_DIR=str(home / ".local/share/jupyter"))
-    return env
 
 
 def _burn(seconds: float) -> None:
@@ -55,11 +44,11 @@ def _burn(seconds: float) -> None:
 def test_the_student_environment_has_no_instructor_tools(student, tmp_path):
     code = "import importlib.util, sys; print([m for m in sys.argv[1:] if importlib.util.find_spec(m)])"
     done = subprocess.run([str(student / "python"), "-c", code, *INSTRUCTOR_ONLY, "course_lib"], cwd=tmp_path,
-                          env=_env(student, tmp_path), capture_output=True, text=True, timeout=120)
+                          env=private_env(student, tmp_path), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['course_lib']", f"found in the student install: {done.stdout}"
     installed = Path(subprocess.run([str(student / "python"), "-c", "import course_lib; print(course_lib.__file__)"],
-                                    cwd=tmp_path, env=_env(student, tmp_path), capture_output=True, text=True,
+                                    cwd=tmp_path, env=private_env(student, tmp_path), capture_output=True, text=True,
                                     timeout=120).stdout.strip())
     assert ROOT / "course_lib" not in installed.parents, "course_lib should be installed, not read from the course root"
 
@@ -82,26 +71,20 @@ def test_release_notebooks_import_only_course_lib_torch_and_matplotlib():
 
 
 def _validate(student: Path, folder: Path, home: Path, name: str) -> str:
-    done = subprocess.run([str(student / "nbgrader"), "validate", name], cwd=folder, env=_env(student, home),
+    done = subprocess.run([str(student / "nbgrader"), "validate", name], cwd=folder, env=private_env(student, home),
                           capture_output=True, text=True, timeout=1200)
     return done.stdout + done.stderr
 
 
 def test_validate_passes_every_solved_notebook_on_a_busy_machine(student, tmp_path):
     """nbgrader validate, from the release folder (its nbgrader_config.py), with both cores already busy."""
-    from course_grader.demo import solve
-
     folder = tmp_path / "normalization"
-    shutil.copytree(RELEASE, folder)
-    for path in sorted(folder.glob("Q*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        solve(nb, nbformat.read(SOURCE / path.name, as_version=4))
-        nbformat.write(nb, path)
+    notebooks = solved_release(folder)
     burners = [multiprocessing.Process(target=_burn, args=(1800,), daemon=True) for _ in range(2)]
     for burner in burners:
         burner.start()
     try:
-        results = {path.name: _validate(student, folder, tmp_path, path.name) for path in sorted(folder.glob("Q*.ipynb"))}
+        results = {path.name: _validate(student, folder, tmp_path, path.name) for path in notebooks}
     finally:
         for burner in burners:
             burner.kill()

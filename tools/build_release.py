@@ -18,7 +18,6 @@ import argparse
 import ast
 import filecmp
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +49,6 @@ def generate(release_dir: Path) -> Path:
     return release_dir / ASSIGNMENT
 
 
-STUB = "raise NotImplementedError()"
 RELEASE_CONFIG = '''"""nbgrader settings for students: Validate (JupyterLab's button, or `nbgrader validate Qn_....ipynb` run
 in this folder) reads this file. Written by tools/build_release.py; the limit is the course's own."""
 
@@ -62,12 +60,11 @@ c.Execute.timeout = {timeout}
 '''
 
 
-def course_cell_timeout() -> int:
-    """The per-cell limit the course's nbgrader_config.py sets (c.Execute.timeout = N)."""
-    match = re.search(r"^c\.Execute\.timeout\s*=\s*(\d+)\s*$", (ROOT / "nbgrader_config.py").read_text(), re.M)
-    if not match:
-        raise SystemExit("nbgrader_config.py sets no c.Execute.timeout")
-    return int(match[1])
+def course_config():
+    """The course's nbgrader_config.py, loaded as nbgrader loads it."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    return PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
 
 
 def _enclosing(source: str, line_number: int) -> str:
@@ -86,14 +83,15 @@ def _enclosing(source: str, line_number: int) -> str:
     return ".".join(best)
 
 
-def name_stubs(source: str) -> str:
-    """Each stub's `raise NotImplementedError()` with a message naming the function it sits in."""
+def name_stubs(source: str, stub: str) -> str:
+    """Each stub's `raise NotImplementedError()` (the last line of the course's code stub) with a message naming
+    the function it sits in."""
     lines = source.splitlines()
     for number, line in enumerate(lines, start=1):
-        if line.strip() == STUB:
+        if line.strip() == stub:
             where = _enclosing(source, number) or "this cell"
             lines[number - 1] = line.replace(
-                STUB, f'raise NotImplementedError("{where} is not written yet: replace this line with your code")')
+                stub, f'raise NotImplementedError("{where} is not written yet: replace this line with your code")')
     return "\n".join(lines)
 
 
@@ -101,16 +99,18 @@ def finish(assignment: Path) -> None:
     """Name the stubs of every release notebook and write the students' nbgrader_config.py."""
     from nbgrader.utils import compute_checksum
 
+    config = course_config()
+    stub = config.ClearSolutions.code_stub["python"].splitlines()[-1].strip()  # raise NotImplementedError()
     for path in sorted(assignment.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             meta = cell.metadata.get("nbgrader", {})
-            if cell.cell_type == "code" and meta.get("solution") and STUB in cell.source:
-                cell.source = name_stubs(cell.source)
+            if cell.cell_type == "code" and meta.get("solution") and stub in cell.source:
+                cell.source = name_stubs(cell.source, stub)
                 if "checksum" in meta:
                     meta["checksum"] = compute_checksum(cell)
         nbformat.write(nb, path)
-    (assignment / "nbgrader_config.py").write_text(RELEASE_CONFIG.format(timeout=course_cell_timeout()))
+    (assignment / "nbgrader_config.py").write_text(RELEASE_CONFIG.format(timeout=config.Execute.timeout))
 
 
 def differences(a: Path, b: Path) -> list[str]:
