@@ -266,9 +266,9 @@ print(json.dumps({"found": found}))
 import sys
 installed = tuple(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix))  # the environment's own files
 for top, dirs, files in os.walk("/", onerror=lambda e: None):
-    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/dev", "/usr")]
-    if top.startswith(installed):
-        continue
+    # the environment is exposed on purpose (read-only): not walked, which on a slow disk takes longer than a cell
+    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/dev", "/usr")
+               and not os.path.join(top, d).startswith(installed)]
     for f in files:
         if f.endswith((".ipynb", ".db")) or "course_judge" in top or "gradebook" in f or top.endswith("source"):
             found.append(os.path.join(top, f))
