@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from course_grader.failures import one_line, root_cause
+
 ASSIGNMENT = "normalization"
 
 
@@ -54,10 +56,14 @@ class Result:
     problems: dict[str, str] = field(default_factory=dict)  # notebook -> why it stopped early
     seconds: dict[str, float] = field(default_factory=dict)
     graded: list[str] = field(default_factory=list)  # notebooks whose grades (or zeros) are in its gradebook
+    not_graded: dict[str, str] = field(default_factory=dict)  # notebook -> the grader failure that stopped it
+    retried: list[str] = field(default_factory=list)  # "notebook: cause" of each grader failure that was retried
+    machine: dict[str, str] = field(default_factory=dict)  # where it ran (Dask): worker, sandbox mode, kernels
 
 
-def _config(job: Job, course: Path, report: Path):
-    """The nbgrader configuration of one worker (nothing is read from nbgrader_config.py)."""
+def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
+    """The nbgrader configuration of one worker (nothing is read from nbgrader_config.py); `fresh_kernel`:
+    exec the kernel afresh even when there is a fork server (a retry after a grader failure)."""
     from traitlets.config import Config
 
     c = Config()
@@ -83,13 +89,14 @@ def _config(job: Job, course: Path, report: Path):
     c.RobustExecute.notebook_timeout = job.notebook_timeout
     c.RobustExecute.report_file = str(report)
     c.RobustExecute.interrupt_on_timeout = True
+    c.RobustExecute.kernel_log = str(Path(job.scratch) / "kernel.log")
     # The instructor's demo and experiment cells: tests never depend on them (docs/AUTHORING.md).
     c.RobustExecute.skip_tags = ["demo", "experiment"] if job.skip_experiments else []
     c.SandboxKernelManager.memory_mb = job.memory_mb
     c.SandboxKernelManager.isolate = job.isolate
     c.SandboxKernelManager.expose = job.expose
     c.SandboxKernelManager.socket_root = str(Path(job.scratch) / "sockets")
-    c.SandboxKernelManager.zygote = job.zygote
+    c.SandboxKernelManager.zygote = "" if fresh_kernel else job.zygote
     c.OverwriteCells.add_missing_cells = True
     c.HTMLExporter.template_name = "feedback"
     return c
@@ -121,11 +128,25 @@ def _zero(coursedir, student: str, names: list[str]) -> None:
         gb.db.commit()
 
 
+def _failure(report: Path, name: str, done: dict) -> str:
+    """Why autograde of notebook `name` failed: the grader failure the executor recorded, else the log's cause."""
+    recorded = [r["grader_failure"] for r in _records(report)
+                if "grader_failure" in r and Path(r["notebook"]).name.removesuffix(".ipynb") == name]
+    return recorded[-1] if recorded else root_cause((done.get("log") or "") + "\n" + (done.get("error") or ""))
+
+
+def _records(report: Path) -> list[dict]:
+    return [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+
+
 def grade(job: Job) -> Result:
     """Repair, autograde and (optionally) build feedback for one student's notebooks; never raises.
 
     Notebook by notebook: with `claims` set, several workers share the student's notebooks, each grading
-    the next one nobody has claimed, so one student's submission can use every core.
+    the next one nobody has claimed, so one student's submission can use every core. A student's own failures
+    never fail autograde (the executor records them in the notebook), so a failed autograde is the grader's:
+    it is tried again once with a fresh kernel exec'd afresh, and a notebook that still fails is left out
+    of the gradebook and reported in `not_graded` with its cause (the parent may try a fresh worker).
     """
     from course_grader.repair import repair
 
@@ -143,13 +164,16 @@ def grade(job: Job) -> Result:
         shutil.copy(submitted / "timestamp.txt", inbox / "timestamp.txt")
     report = scratch / "cells.jsonl"
     report.unlink(missing_ok=True)
+    name = ""
     try:
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
 
-        config = _config(job, course, report)
-        coursedir = CourseDirectory(config=config)
-        api = NbGraderAPI(coursedir=coursedir, config=config)
+        def api_for(fresh_kernel: bool) -> NbGraderAPI:
+            config = _config(job, course, report, fresh_kernel)
+            return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+        apis = [api_for(False), api_for(True)]  # the kernel as configured; a retry's, exec'd afresh
         ungraded = []
         for name in job.notebooks or sorted(p.stem for p in release.glob("*.ipynb")):
             if not _claim(job.claims, name):
@@ -163,31 +187,39 @@ def grade(job: Job) -> Result:
             if not (inbox / path.name).exists():
                 ungraded.append(name)  # malformed
                 continue
-            coursedir.notebook_id = name
-            done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
-            if done["success"]:
-                result.graded.append(name)
-            else:  # this notebook's grades are not merged; the others' still are
-                result.ok = False
-                result.error += f"{name}: " + (done.get("log", "") + (done.get("error") or ""))[-3000:]
+            for attempt, api in enumerate(apis):
+                api.coursedir.notebook_id = name
+                done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
+                if done["success"]:
+                    result.graded.append(name)
+                    result.not_graded.pop(name, None)
+                    break
+                cause = _failure(report, name, done)
+                if attempt + 1 < len(apis):
+                    result.retried.append(f"{name}: {cause}")
+                else:  # this notebook's grades are not merged; the others' still are
+                    result.not_graded[name] = cause
+        name = ""
         if ungraded:
-            _zero(coursedir, job.student, ungraded)
+            _zero(apis[0].coursedir, job.student, ungraded)
             result.graded += ungraded
         if job.feedback and (course / "autograded" / job.student).exists():
-            coursedir.notebook_id = "*"
-            fb = api.generate_feedback(ASSIGNMENT, job.student, force=True)
-            if not fb["success"]:
+            apis[0].coursedir.notebook_id = "*"
+            fb = apis[0].generate_feedback(ASSIGNMENT, job.student, force=True)
+            if not fb["success"] and not result.not_graded:  # else the missing notebook says why
                 result.notes.append("feedback HTML could not be generated")
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps going
-        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps going (and may retry)
+        result.ok, result.error = False, one_line(f"{type(exc).__name__}: {exc}")
+        if name:
+            result.not_graded[name] = result.error
+    result.ok = result.ok and not result.not_graded
     result.graded.sort()
-    if report.exists():
-        for line in report.read_text().splitlines():
-            record = json.loads(line)
-            name = Path(record["notebook"]).name.removesuffix(".ipynb")
-            if "judge" in record:  # the judge's notes: tampering, delegation, a judge that failed
-                result.notes += [f"{name}: {note}" for note in record["judge"]]
-                continue
+    result.notes = list(dict.fromkeys(result.notes))  # a retried notebook's judge notes are not said twice
+    for record in _records(report):
+        name = Path(record["notebook"]).name.removesuffix(".ipynb")
+        if "judge" in record:  # the judge's notes: tampering, delegation, a judge that failed
+            result.notes += [f"{name}: {note}" for note in record["judge"]]
+        elif "seconds" in record and name in result.graded:
             result.seconds[name] = record["seconds"]
             if record["problem"]:
                 result.problems[name] = record["problem"]
@@ -195,6 +227,9 @@ def grade(job: Job) -> Result:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from course_grader.sandbox import die_with_parent
+
+    die_with_parent()  # the grader (or a Dask worker) gone: this worker goes too
     argv = sys.argv[1:] if argv is None else argv
     job = Job(**json.loads(Path(argv[0]).read_text()))
     started = time.monotonic()

@@ -5,22 +5,32 @@ autograded folder and leaves the grades empty. `RobustExecute` runs the cells it
 the kernel, runs past its timeout, or the notebook runs past its wall-clock limit, that cell and every
 later code cell get an error output saying why. The notebook is then graded as usual, so the tests that
 ran before keep their points and the later ones score zero, with the reason recorded.
+
+What is not the student's doing raises GraderFailure instead (failures.py), and the worker retries the
+notebook: a kernel that did not start or did not answer its first request, a kernel whose fork server died
+under it, a cell's last output that did not arrive in time after its reply. The waits that only tell a lost
+kernel from a slow one scale with the machine's measured slowness (speed.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, List, Unicode
+
+from course_grader import speed
+from course_grader.failures import GraderFailure, meaningful_lines, one_line
 
 NOT_RUN = "NotRunError"
 
@@ -74,53 +84,116 @@ class RobustExecute(Execute):
     report_file = Unicode("", help="JSON lines: one record per notebook with its problem, if any").tag(config=True)
     skip_tags = List(Unicode(), help="cells with one of these tags are not run (tests never depend on them)"
                      ).tag(config=True)
+    kernel_log = Unicode("", help="file for the kernel process's own stderr (its start-up errors)").tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(*args, **kwargs)
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
-        """Run every code cell; stop at the first death, cell timeout or notebook timeout."""
+        """Run every code cell; stop at the first death, cell timeout or notebook timeout.
+
+        Raises GraderFailure when the notebook cannot be graded for a reason that is not the student's.
+        """
         from nbclient import NotebookClient
 
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         cell_timeout = self.timeout
+        factor = speed.slowness()
+        self.iopub_timeout, self.startup_timeout = speed.iopub_timeout(factor), speed.startup_timeout(factor)
         deadline = time.monotonic() + self.notebook_timeout
         problem, started = None, time.monotonic()
-        with self.setup_kernel():
-            self.nb.metadata["language_info"] = self.wait_for_reply(self.kc.kernel_info())["content"]["language_info"]
-            for index, cell in enumerate(self.nb.cells):
-                if cell.cell_type != "code" or set(cell.metadata.get("tags", [])) & set(self.skip_tags):
-                    continue
-                if problem:
-                    _error(cell, NOT_RUN, f"not run: {problem}")
-                    continue
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    problem = f"the notebook ran past its {self.notebook_timeout:.0f} s limit"
-                    _error(cell, NOT_RUN, f"not run: {problem}")
-                    continue
-                self.timeout = max(1, int(min(cell_timeout or left, left)))
-                try:
-                    self.preprocess_cell(cell, resources, index)
-                except DeadKernelError:
-                    problem = f"the kernel died in cell {index} (crash, os._exit or out of memory)"
-                    _error(cell, "DeadKernelError", problem)
-                    continue
-                if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
-                    # The cell hung; after an interrupt the kernel's state is unknown, so stop here.
-                    limit = "cell" if self.timeout == cell_timeout else "notebook"
-                    problem = f"cell {index} ran past the {limit} time limit ({self.timeout} s)"
-        self.timeout = cell_timeout
+        try:
+            with ExitStack() as stack:
+                self._start(stack)
+                for index, cell in enumerate(self.nb.cells):
+                    if cell.cell_type != "code" or set(cell.metadata.get("tags", [])) & set(self.skip_tags):
+                        continue
+                    if problem:
+                        _error(cell, NOT_RUN, f"not run: {problem}")
+                        continue
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        problem = f"the notebook ran past its {self.notebook_timeout:.0f} s limit"
+                        _error(cell, NOT_RUN, f"not run: {problem}")
+                        continue
+                    self.timeout = max(1, int(min(cell_timeout or left, left)))
+                    try:
+                        self.preprocess_cell(cell, resources, index)
+                    except DeadKernelError:
+                        if self._fork_server_gone():
+                            raise GraderFailure(f"the fork server died under the kernel in cell {index}") from None
+                        problem = f"the kernel died in cell {index} (crash, os._exit or out of memory)"
+                        _error(cell, "DeadKernelError", problem)
+                        continue
+                    except CellTimeoutError:
+                        # A cell that runs too long is interrupted and recorded (error_on_timeout), not raised:
+                        # what raises is nbclient's wait for the cell's last output after its reply.
+                        raise GraderFailure(f"cell {index}'s last output did not arrive within {self.iopub_timeout} s "
+                                            f"of its reply (machine {factor:.1f}x slower than quiet)") from None
+                    if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+                        # The cell hung; after an interrupt the kernel's state is unknown, so stop here.
+                        limit = "cell" if self.timeout == cell_timeout else "notebook"
+                        problem = f"cell {index} ran past the {limit} time limit ({self.timeout} s)"
+        except GraderFailure as failure:
+            self._report(resources, None, time.monotonic() - started, failure=str(failure))
+            raise
+        finally:
+            self.timeout = cell_timeout
         self.set_widgets_metadata()
         self._report(resources, problem, time.monotonic() - started)
         return self.nb, self.resources
 
-    def _report(self, resources: Any, problem: str | None, seconds: float) -> None:
+    def _start(self, stack: ExitStack) -> None:
+        """Start the kernel and get its first answer, or raise GraderFailure saying why not."""
+        log = stack.enter_context(open(self.kernel_log, "w")) if self.kernel_log else None
+        try:
+            stack.enter_context(self.setup_kernel(**({"stderr": log} if log else {})))
+            reply = self.wait_for_reply(self.kc.kernel_info())
+            if reply is None:
+                raise TimeoutError(f"no answer to kernel_info within {self.timeout} s")
+        except Exception as exc:  # noqa: BLE001 - no student code has run yet: whatever stops here is the grader's
+            raise GraderFailure(self._start_failure(exc)) from exc
+        self.nb.metadata["language_info"] = reply["content"]["language_info"]
+
+    def _start_failure(self, exc: Exception) -> str:
+        """`the kernel did not start: <the exception>`, and the last meaningful line the kernel wrote, if any."""
+        words = ""
+        if self.kernel_log:
+            try:
+                with open(self.kernel_log, errors="replace") as f:
+                    lines = meaningful_lines(f.read()[-20000:])
+            except OSError:
+                lines = []
+            words = f" (the kernel's last words: {lines[-1]})" if lines else ""
+        return one_line(f"the kernel did not start: {type(exc).__name__}: {exc}"[:120] + words)
+
+    def _fork_server_gone(self) -> bool:
+        """True when the kernel was forked from the fork server and the server no longer answers."""
+        path = getattr(self.km, "zygote", "")
+        if not path:
+            return False
+        try:
+            with open(self.kernel_log, errors="replace") as f:
+                if "fork server unavailable" in f.read():
+                    return False  # the kernel was exec'd afresh: the server's fate was not its own
+        except (OSError, TypeError):
+            pass
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                return True
+        return False
+
+    def _report(self, resources: Any, problem: str | None, seconds: float, failure: str = "") -> None:
         if not self.report_file:
             return
         name = (resources or {}).get("unique_key", "?")
+        record = {"notebook": name, "problem": problem, "seconds": round(seconds, 2)}
+        if failure:
+            record = {"notebook": name, "grader_failure": failure}
         with open(self.report_file, "a") as f:
-            f.write(json.dumps({"notebook": name, "problem": problem, "seconds": round(seconds, 2)}) + "\n")
+            f.write(json.dumps(record) + "\n")

@@ -3,32 +3,38 @@
 Each student is graded by a worker process (autograde.py) in a private scratch course with a private SQLite
 gradebook; threads with no student left to start help the running ones (schedule.py); the parent merges the
 finished gradebooks one at a time into the course's, so `--jobs N` never has two writers on one database.
-Kernels are forked from one warm server per run (zygote.py). A worker that fails (even by crashing) costs
-that student a reason in the report, never the batch.
+Kernels are forked from one warm server per machine and run (machine.py, zygote.py). With `--scheduler` or
+`--dask-workers` the students are tasks on Dask workers instead (distributed.py), merged here the same way.
+
+A worker that fails (even by crashing) is the grader's failure, never the student's (failures.py): the
+notebooks it left ungraded get one fresh worker, and a notebook still ungraded is reported "not graded" with
+its cause, never scored. The batch always goes on.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grader import gradebook, report, sandbox, zygote
+from course_grader import gradebook, report
+from course_grader.machine import GRADEBOOKS, Machine
 from course_grader.autograde import ASSIGNMENT, Job, Result
+from course_grader.failures import one_line, root_cause
 from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
 
-# What a grading kernel imports of the course: the student library and the recorder (never the judge).
-KERNEL_PACKAGES = ("course_lib", "course_recorder")
+# Fresh workers a student gets after its workers left notebooks ungraded (grader failures; a worker also retries
+# each notebook once with a fresh kernel itself).
+WORKER_RETRIES = 1
 # nbgrader's documented example of an LMS download name: <anything>_<student>_attempt_<timestamp>_<file>.
 ZIP_REGEXP = r".+_(?P<student_id>\w+?)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)"
 
@@ -55,6 +61,12 @@ class Options:
     fresh_kernels: bool = False  # exec every kernel afresh instead of forking it from a warm server
     csv: Path | None = None
     progress: bool = True
+    scheduler: str = ""  # a Dask scheduler's address (tcp://HOST:PORT): grade on its workers
+    dask_workers: int = 0  # or start a local Dask cluster of this many worker processes
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.scheduler or self.dask_workers)
 
 
 @dataclass
@@ -135,34 +147,6 @@ def _notebooks(options: Options) -> list[str]:
     return chosen
 
 
-def _worker_env(options: Options, data_dir: Path) -> dict[str, str]:
-    """The environment of workers and (through them) of kernels."""
-    env = dict(os.environ)
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(options.root), env.get("PYTHONPATH", "")) if p)
-    # NBGRADER_EXECUTION as nbgrader sets it for autograde: the visible checks (course_lib.checks) stand aside
-    env.update(MPLBACKEND="Agg", COURSE_GRADING_MODE="1", COURSE_DATA_DIR=str(data_dir), PYTHONHASHSEED="0",
-               NBGRADER_EXECUTION="autograde")
-    if options.jobs > 1:  # one thread per kernel: N kernels share N cores without oversubscription
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return env
-
-
-def _prepare_data(env: dict[str, str]) -> None:
-    """Build the shared MNIST cache once, before the kernels read it (read-only) in parallel.
-
-    Skipped when the cache files are there (a kernel that finds them unusable rebuilds them atomically).
-    """
-    if all((Path(env["COURSE_DATA_DIR"]) / f"{name}.npy").is_file()
-           for name in ("x_train", "y_train", "x_valid", "y_valid")):
-        return
-    code = "from course_lib.data import get_data; get_data()"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"could not prepare the MNIST data cache:\n{done.stderr[-2000:]}")
-
-
 def _install(src: Path, dest: Path) -> None:
     """Copy a worker's output folder over the course's, file by file (other notebooks stay)."""
     if not src.is_dir():
@@ -174,21 +158,48 @@ def _install(src: Path, dest: Path) -> None:
             shutil.copy2(item, target)
 
 
-def _grade_one(job: Job, env: dict[str, str], limit: float) -> Result:
-    """Run one worker process; any failure becomes a Result with a reason."""
+def grade_in_worker(job: Job, env: dict[str, str], limit: float) -> Result:
+    """Run one worker process; any failure of the worker becomes a Result with its cause."""
     scratch = Path(job.scratch)
     (scratch / "job.json").write_text(json.dumps(asdict(job)))
     log = scratch / "worker.log"
     try:
         with open(log, "w") as out:
-            subprocess.run([sys.executable, "-m", "course_grader.autograde", str(scratch / "job.json")],
-                           env=env, stdout=out, stderr=subprocess.STDOUT, timeout=limit, cwd=scratch)
+            done = subprocess.run([sys.executable, "-m", "course_grader.autograde", str(scratch / "job.json")],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT, timeout=limit, cwd=scratch)
     except subprocess.TimeoutExpired:
         return Result(job.student, ok=False, error=f"the grading worker ran past {limit:.0f} s")
+    except OSError as exc:  # no process could be started (out of processes or memory)
+        return Result(job.student, ok=False, error=one_line(f"the grading worker did not start: {exc}"))
     path = scratch / "result.json"
-    if not path.exists():
-        return Result(job.student, ok=False, error="the grading worker died: " + log.read_text()[-500:])
-    return Result(**json.loads(path.read_text()))
+    if path.exists():
+        try:
+            return Result(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:  # a full disk, or a worker of another grader version
+            return Result(job.student, ok=False, error=one_line(f"the grading worker's result could not be read: "
+                                                                f"{type(exc).__name__}: {exc}"))
+    code = done.returncode
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+    try:
+        text = log.read_text(errors="replace")[-20000:]
+    except OSError:
+        text = ""
+    cause = root_cause(text) if text.strip() else "it wrote nothing"
+    return Result(job.student, ok=False, error=one_line(f"the grading worker died ({how}): {cause}"))
+
+
+def _merge(work: Path, db_url: str, result: Result) -> None:
+    """Merge a worker's gradebook; a failure (twice) turns its notebooks into grader failures (retried)."""
+    for attempt in range(2):
+        try:
+            gradebook.merge(work / "gradebook.db", db_url, result.student, result.graded)
+            return
+        except Exception as exc:  # noqa: BLE001 - one student's bad gradebook must not stop the batch
+            cause = one_line(f"the gradebook merge failed: {type(exc).__name__}: {exc}")
+            if attempt == 0:
+                time.sleep(1.0)
+    result.not_graded.update(dict.fromkeys(result.graded, cause))
+    result.graded, result.ok, result.error = [], False, cause
 
 
 def run(options: Options) -> Outcome:
@@ -201,115 +212,147 @@ def run(options: Options) -> Outcome:
         raise SystemExit(f"{release} has no notebooks: build the release first (make release)")
     scratch = Path(tempfile.mkdtemp(prefix="course-grade-"))
     os.chmod(scratch, 0o700)
-    background = ThreadPoolExecutor(1)
-    starting = None
+    local = None
     try:
         folders, plans = _submissions(options, scratch)
         notebooks = _notebooks(options)
         names = notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
-        # The grader's own copy of the MNIST cache, world-readable: kernels (users of their own) read it.
-        data_dir = Path.home().resolve() / ".cache" / "normalization-course-grading"
-        env = _worker_env(options, data_dir)
-        # The judge's reference results (training runs), computed once and kept with the private gradebooks.
-        env["COURSE_JUDGE_CACHE"] = str(data_dir.with_name(data_dir.name + "-judge"))
-        mode = sandbox.probe() if options.sandbox else "NOT ISOLATED (--no-sandbox: kernels run with limits only)"
-        isolate = mode == "isolated"
-        if not isolate:
-            if options.require_isolation:
-                raise SystemExit(f"refusing to grade with --require-isolation: kernels would be {mode}")
-            print(f"WARNING: grading kernels are {mode}. Student code can then read whatever the grader can "
-                  f"(source/, the gradebook, other students' work) and reach the network. Grade as root (or use "
-                  f"--require-isolation to refuse).", file=sys.stderr, flush=True)
+        if not options.distributed:
+            local = Machine.prepare(scratch, root, one_thread=options.jobs > 1, isolate=options.sandbox,
+                                    fork_server=not options.fresh_kernels)
+            _check_isolation(local.mode, options.require_isolation)
         template = scratch / "template.db"
-        gradebooks = data_dir.with_name(data_dir.name + "-gradebooks")  # private: gradebooks hold the hidden tests
-        # The fork server starts (about 3 s) while the workers start; their first kernels wait for it.
-        socket_path = scratch / "zygote.sock"
-        starting = None if options.fresh_kernels else background.submit(
-            zygote.start, socket_path, env, scratch / "zygote.log", data_dir.with_name(data_dir.name + "-matplotlib"))
-        with ThreadPoolExecutor(2) as pool:  # independent: the assignment, the data cache
-            data = pool.submit(_prepare_data, env)
-            gradebook.template(root, template, gradebooks)
-            course_db = pool.submit(gradebook.ensure_recorded, root, db_url, template)
-            data.result()
-            course_db.result()
-        # An isolated kernel sees an allowlist only (sandbox.py): the Python installation, the environment, the
-        # packages a kernel imports (course_lib, the recorder) and the data, read-only. Not the course root (source/,
-        # the gradebook, the judge), not the class, not the grader's scratch. Found, not imported (course_lib
-        # imports torch).
-        packages = {Path(importlib.util.find_spec(m).origin).resolve().parent for m in KERNEL_PACKAGES}
-        expose = [Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix)] + sorted(packages) + [data_dir]
-        history = gradebooks / "seconds.json"
+        gradebook.template(root, template, GRADEBOOKS)
+        gradebook.ensure_recorded(root, db_url, template)
+        history = GRADEBOOKS / "seconds.json"
         order = claim_order(names, history)
-
-        def make_job(student: str, share: int) -> Job:
-            work = scratch / "students" / f"{student}.{share}"
-            work.mkdir(parents=True)
-            return Job(student=student, submission=str(folders[student].resolve()), release=str(release),
-                       source=str(root / "source"), template_db=str(template), scratch=str(work), notebooks=order,
-                       cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
-                       memory_mb=options.memory_mb, isolate=isolate, expose=[str(p) for p in expose],
-                       feedback=options.feedback,
-                       skip_experiments=options.skip_experiments, zygote=str(socket_path) if starting else "",
-                       claims=str(scratch / "claims" / student))
-
-        limit = options.notebook_timeout * len(names) + 300
-        scheduler = Scheduler(list(folders), make_job, scratch / "claims", len(names))
         parts: dict[str, list[Result]] = {}
 
-        def finished_students():
-            for job, result in run_jobs(scheduler, options.jobs, lambda job: _grade_one(job, env, limit)):
-                parts.setdefault(job.student, []).append(result)
-                work = Path(job.scratch) / "course"
-                if result.graded:
-                    try:
-                        gradebook.merge(work / "gradebook.db", db_url, job.student, result.graded)
-                    except Exception as exc:  # noqa: BLE001 - one student's bad gradebook must not stop the batch
-                        result.ok, result.error = False, f"merge failed: {type(exc).__name__}: {exc}"
-                _install(work / "autograded" / job.student, root / "autograded" / job.student)
-                _install(work / "feedback" / job.student, root / "feedback" / job.student)
-                if scheduler.done(job):
-                    yield job.student
+        def finish(result: Result, work: Path) -> None:
+            """Merge one worker's gradebook and install its autograded notebooks and feedback (work: its course)."""
+            parts.setdefault(result.student, []).append(result)
+            if result.graded:
+                _merge(work, db_url, result)
+            _install(work / "autograded" / result.student, root / "autograded" / result.student)
+            _install(work / "feedback" / result.student, root / "feedback" / result.student)
 
-        for _ in _progress(finished_students(), len(folders), options.progress):
+        if local:
+            finished = _grade_here(options, local, folders, order, release, root, template, scratch, finish, parts)
+        else:
+            from course_grader.distributed import grade_on_dask
+
+            finished = grade_on_dask(options, folders, order, release, root, template, scratch, finish, parts)
+        for _ in _progress(finished, len(folders), options.progress):
             pass
-        results = {student: _combine(student, parts.get(student, [])) for student in folders}
+        results = {student: _combine(student, parts.get(student, []), order) for student in folders}
         remember(history, results)
-        server, why = starting.result() if starting else (None, "--fresh-kernels")
-        kernels = "forked from a warm fork server" if server else f"fresh processes ({why})"
+        if local:
+            mode, kernels = local.mode, local.kernels()
+        else:
+            modes = sorted({r.machine.get("mode", "?") for p in parts.values() for r in p if r.machine})
+            mode = "; ".join(modes) or "no worker answered"
+            kernels = f"on Dask workers ({', '.join(sorted({r.machine.get('kernels', '?') for p in parts.values() for r in p if r.machine}))})"
         students = list(folders)
         scores = gradebook.scores(db_url, students)
-        scores = {s: {n: nb for n, nb in per.items() if n in names} for s, per in scores.items()}
+        scores = {s: {n: nb for n, nb in per.items() if n in names and n not in results[s].not_graded}
+                  for s, per in scores.items()}
         rows = report.build_rows(students, scores, {s: r.notes for s, r in results.items()},
                                  {s: r.problems for s, r in results.items()},
-                                 {s: r.error for s, r in results.items() if not r.ok})
+                                 {s: r.not_graded for s, r in results.items()})
         report.write_csv(rows, options.csv or root / "grades.csv")
         return Outcome(rows, results, scores, mode, time.monotonic() - started, plans, kernels)
     finally:
-        if starting:
-            zygote.stop(starting.result()[0])
-        background.shutdown()
-        sandbox.kill_kernels_under(scratch)
-        sandbox.sweep_cgroups()
+        if local:
+            local.stop()
         if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _combine(student: str, parts: list[Result]) -> Result:
-    """One student's result from the workers that shared the student's notebooks."""
-    if len(parts) == 1:
-        return parts[0]
-    out = Result(student, ok=all(p.ok for p in parts))
-    out.error = "; ".join(p.error for p in parts if p.error)
+def _check_isolation(mode: str, required: bool) -> None:
+    """Refuse (--require-isolation) or warn loudly when kernels cannot be isolated."""
+    if mode == "isolated":
+        return
+    if required:
+        raise SystemExit(f"refusing to grade with --require-isolation: kernels would be {mode}")
+    print(f"WARNING: grading kernels are {mode}. Student code can then read whatever the grader can "
+          f"(source/, the gradebook, other students' work) and reach the network. Grade as root (or use "
+          f"--require-isolation to refuse).", file=sys.stderr, flush=True)
+
+
+def _grade_here(options: Options, machine: Machine, folders: dict[str, Path], order: list[str], release: Path,
+                root: Path, template: Path, scratch: Path, finish, parts: dict[str, list[Result]]):
+    """Grade on this machine with `--jobs` worker processes; yield each student when they are finished."""
+
+    def make_job(student: str, share: int, notebooks: list[str] | None = None) -> Job:
+        """Job number `share` of a student: one of the workers sharing its notebooks, or (with `notebooks`)
+        a fresh worker grading those alone after a grader failure."""
+        work = scratch / "students" / f"{student}.{share}"
+        work.mkdir(parents=True)
+        return job_for(options, student, folders[student], release, root / "source", template, work,
+                       notebooks or order, machine, claims="" if notebooks else str(scratch / "claims" / student))
+
+    limit = worker_limit(options, len(order))
+    scheduler = Scheduler(list(folders), make_job, scratch / "claims", len(order))
+    retries: dict[str, int] = {}
+    for job, result in run_jobs(scheduler, options.jobs, lambda job: grade_in_worker(job, machine.env, limit)):
+        finish(result, Path(job.scratch) / "course")
+        if not scheduler.done(job):
+            continue
+        missing = _missing(order, parts[job.student])
+        if missing and retries.get(job.student, 0) < WORKER_RETRIES:
+            retries[job.student] = retries.get(job.student, 0) + 1
+            scheduler.retry(job.student, missing)  # a fresh worker for what the grader failed to grade
+            continue
+        scheduler.close(job.student)
+        yield job.student
+
+
+def job_for(options: Options, student: str, submission: Path, release: Path, source: Path, template: Path,
+            work: Path, notebooks: list[str], machine: Machine, claims: str = "") -> Job:
+    """One worker's job on `machine`."""
+    return Job(student=student, submission=str(submission.resolve()), release=str(release), source=str(source),
+               template_db=str(template), scratch=str(work), notebooks=notebooks, cell_timeout=options.cell_timeout,
+               notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb, isolate=machine.isolate,
+               expose=machine.expose, feedback=options.feedback, skip_experiments=options.skip_experiments,
+               zygote=machine.zygote, claims=claims)
+
+
+def worker_limit(options: Options, notebooks: int) -> float:
+    """Seconds a worker may run: every notebook to its limit, and five minutes more."""
+    return options.notebook_timeout * notebooks + 300
+
+
+def _missing(order: list[str], parts: list[Result]) -> list[str]:
+    """The notebooks of `order` that none of a student's workers got into the gradebook."""
+    graded = {name for part in parts for name in part.graded}
+    return [name for name in order if name not in graded]
+
+
+def _combine(student: str, parts: list[Result], order: list[str]) -> Result:
+    """One student's result from every worker that graded some of the student's notebooks (a retry's too).
+
+    A notebook no worker graded is not graded, with the last cause a worker gave for it (or for itself).
+    """
+    out = Result(student)
     for part in parts:
         out.notes += part.notes
         out.problems.update(part.problems)
         out.seconds.update({k: v for k, v in part.seconds.items() if k != "total"})
         out.graded += part.graded
+        out.retried += part.retried
+        out.machine = part.machine or out.machine
+    causes: dict[str, str] = {}
+    for part in parts:
+        causes.update(dict.fromkeys(_missing(order, [part]), part.error) if part.error and not part.graded else {})
+        causes.update(part.not_graded)
+    out.not_graded = {name: causes.get(name) or "no worker graded it" for name in _missing(order, parts)}
+    out.ok = not out.not_graded
+    out.error = "; ".join(dict.fromkeys(out.not_graded.values()))
     out.seconds["total"] = max(p.seconds.get("total", 0.0) for p in parts) if parts else 0.0
-    out.graded.sort()
-    out.notes.sort()
+    out.graded = sorted(set(out.graded))
+    out.notes = sorted(dict.fromkeys(out.notes))
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +18,13 @@ class Row:
     total: float = 0.0
     max_total: float = 0.0
     reasons: list[str] = field(default_factory=list)
+    not_graded: dict[str, str] = field(default_factory=dict)  # question -> the grader failure that stopped it
 
     @property
     def status(self) -> str:
+        if self.not_graded:
+            return "not graded"
         return "ok" if not self.reasons else "attention"
-
-
-def _root_cause(log: str) -> str:
-    """The most telling line of a failed run's log: the first exception that is not nbgrader's summary."""
-    lines = [l.strip() for l in log.strip().splitlines() if l.strip()]
-    causes = [l for l in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", l) and "NbGraderException" not in l]
-    return causes[0] if causes else (lines[-1] if lines else "no log")
 
 
 def question(notebook: str) -> str:
@@ -38,18 +33,25 @@ def question(notebook: str) -> str:
 
 
 def build_rows(students: list[str], scores: dict[str, dict[str, NotebookScore]], notes: dict[str, list[str]],
-               problems: dict[str, dict[str, str]], errors: dict[str, str]) -> list[Row]:
-    """Rows for every student, whether or not grading produced scores for them."""
+               problems: dict[str, dict[str, str]], not_graded: dict[str, dict[str, str]]) -> list[Row]:
+    """Rows for every student, whether or not grading produced scores for them.
+
+    A notebook the grader could not grade (not_graded: notebook -> cause) has no score, and neither has the
+    student's total: the row says "not graded: Qn: <cause>" instead.
+    """
     rows = []
     for student in students:
         row = Row(student)
+        for name, cause in sorted(not_graded.get(student, {}).items()):
+            row.not_graded[question(name)] = cause
+            row.reasons.append(f"not graded: {question(name)}: {cause}")
         for name, nb in sorted(scores.get(student, {}).items()):
+            if question(name) in row.not_graded:
+                continue
             row.scores[question(name)] = nb.score
             row.total += nb.score
             row.max_total += nb.max_score
-        if errors.get(student):
-            row.reasons.append("grading failed: " + _root_cause(errors[student])[:200])
-        if student not in scores:
+        if student not in scores and not row.not_graded:
             row.reasons.append("no grades recorded")
         for name, why in sorted(problems.get(student, {}).items()):
             row.reasons.append(f"{question(name)}: {why}")
@@ -69,7 +71,7 @@ def _short(note: str) -> str:
 
 def questions(rows: list[Row]) -> list[str]:
     """Question columns in numeric order (Q1 ... Q9)."""
-    found = {q for row in rows for q in row.scores}
+    found = {q for row in rows for q in [*row.scores, *row.not_graded]}
     return sorted(found, key=lambda q: (len(q), q))
 
 
@@ -81,8 +83,8 @@ def write_csv(rows: list[Row], path: Path) -> None:
         writer.writerow(["student", *cols, "total", "max", "status", "reasons"])
         for row in rows:
             cells = [_fmt(row.scores[q]) if q in row.scores else "" for q in cols]
-            writer.writerow([row.student, *cells, _fmt(row.total), _fmt(row.max_total), row.status,
-                             "; ".join(row.reasons)])
+            total = "" if row.not_graded else _fmt(row.total)  # never a score for a student not fully graded
+            writer.writerow([row.student, *cells, total, _fmt(row.max_total), row.status, "; ".join(row.reasons)])
 
 
 def _fmt(x: float) -> str:
@@ -97,8 +99,9 @@ def table(rows: list[Row]) -> str:
     lines = [head, "-" * len(head)]
     for row in rows:
         cells = " ".join(f"{_fmt(row.scores[q]) if q in row.scores else '-':>5}" for q in cols)
-        flag = "  !" if row.reasons else ""
-        lines.append(f"{row.student:<{width}} {cells} {_fmt(row.total):>7} {_fmt(row.max_total):>5}{flag}")
+        flag = "  not graded" if row.not_graded else "  !" if row.reasons else ""
+        total = "-" if row.not_graded else _fmt(row.total)
+        lines.append(f"{row.student:<{width}} {cells} {total:>7} {_fmt(row.max_total):>5}{flag}")
     attention = [r for r in rows if r.reasons]
     if attention:
         lines += ["", "Needs attention:"]

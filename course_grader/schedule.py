@@ -1,7 +1,7 @@
 """Which worker grades what: each student's own job in class order, then help for the students still running.
 
-`--jobs N` threads each run one worker process at a time (pipeline._grade_one). A thread takes the next
-student who is waiting; when nobody is waiting it starts a helper for the running student with the most
+`--jobs N` threads each run one worker process at a time (pipeline.grade_in_worker). A thread takes a retry first
+(a fresh worker for the notebooks a grader failure left ungraded), then the next student who is waiting; when nobody is waiting it starts a helper for the running student with the most
 notebooks nobody has claimed yet (workers claim a student's notebooks one at a time: autograde._claim). So
 one submission graded alone uses every core, and at the end of a class the last students (a hung one who
 holds a worker for its cell limit) are finished by the workers that would otherwise be idle.
@@ -24,41 +24,84 @@ from course_grader.autograde import Job, Result
 
 
 class Scheduler:
-    """Hands out jobs to worker threads and says when a student's last job has ended."""
+    """Hands out jobs to worker threads and says when a student's last job has ended.
 
-    def __init__(self, students: list[str], make_job: Callable[[str, int], Job], claims: Path, notebooks: int):
+    A student stays open from its first job until the consumer closes it (`close`) or asks for one more worker
+    for the notebooks still not graded (`retry`, after a grader failure); threads with nothing to start wait
+    while any student is open, so a retry always finds a thread.
+    """
+
+    def __init__(self, students: list[str], make_job: Callable[..., Job], claims: Path, notebooks: int):
         self.waiting = deque(students)
-        self.make_job = make_job
+        self.retries: deque[tuple[str, list[str]]] = deque()
+        self.make_job = make_job  # make_job(student, share) or, for a retry, make_job(student, share, notebooks)
         self.claims = claims
         self.notebooks = notebooks
         self.running: dict[str, int] = {}  # student -> jobs running now
         self.started: dict[str, int] = {}  # student -> jobs started so far
-        self.lock = threading.Lock()
+        self.open: set[str] = set()  # students started and not closed yet
+        self.retrying: set[str] = set()  # students whose fresh worker (a retry) has started
+        self.cond = threading.Condition()
+        self.stopped = False
 
     def _unclaimed(self, student: str) -> int:
         return self.notebooks - len(os.listdir(self.claims / student))
 
+    def _start(self, student: str, *notebooks: list[str]) -> Job:
+        self.running[student] = self.running.get(student, 0) + 1
+        self.started[student] = self.started.get(student, 0) + 1
+        return self.make_job(student, self.started[student] - 1, *notebooks)
+
     def next(self) -> Job | None:
-        """The next job, or None when there is nothing left to start."""
-        with self.lock:
-            if self.waiting:
-                student = self.waiting.popleft()
-                (self.claims / student).mkdir(parents=True)
-            else:
-                helpable = [(self._unclaimed(s), s) for s, n in self.running.items() if n > 0]
-                helpable = [(left, s) for left, s in helpable if left > 0]
-                if not helpable:
+        """The next job, or None when there is nothing left to start (waits while a student may still need one)."""
+        with self.cond:
+            while not self.stopped:
+                if self.retries:
+                    student, notebooks = self.retries.popleft()
+                    self.retrying.add(student)  # its fresh worker grades those notebooks alone: no helpers
+                    return self._start(student, notebooks)
+                if self.waiting:
+                    student = self.waiting.popleft()
+                    (self.claims / student).mkdir(parents=True)
+                    self.open.add(student)
+                    return self._start(student)
+                # Help a student whose workers have begun (claimed a notebook) and left some unclaimed; never one
+                # being retried, and never more workers than notebooks (workers that die before they claim
+                # anything would otherwise be replaced by helpers forever).
+                helpable = [(self._unclaimed(s), s) for s, n in self.running.items()
+                            if n > 0 and s not in self.retrying and self.started[s] < self.notebooks]
+                helpable = [(left, s) for left, s in helpable if 0 < left < self.notebooks]
+                if helpable:
+                    return self._start(max(helpable)[1])
+                if not self.open:
                     return None
-                student = max(helpable)[1]
-            self.running[student] = self.running.get(student, 0) + 1
-            self.started[student] = self.started.get(student, 0) + 1
-            return self.make_job(student, self.started[student] - 1)
+                self.cond.wait()
+            return None
 
     def done(self, job: Job) -> bool:
-        """Record that a job ended; True when it was its student's last."""
-        with self.lock:
+        """Record that a job ended; True when it was its student's last (the student is then closed or retried)."""
+        with self.cond:
             self.running[job.student] -= 1
+            self.cond.notify_all()
             return self.running[job.student] == 0
+
+    def retry(self, student: str, notebooks: list[str]) -> None:
+        """One more worker for `student`'s `notebooks`, before any student still waiting."""
+        with self.cond:
+            self.retries.append((student, notebooks))
+            self.cond.notify_all()
+
+    def close(self, student: str) -> None:
+        """The student is finished: no job of theirs will start again."""
+        with self.cond:
+            self.open.discard(student)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        """Start nothing more (the consumer has gone)."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
 
 def run_jobs(scheduler: Scheduler, threads: int, grade_one: Callable[[Job], Result]) -> Iterator[tuple[Job, Result]]:
@@ -80,12 +123,15 @@ def run_jobs(scheduler: Scheduler, threads: int, grade_one: Callable[[Job], Resu
     for thread in pool:
         thread.start()
     alive = len(pool)
-    while alive:
-        item = results.get()
-        if item is None:
-            alive -= 1
-        else:
-            yield item
+    try:
+        while alive:
+            item = results.get()
+            if item is None:
+                alive -= 1
+            else:
+                yield item
+    finally:
+        scheduler.stop()
     for thread in pool:
         thread.join()
 

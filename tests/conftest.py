@@ -1,10 +1,41 @@
 """Test-wide settings: the course root is importable, grading mode is on, plots go nowhere."""
 
 import os
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("COURSE_GRADING_MODE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def course():
+    """A throw-away copy of the course (not under /tmp: grading kernels get a private /tmp and must still import
+    the course packages)."""
+    from course_grader import demo
+
+    base = Path(tempfile.mkdtemp(prefix="test-grade-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        yield demo.course_copy(base, ROOT)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def graded(course):
+    """The whole demo class, graded with 2 jobs (on the notebooks where something happens)."""
+    from course_grader.pipeline import Options, run
+    from demo_class import LIMITS, graded_notebooks
+
+    started = time.monotonic()
+    outcome = run(Options(root=course, jobs=2, notebooks=graded_notebooks(course), **LIMITS))
+    print(f"demo class graded in {time.monotonic() - started:.0f} s; kernels: {outcome.sandbox}")
+    return outcome

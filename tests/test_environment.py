@@ -48,7 +48,7 @@ def test_the_student_install_pins_the_students_part_of_the_course():
     assert student == _pins(_pyproject()["project"]["dependencies"])
     assert student == _conda_pip_pins(ROOT / "student" / "environment.yml")
     assert _pyproject(ROOT / "student")["tool"]["course"] == _pyproject()["tool"]["course"]
-    assert not {"nbval", "pytest", "psycopg2-binary", "playwright"} & set(student), "instructor tools in the student install"
+    assert not {"nbval", "pytest", "psycopg2-binary", "playwright", "dask", "distributed"} & set(student), "instructor tools in the student install"
 
 
 def test_data_package_pin_is_the_same_everywhere():

@@ -23,53 +23,9 @@ from course_grader import demo, gradebook
 from course_grader.pipeline import Options, run
 from course_grader.repair import repair
 from course_mutation.harness import run_variant
+from demo_class import LIMITS, graded_notebooks, points_per_test
 
-ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-LIMITS = dict(cell_timeout=45, notebook_timeout=240, skip_experiments=True, progress=False)
-
-
-@pytest.fixture(scope="session")
-def course():
-    # Not under /tmp: grading kernels get a private /tmp and must still import the course packages.
-    base = Path(tempfile.mkdtemp(prefix="test-grade-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
-    try:
-        yield demo.course_copy(base, ROOT)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _test_notebooks(course: Path) -> list[str]:
-    """The notebooks where the demo's crash, hang and tampering happen (realistic students err in them too).
-
-    Grading every notebook of the class takes a kernel start per notebook and student; these two or three
-    notebooks exercise every case within the test budget on 2 shared cores.
-    """
-    names = sorted(p.stem for p in (course / "release" / "normalization").glob("*.ipynb"))
-    plans = demo.plans(names, [n for n in names if demo.stop_cell(course / "source" / "normalization" / f"{n}.ipynb")],
-                       [n for n in names if _test_points(course)[n]])
-    chosen = {p.stop[0] for p in plans if p.stop} | {p.tampered[0] for p in plans if p.tampered}
-    return sorted(chosen)
-
-
-@pytest.fixture(scope="session")
-def graded(course):
-    """The whole demo class, graded with 2 jobs (on the notebooks where something happens)."""
-    started = time.monotonic()
-    outcome = run(Options(root=course, jobs=2, notebooks=_test_notebooks(course), **LIMITS))
-    print(f"demo class graded in {time.monotonic() - started:.0f} s; kernels: {outcome.sandbox}")
-    return outcome
-
-
-def _test_points(course: Path) -> dict[str, dict[str, float]]:
-    """{notebook: {test grade_id: points}} from the source notebooks, in notebook order."""
-    out = {}
-    for path in sorted((course / "source" / "normalization").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        out[path.stem] = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
-                          for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
-    return out
 
 
 def _tests_before(course: Path, notebook: str, solution: str) -> set[str]:
@@ -86,7 +42,7 @@ def _tests_before(course: Path, notebook: str, solution: str) -> set[str]:
 
 def _expected(course: Path, plan: demo.Plan) -> dict[str, dict[str, float]]:
     """The points each test cell must get for one demo student."""
-    points = _test_points(course)
+    points = points_per_test(course)
     expected = {nb: dict(tests) for nb, tests in points.items()}
     if plan.how == "blank":
         return {nb: dict.fromkeys(tests, 0.0) for nb, tests in points.items()}
@@ -121,7 +77,7 @@ def test_demo_student_gets_exactly_the_expected_points(graded, course, student):
     plan = next(p for p in graded.plans if p.student == student)
     expected = _expected(course, plan)
     got = _got(graded, student)
-    assert set(got) == set(_test_notebooks(course))
+    assert set(got) == set(graded_notebooks(course))
     assert got == {nb: expected[nb] for nb in got}, f"{student}: {plan}"
 
 
@@ -137,13 +93,13 @@ def test_problem_students_are_flagged_with_a_reason(graded):
 def test_feedback_html_for_every_student(graded, course):
     for plan in graded.plans:
         pages = list((course / "feedback" / plan.student / "normalization").glob("*.html"))
-        assert len(pages) == len(_test_notebooks(course)), plan.student
+        assert len(pages) == len(graded_notebooks(course)), plan.student
 
 
 def test_serial_regrade_gives_identical_grades(graded, course):
     """A second run, with one job, on a subset of students: the same points, test by test."""
     students = ["reference", "alice", "crasher"]
-    again = run(Options(root=course, jobs=1, students=students, notebooks=_test_notebooks(course)[:1],
+    again = run(Options(root=course, jobs=1, students=students, notebooks=graded_notebooks(course)[:1],
                         csv=course / "serial.csv", **LIMITS))
     for student in students:
         got = _got(again, student)
@@ -161,7 +117,7 @@ def test_one_student_on_two_jobs_with_fresh_kernels(graded, course):
     """Fewer students than jobs: the student's notebooks are shared by two workers. Kernels exec'd afresh
     (--fresh-kernels) instead of forked from the warm server: the same points, test by test."""
     assert graded.kernels == "forked from a warm fork server", graded.kernels
-    notebooks = _test_notebooks(course)
+    notebooks = graded_notebooks(course)
     again = run(Options(root=course, jobs=2, students=["alice"], notebooks=notebooks, fresh_kernels=True,
                         csv=course / "fresh.csv", feedback=False, **LIMITS))
     assert again.kernels.startswith("fresh processes"), again.kernels
@@ -171,12 +127,12 @@ def test_one_student_on_two_jobs_with_fresh_kernels(graded, course):
 
 def test_missing_and_malformed_notebooks_score_zero(graded, course, tmp_path):
     """A real class (--class) where a student sent one good notebook, one broken file and nothing else."""
-    good, broken, *missing = _test_notebooks(course)
+    good, broken, *missing = graded_notebooks(course)
     folder = tmp_path / "class" / "zoe" / "normalization"
     folder.mkdir(parents=True)
     shutil.copy(course / "submitted" / "reference" / "normalization" / f"{good}.ipynb", folder)
     (folder / f"{broken}.ipynb").write_text("{not json")
-    outcome = run(Options(root=course, class_dir=tmp_path / "class", jobs=2, notebooks=_test_notebooks(course),
+    outcome = run(Options(root=course, class_dir=tmp_path / "class", jobs=2, notebooks=graded_notebooks(course),
                           csv=course / "zoe.csv", feedback=False, **LIMITS))
     got = _got(outcome, "zoe")
     assert got[good] == graded.scores["reference"][good].tests

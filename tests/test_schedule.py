@@ -30,9 +30,10 @@ def _fake_worker(seconds: dict[tuple[str, str], float], log: list):
 
 
 def _scheduler(tmp_path: Path, students: list[str]) -> Scheduler:
-    def make_job(student: str, share: int) -> Job:
+    def make_job(student: str, share: int, notebooks: list[str] | None = None) -> Job:
         return Job(student=student, submission="", release="", source="", template_db="",
-                   scratch=f"{student}.{share}", notebooks=NOTEBOOKS, claims=str(tmp_path / "claims" / student))
+                   scratch=f"{student}.{share}", notebooks=notebooks or NOTEBOOKS,
+                   claims="" if notebooks else str(tmp_path / "claims" / student))
 
     return Scheduler(students, make_job, tmp_path / "claims", len(NOTEBOOKS))
 
@@ -42,6 +43,7 @@ def _run(scheduler: Scheduler, threads: int, grade_one) -> tuple[list, list]:
     for job, result in run_jobs(scheduler, threads, grade_one):
         results.append((job, result))
         if scheduler.done(job):
+            scheduler.close(job.student)
             finished.append(job.student)
     return results, finished
 
@@ -64,7 +66,8 @@ def test_idle_workers_help_a_student_who_hangs(tmp_path):
     assert sorted(finished) == ["alice", "bob", "looper"] and len(finished) == 3
     looper = {n: w for s, w, n in log if s == "looper"}
     assert sorted(looper) == NOTEBOOKS
-    assert looper["Q1"] == "looper.0" and set(looper.values()) - {"looper.0"}, looper  # a helper took the rest
+    stuck = looper["Q1"]  # looper.0, or a helper that claimed Q1 first: whichever holds it, the other does the rest
+    assert [n for n, w in looper.items() if w == stuck] == ["Q1"] and len(set(looper.values())) == 2, looper
     assert all(len([1 for s, _, n in log if s == st and n == nb]) == 1 for st in ("alice", "bob") for nb in NOTEBOOKS)
 
 
@@ -78,6 +81,64 @@ def test_a_failing_worker_costs_one_reason_not_the_batch(tmp_path):
     assert sorted(finished) == ["alice", "bob", "carol"]
     errors = {job.student: r.error for job, r in results if not r.ok}
     assert set(errors) == {"bob"} and "worker exploded" in errors["bob"]
+
+
+def test_a_retry_finds_a_thread_when_every_other_student_is_done(tmp_path):
+    """bob's only worker claims all his notebooks and dies (a grader failure) after alice is finished and the
+    other thread has nothing left to start: that thread waits, and runs the fresh worker the consumer asks for."""
+    log: list = []
+    ran: list[Job] = []
+
+    def grade_one(job: Job) -> Result:
+        ran.append(job)
+        if job.student == "bob" and job.claims:
+            for name in job.notebooks:
+                _claim(job.claims, name)
+            time.sleep(0.3)  # alice is finished meanwhile, and no notebook of bob's is left to help with
+            return Result("bob", ok=False, error="the grading worker died (killed by SIGKILL)")
+        return _fake_worker({}, log)(job)
+
+    scheduler = _scheduler(tmp_path, ["alice", "bob"])
+    graded: dict[str, set] = {}
+    finished = []
+    for job, result in run_jobs(scheduler, 2, grade_one):
+        graded.setdefault(job.student, set()).update(result.graded)
+        if scheduler.done(job):
+            missing = [n for n in NOTEBOOKS if n not in graded[job.student]]
+            if missing and not [j for j in ran if j.student == job.student and not j.claims]:
+                scheduler.retry(job.student, missing)
+                continue
+            scheduler.close(job.student)
+            finished.append(job.student)
+    assert sorted(finished) == ["alice", "bob"] and graded["bob"] == set(NOTEBOOKS)
+    retry = [j for j in ran if j.student == "bob" and not j.claims]
+    assert len(retry) == 1 and retry[0].notebooks == NOTEBOOKS, ran
+    assert len([j for j in ran if j.student == "bob"]) == 2, ran  # no helper beside the fresh worker
+
+
+def test_workers_that_die_before_claiming_are_not_replaced_by_helpers(tmp_path):
+    """carol's workers die at once, before they claim a notebook: idle threads do not pile helpers on her (only
+    the consumer's one retry runs), and alice is graded meanwhile."""
+    ran: list[Job] = []
+
+    def grade_one(job: Job) -> Result:
+        ran.append(job)
+        if job.student == "carol":
+            time.sleep(0.05)
+            return Result("carol", ok=False, error="the grading worker died (killed by SIGKILL)")
+        return _fake_worker({("alice", n): 0.05 for n in NOTEBOOKS}, [])(job)
+
+    scheduler = _scheduler(tmp_path, ["carol", "alice"])
+    finished = []
+    for job, result in run_jobs(scheduler, 3, grade_one):
+        if scheduler.done(job):
+            if job.student == "carol" and len([j for j in ran if j.student == "carol"]) == 1:
+                scheduler.retry("carol", NOTEBOOKS)
+                continue
+            scheduler.close(job.student)
+            finished.append(job.student)
+    assert sorted(finished) == ["alice", "carol"]
+    assert len([j for j in ran if j.student == "carol"]) == 2, [j.scratch for j in ran]
 
 
 def test_claim_order_puts_the_slowest_first(tmp_path):

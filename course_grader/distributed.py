@@ -1,0 +1,243 @@
+"""Grading on many machines with Dask distributed: one task per student, results returned as data.
+
+The instructor's process (pipeline.run with `--scheduler tcp://HOST:PORT`, or `--dask-workers N` for a
+cluster started here) sends the course once (the release, source/ and the template gradebook, as bytes) and
+one task per student with that student's notebooks as bytes. Each Dask worker prepares its own machine
+once (machine.Machine, through the worker plugin below: the data cache, the sandbox, a fork server) and runs
+each task exactly as the local pipeline runs a student: the same worker process (autograde.py), the same
+sandboxed kernels. The task returns the result, the worker's private gradebook, the autograded notebooks
+and the feedback pages as bytes; the parent merges them into the course gradebook one student at a time, as
+the local pipeline does. No filesystem is shared.
+
+Failures: a task whose worker dies is run again on another worker by Dask itself (the scheduler's
+`allowed-failures`, 3 by default); after that, or when the task raises, the student is "not graded" with the
+cause. Notebooks a task returns ungraded (grader failures left after the worker's own fresh-kernel retry)
+are sent once more as a new task, like the local pipeline's fresh worker.
+
+A worker refuses a task when its course code (course_lib, the recorder, the judge, the grader) differs from
+the instructor's, since its judge would then grade with other tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import course_grader
+from course_grader.autograde import Job, Result
+from course_grader.failures import one_line
+
+PLUGIN = "normalization-course-grading"
+CODE_PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader")
+WORKER_RETRIES = 1  # new tasks for the notebooks a task returned ungraded
+
+
+def code_root() -> Path:
+    """The folder holding the course packages this process imports."""
+    return Path(course_grader.__file__).resolve().parents[1]
+
+
+def code_version(root: Path | None = None) -> str:
+    """A hash of the course packages' Python files: what a worker's judge and probes are."""
+    root = root or code_root()
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by its path relative to it."""
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".ipynb_checkpoints" not in p.parts}
+
+
+def _write(files: dict[str, bytes], folder: Path) -> None:
+    """Write `files` (relative path -> bytes) under `folder`, and nowhere else."""
+    base = folder.resolve()
+    for name, data in files.items():
+        target = (folder / name).resolve()
+        if not target.is_relative_to(base):
+            raise ValueError(f"refusing to write outside {folder}: {name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+@dataclass
+class Course:
+    """What a worker needs of the course, as data: sent once, kept on each worker for the run."""
+
+    release: dict[str, bytes]
+    source: dict[str, bytes]
+    template_db: bytes
+    code: str
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha256(self.code.encode() + self.template_db)
+        for part in (self.release, self.source):
+            for name, data in sorted(part.items()):
+                digest.update(name.encode() + b"\0" + data)
+        return digest.hexdigest()[:16]
+
+
+@dataclass
+class Settings:
+    """The grading options a worker applies (the CLI's, as the instructor gave them)."""
+
+    cell_timeout: int
+    notebook_timeout: float
+    memory_mb: int
+    sandbox: bool
+    require_isolation: bool
+    feedback: bool
+    skip_experiments: bool
+    fresh_kernels: bool
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # the instructor extra is not installed: local grading only
+    WorkerPlugin = object
+
+
+class GradingPlugin(WorkerPlugin):
+    """On each worker: a private scratch folder and the machine's grading setup (data, sandbox, fork server)."""
+
+    name = PLUGIN
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.machine = None
+        self.scratch: Path | None = None
+        self.courses: dict[str, Path] = {}
+        self.tasks = 0
+
+    def setup(self, worker) -> None:
+        from course_grader.machine import Machine
+
+        self.scratch = Path(tempfile.mkdtemp(prefix="course-grade-dask-"))
+        os.chmod(self.scratch, 0o700)
+        # One kernel thread per task slot: the worker's threads (tasks at once) share its cores.
+        self.machine = Machine.prepare(self.scratch, code_root(), one_thread=True, isolate=self.settings.sandbox,
+                                       fork_server=not self.settings.fresh_kernels)
+        self.address = worker.address
+
+    def teardown(self, worker) -> None:
+        if self.machine:
+            self.machine.stop()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def course(self, course: Course) -> Path:
+        """The course's files on this worker (written once per run)."""
+        if course.key not in self.courses:
+            folder = self.scratch / f"course-{course.key}"
+            _write(course.release, folder / "release")
+            _write(course.source, folder / "source")
+            (folder / "template.db").write_bytes(course.template_db)
+            self.courses[course.key] = folder
+        return self.courses[course.key]
+
+
+def grade_task(course: Course, student: str, submission: dict[str, bytes], notebooks: list[str],
+               settings: Settings) -> dict:
+    """One student on this Dask worker: the local pipeline's worker process, its outputs returned as bytes."""
+    from distributed import get_worker
+
+    from course_grader.pipeline import Options, grade_in_worker, job_for, worker_limit
+
+    plugin: GradingPlugin = get_worker().plugins[PLUGIN]
+    mine = code_version()
+    if mine != course.code:
+        raise RuntimeError(f"worker {plugin.address} has other course code ({mine}, the instructor's is {course.code}):"
+                           f" update its checkout")
+    machine = plugin.machine
+    if settings.require_isolation and not machine.isolate:
+        raise RuntimeError(f"worker {plugin.address} cannot isolate kernels ({machine.mode}) and isolation is required")
+    folder = plugin.course(course)
+    plugin.tasks += 1
+    work = plugin.scratch / "students" / f"{student}.{plugin.tasks}"
+    _write(submission, work / "submitted")
+    options = Options(root=folder, **{k: v for k, v in asdict(settings).items() if k != "fresh_kernels"})
+    job = job_for(options, student, work / "submitted", folder / "release", folder / "source", folder / "template.db",
+                  work, notebooks, machine)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = grade_in_worker(job, machine.env, worker_limit(options, len(notebooks)))
+        result.machine = {"worker": plugin.address, "mode": machine.mode, "kernels": machine.kernels()}
+        out = work / "course"
+        return {"result": asdict(result),
+                "gradebook": (out / "gradebook.db").read_bytes() if (out / "gradebook.db").exists() else b"",
+                "autograded": _files(out / "autograded" / student), "feedback": _files(out / "feedback" / student)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def course_data(release: Path, source: Path, template: Path) -> Course:
+    return Course(release=_files(release), source=_files(source), template_db=template.read_bytes(),
+                  code=code_version())
+
+
+def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: Path, root: Path, template: Path,
+                  scratch: Path, finish, parts: dict[str, list[Result]]):
+    """Grade every student as a Dask task; yield each student when they are finished (merged, installed)."""
+    from distributed import Client, LocalCluster, as_completed
+
+    from course_grader.pipeline import _missing
+
+    settings = Settings(cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
+                        memory_mb=options.memory_mb, sandbox=options.sandbox,
+                        require_isolation=options.require_isolation, feedback=options.feedback,
+                        skip_experiments=options.skip_experiments, fresh_kernels=options.fresh_kernels)
+    cluster = None
+    if options.scheduler:
+        client = Client(options.scheduler, timeout=60)
+    else:
+        cluster = LocalCluster(n_workers=options.dask_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, host="127.0.0.1")
+        client = Client(cluster)
+    try:
+        client.register_plugin(GradingPlugin(settings), name=PLUGIN)
+        # On every worker at once: tasks then go to whichever worker is free, not to the one holding the course.
+        course = client.scatter(course_data(release, root / "source", template), broadcast=True)
+        tasks = {}
+        for student, folder in folders.items():
+            files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+            tasks[client.submit(grade_task, course, student, files, order, settings, key=f"grade-{student}-0",
+                                pure=False)] = (student, files, 0)
+        done = as_completed(list(tasks))
+        for future in done:
+            student, files, attempt = tasks.pop(future)
+            work = scratch / "students" / f"{student}.dask{attempt}" / "course"
+            try:
+                answer = future.result()
+                result = Result(**answer["result"])
+                work.mkdir(parents=True)
+                (work / "gradebook.db").write_bytes(answer["gradebook"])
+                _write(answer["autograded"], work / "autograded" / student)
+                _write(answer["feedback"], work / "feedback" / student)
+            except Exception as exc:  # noqa: BLE001 - the task failed for good (its workers died, or it raised)
+                result = Result(student, ok=False, error=one_line(f"the Dask task failed: {type(exc).__name__}: {exc}"))
+            finally:
+                future.release()
+            finish(result, work)
+            missing = _missing(order, parts[student])
+            if missing and attempt < WORKER_RETRIES:
+                retry = client.submit(grade_task, course, student, files, missing, settings,
+                                      key=f"grade-{student}-{attempt + 1}", pure=False)
+                tasks[retry] = (student, files, attempt + 1)
+                done.add(retry)
+                continue
+            yield student
+    finally:
+        client.close()
+        if cluster:
+            cluster.close()

@@ -1,0 +1,85 @@
+"""Grading on Dask workers (issue 10): a scheduler and two worker processes on loopback, as a course would run
+them on several machines (`dask scheduler`, `dask worker tcp://HOST:PORT --nthreads 1 --no-nanny`), grade the
+demo class to exactly the scores of the local run (the session fixture `graded`), although one worker is
+killed while it grades: Dask runs its task again on the other worker, and no student is lost.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from demo_class import LIMITS, graded_notebooks, scores_of
+from process_tools import children, killer, processes
+
+from course_grader.pipeline import Options, run
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A Dask scheduler and two single-threaded worker processes without nannies (a killed one stays dead)."""
+    from distributed import Client
+
+    folder = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    log = open(folder / "cluster.log", "w")
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                               "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)]
+    time.sleep(1.0)
+    for i in range(2):
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
+                                       "--no-dashboard", "--name", f"grader-{i}", "--local-directory",
+                                       str(folder / f"worker-{i}")], stdout=log, stderr=subprocess.STDOUT))
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address, procs[1:]
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is_killed(graded, course, dask_cluster):
+    address, workers = dask_cluster
+    victim = workers[0].pid
+    seen: set[int] = set()
+
+    def victim_on_its_second_student():  # so that it has returned one result before it dies
+        grading = [c for c in children(victim) if c in processes("course_grader.autograde")]
+        seen.update(grading)
+        return victim if len(seen) >= 2 and grading else None
+
+    with killer(victim_on_its_second_student, settle=3.0) as killed:
+        outcome = run(Options(root=course, scheduler=address, notebooks=graded_notebooks(course),
+                              csv=course / "dask.csv", **LIMITS))
+    assert killed == [victim], "the worker was not killed mid-run"
+    students = [p.student for p in graded.plans]
+    for student in students:
+        assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
+        assert scores_of(outcome, student) == scores_of(graded, student), student
+    assert [r.reasons for r in outcome.rows] == [r.reasons for r in graded.rows]
+    ran_on = {r.machine["worker"] for r in outcome.results.values()}
+    assert len(ran_on) == 2 and all(r.machine["mode"] == "isolated" for r in outcome.results.values()), ran_on
+    assert outcome.sandbox == "isolated" and "forked from a warm fork server" in outcome.kernels, outcome.kernels
+    for student in students:  # the autograded notebooks and the feedback came back as data
+        assert len(list((course / "autograded" / student / "normalization").glob("*.ipynb"))) >= 2, student
+        assert len(list((course / "feedback" / student / "normalization").glob("*.html"))) >= 2, student

@@ -1,0 +1,121 @@
+"""No student is lost to the grader (issue 10): the grader's failures are retried, never scored, and named.
+
+Each test makes the grader fail the way it fails in the field and checks that the students get exactly the
+points the quiet run of the demo class gave them (the session fixture `graded`), or, when a student cannot be
+graded at all, that they get no score and a one-line cause:
+- a machine whose cores are all busy with other work (the demo class beside as many CPU burners as cores);
+- the fork server killed while its kernels run (kernels die under student code that did nothing wrong);
+- a grading worker killed mid-run (a fresh worker grades what it left);
+- kernels that cannot start at all (a memory limit too small for Python): "not graded", with the cause.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+
+from course_grader import speed
+from course_grader.failures import root_cause
+from course_grader.pipeline import Options, run
+from demo_class import LIMITS, graded_notebooks, scores_of
+from process_tools import children, cpu_burners, killer, processes
+
+
+def test_the_root_cause_is_one_line_without_kernel_noise():
+    log = ("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. Anyone on the network could "
+           "connect.\n[AutogradeApp | ERROR] There was an error processing assignment\nTraceback (most recent call "
+           "last):\n  File \"x.py\", line 3, in f\n    start()\nRuntimeError: Kernel died before replying to "
+           "kernel_info\nnbgrader.converters.base.NbGraderException: Please see the error log above for details.\n")
+    assert root_cause(log) == "RuntimeError: Kernel died before replying to kernel_info"
+    assert root_cause("[IPKernelApp] WARNING | Kernel is running over TCP without encryption.\n") == \
+        "no reason in the log"
+    assert "\n" not in root_cause("OSError: " + "no space\n" * 100) and len(root_cause("E" * 999)) <= 200
+
+
+def test_the_dead_kernel_waits_grow_when_the_machine_is_busy():
+    """The waits that only tell a lost kernel from a slow one follow the machine's measured slowness."""
+    quiet = speed.slowness()
+    with cpu_burners(2 * (os.cpu_count() or 1)):
+        time.sleep(0.5)
+        busy = speed.slowness()
+    assert busy > 1.3 * quiet, (quiet, busy)
+    assert speed.iopub_timeout(busy) > speed.iopub_timeout(quiet) >= speed.IOPUB_SECONDS
+    assert speed.startup_timeout(busy) > speed.startup_timeout(quiet) >= speed.STARTUP_SECONDS
+
+
+def _same_scores(outcome, graded, students, notebooks) -> None:
+    """Every student graded, with exactly the quiet run's points on `notebooks`, test by test."""
+    for student in students:
+        assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
+        assert scores_of(outcome, student) == {nb: scores_of(graded, student)[nb] for nb in notebooks}, student
+
+
+def test_a_class_graded_beside_cpu_burners_gets_the_quiet_scores(graded, course):
+    """As many CPU-bound processes as cores run beside the whole demo class: exactly the quiet run's points."""
+    with cpu_burners(os.cpu_count() or 1):
+        busy = run(Options(root=course, jobs=2, notebooks=graded_notebooks(course), csv=course / "busy.csv",
+                           feedback=False, **LIMITS))
+    _same_scores(busy, graded, [p.student for p in graded.plans], graded_notebooks(course))
+    assert [r.reasons for r in busy.rows] == [r.reasons for r in graded.rows]
+
+
+def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course):
+    """The fork server dies while its kernels run student code: those notebooks are graded again with fresh
+    kernels, and the students keep exactly their points."""
+    students = ["reference", "alice", "bob"]
+
+    def busy_server():  # the fork server, once it has kernels running
+        for pid in processes("course_grader.zygote", "serve"):
+            if children(pid):
+                return pid
+        return None
+
+    with killer(busy_server, settle=2.0) as killed:
+        outcome = run(Options(root=course, jobs=2, students=students, notebooks=graded_notebooks(course),
+                              csv=course / "server-killed.csv", feedback=False, **LIMITS))
+    assert killed, "the fork server was never seen with kernels"
+    _same_scores(outcome, graded, students, graded_notebooks(course))
+    retried = [note for s in students for note in outcome.results[s].retried]
+    assert any("fork server died" in note for note in retried), retried
+
+
+def test_a_killed_worker_is_replaced_and_a_student_never_graded_gets_no_score(graded, course):
+    """bob's first grading worker is killed: a fresh one grades what it left, with bob's quiet points. Every one
+    of carol's workers is killed: carol is 'not graded' with the cause, and no total."""
+    notebooks = graded_notebooks(course)[:1]
+
+    def worker_of(student):  # a child of this process whose job file is <scratch>/students/<student>.<share>/job.json
+        def find():
+            pids = set(children(os.getpid())) & set(processes("course_grader.autograde", f"/students/{student}."))
+            return min(pids) if pids else None
+        return find
+
+    with killer(worker_of("bob"), times=1) as bob_killed, killer(worker_of("carol"), times=10) as carol_killed:
+        outcome = run(Options(root=course, jobs=2, students=["bob", "carol"], notebooks=notebooks,
+                              csv=course / "killed.csv", feedback=False, **LIMITS))
+    assert bob_killed and len(carol_killed) >= 2, (bob_killed, carol_killed)
+    _same_scores(outcome, graded, ["bob"], notebooks)
+    carol = next(r for r in outcome.rows if r.student == "carol")
+    assert carol.status == "not graded" and not carol.scores, carol
+    assert "the grading worker died (killed by SIGKILL)" in carol.reasons[0], carol.reasons
+    with open(course / "killed.csv") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert rows["carol"]["total"] == "" and rows["carol"]["status"] == "not graded"
+    assert rows["bob"]["total"] != "" and rows["bob"]["status"] != "not graded"
+
+
+def test_kernels_that_cannot_start_leave_the_student_not_graded_with_the_cause(course):
+    """A memory limit too small for Python: every kernel dies before its first answer. No student code ran, so
+    it is the grader's failure: retried (a fresh kernel, a fresh worker), then reported, never scored."""
+    notebook = graded_notebooks(course)[0]
+    outcome = run(Options(root=course, jobs=1, students=["reference"], notebooks=[notebook.split("_")[0]],
+                          memory_mb=64, csv=course / "no-kernel.csv", feedback=False, **LIMITS))
+    result, row = outcome.results["reference"], outcome.rows[0]
+    assert not result.ok and list(result.not_graded) == [notebook]
+    assert len(result.retried) >= 2, result.retried  # a fresh kernel in each of two workers
+    assert row.status == "not graded" and not row.scores and row.reasons, row
+    reason = row.reasons[0]
+    assert reason.startswith(f"not graded: {notebook.split('_')[0]}: the kernel did not start: "), reason
+    assert "Kernel died before replying to kernel_info" in reason and "\n" not in reason and len(reason) < 260
+    assert "WARNING" not in reason and "[IPKernelApp]" not in reason
