@@ -1,8 +1,8 @@
 """Grading on many machines with Dask distributed: one task per student, results returned as data.
 
 The instructor's process (pipeline.run with `--scheduler tcp://HOST:PORT`, or `--dask-workers N` for a
-cluster started here) sends the course once (the release, source/ and the template gradebook, as bytes) and
-one task per student with that student's notebooks as bytes. Each Dask worker prepares its own machine
+cluster started here) sends the course once, with the worker plugin (the release, source/ and the template
+gradebook, as bytes), and one task per student with that student's notebooks as bytes. Each Dask worker prepares its own machine
 once (machine.Machine, through the worker plugin below: the data cache, the sandbox, a fork server) and runs
 each task exactly as the local pipeline runs a student: the same worker process (autograde.py), the same
 sandboxed kernels. The task returns the result, the worker's private gradebook, the autograded notebooks
@@ -113,11 +113,12 @@ class GradingPlugin(WorkerPlugin):
 
     name = PLUGIN
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, course: Course) -> None:
         self.settings = settings
+        self.data = course  # sent with the plugin to every worker, those that join later too
         self.machine = None
         self.scratch: Path | None = None
-        self.courses: dict[str, Path] = {}
+        self.folder: Path | None = None
         self.tasks = 0
 
     def setup(self, worker) -> None:
@@ -136,18 +137,18 @@ class GradingPlugin(WorkerPlugin):
         if self.scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def course(self, course: Course) -> Path:
+    def course(self) -> Path:
         """The course's files on this worker (written once per run)."""
-        if course.key not in self.courses:
-            folder = self.scratch / f"course-{course.key}"
-            _write(course.release, folder / "release")
-            _write(course.source, folder / "source")
-            (folder / "template.db").write_bytes(course.template_db)
-            self.courses[course.key] = folder
-        return self.courses[course.key]
+        if self.folder is None:
+            folder = self.scratch / f"course-{self.data.key}"
+            _write(self.data.release, folder / "release")
+            _write(self.data.source, folder / "source")
+            (folder / "template.db").write_bytes(self.data.template_db)
+            self.folder = folder
+        return self.folder
 
 
-def grade_task(course: Course, student: str, submission: dict[str, bytes], notebooks: list[str],
+def grade_task(course_key: str, student: str, submission: dict[str, bytes], notebooks: list[str],
                settings: Settings) -> dict:
     """One student on this Dask worker: the local pipeline's worker process, its outputs returned as bytes."""
     from distributed import get_worker
@@ -155,14 +156,16 @@ def grade_task(course: Course, student: str, submission: dict[str, bytes], noteb
     from course_grader.pipeline import Options, grade_in_worker, job_for, worker_limit
 
     plugin: GradingPlugin = get_worker().plugins[PLUGIN]
+    if plugin.data.key != course_key:
+        raise RuntimeError(f"worker {plugin.address} holds another run's course: one grading run per cluster at a time")
     mine = code_version()
-    if mine != course.code:
-        raise RuntimeError(f"worker {plugin.address} has other course code ({mine}, the instructor's is {course.code}):"
-                           f" update its checkout")
+    if mine != plugin.data.code:
+        raise RuntimeError(f"worker {plugin.address} has other course code ({mine}, the instructor's is "
+                           f"{plugin.data.code}): update its checkout")
     machine = plugin.machine
     if settings.require_isolation and not machine.isolate:
         raise RuntimeError(f"worker {plugin.address} cannot isolate kernels ({machine.mode}) and isolation is required")
-    folder = plugin.course(course)
+    folder = plugin.course()
     plugin.tasks += 1
     work = plugin.scratch / "students" / f"{student}.{plugin.tasks}"
     _write(submission, work / "submitted")
@@ -205,9 +208,11 @@ def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: 
                                dashboard_address=None, host="127.0.0.1")
         client = Client(cluster)
     try:
-        client.register_plugin(GradingPlugin(settings), name=PLUGIN)
-        # On every worker at once: tasks then go to whichever worker is free, not to the one holding the course.
-        course = client.scatter(course_data(release, root / "source", template), broadcast=True)
+        # The course travels with the plugin, so a task depends on nothing: the scheduler hands tasks out as
+        # workers free up (none waits for the worker that holds some data).
+        data = course_data(release, root / "source", template)
+        client.register_plugin(GradingPlugin(settings, data), name=PLUGIN)
+        course = data.key
         tasks = {}
         for student, folder in folders.items():
             files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
