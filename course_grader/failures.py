@@ -20,7 +20,8 @@ _NOISE = re.compile(r"^\[[^\]]*\]\s*(WARNING|INFO|DEBUG)\b"  # [IPKernelApp] WAR
                     r"|^(File \"|Traceback \(most recent|During handling|The above exception)"
                     r"|^[-^~=\s]+$")
 _WARNING = re.compile(r"^\S+:\d+: \w*Warning\b")  # /path/module.py:12: SAWarning: ...
-_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt|Failure))\b:?\s*(.*)")
+_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Interrupt|Failure)\b:?"  # RuntimeError: ...
+                        r"|^(?:[a-z_]\w*\.)+[A-Z]\w*: ")  # nbgrader.api.MissingEntry: ...
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MAX_CHARS = 200
 
@@ -44,9 +45,12 @@ def meaningful_lines(log: str) -> list[str]:
 
 
 def root_cause(log: str) -> str:
-    """The most telling line of a failed run's log, on one line: its first exception that is not nbgrader's
-    summary ("Please see the error above"), else its last meaningful line."""
+    """The most telling line of a failed run's log, on one line: its last exception that is not nbgrader's
+    summary ("Please see the error above"; of chained exceptions, the last says most), else its last meaningful
+    line."""
     lines = meaningful_lines(log)
-    causes = [line for line in lines if _EXCEPTION.match(line) and "NbGraderException" not in line
-              and "Please see the error" not in line]
-    return one_line(causes[0] if causes else (lines[-1] if lines else "no reason in the log"))
+    # nbgrader indents the tracebacks it logs: exceptions are looked for on indented lines too
+    stripped = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    causes = [line for line in stripped if _EXCEPTION.match(line) and "NbGraderException" not in line
+              and not _WARNING.search(line)]
+    return one_line(causes[-1] if causes else (lines[-1] if lines else "no reason in the log"))

@@ -20,6 +20,28 @@ def _graded_ids(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
             if utils.is_grade(c) and c.metadata.get("nbgrader", {}).get("grade_id")}
 
 
+def _restore_metadata(nb: nbformat.NotebookNode, release: nbformat.NotebookNode, name: str) -> list[str]:
+    """Give every nbgrader cell the release's nbgrader metadata (points, grade, solution, locked): a student who
+    marks a solution cell as graded or invents a graded cell would otherwise make nbgrader's autograde fail,
+    which is the student's doing, not the grader's. A cell with an id the release does not have runs as plain
+    code."""
+    released = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"] for c in release.cells
+                if c.metadata.get("nbgrader", {}).get("grade_id")}
+    notes = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader")
+        if not meta:
+            continue
+        grade_id = meta.get("grade_id")
+        if grade_id not in released:
+            del cell.metadata["nbgrader"]
+            notes.append(f"{name}: cell {grade_id or '(no id)'} is not in the assignment (its nbgrader metadata removed)")
+        elif dict(meta) != dict(released[grade_id]):
+            cell.metadata["nbgrader"] = nbformat.from_dict(dict(released[grade_id]))
+            notes.append(f"{name}: the nbgrader metadata of cell {grade_id} was edited (restored)")
+    return notes
+
+
 def repair(submitted: Path, release: Path | None, out: Path) -> list[str]:
     """Write a gradable copy of `submitted` to `out`; return notes (empty when nothing was wrong)."""
     name = submitted.stem
@@ -48,7 +70,9 @@ def repair(submitted: Path, release: Path | None, out: Path) -> list[str]:
         kept.append(cell)
     nb.cells = kept
     if release is not None and release.exists():
-        expected = _graded_ids(nbformat.read(release, as_version=4))
+        released = nbformat.read(release, as_version=4)
+        notes += _restore_metadata(nb, released, name)
+        expected = _graded_ids(released)
         present = _graded_ids(nb)
         for grade_id, cell in expected.items():
             if grade_id not in present:
