@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import cached_property
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -33,7 +34,6 @@ from course_grader.failures import one_line
 
 PLUGIN = "normalization-course-grading"
 CODE_PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader")
-WORKER_RETRIES = 1  # new tasks for the notebooks a task returned ungraded
 
 
 def code_root() -> Path:
@@ -79,7 +79,7 @@ class Course:
     template_db: bytes
     code: str
 
-    @property
+    @cached_property
     def key(self) -> str:
         digest = hashlib.sha256(self.code.encode() + self.template_db)
         for part in (self.release, self.source):
@@ -130,6 +130,7 @@ class GradingPlugin(WorkerPlugin):
         self.machine = Machine.prepare(self.scratch, code_root(), one_thread=True, isolate=self.settings.sandbox,
                                        fork_server=not self.settings.fresh_kernels)
         self.address = worker.address
+        self.code = code_version()  # this worker's course code, read once
 
     def teardown(self, worker) -> None:
         if self.machine:
@@ -158,9 +159,8 @@ def grade_task(course_key: str, student: str, submission: dict[str, bytes], note
     plugin: GradingPlugin = get_worker().plugins[PLUGIN]
     if plugin.data.key != course_key:
         raise RuntimeError(f"worker {plugin.address} holds another run's course: one grading run per cluster at a time")
-    mine = code_version()
-    if mine != plugin.data.code:
-        raise RuntimeError(f"worker {plugin.address} has other course code ({mine}, the instructor's is "
+    if plugin.code != plugin.data.code:
+        raise RuntimeError(f"worker {plugin.address} has other course code ({plugin.code}, the instructor's is "
                            f"{plugin.data.code}): update its checkout")
     machine = plugin.machine
     if settings.require_isolation and not machine.isolate:
@@ -194,7 +194,7 @@ def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: 
     """Grade every student as a Dask task; yield each student when they are finished (merged, installed)."""
     from distributed import Client, LocalCluster, as_completed
 
-    from course_grader.pipeline import _missing
+    from course_grader.pipeline import WORKER_RETRIES, _missing
 
     settings = Settings(cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
                         memory_mb=options.memory_mb, sandbox=options.sandbox,

@@ -160,27 +160,25 @@ class RobustExecute(Execute):
 
     def _start_failure(self, exc: Exception) -> str:
         """`the kernel did not start: <the exception>`, and the last meaningful line the kernel wrote, if any."""
-        words = ""
-        if self.kernel_log:
-            try:
-                with open(self.kernel_log, errors="replace") as f:
-                    lines = meaningful_lines(f.read()[-20000:])
-            except OSError:
-                lines = []
-            words = f" (the kernel's last words: {lines[-1]})" if lines else ""
+        lines = meaningful_lines(self._kernel_words()[-20000:])
+        words = f" (the kernel's last words: {lines[-1]})" if lines else ""
         return one_line(f"the kernel did not start: {type(exc).__name__}: {exc}"[:120] + words)
+
+    def _kernel_words(self) -> str:
+        """What the kernel process wrote on its stderr (its log), or "" when there is none."""
+        try:
+            with open(self.kernel_log, errors="replace") as f:
+                return f.read()
+        except (OSError, TypeError, ValueError):
+            return ""
 
     def _fork_server_gone(self) -> bool:
         """True when the kernel was forked from the fork server and the server no longer answers."""
         path = getattr(self.km, "zygote", "")
         if not path:
             return False
-        try:
-            with open(self.kernel_log, errors="replace") as f:
-                if "fork server unavailable" in f.read():
-                    return False  # the kernel was exec'd afresh: the server's fate was not its own
-        except (OSError, TypeError):
-            pass
+        if "fork server unavailable" in self._kernel_words():
+            return False  # the kernel was exec'd afresh: the server's fate was not its own
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             try:
                 probe.connect(path)
