@@ -17,8 +17,12 @@ import os
 import sys
 from pathlib import Path
 
-from course_grader.pipeline import ZIP_REGEXP, Options, run
-from course_grader.report import table
+from course_grader.autograde import skip_slow_imports
+
+skip_slow_imports()  # before nbformat is imported (by the pipeline)
+
+from course_grader.pipeline import ZIP_REGEXP, Options, run  # noqa: E402
+from course_grader.report import table  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> Options:

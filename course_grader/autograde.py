@@ -1,6 +1,7 @@
 """Grade one student's notebooks in a private scratch course with its own SQLite gradebook (a worker process).
 
-Run as `python -m course_grader.autograde JOB.json`. The job names the student's submission folder,
+Run as `python -m course_grader.autograde JOB.json`, or as a server that grades one job after another
+(`--serve`, what the pipeline runs: see serve). The job names the student's submission folder,
 a template gradebook (the assignment already recorded), the limits, the fork server's socket and the folder
 where the workers sharing this student claim its notebooks. Notebook by notebook, the worker claims it,
 repairs it (repair.py) and runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py);
@@ -226,16 +227,78 @@ def grade(job: Job) -> Result:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    from course_grader.sandbox import die_with_parent
+def skip_slow_imports() -> None:
+    """Spare a grader process the 1.8 s that importing nbformat costs with `rfc3987_syntax` installed.
 
-    die_with_parent()  # the grader (or a Dask worker) gone: this worker goes too
-    argv = sys.argv[1:] if argv is None else argv
-    job = Job(**json.loads(Path(argv[0]).read_text()))
+    jsonschema (which nbformat imports) loads rfc3987_syntax when it is installed (jupyter-events pulls it in),
+    and that module compiles a grammar at import: 1.8 s of CPU in every worker, for a check ("iri" strings) that
+    the notebook schema never asks for. Marking the module missing makes jsonschema skip it, as it does when
+    the package is absent. Grader processes only: kernels never import this module.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
+
+
+def run_job(path: Path) -> None:
+    """Grade the job in `path` (job.json) and write result.json beside it."""
+    job = Job(**json.loads(path.read_text()))
     started = time.monotonic()
     result = grade(job)
     result.seconds["total"] = round(time.monotonic() - started, 2)
     Path(job.scratch, "result.json").write_text(json.dumps(asdict(result), indent=1))
+
+
+def private_pipes(*fds: int) -> None:
+    """Keep the worker's own pipes from everything it starts (student code must not read or answer its jobs)."""
+    for fd in fds:
+        os.set_inheritable(fd, False)
+
+
+def serve(jobs_fd: int, replies_fd: int) -> None:
+    """Grade job after job in one process, so that nbgrader, torch and the judge are imported once, not once a student.
+
+    The parent (pipeline.WorkerProcess) writes the path of each job.json on `jobs_fd`, a line each; for each,
+    this process points its standard output and error at the job's worker.log, works in the job's folder, grades
+    it and answers with the same line on `replies_fd` once result.json is written. It ends at the end of
+    `jobs_fd`. The two pipes are not inherited by anything it starts (the kernels' launchers).
+    """
+    import gc
+
+    private_pipes(jobs_fd, replies_fd)
+    # What grading a notebook imports anyway, paid before the first job rather than inside it.
+    import nbgrader.apps  # noqa: F401
+    import course_grader.judging  # noqa: F401
+    import course_grader.kernel  # noqa: F401
+    import course_grader.repair  # noqa: F401
+
+    with os.fdopen(jobs_fd) as jobs, os.fdopen(replies_fd, "w") as replies:
+        for line in jobs:
+            path = Path(line.strip())
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log = os.open(path.parent / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(log)
+            os.chdir(path.parent)
+            run_job(path)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            gc.collect()
+            replies.write(f"{path}\n")
+            replies.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`JOB.json`: grade one job; `--serve JOBS_FD REPLIES_FD`: grade jobs as the parent sends them (serve)."""
+    from course_grader.sandbox import die_with_parent
+
+    skip_slow_imports()
+    die_with_parent()  # the grader (or a Dask worker) gone: this worker goes too
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[0] == "--serve":
+        serve(int(argv[1]), int(argv[2]))
+    else:
+        run_job(Path(argv[0]))
     return 0
 
 

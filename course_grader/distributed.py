@@ -131,8 +131,13 @@ class GradingPlugin(WorkerPlugin):
                                        fork_server=not self.settings.fresh_kernels)
         self.address = worker.address
         self.code = code_version()  # this worker's course code, read once
+        from course_grader.pipeline import WorkerProcesses
+
+        self.workers = WorkerProcesses(self.machine.env)  # a grading process per task thread, kept between tasks
 
     def teardown(self, worker) -> None:
+        if getattr(self, "workers", None):
+            self.workers.stop()
         if self.machine:
             self.machine.stop()
         if self.scratch:
@@ -150,11 +155,12 @@ class GradingPlugin(WorkerPlugin):
 
 
 def grade_task(course_key: str, student: str, submission: dict[str, bytes], notebooks: list[str],
-               settings: Settings) -> dict:
-    """One student on this Dask worker: the local pipeline's worker process, its outputs returned as bytes."""
+               settings: Settings, fresh: bool = False) -> dict:
+    """One student on this Dask worker: the local pipeline's worker process, its outputs returned as bytes
+    (`fresh`: in a new worker process, for a retry after a grader failure)."""
     from distributed import get_worker
 
-    from course_grader.pipeline import Options, grade_in_worker, job_for, worker_limit
+    from course_grader.pipeline import Options, job_for, worker_limit
 
     plugin: GradingPlugin = get_worker().plugins[PLUGIN]
     if plugin.data.key != course_key:
@@ -174,7 +180,7 @@ def grade_task(course_key: str, student: str, submission: dict[str, bytes], note
                   work, notebooks, machine)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = grade_in_worker(job, machine.env, worker_limit(options, len(notebooks)))
+        result = plugin.workers.here().grade(job, worker_limit(options, len(notebooks)), fresh=fresh)
         result.machine = {"worker": plugin.address, "mode": machine.mode, "kernels": machine.kernels()}
         out = work / "course"
         return {"result": asdict(result),
@@ -236,7 +242,7 @@ def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: 
             finish(result, work)
             missing = _missing(order, parts[student])
             if missing and attempt < WORKER_RETRIES:
-                retry = client.submit(grade_task, course, student, files, missing, settings,
+                retry = client.submit(grade_task, course, student, files, missing, settings, True,
                                       key=f"grade-{student}-{attempt + 1}", pure=False)
                 tasks[retry] = (student, files, attempt + 1)
                 done.add(retry)

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -158,34 +160,125 @@ def _install(src: Path, dest: Path) -> None:
             shutil.copy2(item, target)
 
 
-def grade_in_worker(job: Job, env: dict[str, str], limit: float) -> Result:
-    """Run one worker process; any failure of the worker becomes a Result with its cause."""
-    scratch = Path(job.scratch)
-    (scratch / "job.json").write_text(json.dumps(asdict(job)))
-    log = scratch / "worker.log"
-    try:
-        with open(log, "w") as out:
-            done = subprocess.run([sys.executable, "-m", "course_grader.autograde", str(scratch / "job.json")],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, timeout=limit, cwd=scratch)
-    except subprocess.TimeoutExpired:
-        return Result(job.student, ok=False, error=f"the grading worker ran past {limit:.0f} s")
-    except OSError as exc:  # no process could be started (out of processes or memory)
-        return Result(job.student, ok=False, error=one_line(f"the grading worker did not start: {exc}"))
-    path = scratch / "result.json"
-    if path.exists():
+class WorkerProcess:
+    """One grading worker process (autograde.serve) that grades one job after another: nbgrader, torch and the
+    judge are imported once per thread of the grader, not once per student (about 4 s of CPU each time).
+
+    Any failure of the worker becomes a Result with its cause, and the process is replaced for the next job: a
+    worker that died, ran past its limit or could not be told the job. `fresh=True` grades in a new process
+    (the retry after a grader failure). The process dies with the thread that started it (die_with_parent).
+    """
+
+    SERVE = [sys.executable, "-m", "course_grader.autograde", "--serve"]  # + the two pipes' descriptors
+
+    def __init__(self, env: dict[str, str], command: list[str] | None = None) -> None:
+        self.env = env
+        self.command = command or self.SERVE
+        self.proc: subprocess.Popen | None = None
+        self.jobs = self.replies = -1
+
+    def _start(self, log: Path) -> None:
+        jobs_r, self.jobs = os.pipe()
+        self.replies, replies_w = os.pipe()
         try:
-            return Result(**json.loads(path.read_text()))
+            with open(log, "ab") as out:
+                self.proc = subprocess.Popen([*self.command, str(jobs_r), str(replies_w)], env=self.env,
+                                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                             pass_fds=(jobs_r, replies_w), cwd=log.parent)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(jobs_r)
+            os.close(replies_w)
+
+    def stop(self) -> None:
+        """End the process (at the end of its job pipe; killed if it does not go)."""
+        for fd in (self.jobs, self.replies):
+            if fd >= 0:
+                os.close(fd)
+        self.jobs = self.replies = -1
+        if self.proc:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def _kill(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait() if self.proc else 0
+        self.proc = None
+        self.stop()
+        return code
+
+    def _answer(self, limit: float) -> bool | None:
+        """True when the worker answered, None when it ran past `limit`, False when it ended first."""
+        deadline = time.monotonic() + limit
+        data = b""
+        while not data.endswith(b"\n"):
+            ready, _, _ = select.select([self.replies], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.replies, 4096)
+            if not chunk:
+                return False
+            data += chunk
+        return True
+
+    def grade(self, job: Job, limit: float, fresh: bool = False) -> Result:
+        scratch = Path(job.scratch)
+        path = scratch / "job.json"
+        path.write_text(json.dumps(asdict(job)))
+        log = scratch / "worker.log"
+        if fresh or (self.proc and self.proc.poll() is not None):
+            self._kill()
+        try:
+            if not self.proc:
+                self._start(log)
+            os.write(self.jobs, f"{path}\n".encode())
+        except OSError as exc:  # no process could be started (out of processes or memory), or it is gone
+            self._kill()
+            return Result(job.student, ok=False, error=one_line(f"the grading worker did not start: {exc}"))
+        answered = self._answer(limit)
+        if answered is None:
+            self._kill()
+            return Result(job.student, ok=False, error=f"the grading worker ran past {limit:.0f} s")
+        if not answered:
+            code = self._kill()
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+            try:
+                text = log.read_text(errors="replace")[-20000:]
+            except OSError:
+                text = ""
+            cause = root_cause(text) if text.strip() else "it wrote nothing"
+            return Result(job.student, ok=False, error=one_line(f"the grading worker died ({how}): {cause}"))
+        try:
+            return Result(**json.loads((scratch / "result.json").read_text()))
         except (OSError, ValueError, TypeError) as exc:  # a full disk, or a worker of another grader version
             return Result(job.student, ok=False, error=one_line(f"the grading worker's result could not be read: "
                                                                 f"{type(exc).__name__}: {exc}"))
-    code = done.returncode
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-    try:
-        text = log.read_text(errors="replace")[-20000:]
-    except OSError:
-        text = ""
-    cause = root_cause(text) if text.strip() else "it wrote nothing"
-    return Result(job.student, ok=False, error=one_line(f"the grading worker died ({how}): {cause}"))
+
+
+class WorkerProcesses:
+    """A WorkerProcess for each thread that grades (the local pipeline's threads, a Dask worker's task threads)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.lock = threading.Lock()
+        self.workers: dict[int, WorkerProcess] = {}
+
+    def here(self) -> WorkerProcess:
+        with self.lock:
+            return self.workers.setdefault(threading.get_ident(), WorkerProcess(self.env))
+
+    def stop(self) -> None:
+        with self.lock:
+            workers, self.workers = list(self.workers.values()), {}
+        for worker in workers:
+            worker.stop()
 
 
 def _merge(work: Path, db_url: str, result: Result) -> None:
@@ -296,17 +389,25 @@ def _grade_here(options: Options, machine: Machine, folders: dict[str, Path], or
     limit = worker_limit(options, len(order))
     scheduler = Scheduler(list(folders), make_job, scratch / "claims", len(order))
     retries: dict[str, int] = {}
-    for job, result in run_jobs(scheduler, options.jobs, lambda job: grade_in_worker(job, machine.env, limit)):
-        finish(result, Path(job.scratch) / "course")
-        if not scheduler.done(job):
-            continue
-        missing = _missing(order, parts[job.student])
-        if missing and retries.get(job.student, 0) < WORKER_RETRIES:
-            retries[job.student] = retries.get(job.student, 0) + 1
-            scheduler.retry(job.student, missing)  # a fresh worker for what the grader failed to grade
-            continue
-        scheduler.close(job.student)
-        yield job.student
+    workers = WorkerProcesses(machine.env)
+
+    def grade_one(job: Job) -> Result:  # a retry (no claims: its notebooks alone) gets a new worker process
+        return workers.here().grade(job, limit, fresh=not job.claims)
+
+    try:
+        for job, result in run_jobs(scheduler, options.jobs, grade_one):
+            finish(result, Path(job.scratch) / "course")
+            if not scheduler.done(job):
+                continue
+            missing = _missing(order, parts[job.student])
+            if missing and retries.get(job.student, 0) < WORKER_RETRIES:
+                retries[job.student] = retries.get(job.student, 0) + 1
+                scheduler.retry(job.student, missing)  # a fresh worker for what the grader failed to grade
+                continue
+            scheduler.close(job.student)
+            yield job.student
+    finally:
+        workers.stop()
 
 
 def job_for(options: Options, student: str, submission: Path, release: Path, source: Path, template: Path,

@@ -1,10 +1,12 @@
 """Which worker grades what: each student's own job in class order, then help for the students still running.
 
-`--jobs N` threads each run one worker process at a time (pipeline.grade_in_worker). A thread takes a retry first
-(a fresh worker for the notebooks a grader failure left ungraded), then the next student who is waiting; when nobody is waiting it starts a helper for the running student with the most
-notebooks nobody has claimed yet (workers claim a student's notebooks one at a time: autograde._claim). So
-one submission graded alone uses every core, and at the end of a class the last students (a hung one who
-holds a worker for its cell limit) are finished by the workers that would otherwise be idle.
+`--jobs N` threads each run one worker process at a time (pipeline.WorkerProcess). A thread takes a retry
+first (a fresh worker for the notebooks a grader failure left ungraded), then the next student who is waiting;
+when nobody is waiting it starts a helper for the running student with the most notebooks nobody has claimed
+yet (workers claim a student's notebooks one at a time: autograde._claim), at once, without waiting for the
+student's first worker to claim one. So one submission graded alone uses every core from the start, and at the
+end of a class the last students (a hung one who holds a worker for its cell limit) are finished by the
+workers that would otherwise be idle.
 
 Notebooks are claimed in order of their cost in earlier runs, the slowest first (a small JSON file of
 seconds per notebook kept with the cached gradebooks), so two workers sharing a student end together.
@@ -39,6 +41,7 @@ class Scheduler:
         self.notebooks = notebooks
         self.running: dict[str, int] = {}  # student -> jobs running now
         self.started: dict[str, int] = {}  # student -> jobs started so far
+        self.ended: dict[str, int] = {}  # student -> jobs whose worker has returned (before the consumer's done)
         self.open: set[str] = set()  # students started and not closed yet
         self.retrying: set[str] = set()  # students whose fresh worker (a retry) has started
         self.cond = threading.Condition()
@@ -65,18 +68,26 @@ class Scheduler:
                     (self.claims / student).mkdir(parents=True)
                     self.open.add(student)
                     return self._start(student)
-                # Help a student whose workers have begun (claimed a notebook) and left some unclaimed; never one
-                # being retried, and never more workers than notebooks (workers that die before they claim
-                # anything would otherwise be replaced by helpers forever).
+                # Help a running student with notebooks nobody has claimed; never one being retried, never with
+                # more workers than notebooks, and not once one of the student's workers has ended without
+                # claiming anything (workers that die at once would otherwise be replaced by helpers forever).
+                # A helper may start before the student's first worker has claimed: a lone submission uses
+                # every core from the start, not after the first worker's imports.
                 helpable = [(self._unclaimed(s), s) for s, n in self.running.items()
                             if n > 0 and s not in self.retrying and self.started[s] < self.notebooks]
-                helpable = [(left, s) for left, s in helpable if 0 < left < self.notebooks]
+                helpable = [(left, s) for left, s in helpable
+                            if 0 < left and (left < self.notebooks or not self.ended.get(s))]
                 if helpable:
                     return self._start(max(helpable)[1])
                 if not self.open:
                     return None
                 self.cond.wait()
             return None
+
+    def returned(self, job: Job) -> None:
+        """Record, in the worker's thread, that its worker has returned (the consumer hears of it later)."""
+        with self.cond:
+            self.ended[job.student] = self.ended.get(job.student, 0) + 1
 
     def done(self, job: Job) -> bool:
         """Record that a job ended; True when it was its student's last (the student is then closed or retried)."""
@@ -115,6 +126,7 @@ def run_jobs(scheduler: Scheduler, threads: int, grade_one: Callable[[Job], Resu
                     result = grade_one(job)
                 except Exception as exc:  # noqa: BLE001 - a grader bug costs one student a reason, not the batch
                     result = Result(job.student, ok=False, error=f"{type(exc).__name__}: {exc}")
+                scheduler.returned(job)
                 results.put((job, result))
         finally:
             results.put(None)

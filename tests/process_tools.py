@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,17 @@ def processes(*words: str) -> list[int]:
             if all(w in cmdline for w in words):
                 found.append(int(entry))
     return found
+
+
+def job_folder(pid: int) -> str:
+    """The job folder (<scratch>/students/<student>.<n>) a grading worker is at work in, or "" (the process gone,
+    the folder deleted, or elsewhere). A worker works in its job's folder or below it."""
+    try:
+        folder = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+    found = re.match(r"(.*/students/[^/]+)(/|$)", folder)
+    return found.group(1) if found and not folder.endswith(" (deleted)") else ""
 
 
 def children(pid: int) -> list[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from demo_class import LIMITS, graded_notebooks, scores_of
-from process_tools import children, killer, processes
+from process_tools import children, job_folder, killer, processes
 
 from course_grader.pipeline import Options, run
 
@@ -61,11 +61,11 @@ def dask_cluster(tmp_path_factory):
 def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is_killed(graded, course, dask_cluster):
     address, workers = dask_cluster
     victim = workers[0].pid
-    seen: set[int] = set()
+    seen: set[str] = set()
 
     def victim_on_its_second_student():  # so that it has returned one result before it dies
         grading = [c for c in children(victim) if c in processes("course_grader.autograde")]
-        seen.update(grading)
+        seen.update(folder for folder in map(job_folder, grading) if folder)
         return victim if len(seen) >= 2 and grading else None
 
     with killer(victim_on_its_second_student, settle=3.0) as killed:

@@ -19,7 +19,7 @@ from course_grader import speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from demo_class import LIMITS, graded_notebooks, scores_of
-from process_tools import children, cpu_burners, killer, processes
+from process_tools import children, cpu_burners, job_folder, killer, processes
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -85,9 +85,10 @@ def test_a_killed_worker_is_replaced_and_a_student_never_graded_gets_no_score(gr
     of carol's workers is killed: carol is 'not graded' with the cause, and no total."""
     notebooks = graded_notebooks(course)[:1]
 
-    def worker_of(student):  # a child of this process whose job file is <scratch>/students/<student>.<share>/job.json
+    def worker_of(student):  # a grading worker of this process at work in <scratch>/students/<student>.<share>/
         def find():
-            pids = set(children(os.getpid())) & set(processes("course_grader.autograde", f"/students/{student}."))
+            pids = [pid for pid in set(children(os.getpid())) & set(processes("course_grader.autograde"))
+                    if f"/students/{student}." in job_folder(pid)]
             return min(pids) if pids else None
         return find
 

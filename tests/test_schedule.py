@@ -117,28 +117,60 @@ def test_a_retry_finds_a_thread_when_every_other_student_is_done(tmp_path):
 
 
 def test_workers_that_die_before_claiming_are_not_replaced_by_helpers(tmp_path):
-    """carol's workers die at once, before they claim a notebook: idle threads do not pile helpers on her (only
-    the consumer's one retry runs), and alice is graded meanwhile."""
-    ran: list[Job] = []
+    """carol's workers die at once, before they claim a notebook: once one has ended, idle threads start no more
+    helpers for her (only the consumer's one retry runs), and alice is graded meanwhile."""
+    events: list = []  # ("start" | "end", student, scratch), in order
+    lock = threading.Lock()
+    alice = _fake_worker({("alice", n): 0.05 for n in NOTEBOOKS}, [])
 
     def grade_one(job: Job) -> Result:
-        ran.append(job)
+        with lock:
+            events.append(("start", job.student, job.scratch, bool(job.claims)))
         if job.student == "carol":
             time.sleep(0.05)
-            return Result("carol", ok=False, error="the grading worker died (killed by SIGKILL)")
-        return _fake_worker({("alice", n): 0.05 for n in NOTEBOOKS}, [])(job)
+            result = Result("carol", ok=False, error="the grading worker died (killed by SIGKILL)")
+        else:
+            result = alice(job)
+        with lock:
+            events.append(("end", job.student, job.scratch, bool(job.claims)))
+        return result
 
     scheduler = _scheduler(tmp_path, ["carol", "alice"])
     finished = []
+    retried = False
     for job, result in run_jobs(scheduler, 3, grade_one):
         if scheduler.done(job):
-            if job.student == "carol" and len([j for j in ran if j.student == "carol"]) == 1:
+            if job.student == "carol" and not retried:
+                retried = True
                 scheduler.retry("carol", NOTEBOOKS)
                 continue
             scheduler.close(job.student)
             finished.append(job.student)
     assert sorted(finished) == ["alice", "carol"]
-    assert len([j for j in ran if j.student == "carol"]) == 2, [j.scratch for j in ran]
+    first_end = events.index(next(e for e in events if e[:2] == ("end", "carol")))
+    late = [e for e in events[first_end:] if e[:2] == ("start", "carol")]
+    assert [claims for *_, claims in late] == [False], events  # after a death: the retry alone, no helper
+    assert len([e for e in events if e[:2] == ("start", "carol")]) <= 3, events  # at most one helper beside
+
+
+def test_a_lone_submission_uses_every_thread_from_the_start(tmp_path):
+    """The helper of a student graded alone starts before the student's first worker has claimed anything
+    (a real worker spends seconds importing nbgrader and torch before its first claim)."""
+    started: list = []
+    lock = threading.Lock()
+    alice = _fake_worker({}, [])
+
+    def grade_one(job: Job) -> Result:
+        with lock:
+            started.append(job.scratch)
+        time.sleep(0.3)  # the imports, before the first claim
+        return alice(job)
+
+    results, finished = _run(_scheduler(tmp_path, ["alice"]), 2, grade_one)
+    assert finished == ["alice"]
+    assert sorted(started) == ["alice.0", "alice.1"], started
+    graded = sorted(n for _, r in results for n in r.graded)
+    assert graded == NOTEBOOKS  # each notebook once, whichever worker claimed it
 
 
 def test_claim_order_puts_the_slowest_first(tmp_path):
