@@ -78,4 +78,5 @@ lab: $(STAMP)
 	cd release/normalization && ../../$(BIN)/jupyter lab
 
 clean:
-	rm -rf autograded submitted feedback gradebook.db grades.csv .pytest_cache
+	find autograded submitted feedback exchange -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf gradebook.db grades.csv report.html report.csv .pytest_cache

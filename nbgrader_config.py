@@ -19,6 +19,11 @@ if db_url.startswith(("postgresql://", "postgres://")):  # SQLAlchemy 2.1 would 
     db_url = "postgresql+psycopg2://" + db_url.split("://", 1)[1]
 c.CourseDirectory.db_url = db_url
 
+# The course hands out release/ and collects submissions by git or an LMS, not through nbgrader's exchange. The
+# exchange is a folder of the course so that formgrader finds one (without it, every formgrader page warns that
+# /srv/nbgrader/exchange could not be created); its release/collect buttons then work on this machine only.
+c.Exchange.root = os.path.join(HERE, "exchange")
+
 # Every student notebook opens with the course header (instructions, how to validate).
 c.IncludeHeaderFooter.header = os.path.join(HERE, "source", "header.ipynb")
 

@@ -2,6 +2,7 @@
 
 Every student's notebooks are the release notebooks with solution cells filled in:
   reference  the instructor's solutions (full autograded marks; written answers wait for manual grading)
+Written answers are the release's cells with text a student would write (demo_answers.py), of three qualities.
   blank      the untouched release (zero)
   alice, bob, carol, dave
              realistic students: in some notebooks one known mistake from the mutation catalogue, in the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 
+from course_grader import demo_answers
 from course_mutation import Variant, find
 
 ASSIGNMENT = "normalization"
@@ -119,9 +121,10 @@ def _last_test(nb: nbformat.NotebookNode) -> str:
     return [c.metadata.nbgrader["grade_id"] for c in nb.cells if _kind(c) == "test"][-1]
 
 
-def solve(release: nbformat.NotebookNode, source: nbformat.NotebookNode, variant: Variant | None = None) -> None:
+def solve(release: nbformat.NotebookNode, source: nbformat.NotebookNode, variant: Variant | None = None,
+          student: str = "reference") -> None:
     """Fill a release notebook's solution cells with the source's solutions (the variant's code in the cell it
-    replaces) and its written answers with the instructor's."""
+    replaces) and its written answers with the student's own text (demo_answers: never the mark scheme)."""
     solutions = _cells(source)
     for grade_id, cell in _cells(release).items():
         kind = _kind(cell)
@@ -131,7 +134,7 @@ def solve(release: nbformat.NotebookNode, source: nbformat.NotebookNode, variant
                 code = variant.source(code).strip("\n")
             cell.source = reference_code(code)
         elif kind == "answer":
-            cell.source = solutions[grade_id].source
+            cell.source = demo_answers.answer(grade_id, student)
 
 
 def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -> Plan:
@@ -145,7 +148,8 @@ def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -
         if plan.how == "blank":
             nbformat.write(release, dest / f"{name}.ipynb")
             continue
-        solve(release, nbformat.read(source_dir / f"{name}.ipynb", as_version=4), plan.variants.get(name))
+        solve(release, nbformat.read(source_dir / f"{name}.ipynb", as_version=4), plan.variants.get(name),
+              plan.student)
         if plan.stop and plan.stop[0] == name:
             grade_id = stop_cell(source_dir / f"{name}.ipynb")
             plan.stop = (name, grade_id)

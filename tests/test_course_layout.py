@@ -1,0 +1,71 @@
+"""The instructor's view of a fresh clone: nbgrader's folders, an exchange formgrader can use, demo answers a
+student could have written."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import nbformat
+
+from course_grader import demo
+
+ROOT = Path(__file__).resolve().parent.parent
+NBGRADER_FOLDERS = ("source", "release", "submitted", "autograded", "feedback", "exchange")
+
+
+def test_every_nbgrader_folder_is_in_the_clone_and_says_what_writes_it():
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+                  .stdout.splitlines())
+    for folder in NBGRADER_FOLDERS:
+        assert any(name.startswith(f"{folder}/") for name in tracked), f"{folder}/ is not in the repository"
+    for folder in ("submitted", "autograded", "feedback", "exchange"):
+        readme = f"{folder}/README.md"
+        assert readme in tracked, readme
+        text = (ROOT / readme).read_text().strip()
+        assert text and "\n" not in text, f"{readme}: one line"
+
+
+def test_formgrader_finds_the_courses_exchange_and_shows_no_warning():
+    """nbgrader's API is what formgrader asks: with the default exchange (/srv/nbgrader/exchange) every page warns."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    assert Path(api.exchange_root).resolve() == (ROOT / "exchange").resolve(), api.exchange_root
+    assert not api.exchange_missing and api.exchange_is_functional
+
+
+def _answers(folder: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(folder.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("solution") and cell.cell_type == "markdown":
+                out[meta["grade_id"]] = cell.source
+    return out
+
+
+def test_demo_students_write_their_own_answers_never_the_mark_scheme(tmp_path):
+    release = ROOT / "release" / "normalization"
+    source = ROOT / "source" / "normalization"
+    model = _answers(source)
+    prompts = _answers(release)
+    assert model and set(model) == set(prompts)
+    written = {}
+    for plan in demo.plans(sorted(p.stem for p in release.glob("*.ipynb")), ["Q3_batchnorm"], ["Q3_batchnorm"]):
+        if plan.how in ("crash", "hang", "delete", "paste"):
+            continue
+        demo.write_student(plan, source, release, tmp_path / plan.student)
+        written[plan.student] = _answers(tmp_path / plan.student)
+    assert written["blank"] == prompts  # the untouched release
+    for student in ("reference", *demo.REALISTIC):
+        for grade_id, text in written[student].items():
+            assert text != prompts[grade_id] and len(text.split()) >= 2, (student, grade_id)
+            key_lines = {line.strip() for line in model[grade_id].splitlines() if len(line.strip()) > 30}
+            leaked = [line for line in key_lines if line in text]
+            assert not leaked, (student, grade_id, leaked[:1])
+    for grade_id in model:  # students of different quality write different things
+        assert len({written[s][grade_id] for s in ("reference", "alice", "carol")}) == 3, grade_id
