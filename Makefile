@@ -25,7 +25,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: grade test env student notebooks release bench lab clean help
+.PHONY: grade test env student notebooks release report bench lab clean help
 
 help:
 	@sed -n '2,6p' Makefile
@@ -70,6 +70,9 @@ notebooks: $(STAMP)
 
 release: $(STAMP)
 	$(BIN)/python tools/build_release.py
+
+report: $(STAMP)
+	$(BIN)/python -m course_grader --report $(GRADE_ARGS)
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -25,8 +25,8 @@ from course_grader.pipeline import ZIP_REGEXP, Options, run  # noqa: E402
 from course_grader.report import table  # noqa: E402
 
 
-def parse(argv: list[str] | None = None) -> Options:
-    """The command line as Options."""
+def parse(argv: list[str] | None = None) -> tuple[Options, bool]:
+    """The command line as Options, and whether only the class report is asked for (--report)."""
     p = argparse.ArgumentParser(prog="python -m course_grader", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
@@ -57,6 +57,10 @@ def parse(argv: list[str] | None = None) -> Options:
                       help="grade on a Dask cluster of N worker processes started on this machine")
     p.add_argument("--csv", type=Path, help="where to write the grades (default: <root>/grades.csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report", dest="report_only", action="store_true",
+                   help="grade nothing: write the class report (report.html, report.csv beside grades.csv) from "
+                        "the gradebook and the autograded notebooks as they are")
+    p.add_argument("--no-report", dest="report", action="store_false", help="grade without writing the class report")
     a = p.parse_args(argv)
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
@@ -64,17 +68,37 @@ def parse(argv: list[str] | None = None) -> Options:
                    require_isolation=a.require_isolation,
                    feedback=a.feedback, skip_experiments=a.skip_experiments,
                    fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,
-                   dask_workers=a.dask_workers)
+                   dask_workers=a.dask_workers, report=a.report), a.report_only
+
+
+def write_report(options: Options) -> int:
+    """--report: the class report from the gradebook as it is."""
+    from course_grader import class_report, gradebook
+
+    root = options.root.resolve()
+    db_url = gradebook.driver_url(options.db_url or gradebook.default_db_url(root))
+    grades_csv = options.csv or root / "grades.csv"
+    try:
+        html, table_csv, seconds = class_report.write(root, db_url, grades_csv)
+    except Exception as exc:  # noqa: BLE001 - said in one line: no gradebook yet, or not this course's
+        print(f"no class report: {type(exc).__name__}: {exc} (grade first: make grade)", file=sys.stderr)
+        return 2
+    print(f"class report: {html} and {table_csv} ({seconds:.1f} s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse(argv)
+    options, report_only = parse(argv)
+    if report_only:
+        return write_report(options)
     outcome = run(options)
     print(table(outcome.rows))
     where = (f"Dask scheduler {options.scheduler}" if options.scheduler else
              f"{options.dask_workers} local Dask worker(s)" if options.dask_workers else f"{options.jobs} job(s)")
     print(f"\n{len(outcome.rows)} students graded in {outcome.seconds:.0f} s with {where}; "
           f"kernels: {outcome.sandbox}, {outcome.kernels}; grades: {options.csv or options.root / 'grades.csv'}")
+    if outcome.report:
+        print(f"class report: {outcome.report}")
     retried = [(student, note) for student, r in outcome.results.items() for note in r.retried]
     if retried:
         print(f"{len(retried)} grader failure(s) were retried with a fresh kernel; scores are unaffected:")

@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grader import gradebook, report
+from course_grader import class_report, gradebook, report
 from course_grader.machine import GRADEBOOKS, Machine
 from course_grader.autograde import ASSIGNMENT, Job, Result
 from course_grader.failures import one_line, root_cause
@@ -65,6 +65,7 @@ class Options:
     progress: bool = True
     scheduler: str = ""  # a Dask scheduler's address (tcp://HOST:PORT): grade on its workers
     dask_workers: int = 0  # or start a local Dask cluster of this many worker processes
+    report: bool = True  # write the class report (class_report.py) beside grades.csv
 
     @property
     def distributed(self) -> bool:
@@ -82,6 +83,7 @@ class Outcome:
     seconds: float
     plans: list = field(default_factory=list)
     kernels: str = ""  # forked from the fork server, or fresh processes (and why)
+    report: Path | None = None  # the class report (report.html beside grades.csv)
 
 
 def _zip_class(zip_dir: Path, regexp: str, out: Path) -> Path:
@@ -352,8 +354,12 @@ def run(options: Options) -> Outcome:
         rows = report.build_rows(students, scores, {s: r.notes for s, r in results.items()},
                                  {s: r.problems for s, r in results.items()},
                                  {s: r.not_graded for s, r in results.items()})
-        report.write_csv(rows, options.csv or root / "grades.csv")
-        return Outcome(rows, results, scores, mode, time.monotonic() - started, plans, kernels)
+        grades_csv = options.csv or root / "grades.csv"
+        report.write_csv(rows, grades_csv)
+        outcome = Outcome(rows, results, scores, mode, time.monotonic() - started, plans, kernels)
+        if options.report:
+            outcome.report = class_report.write(root, db_url, grades_csv)[0]
+        return outcome
     finally:
         if local:
             local.stop()

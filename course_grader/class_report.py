@@ -1,0 +1,328 @@
+"""What the class got wrong: report.html and report.csv beside grades.csv, for the instructor only.
+
+Built from what grading leaves behind, so it can be rebuilt at any time (`python -m course_grader --report`):
+  - the gradebook: every student's points per test cell and per written answer, and which answers wait for
+    manual grading;
+  - the autograded notebooks: the judge's verdict in each failed test cell, whose line "This is what you get
+    if ..." names the catalogued mistake the student's output matched;
+  - grades.csv: each student's status and the reasons they need attention (not graded, a kernel that died,
+    tampering, pending manual grading).
+
+The page has, per question, the distribution of the autograded points (one PNG made with matplotlib, embedded,
+so the file works offline and can be mailed); per test its pass rate (a test nobody passes is flagged: the test
+or the stub may be wrong); per named mistake how many students made it and which; the students who need
+attention and why; the written answers still to grade. report.csv holds the same numbers, a row each.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from course_grader.autograde import ASSIGNMENT
+from course_grader.report import question
+
+MISTAKE = "This is what you get if "  # how the judge names a catalogued mistake (course_judge.compare)
+VERDICT_ERROR = "TestFailed"  # the error a failed test cell shows (judging.verdict_outputs)
+
+
+@dataclass
+class TestStats:
+    notebook: str
+    test: str
+    points: float
+    graded: list[str] = field(default_factory=list)  # students with a score for it
+    passed: list[str] = field(default_factory=list)  # full points
+    mistakes: dict[str, list[str]] = field(default_factory=dict)  # named mistake -> students
+    unnamed: list[str] = field(default_factory=list)  # failed without a named mistake
+
+    @property
+    def rate(self) -> float:
+        return len(self.passed) / len(self.graded) if self.graded else 0.0
+
+
+@dataclass
+class Written:
+    notebook: str
+    answer: str
+    points: float
+    pending: list[str] = field(default_factory=list)  # students whose answer waits for manual grading
+    graded: list[str] = field(default_factory=list)  # students whose answer has a manual score
+
+
+@dataclass
+class ClassReport:
+    students: list[str]
+    statuses: dict[str, tuple[str, list[str]]]  # student -> (status, reasons), from grades.csv
+    scores: dict[str, dict[str, float]]  # notebook -> {student: autograded points}
+    max_points: dict[str, float]  # notebook -> autograded points available
+    tests: list[TestStats]
+    written: list[Written]
+    seconds: float = 0.0
+
+    @property
+    def attention(self) -> list[tuple[str, str, list[str]]]:
+        return [(s, status, reasons) for s, (status, reasons) in self.statuses.items() if status != "ok"]
+
+    @property
+    def named(self) -> list[tuple[TestStats, str, list[str]]]:
+        """(test, mistake, students), the most common first."""
+        found = [(t, m, s) for t in self.tests for m, s in t.mistakes.items()]
+        return sorted(found, key=lambda x: (-len(x[2]), x[0].notebook, x[0].test, x[1]))
+
+
+def _verdicts(path: Path) -> dict[str, str]:
+    """{test grade_id: the judge's message} for the failed test cells of one autograded notebook."""
+    out = {}
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return out
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade"):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == VERDICT_ERROR:
+                out[meta["grade_id"]] = str(output.get("evalue", ""))
+                break
+    return out
+
+
+def mistake_named(message: str) -> str:
+    """The catalogued mistake a verdict names ('' when it names none)."""
+    for line in message.splitlines():
+        if line.startswith(MISTAKE):
+            return line[len(MISTAKE):].strip().rstrip(".")
+    return ""
+
+
+def _statuses(grades_csv: Path, students: list[str]) -> dict[str, tuple[str, list[str]]]:
+    rows = {}
+    if grades_csv.exists():
+        with open(grades_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                reasons = [r for r in (row.get("reasons") or "").split("; ") if r]
+                rows[row["student"]] = (row.get("status") or "ok", reasons)
+    return {s: rows.get(s, ("ok", [])) for s in students}
+
+
+def _not_graded(reasons: list[str]) -> set[str]:
+    """The questions grades.csv says were not graded ("not graded: Q4: <cause>")."""
+    return {r.split(": ", 2)[1] for r in reasons if r.startswith("not graded: ") and r.count(": ") >= 2}
+
+
+def paths(grades_csv: Path) -> tuple[Path, Path]:
+    """report.html and report.csv beside grades.csv (beside other.csv: other-report.html, other-report.csv)."""
+    stem = "report" if grades_csv.name == "grades.csv" else f"{grades_csv.stem}-report"
+    return grades_csv.with_name(f"{stem}.html"), grades_csv.with_name(f"{stem}.csv")
+
+
+def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
+    """The report's numbers for every student with a submission in the gradebook."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    started = time.monotonic()
+    tests: dict[tuple[str, str], TestStats] = {}
+    written: dict[tuple[str, str], Written] = {}
+    scores: dict[str, dict[str, float]] = {}
+    max_points: dict[str, float] = {}
+    with Gradebook(db_url) as gb:
+        statuses = _statuses(grades_csv, sorted(s.id for s in gb.students))
+        assignment = gb.find_assignment(ASSIGNMENT)
+        notebooks = sorted(nb.name for nb in assignment.notebooks)
+        for nb in assignment.notebooks:  # every test and answer, in notebook order, whoever was graded
+            for cell in sorted(nb.grade_cells, key=lambda c: c.name):
+                if cell.cell_type == "code":
+                    tests[(nb.name, cell.name)] = TestStats(nb.name, cell.name, float(cell.max_score))
+                else:
+                    written[(nb.name, cell.name)] = Written(nb.name, cell.name, float(cell.max_score))
+            max_points[nb.name] = float(sum(c.max_score for c in nb.grade_cells if c.cell_type == "code"))
+        students = sorted(s.id for s in gb.students)
+        graded_students = []
+        for student in students:
+            try:
+                submission = gb.find_submission(ASSIGNMENT, student)
+            except MissingEntry:
+                continue
+            graded_students.append(student)
+            left_out = _not_graded(statuses.get(student, ("ok", []))[1])
+            for nb in submission.notebooks:
+                if question(nb.name) in left_out:  # the grader could not grade it: no score to count
+                    continue
+                graded_path = root / "autograded" / student / ASSIGNMENT / f"{nb.name}.ipynb"
+                if not graded_path.exists() and all(g.auto_score is None for g in nb.grades):
+                    continue  # never autograded (a run of other notebooks); a notebook not submitted has zeros
+                verdicts = _verdicts(graded_path)
+                auto = 0.0
+                for grade in nb.grades:
+                    if grade.cell_type == "code":
+                        stats = tests[(nb.name, grade.name)]
+                        score = float(grade.score)
+                        auto += score
+                        stats.graded.append(student)
+                        if score >= stats.points:
+                            stats.passed.append(student)
+                        elif (named := mistake_named(verdicts.get(grade.name, ""))):
+                            stats.mistakes.setdefault(named, []).append(student)
+                        else:
+                            stats.unnamed.append(student)
+                    else:
+                        answer = written[(nb.name, grade.name)]
+                        if grade.needs_manual_grade:
+                            answer.pending.append(student)
+                        elif grade.manual_score is not None:
+                            answer.graded.append(student)
+                scores.setdefault(nb.name, {})[student] = auto
+    order = {name: i for i, name in enumerate(notebooks)}
+    report = ClassReport(graded_students, {s: statuses[s] for s in graded_students}, scores, max_points,
+                         sorted(tests.values(), key=lambda t: (order[t.notebook], t.test)),
+                         sorted(written.values(), key=lambda w: (order[w.notebook], w.answer)))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def distribution_png(report: ClassReport) -> bytes:
+    """Small multiples: per question, how many students got how many autograded points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in report.max_points if report.max_points[n] > 0]
+    cols = min(3, max(1, len(names)))
+    rows = (len(names) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        values = list(report.scores.get(name, {}).values())
+        top = report.max_points[name]
+        edges = [x - 0.5 for x in range(int(top) + 2)]
+        ax.hist(values, bins=edges, color="#4c72b0", edgecolor="white")
+        ax.set_title(f"{question(name)} (of {top:g})", fontsize=10)
+        ax.set_xlim(-0.5, top + 0.5)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    fig.supxlabel("autograded points", fontsize=9)
+    fig.supylabel("students", fontsize=9)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=90)
+    plt.close(fig)
+    return out.getvalue()
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Class report: {{ assignment }}</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 1rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; margin-bottom: 1.5rem; font-size: 0.9rem; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.4rem; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
+th { background: #f3f3f3; }
+img { max-width: 100%; height: auto; }
+.bar { background: #e8e8e8; height: 0.8rem; } .bar span { display: block; height: 100%; background: #55a868; }
+.flag { color: #b00; font-weight: bold; } .muted { color: #777; }
+</style></head><body>
+<h1>Class report: {{ assignment }}</h1>
+<p>{{ report.students|length }} students with a submission; {{ not_graded }} not graded;
+{{ report.attention|length }} need attention. Instructor only: the page names students and their mistakes.</p>
+
+<h2>Students who need attention</h2>
+{% if report.attention %}<table><tr><th style="width:9rem">student</th><th style="width:7rem">status</th><th>why</th></tr>
+{% for student, status, reasons in report.attention %}<tr><td>{{ student }}</td><td>{{ status }}</td>
+<td>{% for r in reasons %}{{ r }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>{% endfor %}
+</table>{% else %}<p class="muted">Nobody.</p>{% endif %}
+
+<h2>Points per question</h2>
+<img alt="Distribution of the autograded points per question" src="data:image/png;base64,{{ png }}">
+<table><tr><th>question</th><th>of</th><th>mean</th><th>median</th><th>full marks</th><th>zero</th></tr>
+{% for q in questions %}<tr><td>{{ q.name }}</td><td>{{ q.max }}</td><td>{{ q.mean }}</td><td>{{ q.median }}</td>
+<td>{{ q.full }}</td><td>{{ q.zero }}</td></tr>{% endfor %}</table>
+
+<h2>Pass rate per test</h2>
+<table><tr><th style="width:5rem">question</th><th>test</th><th style="width:4rem">points</th>
+<th style="width:7rem">passed</th><th style="width:8rem"></th></tr>
+{% for t in report.tests %}<tr><td>{{ t.notebook.split('_')[0] }}</td><td>{{ t.test }}{% if t.graded and not t.passed %}
+<br><span class="flag">nobody passed: check the test and the stub</span>{% endif %}</td><td>{{ '%g' % t.points }}</td>
+<td>{{ t.passed|length }} / {{ t.graded|length }}</td>
+<td><div class="bar"><span style="width:{{ (100 * t.rate)|round|int }}%"></span></div></td></tr>{% endfor %}</table>
+
+<h2>Named mistakes</h2>
+{% if report.named %}<table><tr><th style="width:11rem">test</th><th>mistake</th><th style="width:4rem">students</th>
+<th style="width:12rem">who</th></tr>
+{% for t, mistake, who in report.named %}<tr><td>{{ t.notebook.split('_')[0] }} {{ t.test }}</td><td>{{ mistake }}</td>
+<td>{{ who|length }}</td><td>{{ who|join(', ') }}</td></tr>{% endfor %}</table>
+{% else %}<p class="muted">No failed test matched a catalogued mistake.</p>{% endif %}
+
+<h2>Written answers to grade</h2>
+<table><tr><th style="width:5rem">question</th><th>answer</th><th style="width:4rem">points</th>
+<th style="width:5rem">to grade</th><th style="width:5rem">graded</th></tr>
+{% for w in report.written %}<tr><td>{{ w.notebook.split('_')[0] }}</td><td>{{ w.answer }}</td><td>{{ '%g' % w.points }}</td>
+<td>{{ w.pending|length }}</td><td>{{ w.graded|length }}</td></tr>{% endfor %}</table>
+<p class="muted">Grade them in formgrader (<code>make lab</code>, then Nbgrader, Manage Assignments).
+Built in {{ '%.1f' % seconds }} s.</p>
+</body></html>
+"""
+
+
+def _questions(report: ClassReport) -> list[dict]:
+    out = []
+    for name, top in report.max_points.items():
+        values = list(report.scores.get(name, {}).values())
+        out.append(dict(name=question(name), max=f"{top:g}",
+                        mean=f"{statistics.fmean(values):.1f}" if values else "-",
+                        median=f"{statistics.median(values):g}" if values else "-",
+                        full=sum(v >= top for v in values), zero=sum(v == 0 for v in values)))
+    return out
+
+
+def rows(report: ClassReport) -> list[list]:
+    """report.csv: section, question, item, detail, count, of, students."""
+    out = [["section", "question", "item", "detail", "count", "of", "students"]]
+    for name, top in report.max_points.items():
+        values = report.scores.get(name, {})
+        for points in sorted({round(v) for v in values.values()}):  # the histogram's bars (points rounded)
+            who = sorted(s for s, v in values.items() if round(v) == points)
+            out.append(["points", question(name), f"{points}", f"of {top:g}", len(who), len(values), " ".join(who)])
+    for t in report.tests:
+        out.append(["test", question(t.notebook), t.test, "passed", len(t.passed), len(t.graded), " ".join(t.passed)])
+    for t, mistake, who in report.named:
+        out.append(["mistake", question(t.notebook), t.test, mistake, len(who), len(t.graded), " ".join(who)])
+    for t in report.tests:
+        if t.unnamed:
+            out.append(["mistake", question(t.notebook), t.test, "(no named mistake)", len(t.unnamed), len(t.graded),
+                        " ".join(t.unnamed)])
+    for student, status, reasons in report.attention:
+        out.append(["attention", "", student, status, len(reasons), "", "; ".join(reasons)])
+    for w in report.written:
+        out.append(["written", question(w.notebook), w.answer, "to grade", len(w.pending),
+                    len(w.pending) + len(w.graded), " ".join(w.pending)])
+    return out
+
+
+def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]:
+    """Write report.html and report.csv beside grades.csv (paths); (html, csv, seconds it took)."""
+    import jinja2
+
+    started = time.monotonic()
+    report = collect(root, db_url, grades_csv)
+    html_path, csv_path = paths(grades_csv)
+    png = base64.b64encode(distribution_png(report)).decode()
+    not_graded = sum(status == "not graded" for status, _ in report.statuses.values())
+    page = jinja2.Environment(autoescape=True).from_string(PAGE)
+    report.seconds = time.monotonic() - started
+    html_path.write_text(page.render(assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded,
+                                     questions=_questions(report), seconds=report.seconds))
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f).writerows(rows(report))
+    return html_path, csv_path, time.monotonic() - started

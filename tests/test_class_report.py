@@ -1,0 +1,116 @@
+"""The class report (course_grader/class_report.py) for the demo class: its counts are the gradebook's, its named
+mistakes are the demo students' known ones, and the page stands alone (offline)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import re
+
+import nbformat
+
+from course_grader import class_report, demo, gradebook
+from course_grader.__main__ import main
+from demo_class import points_per_test
+
+
+def _report(course):
+    return class_report.collect(course, gradebook.default_db_url(course), course / "grades.csv")
+
+
+def test_every_grading_run_writes_the_report_beside_grades_csv(graded, course):
+    html, table = class_report.paths(course / "grades.csv")
+    assert graded.report == html and html.exists() and table.exists()
+    assert class_report.paths(course / "killed.csv") == (course / "killed-report.html", course / "killed-report.csv")
+
+
+def test_pass_rates_and_points_are_the_gradebooks(graded, course):
+    report = _report(course)
+    points = points_per_test(course)
+    students = [p.student for p in graded.plans]
+    tested = sorted({nb for s in students for nb in graded.scores.get(s, {})})
+    assert tested, "the demo class left nothing in the gradebook"
+    for t in report.tests:
+        if t.notebook not in tested:
+            continue
+        had = [s for s in students if t.notebook in graded.scores.get(s, {})]
+        full = [s for s in had if graded.scores[s][t.notebook].tests[t.test] >= points[t.notebook][t.test]]
+        assert sorted(set(t.graded) & set(students)) == sorted(had), t.test
+        assert sorted(set(t.passed) & set(students)) == sorted(full), t.test
+        failed = [s for who in t.mistakes.values() for s in who] + t.unnamed
+        assert sorted(t.passed + failed) == sorted(t.graded) and len(set(failed)) == len(failed), t.test
+    for nb in tested:
+        for s in students:
+            if nb in graded.scores.get(s, {}):
+                auto = sum(graded.scores[s][nb].tests.values())
+                assert report.scores[nb][s] == auto, (s, nb)
+
+
+def test_the_demo_students_known_mistakes_are_where_the_report_puts_them(graded, course):
+    """A realistic student's catalogued mistake fails the tests the catalogue says, and the report lists the
+    student among those tests' failures; a correct alternative passes every test of its notebook."""
+    report = _report(course)
+    by_test = {(t.notebook, t.test): t for t in report.tests}
+    checked = 0
+    for plan in graded.plans:
+        for nb, variant in plan.variants.items():
+            if nb not in graded.scores.get(plan.student, {}):
+                continue
+            tests = [t for (n, _), t in by_test.items() if n == nb]
+            if variant.correct:
+                assert all(plan.student in t.passed for t in tests), (plan.student, variant.name)
+                continue
+            for test in variant.fails:
+                assert plan.student not in by_test[(nb, test)].passed, (plan.student, variant.name, test)
+                checked += 1
+    assert checked, "no demo student made a catalogued mistake in the notebooks graded"
+    named = [(t.test, m, who) for t, m, who in report.named]
+    assert named, "no failed test named a mistake: the report's parsing of the verdicts is broken"
+    for test, mistake, who in named:
+        assert mistake and not mistake.startswith(class_report.MISTAKE), mistake
+        nb = next(t.notebook for t in report.tests if t.test == test)
+        for student in who:  # the student's own autograded notebook names that mistake in that test's verdict
+            graded_nb = nbformat.read(course / "autograded" / student / demo.ASSIGNMENT / f"{nb}.ipynb", as_version=4)
+            cell = next(c for c in graded_nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == test)
+            said = " ".join(str(o.get("evalue", "")) for o in cell.outputs)
+            assert class_report.MISTAKE + mistake in said, (student, test, mistake, said[:300])
+
+
+def test_attention_and_written_answers_match_the_run(graded, course):
+    report = _report(course)
+    attention = {s: (status, reasons) for s, status, reasons in report.attention}
+    for row in graded.rows:
+        if row.status != "ok":
+            assert attention[row.student] == (row.status, row.reasons), row.student
+        else:
+            assert row.student not in attention
+    students = [p.student for p in graded.plans]
+    for w in report.written:
+        waiting = [s for s in students if w.notebook in graded.scores.get(s, {})
+                   and graded.scores[s][w.notebook].needs_manual_grade]
+        assert sorted(set(w.pending) & set(students)) == sorted(waiting), w.answer
+
+
+def test_the_page_works_offline_and_the_csv_has_the_same_numbers(graded, course, capsys):
+    html, table = class_report.paths(course / "grades.csv")
+    assert main(["--root", str(course), "--report"]) == 0  # rebuilt from the gradebook alone
+    assert "class report:" in capsys.readouterr().out
+    page = html.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not load anything"
+    png = re.search(r'src="data:image/png;base64,([^"]+)"', page)
+    assert png and base64.b64decode(png.group(1)).startswith(b"\x89PNG")
+    report = _report(course)
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    tests = {(r["question"], r["item"]): (int(r["count"]), int(r["of"])) for r in rows if r["section"] == "test"}
+    assert tests == {(t.notebook.split("_")[0], t.test): (len(t.passed), len(t.graded)) for t in report.tests}
+    mistakes = {(r["item"], r["detail"]): int(r["count"]) for r in rows if r["section"] == "mistake"
+                and r["detail"] != "(no named mistake)"}
+    assert mistakes == {(t.test, m): len(who) for t, m, who in report.named}
+    for _, mistake, who in report.named:
+        assert all(student in page for student in who)
+    bars = {}
+    for r in rows:
+        if r["section"] == "points":
+            bars[r["question"]] = bars.get(r["question"], 0) + int(r["count"])
+    assert bars == {nb.split("_")[0]: len(v) for nb, v in report.scores.items() if v}
