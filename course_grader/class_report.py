@@ -29,8 +29,11 @@ import nbformat
 from course_grader.autograde import ASSIGNMENT
 from course_grader.report import question
 
-MISTAKE = "This is what you get if "  # how the judge names a catalogued mistake (course_judge.compare)
-VERDICT_ERROR = "TestFailed"  # the error a failed test cell shows (judging.verdict_outputs)
+# How a verdict names a catalogued mistake (course_judge.compare.NAMED_MISTAKE) and the error a failed test cell
+# shows (judging.VERDICT_ERROR). Copied, not imported: both modules import torch, which this module never needs.
+# tests/test_class_report.py fails if they drift apart (no mistake would be found).
+MISTAKE = "This is what you get if "
+VERDICT_ERROR = "TestFailed"
 
 
 @dataclass
@@ -65,7 +68,6 @@ class ClassReport:
     max_points: dict[str, float]  # notebook -> autograded points available
     tests: list[TestStats]
     written: list[Written]
-    seconds: float = 0.0
 
     @property
     def attention(self) -> list[tuple[str, str, list[str]]]:
@@ -129,13 +131,13 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
     """The report's numbers for every student with a submission in the gradebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    started = time.monotonic()
     tests: dict[tuple[str, str], TestStats] = {}
     written: dict[tuple[str, str], Written] = {}
     scores: dict[str, dict[str, float]] = {}
     max_points: dict[str, float] = {}
     with Gradebook(db_url) as gb:
-        statuses = _statuses(grades_csv, sorted(s.id for s in gb.students))
+        students = sorted(s.id for s in gb.students)
+        statuses = _statuses(grades_csv, students)
         assignment = gb.find_assignment(ASSIGNMENT)
         notebooks = sorted(nb.name for nb in assignment.notebooks)
         for nb in assignment.notebooks:  # every test and answer, in notebook order, whoever was graded
@@ -145,7 +147,6 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
                 else:
                     written[(nb.name, cell.name)] = Written(nb.name, cell.name, float(cell.max_score))
             max_points[nb.name] = float(sum(c.max_score for c in nb.grade_cells if c.cell_type == "code"))
-        students = sorted(s.id for s in gb.students)
         graded_students = []
         for student in students:
             try:
@@ -153,7 +154,7 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
             except MissingEntry:
                 continue
             graded_students.append(student)
-            left_out = _not_graded(statuses.get(student, ("ok", []))[1])
+            left_out = _not_graded(statuses[student][1])
             for nb in submission.notebooks:
                 if question(nb.name) in left_out:  # the grader could not grade it: no score to count
                     continue
@@ -182,11 +183,9 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
                             answer.graded.append(student)
                 scores.setdefault(nb.name, {})[student] = auto
     order = {name: i for i, name in enumerate(notebooks)}
-    report = ClassReport(graded_students, {s: statuses[s] for s in graded_students}, scores, max_points,
-                         sorted(tests.values(), key=lambda t: (order[t.notebook], t.test)),
-                         sorted(written.values(), key=lambda w: (order[w.notebook], w.answer)))
-    report.seconds = time.monotonic() - started
-    return report
+    return ClassReport(graded_students, {s: statuses[s] for s in graded_students}, scores, max_points,
+                       sorted(tests.values(), key=lambda t: (order[t.notebook], t.test)),
+                       sorted(written.values(), key=lambda w: (order[w.notebook], w.answer)))
 
 
 def distribution_png(report: ClassReport) -> bytes:
@@ -320,9 +319,8 @@ def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]
     png = base64.b64encode(distribution_png(report)).decode()
     not_graded = sum(status == "not graded" for status, _ in report.statuses.values())
     page = jinja2.Environment(autoescape=True).from_string(PAGE)
-    report.seconds = time.monotonic() - started
     html_path.write_text(page.render(assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded,
-                                     questions=_questions(report), seconds=report.seconds))
+                                     questions=_questions(report), seconds=time.monotonic() - started))
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows(rows(report))
     return html_path, csv_path, time.monotonic() - started

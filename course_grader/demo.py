@@ -2,7 +2,6 @@
 
 Every student's notebooks are the release notebooks with solution cells filled in:
   reference  the instructor's solutions (full autograded marks; written answers wait for manual grading)
-Written answers are the release's cells with text a student would write (demo_answers.py), of three qualities.
   blank      the untouched release (zero)
   alice, bob, carol, dave
              realistic students: in some notebooks one known mistake from the mutation catalogue, in the
@@ -11,6 +10,7 @@ Written answers are the release's cells with text a student would write (demo_an
   looper     reference, but one solution cell ends in an infinite loop
   deleter    reference with one test cell deleted
   paster     reference with one test cell pasted twice (a duplicated grade_id)
+Written answers are the release's cells with text a student would write (demo_answers.py), of three qualities.
 """
 
 from __future__ import annotations

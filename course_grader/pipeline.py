@@ -209,10 +209,12 @@ class WorkerProcess:
             self.proc = None
 
     def _kill(self) -> int:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-        code = self.proc.wait() if self.proc else 0
-        self.proc = None
+        """Kill the process (if it still runs) and close its pipes; its exit status (0 when there was none)."""
+        code = 0
+        if self.proc:
+            self.proc.kill()  # nothing happens to one that has already ended
+            code = self.proc.wait()
+            self.proc = None
         self.stop()
         return code
 

@@ -41,7 +41,7 @@ class Scheduler:
         self.notebooks = notebooks
         self.running: dict[str, int] = {}  # student -> jobs running now
         self.started: dict[str, int] = {}  # student -> jobs started so far
-        self.ended: dict[str, int] = {}  # student -> jobs whose worker has returned (before the consumer's done)
+        self.returned_from: set[str] = set()  # students one of whose workers has returned (before `done`)
         self.open: set[str] = set()  # students started and not closed yet
         self.retrying: set[str] = set()  # students whose fresh worker (a retry) has started
         self.cond = threading.Condition()
@@ -76,7 +76,7 @@ class Scheduler:
                 helpable = [(self._unclaimed(s), s) for s, n in self.running.items()
                             if n > 0 and s not in self.retrying and self.started[s] < self.notebooks]
                 helpable = [(left, s) for left, s in helpable
-                            if 0 < left and (left < self.notebooks or not self.ended.get(s))]
+                            if 0 < left and (left < self.notebooks or s not in self.returned_from)]
                 if helpable:
                     return self._start(max(helpable)[1])
                 if not self.open:
@@ -87,7 +87,7 @@ class Scheduler:
     def returned(self, job: Job) -> None:
         """Record, in the worker's thread, that its worker has returned (the consumer hears of it later)."""
         with self.cond:
-            self.ended[job.student] = self.ended.get(job.student, 0) + 1
+            self.returned_from.add(job.student)
 
     def done(self, job: Job) -> bool:
         """Record that a job ended; True when it was its student's last (the student is then closed or retried)."""

@@ -36,6 +36,9 @@ def tensor(value: object, what: str) -> Tensor:
     return value
 
 
+# How a failure message names the catalogued mistake the output matched (the class report reads it back).
+NAMED_MISTAKE = "This is what you get if "
+
 TORCH_WHY = ("This exercise is to implement the normalization yourself (means, variances, scale and shift with "
              "tensor operations); delegating to torch's own normalization gets no points for this test.")
 
@@ -103,7 +106,7 @@ def expect_close(actual: object, expected: Tensor, what: str, *, atol: float = 1
     named = name_mistake(actual, expected, mistakes)
     found = None if named else (diagnose(actual) if diagnose else None)
     if named:
-        message += f"\nThis is what you get if {named}"
+        message += f"\n{NAMED_MISTAKE}{named}"
     elif found:
         message += f"\n{found}"
     elif hint:

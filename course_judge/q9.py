@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import expect_close, expect_gradients, expect_no_error, tensor
+from course_judge.compare import NAMED_MISTAKE, expect_close, expect_gradients, expect_no_error, tensor
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
 from course_recorder import q9
@@ -352,7 +352,7 @@ def gradients(r: Records) -> None:
     except Fail as err:
         detached = reference("stats_detached")
         if isinstance(recorded, dict) and isinstance(recorded.get("x"), Tensor) and _same(recorded["x"], detached["x"]):
-            raise Fail(f"{err}\nThis is what you get if {MISTAKES['stats_detached']}") from None
+            raise Fail(f"{err}\n{NAMED_MISTAKE}{MISTAKES['stats_detached']}") from None
         raise
 
 
