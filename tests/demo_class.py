@@ -14,7 +14,7 @@ from course_grader import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 # Training-heavy demo and experiment cells are skipped: tests never depend on them.
-LIMITS = dict(cell_timeout=45, notebook_timeout=240, skip_experiments=True, progress=False)
+LIMITS = dict(cell_timeout=25, notebook_timeout=240, skip_experiments=True, progress=False)
 
 
 def graded_notebooks(course: Path) -> list[str]:

@@ -61,6 +61,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def age(pid: int) -> float:
+    """Seconds since `pid` started (0 when it is gone)."""
+    try:
+        # Field 22 of /proc/PID/stat (counted after the command's closing parenthesis) is the start time in
+        # clock ticks since boot.
+        start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return uptime - start / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def killer(find, times: int = 1, settle: float = 1.0):
     """A thread that SIGKILLs what `find()` returns (a pid or None), `times` times, `settle` s after it appears."""

@@ -19,7 +19,7 @@ from course_grader import speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from demo_class import LIMITS, graded_notebooks, scores_of
-from process_tools import children, cpu_burners, job_folder, killer, processes
+from process_tools import age, children, cpu_burners, job_folder, killer, processes
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -65,13 +65,13 @@ def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course):
     kernels, and the students keep exactly their points."""
     students = ["reference", "alice", "bob"]
 
-    def busy_server():  # the fork server, once it has kernels running
-        for pid in processes("course_grader.zygote", "serve"):
-            if children(pid):
+    def busy_server():  # the fork server, once a kernel of it has been running a while (a long notebook: Q9's
+        for pid in processes("course_grader.zygote", "serve"):  # kernels run for seconds, Q1's for under one)
+            if any(age(kernel) > 1.5 for kernel in children(pid)):
                 return pid
         return None
 
-    with killer(busy_server, settle=2.0) as killed:
+    with killer(busy_server, settle=0.3) as killed:
         outcome = run(Options(root=course, jobs=2, students=students, notebooks=graded_notebooks(course),
                               csv=course / "server-killed.csv", feedback=False, **LIMITS))
     assert killed, "the fork server was never seen with kernels"

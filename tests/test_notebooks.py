@@ -1,6 +1,6 @@
 """The exercise notebooks: built from authoring/, the release built from source, nothing secret in what
-students receive, every solution notebook runs (nbval) and passes its own tests (nbgrader's Validator),
-and every graded test fails on the untouched release stubs."""
+students receive, every solution notebook runs and passes its own tests (nbgrader's Validator, every cell),
+the outputs marked for checking match (nbval), and every graded test fails on the untouched release stubs."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def _run(cmd: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def _each_notebook(make_cmd) -> dict[str, str]:
+def _each_notebook(make_cmd, notebooks: list[Path] = NOTEBOOKS) -> dict[str, str]:
     """Run one command per notebook, two at a time; {notebook: output} for those that failed."""
     with ThreadPoolExecutor(WORKERS) as pool:
-        done = list(pool.map(lambda nb: (nb, _run(make_cmd(nb))), NOTEBOOKS))
+        done = list(pool.map(lambda nb: (nb, _run(make_cmd(nb))), notebooks))
     return {nb.name: (p.stdout + p.stderr)[-4000:] for nb, p in done if p.returncode != 0}
 
 
@@ -142,15 +142,21 @@ def test_graded_cells_follow_the_house_pattern():
     assert not problems, "\n".join(problems)
 
 
-def test_solution_notebooks_run_under_nbval():
-    failed = _each_notebook(lambda nb: [
-        sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=300", "-q", "-p", "no:cacheprovider",
-        str(nb.relative_to(ROOT))])
+def test_solution_notebooks_run_and_pass_their_own_tests():
+    """One run of each solution notebook under nbgrader's Validator: every graded test passes, and every other
+    code cell runs without an error or a line on stderr (validate_all)."""
+    failed = _each_notebook(lambda nb: [sys.executable, "tools/validate.py", "--every-cell", str(nb.relative_to(ROOT))])
     assert not failed, failed
 
 
-def test_solution_notebooks_pass_their_own_tests():
-    failed = _each_notebook(lambda nb: [sys.executable, "tools/validate.py", str(nb.relative_to(ROOT))])
+def test_checked_outputs_match_under_nbval():
+    """The demo cells marked NBVAL_CHECK_OUTPUT (values small enough to check by hand) print what the notebook
+    shows; nbval compares them. The notebooks without such a cell are run by the Validator test above."""
+    marked = [nb for nb in NOTEBOOKS if "NBVAL_CHECK_OUTPUT" in nb.read_text()]
+    assert marked, "no notebook has a NBVAL_CHECK_OUTPUT cell"
+    failed = _each_notebook(lambda nb: [
+        sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=300", "-q", "-p", "no:cacheprovider",
+        str(nb.relative_to(ROOT))], marked)
     assert not failed, failed
 
 
