@@ -65,8 +65,10 @@ def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course):
     kernels, and the students keep exactly their points."""
     students = ["reference", "alice", "bob"]
 
-    def busy_server():  # the fork server, once a kernel of it has been running a while (a long notebook: Q9's
-        for pid in processes("course_grader.zygote", "serve"):  # kernels run for seconds, Q1's for under one)
+    # The fork server, once one of its kernels has run a while: a Q9 kernel runs for seconds, a Q1 kernel for under
+    # one, so a kill timed from any kernel can fall between two and hit no kernel at all.
+    def busy_server():
+        for pid in processes("course_grader.zygote", "serve"):
             if any(age(kernel) > 1.5 for kernel in children(pid)):
                 return pid
         return None

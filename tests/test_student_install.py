@@ -10,7 +10,6 @@ The environment holds none of the instructor's tools or grading packages.
 from __future__ import annotations
 
 import ast
-import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from process_tools import cpu_burners
 from tests.student_env import RELEASE, ROOT, private_env, solved_release, student_bin
 
 SUCCESS = "Success! Your notebook passes all the tests."
@@ -33,15 +33,6 @@ INSTRUCTOR_ONLY = ("course_recorder", "course_judge", "course_grader", "course_m
 @pytest.fixture(scope="module")
 def student() -> Path:
     return student_bin()
-
-
-def _burn(seconds: float) -> None:
-    """One core's worth of CPU-bound work (the other programs on a busy laptop)."""
-    import time
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        sum(i * i for i in range(10_000))
 
 
 def test_the_student_environment_has_no_instructor_tools(student, tmp_path):
@@ -85,16 +76,9 @@ def test_validate_passes_every_solved_notebook_on_a_busy_machine(student, tmp_pa
     two other CPU-bound processes beside it (usually four) and the nine share the cores instead of waiting."""
     folder = tmp_path / "normalization"
     notebooks = solved_release(folder)
-    burners = [multiprocessing.Process(target=_burn, args=(1800,), daemon=True) for _ in range(BURNERS)]
-    for burner in burners:
-        burner.start()
-    try:
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            outputs = pool.map(lambda path: _validate(student, folder, tmp_path, path.name), notebooks)
-            results = dict(zip((path.name for path in notebooks), outputs))
-    finally:
-        for burner in burners:
-            burner.kill()
+    with cpu_burners(BURNERS), ThreadPoolExecutor(AT_ONCE) as pool:
+        outputs = pool.map(lambda path: _validate(student, folder, tmp_path, path.name), notebooks)
+        results = dict(zip((path.name for path in notebooks), outputs))
     failed = {name: out[-2500:] for name, out in results.items() if SUCCESS not in out}
     assert len(results) == 9
     assert not failed, failed

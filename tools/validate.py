@@ -1,11 +1,11 @@
 """Validate notebooks with nbgrader's Validator and exit non-zero on failure.
 
 `nbgrader validate` exits 0 even when tests fail (GRADING.md), so CI uses this instead.
-  python tools/validate.py NOTEBOOK...            every graded test must pass (source notebooks)
-  python tools/validate.py --every-cell NOTEBOOK...  and every other code cell runs without an error or a
-                                                  line on stderr (nbgrader's validate_all): one run proves
-                                                  a solution notebook runs and passes its tests
-  python tools/validate.py --invert NOTEBOOK...   every graded test must FAIL (untouched release stubs)
+  python tools/validate.py NOTEBOOK...              every graded test must pass (source notebooks)
+  python tools/validate.py --every-cell NOTEBOOK... and every other code cell runs without an error or a line
+                                                    on stderr (nbgrader's validate_all): one run proves that a
+                                                    solution notebook runs and passes its tests
+  python tools/validate.py --invert NOTEBOOK...     every graded test must FAIL (untouched release stubs)
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ def validate(path: str, invert: bool, timeout: int, every_cell: bool = False) ->
     return Validator(config=config).validate(path)
 
 
+def _describe(cell: dict) -> str:
+    """A failing cell: its source (a cell that only wrote to stderr has no error of its own, "No error message"),
+    then its error without the traceback's colours."""
+    return f"{cell['source'][:300]}\n--> {ANSI.sub('', cell.get('raw_error', ''))[-3000:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invert", action="store_true", help="expect every graded test to fail")
@@ -42,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         found = validate(path, args.invert, args.timeout, args.every_cell)
         if found:
-            # A cell that only wrote to stderr has no error of its own ("No error message"): its source says which.
-            problems[path] = {kind: [f"{c['source'][:300]}\n--> {ANSI.sub('', c.get('raw_error', ''))[-3000:]}" for c in cells]
-                              for kind, cells in found.items()}
+            problems[path] = {kind: [_describe(cell) for cell in cells] for kind, cells in found.items()}
     if problems:
         print(json.dumps(problems, indent=1))
         return 1
