@@ -52,6 +52,9 @@ class NotebookVerdicts:
 
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # What the audit found and could not judge by itself (quoted, scrubbed): the notebook is held for the
+    # instructor's review; its scores stand until the instructor clears or confirms it.
+    review: list[str] = field(default_factory=list)
 
 
 REGISTRY: dict[tuple[str, str], Spec] = {}
@@ -171,6 +174,7 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
         result.notes.append("tampering: " + "; ".join(str(f) for f in found.tampering[:5]))
     for solution, finding in found.delegation.items():
         result.notes.append(f"delegation: {solution} {finding}")
+    result.review = [scrub(str(f), secrets) for f in found.review]
     earlier = ""
     for cell in nb.cells:
         if not is_test(cell):

@@ -76,6 +76,7 @@ class Audit:
     tampering: list[Finding] = field(default_factory=list)
     delegation: dict[str, Finding] = field(default_factory=dict)  # solution grade_id -> the first forbidden use
     unreadable: list[int] = field(default_factory=list)  # student cells that do not parse
+    review: list[Finding] = field(default_factory=list)  # what the audit is unsure of: the instructor decides
 
 
 def _python(source: str) -> str:
