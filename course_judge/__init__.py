@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from course_judge.audit import TORCH_NORMS, Audit, audit
 from course_judge.compare import TORCH_WHY
 from course_judge.records import Fail, Malformed, Missing, Records
+from course_recorder import GUARD
 from course_judge.secrets import WITHHELD, scrub, secret_lines
 
 QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
@@ -44,6 +45,7 @@ class Verdict:
     passed: bool
     message: str = ""
     judge_error: str = ""  # the judge itself failed (a grader problem, reported to the instructor)
+    note: str = ""  # what the instructor should know about this test (the refusal was switched off...)
 
 
 @dataclass
@@ -119,6 +121,38 @@ def _why_missing(records: Records, outputs: list, earlier: str) -> str:
             "did your code stop it?).")
 
 
+def _guard_verdict(spec: Spec, test: str, records: Records) -> Verdict | None:
+    """The verdict the refusal's evidence decides (course_recorder.guard), or None when it decides nothing.
+
+    Every call of the student's layer in a test whose points depend on doing the math oneself ran with torch's
+    normalization refused, and recorded under `key#guard` what the refusal saw: a refusal (the code reached
+    torch's normalization, by whatever route, even if it caught the error) costs the test its points, as
+    delegating does; a refusal no longer in place after the call, or no evidence at all, means the test cannot
+    tell whose math produced the values.
+    """
+    torch_rule = [s for s in spec.uses if FORBIDDEN.get(spec.question, {}).get(s) == TORCH_NORMS]
+    if not torch_rule:
+        return None
+    guards = [(key[:-len(GUARD)], records.get(key)) for key in records.keys() if key.endswith(GUARD)]
+    why = WHY.get((spec.question, torch_rule[0]), TORCH_WHY)
+    for key, found in guards:
+        refused = found.get("refused") if isinstance(found, dict) else None
+        if isinstance(refused, list) and refused:
+            return Verdict(test, False, f"Your {torch_rule[0]} called torch's {str(refused[0])[:60]} while the test "
+                                        f"ran it. {why}")
+    if not guards and not records.aborted():
+        return Verdict(test, False, "This test's results carry no proof that torch's normalization was refused "
+                                    "while your code ran, so they cannot count; ask your instructor.",
+                       note=f"{test}: the records carry no evidence of the refusal (was the recorder changed?)")
+    for key, found in guards:
+        if not (isinstance(found, dict) and found.get("intact") is True):
+            return Verdict(test, False, "torch's normalization was no longer refused after your code ran (something "
+                                        "switched the grader's refusal off), so this test's values cannot count; "
+                                        "ask your instructor.",
+                           note=f"{test}: the refusal of torch's normalization was off after the call {key[:60]!r}")
+    return None
+
+
 def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlier: str = "") -> Verdict:
     """One test cell's verdict from its outputs (the record bundle and any error) and the notebook's audit."""
     if spec is None:
@@ -138,6 +172,9 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
         if error in spec.errors:
             message += f"\n{spec.errors[error]}"
         return Verdict(test, False, message)
+    refused = _guard_verdict(spec, test, records)
+    if refused is not None:
+        return refused
     stopped = records.aborted()
     try:
         spec.judge(records)
@@ -191,6 +228,8 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
         v.message = scrub(v.message, secrets)
         if v.judge_error:
             result.notes.append(f"the judge failed on {test}: {v.judge_error}")
+        if v.note:
+            result.notes.append(f"tampering: {scrub(v.note, secrets)}")
         result.verdicts[test] = v
     return result
 

@@ -131,6 +131,10 @@ class Records:
     def has(self, key: str) -> bool:
         return key in self._raw
 
+    def keys(self) -> list[str]:
+        """The recorded keys (as claimed by the kernel: names only, nothing decoded)."""
+        return [str(k) for k in self._raw]
+
     def get(self, key: str) -> object:
         """The decoded record `key`; Fail when it is missing or malformed."""
         if key not in self._decoded:

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from course_recorder.guard import call_own
+from course_recorder.guard import own_implementation
 from course_recorder.wire import Raised, digest, encode
 
 MIME = "application/vnd.normalization-course.record+json"
 VERSION = 1
+GUARD = "#guard"  # the suffix of what the refusal saw during a call (course_recorder.guard.Evidence)
 ABORTED = "__aborted__"  # the key of a probe that stopped early, with the exception that stopped it
 
 _sink: Callable[[dict], None] | None = None
@@ -60,18 +61,24 @@ class Recorder:
     def call(self, key: str, fn: Callable, *args: object, own: str | None = None, **kwargs: object) -> object:
         """fn(*args, **kwargs), its result (or the exception it raised) recorded under `key`.
 
-        With `own` set (the layer's name), torch's own normalization refuses to run meanwhile. The tensor
-        arguments' fingerprints after the call are recorded under `key#in` (a layer that changes its input in
-        place shows there). Returns the result, or a Raised.
+        With `own` set (the layer's name), torch's normalization refuses to run meanwhile, at the function and at
+        the operator level (course_recorder.guard), and the result is recorded before the refusal ends; what the
+        refusal saw is recorded under `key#guard` for the judge. The tensor arguments' fingerprints after the
+        call are recorded under `key#in` (a layer that changes its input in place shows there). Returns the
+        result, or a Raised.
         """
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a warning on stderr is not the student's answer
-                result = call_own(own, fn, *args, **kwargs) if own else fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - whatever the student's code raises is a result
-            result = Raised(exc)
-        self.put(key, result)
-        self.put(f"{key}#in", [digest(a) for a in args if isinstance(a, torch.Tensor)])
+        with contextlib.ExitStack() as stack:
+            evidence = stack.enter_context(own_implementation(own)) if own else None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a warning on stderr is not the student's answer
+                    result = fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - whatever the student's code raises is a result
+                result = Raised(exc)
+            self.put(key, result)
+            self.put(f"{key}#in", [digest(a) for a in args if isinstance(a, torch.Tensor)])
+        if evidence is not None:
+            self.put(f"{key}{GUARD}", evidence.record())
         return result
 
     def send(self) -> None:
@@ -100,4 +107,4 @@ def recording(test: str) -> Iterator[Recorder]:
     rec.send()
 
 
-__all__ = ["MIME", "VERSION", "ABORTED", "Recorder", "recording", "set_sink", "Raised", "digest", "encode"]
+__all__ = ["MIME", "VERSION", "GUARD", "ABORTED", "Recorder", "recording", "set_sink", "Raised", "digest", "encode"]

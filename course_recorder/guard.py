@@ -1,60 +1,202 @@
-"""While a probe calls the student's layer, torch's own normalization refuses to run.
+"""While a probe runs the student's own implementation, torch's normalization and course_lib's combiner refuse to run.
 
-This is the in-kernel half of the rule that a layer must do its own math; student code could undo it, so
-the judge also reads the solution cell's source (course_judge.audit). Here it turns honest delegation into
-a recorded DelegationError, which the judge reports with the reason.
+The rule that a layer must do its own math is enforced where every route to torch's normalization meets, not
+on the names a student might use to reach it:
+
+- `RefuseNorms`, a TorchFunctionMode, refuses torch's normalization *functions* (F.batch_norm, torch.layer_norm,
+  F.rms_norm...) however they were reached: a reference taken before the probe, `vars(F)[...]`, a string built
+  at run time, a partial, an nn module (its forward calls them) all end in the same function, which consults the
+  mode. The mode is consulted by the function object itself, so no copy of a reference escapes it.
+- `RefuseKernels`, a TorchDispatchMode, refuses the aten normalization *kernels* at the operator dispatcher:
+  `torch.ops.aten.native_batch_norm` and kin, which sit below the function level. (On the CPU F.rms_norm is
+  composed of plain operators, so only the function level can see it.)
+- course_lib's `combine_scheds` is plain Python, which no torch mode sees: `refuse_code` refuses any Python
+  frame running its code, or a copy of it (a function rebuilt from its code object has the same bytecode), with a
+  trace function that looks at each call.
+
+Each refusal raises DelegationError inside the student's code and is remembered even if the student's code
+catches it. `Evidence` is what a probe records beside the result: whether the modes were still in place after
+the call (a canary kernel refused), how many operators the student's code ran under them, and what was
+refused. The judge reads it (course_judge): a refusal costs the test its points, missing evidence too.
+
+Student code runs in the same process and can, in principle, pop a mode off torch's stack or clear the trace
+function. Doing so needs torch._C, torch.utils._python_dispatch or sys.settrace, which the judge's audit treats
+as tampering; docs/GRADING_PIPELINE.md says what remains possible.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 class DelegationError(RuntimeError):
-    """Raised by torch's normalization functions while a probe runs the student's own implementation."""
+    """Raised by torch's normalization while a probe runs the student's own implementation."""
 
 
-_FUNCTIONAL = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
-_TORCH = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "native_batch_norm", "native_layer_norm",
-          "native_group_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training")
-_MODULES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+# The functions: torch's public normalization entry points (each consults torch function modes).
+_FUNCTIONS = tuple(f for f in (
+    F.batch_norm, F.layer_norm, F.instance_norm, F.group_norm, getattr(F, "rms_norm", None), F.local_response_norm,
+    torch.batch_norm, torch.layer_norm, torch.instance_norm, torch.group_norm, getattr(torch, "rms_norm", None),
+    torch.native_batch_norm, torch.native_layer_norm, torch.native_group_norm,
+    getattr(torch, "_native_batch_norm_legit", None),
+) if f is not None)
+_FUNCTION_NAMES = {f: f"{getattr(f, '__module__', None) or 'torch'}.{f.__name__}".replace("torch.nn.functional",
+                                                                                          "F") for f in _FUNCTIONS}
+# The kernels: every aten operator that computes a normalization (their overload packets' names).
+KERNELS = frozenset({
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit_functional", "_batch_norm_with_update", "_batch_norm_with_update_functional",
+    "_batch_norm_no_update", "batch_norm", "_batch_norm_impl_index", "cudnn_batch_norm", "miopen_batch_norm",
+    "batch_norm_stats", "batch_norm_elemt", "batch_norm_gather_stats", "batch_norm_gather_stats_with_counts",
+    "batch_norm_update_stats", "native_layer_norm", "layer_norm", "native_group_norm", "group_norm",
+    "instance_norm", "rms_norm", "_fused_rms_norm",
+})
+
+
+@dataclass
+class Evidence:
+    """What a guarded call left behind: the judge's proof that the refusal was in place."""
+
+    refused: list[str] = field(default_factory=list)  # what the student's code tried to run, in order
+    operators: int = 0  # aten operators the student's code ran under the dispatch mode
+    intact: bool = False  # after the call both modes were still in place (the canary kernel was refused)
+
+    def record(self) -> dict:
+        return {"refused": self.refused[:20], "operators": self.operators, "intact": self.intact}
+
+
+class RefuseNorms(TorchFunctionMode):
+    """Refuse torch's normalization functions, however they were reached."""
+
+    def __init__(self, layer: str, evidence: Evidence) -> None:
+        super().__init__()
+        self.layer, self.evidence = layer, evidence
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = _FUNCTION_NAMES.get(func)
+        if name is not None:
+            self.evidence.refused.append(name)
+            raise DelegationError(f"{self.layer} called torch's {name}")
+        return func(*args, **(kwargs or {}))
+
+
+class RefuseKernels(TorchDispatchMode):
+    """Refuse the aten normalization kernels at the operator dispatcher, and count the operators that ran."""
+
+    def __init__(self, layer: str, evidence: Evidence) -> None:
+        super().__init__()
+        self.layer, self.evidence = layer, evidence
+        self.canary = False  # the probe's own check that the mode is still in place
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = _KERNEL_OF.get(func)
+        if name is None:  # first sight of this operator: is it a normalization kernel? ("" when not)
+            packet = getattr(getattr(func, "overloadpacket", None), "__name__", "")
+            name = _KERNEL_OF[func] = packet if packet in KERNELS else ""
+        if name:
+            if self.canary:
+                raise _Canary()
+            self.evidence.refused.append(f"torch.ops.aten.{name}")
+            raise DelegationError(f"{self.layer} ran torch's aten.{name} kernel")
+        self.evidence.operators += 1
+        return func(*args, **(kwargs or {}))
+
+
+_KERNEL_OF: dict = {}  # operator -> its name when it is a normalization kernel, else ""
+
+
+class _Canary(Exception):
+    """Raised to the probe alone: the dispatch mode is in place."""
+
+
+_CANARY_INPUT = torch.zeros(1, 2)
+
+
+def _modes_intact(function_mode: RefuseNorms, dispatch_mode: RefuseKernels) -> bool:
+    """Whether both modes still refuse: a normalization function and a normalization kernel are each tried."""
+    try:
+        F.layer_norm(_CANARY_INPUT, (2,))
+    except DelegationError:
+        function_mode.evidence.refused.pop()  # the probe's own try, not the student's
+    else:
+        return False
+    dispatch_mode.canary = True
+    try:
+        torch.ops.aten.native_layer_norm(_CANARY_INPUT, [2], None, None, 1e-5)
+    except _Canary:
+        return True
+    except Exception:  # noqa: BLE001 - anything else means the mode is not the one that answered
+        return False
+    finally:
+        dispatch_mode.canary = False
+    return False
 
 
 @contextlib.contextmanager
-def own_implementation(layer: str) -> Iterator[None]:
-    """While active, torch's own normalization raises DelegationError."""
+def own_implementation(layer: str, evidence: Evidence | None = None) -> Iterator[Evidence]:
+    """While active, torch's normalization raises DelegationError; yields the Evidence, filled in on exit."""
+    evidence = evidence if evidence is not None else Evidence()
+    function_mode, dispatch_mode = RefuseNorms(layer, evidence), RefuseKernels(layer, evidence)
+    with function_mode, dispatch_mode:
+        try:
+            yield evidence
+        finally:
+            evidence.intact = _modes_intact(function_mode, dispatch_mode)
 
-    def refuse(name: str) -> Callable:
-        def raiser(*args, **kwargs):
-            raise DelegationError(f"{layer} called torch's {name}")
 
-        return raiser
+# ---- plain Python: course_lib's combiner and copies of its code ----
 
-    saved = []
-    for owner, names in ((F, _FUNCTIONAL), (torch, _TORCH)):
-        for name in names:
-            if hasattr(owner, name):
-                saved.append((owner, name, getattr(owner, name)))
-                setattr(owner, name, refuse(f"{owner.__name__}.{name}"))
-    for cls in _MODULES:
-        saved.append((cls, "forward", cls.__dict__.get("forward")))
-        cls.forward = refuse(f"nn.{cls.__name__}")
+def _shape(code: CodeType) -> tuple:
+    """What a copy of a function shares with the original: its bytecode, names and constants (nested code too)."""
+    consts = tuple(_shape(c) if isinstance(c, CodeType) else (type(c).__name__, repr(c)) for c in code.co_consts)
+    return code.co_code, code.co_names, code.co_varnames, code.co_freevars, consts
+
+
+def code_shapes(fn: Callable) -> frozenset:
+    """The shapes of a function's code and of every named function nested in it (a comprehension's code is the
+    same in anyone's function, so it is not one of them)."""
+    found, todo = set(), [fn.__code__]
+    while todo:
+        code = todo.pop()
+        if not code.co_name.startswith("<"):
+            found.add(_shape(code))
+        todo += [c for c in code.co_consts if isinstance(c, CodeType)]
+    return frozenset(found)
+
+
+@contextlib.contextmanager
+def refuse_code(shapes: frozenset, what: str, evidence: Evidence) -> Iterator[Evidence]:
+    """While active, a Python frame running code of these shapes (the original or any copy) raises DelegationError.
+
+    A trace function sees every Python call in this thread (and none of the lines: it returns None), so a
+    reference taken earlier, a function rebuilt from the code object and a retyped copy are all refused.
+    """
+    seen: dict[CodeType, bool] = {}
+
+    def tracer(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            code = frame.f_code
+            hit = seen.get(code)
+            if hit is None:
+                hit = seen[code] = _shape(code) in shapes
+            if hit:
+                evidence.refused.append(what)
+                raise DelegationError(f"called {what}")
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
     try:
-        yield
+        yield evidence
     finally:
-        for owner, name, original in reversed(saved):
-            if original is None:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-
-def call_own(layer: str, fn: Callable, *args: object, **kwargs: object) -> object:
-    """fn(*args, **kwargs) with torch's normalization refused (`layer` names the student's layer)."""
-    with own_implementation(layer):
-        return fn(*args, **kwargs)
+        evidence.intact = sys.gettrace() is tracer
+        sys.settrace(previous)

@@ -3,13 +3,13 @@ them, and a scheduled training run."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from functools import partial
 
 import torch
 
 from course_recorder import recording
-from course_recorder.guard import DelegationError
+from course_recorder.guard import Evidence, code_shapes, refuse_code
 from course_recorder.inputs import cnn_of
 from course_recorder.probes import training_run
 
@@ -41,26 +41,17 @@ def schedules(pairs) -> list:
     return [lin(a, b) for a, b in pairs]
 
 
-def _refuse(pcts, scheds):
-    # Runs with course_lib.schedulers' globals (its code object is swapped in), so only builtins are used.
-    raise RuntimeError("combine_schedules called course_lib's combine_scheds")
-
-
-@contextlib.contextmanager
-def own_combine():
-    """While active, course_lib's combine_scheds raises, however it was imported (its code is swapped)."""
+@functools.cache
+def _combiner_shapes() -> frozenset:
     from course_lib import schedulers
 
-    original = schedulers.combine_scheds.__code__
-    schedulers.combine_scheds.__code__ = _refuse.__code__
-    try:
-        yield
-    except RuntimeError as err:
-        if "called course_lib's combine_scheds" in str(err):
-            raise DelegationError(str(err)) from None
-        raise
-    finally:
-        schedulers.combine_scheds.__code__ = original
+    return code_shapes(schedulers.combine_scheds)
+
+
+def own_combine():
+    """While active, course_lib's combine_scheds raises DelegationError, however it was reached: the function, a
+    reference taken earlier, or a copy of its code (course_recorder.guard.refuse_code)."""
+    return refuse_code(_combiner_shapes(), "course_lib's combine_scheds", Evidence())
 
 
 def _guarded(fn, *args):
