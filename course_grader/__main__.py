@@ -8,6 +8,8 @@ Examples (from the course root; `make grade` runs the first):
   python -m course_grader --db-url postgresql://...     a PostgreSQL gradebook (or COURSE_DB_URL)
   python -m course_grader --scheduler tcp://HOST:8786   on the workers of a Dask cluster (many machines)
   python -m course_grader --dask-workers 2              on a Dask cluster of 2 worker processes started here
+  python -m course_grader --review-clear alice:Q3       a notebook held for review keeps its scores
+  python -m course_grader --review-confirm alice:Q3     ... or its autograded tests score 0
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from course_grader.pipeline import ZIP_REGEXP, Options, run  # noqa: E402
 from course_grader.report import table  # noqa: E402
 
 
-def parse(argv: list[str] | None = None) -> tuple[Options, bool]:
-    """The command line as Options, and whether only the class report is asked for (--report)."""
+def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str, str]]]:
+    """The command line as Options, whether only the class report is asked for (--report), and the review
+    decisions asked for ((STUDENT:Q3, "cleared" or "confirmed"); none: grade)."""
     p = argparse.ArgumentParser(prog="python -m course_grader", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
@@ -61,6 +64,11 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool]:
                    help="grade nothing: write the class report (report.html, report.csv beside grades.csv) from "
                         "the gradebook and the autograded notebooks as they are")
     p.add_argument("--no-report", dest="report", action="store_false", help="grade without writing the class report")
+    decide = p.add_argument_group("notebooks held for review (the audit found code it does not judge by itself)")
+    decide.add_argument("--review-clear", action="append", default=[], metavar="STUDENT:Q3",
+                        help="grade nothing: the held notebook keeps its scores (repeatable)")
+    decide.add_argument("--review-confirm", action="append", default=[], metavar="STUDENT:Q3",
+                        help="grade nothing: the held notebook's autograded tests score 0 (repeatable)")
     a = p.parse_args(argv)
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
@@ -68,7 +76,8 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool]:
                    require_isolation=a.require_isolation,
                    feedback=a.feedback, skip_experiments=a.skip_experiments,
                    fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,
-                   dask_workers=a.dask_workers, report=a.report), a.report_only
+                   dask_workers=a.dask_workers, report=a.report), a.report_only, \
+        [(spec, "cleared") for spec in a.review_clear] + [(spec, "confirmed") for spec in a.review_confirm]
 
 
 def write_report(options: Options) -> int:
@@ -87,8 +96,37 @@ def write_report(options: Options) -> int:
     return 0
 
 
+def decide(options: Options, decisions: list[tuple[str, str]]) -> int:
+    """--review-clear / --review-confirm: record the decisions, print the rows, rewrite grades.csv and the report."""
+    from course_grader import gradebook, reviews
+    from course_grader.report import replace_line
+
+    root = options.root.resolve()
+    db_url = gradebook.driver_url(options.db_url or gradebook.default_db_url(root))
+    held = reviews.Reviews.load(root)
+    try:
+        for spec, _ in decisions:  # every one checked before any is written: all decided, or none
+            held.find(spec)
+    except reviews.NotHeld as exc:
+        print(f"nothing decided: {exc}", file=sys.stderr)
+        return 2
+    students = list(dict.fromkeys(held.decide(db_url, spec, decision) for spec, decision in decisions))
+    held.save()
+    rows = [held.row(student, db_url) for student in students]
+    print(table(rows))
+    grades_csv = options.csv or root / "grades.csv"
+    missing = [row.student for row in rows if not replace_line(grades_csv, row)]
+    if missing:
+        print(f"{grades_csv} does not list {' '.join(missing)} (another run's grades): left as it is")
+    if options.report and grades_csv.exists():
+        return write_report(options)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    options, report_only = parse(argv)
+    options, report_only, decisions = parse(argv)
+    if decisions:
+        return decide(options, decisions)
     if report_only:
         return write_report(options)
     outcome = run(options)

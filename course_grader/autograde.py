@@ -60,6 +60,8 @@ class Result:
     not_graded: dict[str, str] = field(default_factory=dict)  # notebook -> the grader failure that stopped it
     retried: list[str] = field(default_factory=list)  # "notebook: cause" of each grader failure that was retried
     machine: dict[str, str] = field(default_factory=dict)  # where it ran (Dask): worker, sandbox mode, kernels
+    # notebook -> what the audit is unsure of (quoted, scrubbed): held for the instructor's review (reviews.py)
+    review: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
@@ -220,6 +222,10 @@ def grade(job: Job) -> Result:
         name = Path(record["notebook"]).name.removesuffix(".ipynb")
         if "judge" in record:  # the judge's notes: tampering, delegation, a judge that failed
             result.notes += [f"{name}: {note}" for note in record["judge"]]
+            # Read as data, never parsed out of a message; a retried notebook's last grading decides.
+            result.review.pop(name, None)
+            if record.get("review") and name in result.graded:
+                result.review[name] = [str(f) for f in record["review"]]
         elif "seconds" in record and name in result.graded:
             result.seconds[name] = record["seconds"]
             if record["problem"]:

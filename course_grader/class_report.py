@@ -6,7 +6,9 @@ Built from what grading leaves behind, so it can be rebuilt at any time (`python
   - the autograded notebooks: the judge's verdict in each failed test cell, whose line "This is what you get
     if ..." names the catalogued mistake the student's output matched;
   - grades.csv: each student's status and the reasons they need attention (not graded, a kernel that died,
-    tampering, pending manual grading).
+    tampering, pending manual grading);
+  - reviews.json (reviews.py): the notebooks held for review, with the findings quoted and the commands that
+    decide them, and the decisions already taken.
 
 The page has, per question, the distribution of the autograded points (one PNG made with matplotlib, embedded,
 so the file works offline and can be mailed); per test its pass rate (a test nobody passes is flagged: the test
@@ -26,8 +28,10 @@ from pathlib import Path
 
 import nbformat
 
+from course_grader import inert
 from course_grader.autograde import ASSIGNMENT
-from course_grader.report import question
+from course_grader.report import decide_commands, question
+from course_grader.reviews import Reviews
 
 # How a verdict names a catalogued mistake (course_judge.compare.NAMED_MISTAKE) and the error a failed test cell
 # shows (judging.VERDICT_ERROR). Copied, not imported: both modules import torch, which this module never needs.
@@ -61,6 +65,21 @@ class Written:
 
 
 @dataclass
+class Review:
+    """A notebook the audit was unsure of: its findings (inert text), held or decided, and the commands to decide."""
+
+    student: str
+    notebook: str
+    findings: list[str]
+    status: str  # "held", "cleared" or "confirmed"
+    decided: str = ""
+
+    @property
+    def commands(self) -> tuple[str, str]:
+        return decide_commands(self.student, question(self.notebook))
+
+
+@dataclass
 class ClassReport:
     students: list[str]
     statuses: dict[str, tuple[str, list[str]]]  # student -> (status, reasons), from grades.csv
@@ -68,6 +87,11 @@ class ClassReport:
     max_points: dict[str, float]  # notebook -> autograded points available
     tests: list[TestStats]
     written: list[Written]
+    reviews: list[Review] = field(default_factory=list)
+
+    @property
+    def held(self) -> list[Review]:
+        return [r for r in self.reviews if r.status == "held"]
 
     @property
     def attention(self) -> list[tuple[str, str, list[str]]]:
@@ -183,9 +207,11 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
                             answer.graded.append(student)
                 scores.setdefault(nb.name, {})[student] = auto
     order = {name: i for i, name in enumerate(notebooks)}
+    held = [Review(s, nb, [inert.plain(f) for f in h.findings], h.decision or "held", h.decided)
+            for s, nb, h in Reviews.load(root).held()]
     return ClassReport(graded_students, {s: statuses[s] for s in graded_students}, scores, max_points,
                        sorted(tests.values(), key=lambda t: (order[t.notebook], t.test)),
-                       sorted(written.values(), key=lambda w: (order[w.notebook], w.answer)))
+                       sorted(written.values(), key=lambda w: (order[w.notebook], w.answer)), held)
 
 
 def distribution_png(report: ClassReport) -> bytes:
@@ -234,7 +260,18 @@ img { max-width: 100%; height: auto; }
 </style></head><body>
 <h1>Class report: {{ assignment }}</h1>
 <p>{{ report.students|length }} students with a submission; {{ not_graded }} not graded;
-{{ report.attention|length }} need attention. Instructor only: the page names students and their mistakes.</p>
+{{ report.held|length }} notebook(s) held for review; {{ report.attention|length }} need attention. Instructor only: the page names students and their mistakes.</p>
+
+<h2>Held for review</h2>
+<p class="muted">The audit found code it does not judge by itself. The notebook keeps its scores until you decide:
+clear it (the scores stand) or confirm it (its autograded tests score 0). Run the command from the course root.</p>
+{% if report.reviews %}<table><tr><th style="width:8rem">student</th><th style="width:4rem">question</th>
+<th>what was found</th><th style="width:17rem">decision</th></tr>
+{% for r in report.reviews %}<tr><td>{{ r.student }}</td><td>{{ r.notebook.split('_')[0] }}</td>
+<td>{% for f in r.findings %}<code>{{ f }}</code>{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
+<td>{% if r.status == "held" %}<span class="flag">held</span><br>keep the scores: <code>{{ r.commands[0] }}</code>
+<br>zero the tests: <code>{{ r.commands[1] }}</code>{% else %}{{ r.status }} {{ r.decided }}{% endif %}</td></tr>
+{% endfor %}</table>{% else %}<p class="muted">Nothing.</p>{% endif %}
 
 <h2>Students who need attention</h2>
 {% if report.attention %}<table><tr><th style="width:9rem">student</th><th style="width:7rem">status</th><th>why</th></tr>
@@ -303,6 +340,9 @@ def rows(report: ClassReport) -> list[list]:
                         " ".join(t.unnamed)])
     for student, status, reasons in report.attention:
         out.append(["attention", "", student, status, len(reasons), "", "; ".join(reasons)])
+    for r in report.reviews:  # one row per finding; a held one says how to decide it
+        how = f"held: {r.commands[0]} | {r.commands[1]}" if r.status == "held" else f"{r.status} {r.decided}"
+        out += [["review", question(r.notebook), r.student, how, len(r.findings), "", finding] for finding in r.findings]
     for w in report.written:
         out.append(["written", question(w.notebook), w.answer, "to grade", len(w.pending),
                     len(w.pending) + len(w.graded), " ".join(w.pending)])
@@ -321,6 +361,7 @@ def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]
     page = jinja2.Environment(autoescape=True).from_string(PAGE)
     html_path.write_text(page.render(assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded,
                                      questions=_questions(report), seconds=time.monotonic() - started))
-    with open(csv_path, "w", newline="") as f:
-        csv.writer(f).writerows(rows(report))
+    with open(csv_path, "w", newline="") as f:  # text cells (students' quoted code among them) never formulas
+        csv.writer(f).writerows([[inert.csv_cell(c) if isinstance(c, str) else c for c in line]
+                                 for line in rows(report)])
     return html_path, csv_path, time.monotonic() - started

@@ -10,6 +10,10 @@ as the release has it (its visible part) with its verdict, and every other cell 
 without the outputs of the grading run (student code ran there next to the hidden tests and could have
 printed them); an error a cell raised during grading is kept as one line. Nothing of the hidden tests, the
 judge or the probes can reach the feedback: every remaining text is scrubbed of their lines as well.
+
+A notebook whose code the audit could not judge by itself (course_judge's `review`) is held for the instructor's
+review: JudgeVerdicts writes the findings into the report file as data (its "review" field) and into the graded
+notebook's metadata (REVIEW_KEY), and StudentCopy turns them into a neutral note at the top of the feedback.
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
+from course_grader import inert
 from course_judge import is_test, judge_notebook
 from course_recorder import MIME
 from course_judge.secrets import scrub, secret_lines
 
 VERDICT_ERROR = "TestFailed"
+# The graded notebook's metadata key for what the audit is unsure of (a list of findings), read by StudentCopy.
+REVIEW_KEY = "course_review"
+REVIEW_NOTE = ("The grader found code in this notebook that it does not judge by itself: {found}. Your instructor "
+               "will look at it; your scores below stand unless they decide otherwise.")
 
 
 def _release(folder: str, resources: dict) -> tuple[str, nbformat.NotebookNode]:
@@ -58,10 +67,20 @@ class JudgeVerdicts(NbGraderPreprocessor):
             # The records of a failed test stay, as evidence for the instructor (a passed one needs none).
             records = [o for o in cell.outputs if MIME in o.get("data", {})][:1] if not verdict.passed else []
             cell.outputs = verdict_outputs(verdict.passed, verdict.message) + records
-        if self.report_file and judged.notes:
+        # A submission may carry the key itself: only the judge's findings are kept under it.
+        nb.metadata.pop(REVIEW_KEY, None)
+        if judged.review:
+            nb.metadata[REVIEW_KEY] = list(judged.review)
+        if self.report_file and (judged.notes or judged.review):
             with open(self.report_file, "a") as f:
-                f.write(json.dumps({"notebook": name, "judge": judged.notes}) + "\n")
+                f.write(json.dumps({"notebook": name, "judge": judged.notes, "review": judged.review}) + "\n")
         return nb, resources
+
+
+def review_note(findings: list[str], secrets: frozenset[str]) -> nbformat.NotebookNode:
+    """The markdown cell that tells the student what was found, without accusing; the quotes render as plain text."""
+    found = "; ".join(inert.markdown(scrub(str(f), secrets)) for f in findings[:5])
+    return nbformat.v4.new_markdown_cell(REVIEW_NOTE.format(found=found))
 
 
 def _error_note(outputs: list, secrets: frozenset[str]) -> list:
@@ -85,6 +104,7 @@ class StudentCopy(NbGraderPreprocessor):
         secrets = secret_lines(nb, release)
         visible = {c.metadata["nbgrader"]["grade_id"]: c.source for c in release.cells
                    if c.metadata.get("nbgrader", {}).get("grade_id")}
+        findings = nb.metadata.pop(REVIEW_KEY, None)
         for cell in nb.cells:
             if cell.cell_type != "code":
                 cell.source = scrub(cell.source, secrets)
@@ -101,4 +121,6 @@ class StudentCopy(NbGraderPreprocessor):
                 cell.outputs = _error_note(cell.outputs, secrets)
                 cell.source = scrub(cell.source, secrets)
             cell.execution_count = None
+        if isinstance(findings, list) and findings:
+            nb.cells.insert(0, review_note(findings, secrets))
         return nb, resources

@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grader import class_report, gradebook, report
+from course_grader import class_report, gradebook, report, reviews
 from course_grader.machine import GRADEBOOKS, Machine
 from course_grader.autograde import ASSIGNMENT, Job, Result
 from course_grader.failures import one_line, root_cause
@@ -350,12 +350,18 @@ def run(options: Options) -> Outcome:
             mode = "; ".join(modes) or "no worker answered"
             kernels = f"on Dask workers ({', '.join(sorted({r.machine.get('kernels', '?') for p in parts.values() for r in p if r.machine}))})"
         students = list(folders)
+        # Before the scores are read: a confirmation made on other findings than this run's is undone there.
+        held = reviews.Reviews.load(root)
+        held.record(db_url, results)
         scores = gradebook.scores(db_url, students)
         scores = {s: {n: nb for n, nb in per.items() if n in names and n not in results[s].not_graded}
                   for s, per in scores.items()}
         rows = report.build_rows(students, scores, {s: r.notes for s, r in results.items()},
                                  {s: r.problems for s, r in results.items()},
                                  {s: r.not_graded for s, r in results.items()})
+        held.keep_rows(rows)
+        held.save()
+        rows = [held.apply(row) for row in rows]
         grades_csv = options.csv or root / "grades.csv"
         report.write_csv(rows, grades_csv)
         outcome = Outcome(rows, results, scores, mode, time.monotonic() - started, plans, kernels)
@@ -451,6 +457,7 @@ def _combine(student: str, parts: list[Result], order: list[str]) -> Result:
         out.seconds.update({k: v for k, v in part.seconds.items() if k != "total"})
         out.graded += part.graded
         out.retried += part.retried
+        out.review.update(part.review)  # each notebook is graded by one worker (a retry's part comes later)
         out.machine = part.machine or out.machine
     causes: dict[str, str] = {}
     for part in parts:

@@ -1,0 +1,35 @@
+"""Student-made text (a quoted line of their code) made inert for each place it is shown.
+
+Whatever a kernel or a submission produced is hostile data for every reader after it (docs/GRADING_PIPELINE.md):
+the terminal (escape sequences), a spreadsheet opening grades.csv (a cell starting with `=` is a formula), the
+feedback page (markdown that turns into HTML). Each reader gets its own function; all start from `plain`.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+
+LIMIT = 300  # characters of quoted student text anywhere (a finding quotes at most 80 of code)
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula (OWASP's list)
+
+
+def plain(text: str, limit: int = LIMIT) -> str:
+    """One line of printable text: control and format characters (escape sequences, bidi overrides) shown as `?`,
+    runs of whitespace as one space, at most `limit` characters."""
+    shown = "".join("?" if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and not ch.isspace() else ch
+                    for ch in str(text))
+    shown = " ".join(shown.split())
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
+def csv_cell(text: str) -> str:
+    """A grades.csv cell a spreadsheet shows as text, never runs as a formula."""
+    shown = plain(text, limit=10_000)
+    return "'" + shown if shown.startswith(FORMULA) else shown
+
+
+def markdown(text: str, limit: int = LIMIT) -> str:
+    """Text for a markdown cell that renders as exactly these characters: every ASCII punctuation mark is
+    backslash-escaped (CommonMark), so no tag, link, code span or emphasis can start."""
+    return "".join("\\" + ch if ch in string.punctuation else ch for ch in plain(text, limit))
