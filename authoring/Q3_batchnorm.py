@@ -125,15 +125,20 @@ print("eval mode: same output?", torch.allclose(mine(x), theirs(x)))
 
 # %% [test id=test_parameters_and_buffers points=1]
 """mults/adds are nn.Parameters of shape (nf, 1, 1); means/vars are registered buffers of shape (1, nf, 1, 1)."""
-bn = BatchNorm(5)
-params, buffers = dict(bn.named_parameters()), dict(bn.named_buffers())
-assert set(params) == {"mults", "adds"}, f"the learned parameters must be exactly mults and adds, got {sorted(params)}"
-assert {"means", "vars"} <= set(buffers), (
-    f"means and vars must be registered buffers (self.register_buffer), got buffers {sorted(buffers)}")
-for name, shape in (("mults", (5, 1, 1)), ("adds", (5, 1, 1)), ("means", (1, 5, 1, 1)), ("vars", (1, 5, 1, 1))):
-    got = tuple(getattr(bn, name).shape)
-    assert got == shape, f"BatchNorm(5).{name} should have shape {shape}, got {got}"
-from course_lib.checks import check_batchnorm
+from course_lib.checks import check_batchnorm, student_checks
+
+with student_checks():
+    bn = BatchNorm(5)
+    params, buffers = dict(bn.named_parameters()), dict(bn.named_buffers())
+    assert set(params) == {"mults", "adds"}, f"the learned parameters must be exactly mults and adds, got {sorted(params)}"
+    assert {"means", "vars"} <= set(buffers), (
+        f"means and vars must be registered buffers (self.register_buffer), got buffers {sorted(buffers)}")
+    for name, shape in (("mults", (5, 1, 1)), ("adds", (5, 1, 1)), ("means", (1, 5, 1, 1)), ("vars", (1, 5, 1, 1))):
+        got = tuple(getattr(bn, name).shape)
+        assert got == shape, f"BatchNorm(5).{name} should have shape {shape}, got {got}"
+    other = BatchNorm(5)
+    assert all(getattr(bn, n) is not getattr(other, n) for n in ("mults", "adds", "means", "vars")), (
+        "two BatchNorm(5) layers share a tensor: create each layer's tensors inside __init__")
 
 check_batchnorm(BatchNorm, "arguments")
 ### BEGIN HIDDEN TESTS
@@ -251,9 +256,13 @@ def lesson_cnn(norm: type | None = None, bn: bool = True) -> nn.Sequential:
 
 # %% [test id=test_training_curve points=1]
 """The lesson's CNN with your BatchNorm trains like the same CNN with nn.BatchNorm2d (same weights, batches and lr)."""
-x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
-out_check = BatchNorm(3).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "BatchNorm(3) should return a finite tensor shaped like its input"
+from course_lib.checks import student_checks
+
+with student_checks():
+    x_check = torch.randn(8, 3, 4, 4, dtype=torch.float64) * 2 + 1
+    out_check = BatchNorm(3).double()(x_check)
+    assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), (
+        "BatchNorm(3) should return a finite tensor shaped like its input")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q3
 

@@ -197,3 +197,13 @@ def expect_gradients(recorded: object, reference: dict[str, Tensor], what: str, 
                 raise Fail(f"{what}: the gradient with respect to {label} does not match finite differences of your "
                            f"own layer (autograd gives {analytic:.6g} along a random direction, the numbers give "
                            f"{numeric:.6g}).{(' ' + hint) if hint and key == 'x' else ''}")
+
+
+def layout_hint(value: object, layout: str = "") -> str:
+    """A sentence for a call that raised because the input was not contiguous ('' when that is not what happened)."""
+    if isinstance(value, Raised) and "view size is not compatible" in value.message:
+        shown = f" (here {layout})" if layout else ""
+        return ("\nThe input has the right values but another memory layout" + shown + ": .view needs a contiguous "
+                "tensor and fails on it. Use .reshape (or .flatten), which accept any layout; the contract accepts "
+                "any tensor of the stated shape.")
+    return ""

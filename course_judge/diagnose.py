@@ -90,3 +90,25 @@ def normalisation(out: Tensor, x: Tensor, expected: Tensor, *, axes: tuple[int, 
     if 0 < len(examples) < x.shape[0]:
         return f"Only examples {_listed(examples)} of {x.shape[0]} are wrong: look at what differs between examples."
     return None
+
+
+def centred_somewhere(out: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None) -> bool:
+    """Whether a (N, C, H, W) output is normalised at all: once a per-channel (or scalar) scale and shift is undone,
+    the values of some grouping (per channel, per example, per example and channel, the whole tensor...) have mean
+    0 and are not all equal. An identity, or a plain scale and shift of the input, is not; a normalisation with the
+    wrong variance, eps or axes still is, so a property test gated on this does not charge that mistake twice.
+    Outputs it cannot read (another shape, NaN, a zero scale) count as normalised: other tests judge them."""
+    if out.dim() != 4 or not torch.isfinite(out).all():
+        return True
+    z = out.detach().double()
+    if gamma is not None and beta is not None:
+        g, b = gamma.detach().double(), beta.detach().double()
+        if (g == 0).any():
+            return True
+        if g.dim():
+            g, b = g.reshape(1, -1, 1, 1), b.reshape(1, -1, 1, 1)
+        z = (z - b) / g
+    scale = 1 + z.abs().max().item()
+    if z.std().item() <= 1e-9 * scale:
+        return False
+    return any(z.mean(axes, keepdim=True).abs().max().item() <= 1e-7 * scale for axes in AXIS_NAMES)

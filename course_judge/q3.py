@@ -6,12 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from course_judge import forbid, verdict
-from course_judge.compare import expect_close, expect_gradients, expect_no_error, expect_raises, tensor
-from course_judge.diagnose import normalisation
+from course_judge.compare import (close, expect_close, expect_gradients, expect_no_error,
+                                  expect_raises, layout_hint, tensor)
+from course_judge.diagnose import centred_somewhere, normalisation
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses, same_inputs
 from course_recorder import q3
-from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
 
 Tensor = torch.Tensor
 AXES = (0, 2, 3)  # BatchNorm's statistics: every example and position, one value per channel
@@ -65,7 +66,16 @@ def train_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, mom: floa
             (x - mom * mean) / torch.sqrt(1 - mom + mom * unbiased + eps) * g + b,
         "you swapped the scale and the shift: the output must be x_hat * mults + adds.": xhat * b + g,
         "you left out the scale and shift: multiply by mults and add adds.": xhat,
+        **unnormalised(x, g, b),
     }
+
+
+def unnormalised(x: Tensor, g: Tensor, b: Tensor) -> dict[str, Tensor]:
+    """What a layer that does not normalise returns: the input, or the input scaled and shifted."""
+    return {"your output is the input itself: nothing was normalised (subtract the mean, divide by sqrt(var + eps), "
+            "then scale and shift).": x,
+            "your output is the input, only multiplied by mults and shifted by adds: nothing was normalised (subtract "
+            "the mean and divide by sqrt(var + eps) first).": x * g + b}
 
 
 def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, beta: Tensor,
@@ -85,6 +95,7 @@ def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, be
             (x - rm) / (rv + eps) * g + b,
         "you swapped the scale and the shift: the output must be x_hat * mults + adds.":
             (x - rm) / torch.sqrt(rv + eps) * b + g,
+        **unnormalised(x, g, b),
     }
 
 
@@ -179,6 +190,28 @@ def parameters_and_buffers(r: Records) -> None:
             got = {**double["parameters"], **double["buffers"]}.get(name)
             if not isinstance(got, Tensor) or got.dtype != torch.float64:
                 raise Fail(f"after .double(), BatchNorm.{name} should be float64")
+    _own_tensors(r)
+
+
+SHARED = ("Create each layer's tensors inside __init__ (torch.ones(nf, 1, 1), torch.zeros(1, nf, 1, 1), ...), not "
+          "once for the class, in a module-level variable or in a default argument.")
+
+
+def _own_tensors(r: Records) -> None:
+    """Two BatchNorm(3) layers hold tensors of their own: training one leaves the other's buffers alone."""
+    expect_no_error(r.get("first"), "BatchNorm(3)")
+    expect_no_error(r.get("second"), "a second BatchNorm(3)")
+    shared = sorted(name for name, same in r.get("shared").items() if same)
+    if shared:
+        raise Fail(f"two BatchNorm(3) layers share the same {' and '.join(shared)} tensors: training or updating one "
+                   f"layer changes the other. {SHARED}")
+    after = r.get("second/after")
+    for name, start in (("means", torch.zeros(1, 3, 1, 1)), ("vars", torch.ones(1, 3, 1, 1))):
+        got = after.get(name)
+        if isinstance(got, Tensor) and got.shape == start.shape and not torch.equal(got.float(), start):
+            raise Fail(f"a training-mode forward of one BatchNorm(3) changed the {name} of another, untrained "
+                       f"BatchNorm(3) (to {got.flatten().tolist()}): the layers share their running statistics. "
+                       f"{SHARED}")
 
 
 @verdict("Q3", "test_train_mode_output", uses=USES)
@@ -198,31 +231,56 @@ def train_mode_output(r: Records) -> None:
         _set(r, f"case{i}/set", what, shape[1])
         expected = F.batch_norm(x, torch.zeros(shape[1], dtype=x.dtype), torch.ones(shape[1], dtype=x.dtype),
                                 gamma, beta, training=True, momentum=mom, eps=eps)
+        _refused(r.get(f"case{i}"), what, shape)
         expect_close(r.get(f"case{i}"), expected, what, mistakes=train_mistakes(x, gamma, beta, eps, mom),
                      diagnose=_diagnose(x, expected, eps, gamma, beta))
         same_inputs(r, f"case{i}", x)
+    for shape, eps, seed, layout in q3.LAYOUT_CASES:
+        x = seeded_input(*shape, seed=seed)
+        gamma, beta = random_affine(shape[1], seed=seed + 10)
+        what = f"training-mode output for a {layout} input of shape {shape} (the same values, another memory layout)"
+        _set(r, f"{layout}/set", what, shape[1])
+        _refused(r.get(layout), what, shape, layout)
+        expected = F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+        expect_close(r.get(layout), expected, what, mistakes=train_mistakes(x, gamma, beta, eps, 0.1),
+                     diagnose=_diagnose(x, expected, eps, gamma, beta))
+        same_inputs(r, layout, laid_out(x, layout))
+
+
+def _refused(value: object, what: str, shape: tuple, layout: str = "") -> None:
+    """A training-mode call the contract accepts raised: say why it should not have."""
+    if not isinstance(value, Raised) or value.is_a("DelegationError"):
+        return
+    message = f"{what}: the call raised {value}" + layout_hint(value, layout)
+    if shape[0] == 1 and value.is_a("ValueError"):
+        n = shape[2] * shape[3]
+        message += (f"\nOne example with H*W = {n} positions still has {n} values per channel: the contract refuses "
+                    f"only one value per channel in training (N*H*W == 1), not a batch of one example.")
+    raise Fail(message)
 
 
 @verdict("Q3", "test_eval_mode_output", uses=USES)
 def eval_mode_output(r: Records) -> None:
+    for i, (shape, eps, seed) in enumerate(q3.EVAL_CASES):
+        x = seeded_input(*shape, seed=seed)
+        gamma, beta, means, variances = q3.eval_statistics(shape, seed)
+        c = shape[1]
+        untrained = f"eval-mode output of an untrained layer, input shape {shape}, eps={eps}"
+        _set(r, f"case{i}/set", untrained, c)
+        what = f"eval-mode output with given running statistics, input shape {shape}, eps={eps}"
+        _set(r, f"case{i}/set_running", what, c, names=("means", "vars"))
+        expected = F.batch_norm(x, means, variances, gamma, beta, training=False, eps=eps)
+        expect_close(r.get(f"case{i}"), expected, what, mistakes=eval_mistakes(x, means, variances, gamma, beta, eps))
+        expected = F.batch_norm(x, torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype), gamma, beta,
+                                training=False, eps=eps)
+        expect_close(r.get(f"case{i}/untrained"), expected, untrained,
+                     mistakes=fresh_eval_mistakes(x, gamma, beta, eps))
+    # The default eps: an untrained layer divides by sqrt(1 + 1e-5), so leaving eps out shows only here.
     shape, seed = q3.FRESH_X
     x = seeded_input(*shape, seed=seed)
     ones, zeros = torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype)
     expect_close(r.get("fresh"), x / (1 + 1e-5) ** 0.5, "eval-mode output of an untrained layer (x / sqrt(1 + eps))",
                  mistakes=fresh_eval_mistakes(x, ones, zeros, 1e-5))
-    for i, (shape, eps, seed) in enumerate(q3.EVAL_CASES):
-        x = seeded_input(*shape, seed=seed)
-        gamma, beta, means, variances = q3.eval_statistics(shape, seed)
-        c = shape[1]
-        what = f"eval-mode output of an untrained layer, input shape {shape}, eps={eps}"
-        _set(r, f"case{i}/set", what, c)
-        expected = F.batch_norm(x, torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype), gamma, beta,
-                                training=False, eps=eps)
-        expect_close(r.get(f"case{i}/untrained"), expected, what, mistakes=fresh_eval_mistakes(x, gamma, beta, eps))
-        what = f"eval-mode output with given running statistics, input shape {shape}, eps={eps}"
-        _set(r, f"case{i}/set_running", what, c, names=("means", "vars"))
-        expected = F.batch_norm(x, means, variances, gamma, beta, training=False, eps=eps)
-        expect_close(r.get(f"case{i}"), expected, what, mistakes=eval_mistakes(x, means, variances, gamma, beta, eps))
 
 
 def _expect_buffers(r: Records, key: str, means: Tensor, variances: Tensor, what: str,
@@ -301,17 +359,71 @@ def _reference_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, wei
             "adds": grads[2].reshape(-1, 1, 1)}
 
 
+def _detached_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, weights: Tensor) -> dict[str, Tensor]:
+    """The input's gradient when the batch mean, the variance or both are cut from the autograd graph."""
+    found = {}
+    for cut, words in ((("mean", "var"), "the batch mean and variance"), (("mean",), "the batch mean"),
+                       (("var",), "the batch variance")):
+        xs = x.clone().requires_grad_(True)
+        mean = xs.mean(AXES, keepdim=True)
+        var = ((xs - mean) ** 2).mean(AXES, keepdim=True)
+        mean = mean.detach() if "mean" in cut else mean
+        var = var.detach() if "var" in cut else var
+        out = (xs - mean) / torch.sqrt(var + eps) * view(gamma) + view(beta)
+        found[f"you detached {words} (or computed {'them' if len(cut) == 2 else 'it'} under torch.no_grad()): keep "
+              f"the batch statistics inside the autograd graph; only the update of the running statistics is free "
+              f"of history."] = torch.autograd.grad((out * weights).sum(), xs)[0]
+    return found
+
+
+def _normalised_output(recorded: object, reference: Tensor, gamma: Tensor, beta: Tensor, what: str,
+                       checks: str = "the gradients of a normalisation") -> None:
+    """A layer whose output is not normalised at all (an identity, a scale and shift) earns no point for
+    properties such a layer has for free."""
+    if isinstance(recorded, Tensor) and not close(recorded, reference, 1e-9, 1e-7) \
+            and not centred_somewhere(recorded, gamma, beta):
+        raise Fail(f"{what}: your layer's output is not normalised (once mults and adds are undone no group of values "
+                   f"has mean 0: it is a scale and shift of the input, or the input itself); this test checks {checks}, "
+                   f"so it earns its point only together with an output that is normalised (see test_train_mode_output).")
+
+
 @verdict("Q3", "test_gradients", uses=USES)
 def gradients(r: Records) -> None:
     for i, (shape, eps, seed) in enumerate(q3.GRADIENT_CASES):
         gamma, beta = random_affine(shape[1], seed=seed + 40)
         x = seeded_input(*shape, seed=seed)
-        reference = _reference_gradients(x, gamma, beta, eps, seeded_normal(*shape, seed=seed + 100))
-        expect_gradients(r.get(f"case{i}"), reference, f"training mode, input shape {shape}, eps={eps}",
+        weights = seeded_normal(*shape, seed=seed + 100)
+        reference = _reference_gradients(x, gamma, beta, eps, weights)
+        what = f"training mode, input shape {shape}, eps={eps}"
+        recorded = r.get(f"case{i}")
+        if isinstance(recorded, dict) and isinstance(recorded.get("output"), Tensor):
+            _normalised_output(recorded["output"], reference["output"], gamma, beta, what)
+            if close(recorded["output"], reference["output"], 1e-9, 1e-7) and isinstance(recorded.get("x"), Tensor):
+                expect_close(recorded["x"], reference["x"], f"{what}: the gradient with respect to the input x",
+                             atol=1e-8, rtol=1e-6, mistakes=_detached_gradients(x, gamma, beta, eps, weights))
+        expect_gradients(recorded, reference, what,
                          {"x": "the input x", "mults": "mults (the scale)", "adds": "adds (the shift)"},
                          hint="Keep the batch mean and variance inside the autograd graph (do not detach them or "
                               "compute them under torch.no_grad()); only the update of the running statistics is "
                               "free of history.")
+
+
+def _updated_and_normalised(r: Records) -> None:
+    """Buffers free of history earn the point only in a layer that normalises and updates them: an identity or a
+    plain scale and shift leaves them untouched and trivially free of history."""
+    x = seeded_input(4, 3, 2, 2)
+    out = tensor(r.get("one"), "the training-mode output")
+    ones, zeros = torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    mean, biased, _ = batch_stats(x)
+    _normalised_output(out, (x - mean) / torch.sqrt(biased + 1e-5), ones, zeros,
+                       "a training-mode forward of BatchNorm(3)", checks="the running statistics a normalisation keeps")
+    trained = r.get("trained")
+    starts = {"means": torch.zeros(1, 3, 1, 1), "vars": torch.ones(1, 3, 1, 1)}
+    if all(isinstance(trained.get(n), Tensor) and close(trained[n], s, 0, 0) for n, s in starts.items()):
+        raise Fail(f"after {q3.HISTORY_STEPS} training steps means and vars still hold their start values (zeros and "
+                   f"ones): the running statistics were never updated, so there is no history to keep out of them. "
+                   f"This test earns its point together with running statistics that are updated (see "
+                   f"test_running_statistics).")
 
 
 @verdict("Q3", "test_buffers_without_history", uses=USES)
@@ -330,6 +442,7 @@ def buffers_without_history(r: Records) -> None:
                           "under torch.no_grad()." if "backward" in value.message else ""))
     trained = r.get("trained")
     facts = r.get("trained/facts")
+    _updated_and_normalised(r)
     for name in ("means", "vars"):
         value = tensor(trained[name], name)
         if value.recorded["requires_grad"] or value.recorded["grad_fn"]:

@@ -110,7 +110,46 @@ VARIANTS = [
             edits=((_NORMALISE,
                     "        return F.batch_norm(x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1),\n"
                     "                            self.adds.view(-1), training=self.training, momentum=self.mom, eps=self.eps)"),)),
+    Variant("identity", SOL,
+            mistake="forward checks the input and returns it unchanged (a layer that does nothing)",
+            fails=("test_train_mode_output", "test_eval_mode_output", "test_running_statistics",
+                   "test_eval_leaves_buffers_alone", "test_gradients", "test_buffers_without_history",
+                   "test_training_curve"), says="normalised",
+            edits=((_NORMALISE, "        return x"),
+                   ("        if self.training:\n            n = x.numel()", "        if False:\n            n = x.numel()"))),
+    Variant("affine_only", SOL,
+            mistake="forward only scales and shifts: x * mults + adds, no normalization",
+            fails=("test_train_mode_output", "test_eval_mode_output", "test_running_statistics",
+                   "test_eval_leaves_buffers_alone", "test_gradients", "test_buffers_without_history",
+                   "test_training_curve"), says="not normalised",
+            edits=((_NORMALISE, "        return x * self.mults + self.adds"),
+                   ("        if self.training:\n            n = x.numel()", "        if False:\n            n = x.numel()"))),
+    Variant("class_level_buffers", SOL,
+            mistake="the running statistics are tensors made once for the class, so layers of one size share them",
+            fails=("test_parameters_and_buffers",), says="share",
+            edits=(('        self.register_buffer("means", torch.zeros(1, nf, 1, 1))\n'
+                    '        self.register_buffer("vars", torch.ones(1, nf, 1, 1))\n',
+                    '        if getattr(BatchNorm, "_nf", None) != nf:  # start values made once per size\n'
+                    '            BatchNorm._nf, BatchNorm._means, BatchNorm._vars = nf, torch.zeros(1, nf, 1, 1), torch.ones(1, nf, 1, 1)\n'
+                    '        self.register_buffer("means", BatchNorm._means)\n'
+                    '        self.register_buffer("vars", BatchNorm._vars)\n'),)),
+    Variant("refuses_single_example", SOL,
+            mistake="raises ValueError for a batch of one example in training, though it has H*W values per channel",
+            fails=("test_train_mode_output",), says="not a batch of one example",
+            edits=((_CHECK_ONE, "            if n < 2 or x.shape[0] < 2:"),)),
+    Variant("view_needs_contiguous", SOL,
+            mistake="flattens the input with .view, which fails on an input that is not contiguous",
+            fails=("test_train_mode_output",), says="use .reshape",
+            edits=(("            mean = x.mean(dim=(0, 2, 3), keepdim=True)\n            " + _BIASED,
+                    "            flat = x.view(x.shape[0], x.shape[1], -1)\n"
+                    "            mean = flat.mean(dim=(0, 2))[None, :, None, None]\n"
+                    "            var = flat.var(dim=(0, 2), correction=0)[None, :, None, None]"),)),
     # ---- correct alternatives, written differently ----
+    Variant("flattened_with_reshape", SOL,
+            edits=(("            mean = x.mean(dim=(0, 2, 3), keepdim=True)\n            " + _BIASED,
+                    "            flat = x.reshape(x.shape[0], x.shape[1], -1)\n"
+                    "            mean = flat.mean(dim=(0, 2))[None, :, None, None]\n"
+                    "            var = flat.var(dim=(0, 2), correction=0)[None, :, None, None]"),)),
     Variant("momentum_stored_under_another_name", SOL, "keeps mom as self.momentum, not self.mom as the stub says",
             fails=("test_parameters_and_buffers",), says="self.mom",
             edits=(("self.nf, self.mom, self.eps = nf, mom, eps", "self.nf, self.momentum, self.eps = nf, mom, eps"),

@@ -134,3 +134,16 @@ def build_seeded(make_model, seed: int, init: bool = True) -> nn.Module:
                 if src.bias is not None and dst.bias is not None and src.bias.shape == dst.bias.shape:
                     dst.bias.copy_(src.bias)
     return model
+
+
+LAYOUTS = ("channels_last", "transposed")
+
+
+def laid_out(x: Tensor, layout: str) -> Tensor:
+    """x's values in another memory layout: `channels_last` (4-D), or `transposed`, a view whose last two dims are
+    swapped in memory (not contiguous: `.view` that merges them fails on it, `.reshape` does not)."""
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "transposed":
+        return x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    raise ValueError(f"unknown layout {layout!r}")

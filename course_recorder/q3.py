@@ -7,7 +7,7 @@ import copy
 import torch
 
 from course_recorder import recording
-from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
 from course_recorder.probes import gradients, module_facts, set_buffers, set_params, train
 
 Tensor = torch.Tensor
@@ -16,7 +16,9 @@ OWN = "BatchNorm"
 PARAMETER_NFS = (1, 3, 7)
 FRESH_X = ((4, 3, 2, 2), 0)
 TRAIN_CASES = (((2, 3, 2, 1), 0.3, 0.5, 0), ((5, 4, 3, 3), 0.1, 1e-5, 1), ((3, 2, 1, 2), 0.1, 0.5, 2),
-               ((2, 5, 4, 3), 0.2, 1e-3, 3))  # (shape, mom, eps, seed)
+               ((2, 5, 4, 3), 0.2, 1e-3, 3), ((1, 3, 2, 2), 0.1, 0.5, 4))  # (shape, mom, eps, seed); N may be 1
+# The same values in other memory layouts: the contract takes any (N, nf, H, W) tensor. (shape, eps, seed, layout)
+LAYOUT_CASES = (((3, 4, 3, 2), 0.5, 5, "channels_last"), ((2, 3, 4, 3), 0.5, 6, "transposed"))
 EVAL_CASES = (((2, 3, 2, 1), 0.5, 0), ((5, 4, 3, 3), 1e-5, 1), ((1, 3, 1, 1), 0.5, 2))  # (shape, eps, seed)
 RUNNING_CASES = (((2, 3, 2, 1), 0.3, 1, 0), ((3, 4, 1, 2), 0.1, 1, 1), ((2, 3, 2, 1), 0.3, 20, 2),
                  ((4, 2, 2, 2), 0.1, 20, 3))  # (shape, mom, steps, seed)
@@ -42,6 +44,16 @@ def _affine(gamma: Tensor, beta: Tensor) -> dict[str, Tensor]:
     return {"mults": gamma, "adds": beta}
 
 
+def _same_storage(a: object, b: object) -> dict[str, bool]:
+    """For each of the layers' tensors: whether the two layers hold the very same memory."""
+    found = {}
+    for name in ("mults", "adds", "means", "vars"):
+        ta, tb = getattr(a, name, None), getattr(b, name, None)
+        if isinstance(ta, Tensor) and isinstance(tb, Tensor):
+            found[name] = ta.untyped_storage().data_ptr() == tb.untyped_storage().data_ptr()
+    return found
+
+
 def parameters_and_buffers(BatchNorm) -> None:
     with recording("test_parameters_and_buffers") as rec:
         for nf in PARAMETER_NFS:
@@ -49,6 +61,13 @@ def parameters_and_buffers(BatchNorm) -> None:
             rec.put(f"nf{nf}/facts", module_facts(bn))
             if isinstance(bn, torch.nn.Module):
                 rec.call(f"nf{nf}/double", lambda: module_facts(bn.double()))
+        # Two layers of one size, as in a model: each must hold tensors of its own.
+        first, second = rec.call("first", BatchNorm, 3), rec.call("second", BatchNorm, 3)
+        if isinstance(first, torch.nn.Module) and isinstance(second, torch.nn.Module):
+            rec.put("shared", _same_storage(first, second))
+            first.train()
+            rec.call("first/step", first, seeded_input(4, 3, 2, 2, seed=12, dtype=torch.float32))
+            rec.put("second/after", _buffers(second))
 
 
 def train_mode_output(BatchNorm) -> None:
@@ -59,6 +78,10 @@ def train_mode_output(BatchNorm) -> None:
             bn = BatchNorm(shape[1], mom=mom, eps=eps).double().train()
             rec.call(f"case{i}/set", set_params, bn, _affine(*random_affine(shape[1], seed=seed + 10)))
             rec.call(f"case{i}", bn, seeded_input(*shape, seed=seed), own=OWN)
+        for i, (shape, eps, seed, layout) in enumerate(LAYOUT_CASES):
+            bn = BatchNorm(shape[1], eps=eps).double().train()
+            rec.call(f"{layout}/set", set_params, bn, _affine(*random_affine(shape[1], seed=seed + 10)))
+            rec.call(layout, bn, laid_out(seeded_input(*shape, seed=seed), layout), own=OWN)
 
 
 def eval_mode_output(BatchNorm) -> None:
