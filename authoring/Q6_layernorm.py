@@ -140,15 +140,16 @@ print(f"example 0 alone vs inside the batch: {alone:.1e}")
 print("parameters:", {name: tuple(p.shape) for name, p in ln.named_parameters()}, " buffers:", list(ln.buffers()))
 
 # %% [test id=test_parameters points=1]
-"""mult and add are 0-dim nn.Parameters starting at 1 and 0, and are the layer's only state (no buffers)."""
-ln = LayerNorm()
-params = dict(ln.named_parameters())
-assert set(params) == {"mult", "add"}, f"the learned parameters must be exactly mult and add, got {sorted(params)}"
-for name in ("mult", "add"):
-    assert tuple(getattr(ln, name).shape) == (), (
-        f"LayerNorm().{name} should be ONE number (a 0-dim tensor of shape ()), got shape {tuple(getattr(ln, name).shape)}")
-from course_lib.checks import check_layernorm
+"""mult and add are 0-dim nn.Parameters starting at 1 and 0, each layer's own, and are its only state (no buffers)."""
+from course_lib.checks import check_layernorm, student_checks
 
+with student_checks():
+    ln = LayerNorm()
+    params = dict(ln.named_parameters())
+    assert set(params) == {"mult", "add"}, f"the learned parameters must be exactly mult and add, got {sorted(params)}"
+    for name in ("mult", "add"):
+        assert tuple(getattr(ln, name).shape) == (), (
+            f"LayerNorm().{name} should be ONE number (a 0-dim tensor of shape ()), got shape {tuple(getattr(ln, name).shape)}")
 check_layernorm(LayerNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6

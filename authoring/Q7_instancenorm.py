@@ -98,15 +98,16 @@ with torch.no_grad():
           "(= adds)")
 
 # %% [test id=test_parameters points=1]
-"""mults and adds are nn.Parameters of shape (nf, 1, 1) starting as ones and zeros; no buffers."""
-inorm = InstanceNorm(5)
-params = dict(inorm.named_parameters())
-assert set(params) == {"mults", "adds"}, f"the learned parameters must be exactly mults and adds, got {sorted(params)}"
-for name in ("mults", "adds"):
-    assert tuple(getattr(inorm, name).shape) == (5, 1, 1), (
-        f"InstanceNorm(5).{name} should have shape (5, 1, 1), one value per channel, got {tuple(getattr(inorm, name).shape)}")
-from course_lib.checks import check_instancenorm
+"""mults and adds are nn.Parameters of shape (nf, 1, 1) starting as ones and zeros, each layer's own; no buffers."""
+from course_lib.checks import check_instancenorm, student_checks
 
+with student_checks():
+    inorm = InstanceNorm(5)
+    params = dict(inorm.named_parameters())
+    assert set(params) == {"mults", "adds"}, f"the learned parameters must be exactly mults and adds, got {sorted(params)}"
+    for name in ("mults", "adds"):
+        assert tuple(getattr(inorm, name).shape) == (5, 1, 1), (
+            f"InstanceNorm(5).{name} should have shape (5, 1, 1), one value per channel, got {tuple(getattr(inorm, name).shape)}")
 check_instancenorm(InstanceNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q7

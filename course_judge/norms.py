@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from course_judge.compare import close, expect_no_error, tensor
-from course_judge.records import Fail, Records
+from course_judge.compare import NAMED_MISTAKE, close, expect_gradients, expect_no_error, summary, tensor
+from course_judge.records import Fail, Raised, Records
 
 Tensor = torch.Tensor
 
@@ -46,8 +46,9 @@ def _out(r: Records, key: str, what: str) -> Tensor:
     return tensor(expect_no_error(r.get(key), what), what)
 
 
-def expect_examples_independent(r: Records, key: str, x: Tensor, name: str) -> None:
-    """Each example's recorded output alone equals its output inside the batch (probes.independence)."""
+def expect_examples_independent(r: Records, key: str, x: Tensor, name: str, normalised: list[Tensor]) -> None:
+    """Each example's recorded output alone equals its output inside the batch (probes.independence), and the
+    batch's output is normalised (`normalised`: expect_normalised's candidates)."""
     whole = _out(r, f"{key}/whole", f"{name} on a batch of shape {tuple(x.shape)}")
     for i in range(x.shape[0]):
         alone = _out(r, f"{key}/alone{i}", f"{name} on example {i} alone")
@@ -59,10 +60,12 @@ def expect_examples_independent(r: Records, key: str, x: Tensor, name: str) -> N
     if not close(changed[:1], whole[:1], 1e-10, 1e-8):
         raise Fail(f"{name}: changing the other examples of the batch changed example 0's output: its statistics must "
                    f"come from that example alone")
+    expect_normalised(whole, x, normalised, name, f"{name} on a batch of shape {tuple(x.shape)}")
 
 
-def expect_train_equals_eval(r: Records, key: str, x: Tensor, name: str) -> None:
-    """Training- and eval-mode outputs (after training forwards, with and without grad mode) are the same."""
+def expect_train_equals_eval(r: Records, key: str, x: Tensor, name: str, normalised: list[Tensor]) -> None:
+    """Training- and eval-mode outputs (after training forwards, with and without grad mode) are the same, and
+    normalised (`normalised`: expect_normalised's candidates)."""
     for warmup in range(3):
         expect_no_error(r.get(f"{key}/warmup{warmup}"), f"{name} in training mode")
     train = _out(r, f"{key}/train", f"{name} in training mode")
@@ -75,3 +78,113 @@ def expect_train_equals_eval(r: Records, key: str, x: Tensor, name: str) -> None
     if not close(eval_, no_grad, 1e-12, 1e-10):
         raise Fail(f"{name}: the output changes under torch.no_grad(): it must not depend on grad mode")
     expect_no_buffers(r.get(f"{key}/buffers"), name)
+    expect_normalised(train, x, normalised, name, f"{name} in training mode, input shape {tuple(x.shape)}")
+
+
+def fit_residual(out: Tensor, z: Tensor) -> float:
+    """The share of out's spread (per channel, dim 1) that no per-channel scale and shift of z explains: 0 when out
+    is z scaled and shifted channel by channel, near 1 when it has nothing to do with z."""
+    o = out.detach().double().transpose(0, 1).reshape(out.shape[1], -1)
+    zz = z.detach().double().transpose(0, 1).reshape(z.shape[1], -1)
+    oc, zc = o - o.mean(1, keepdim=True), zz - zz.mean(1, keepdim=True)
+    scale = (zc * oc).sum(1, keepdim=True) / (zc * zc).sum(1, keepdim=True).clamp_min(1e-300)
+    left = oc - scale * zc
+    total = (oc * oc).sum()
+    if total <= 1e-24:  # a constant output explains nothing unless the normalised input is constant too
+        return 0.0 if (zc * zc).sum() <= 1e-24 else 1.0
+    return float(((left * left).sum() / total).sqrt())
+
+
+NORMALISED = 0.1  # the largest fit_residual of an output that counts as normalised (eps or variance slips: < 0.08)
+
+
+def expect_normalised(out: object, x: Tensor, normalised: list[Tensor], name: str, what: str) -> None:
+    """A property (batch independence, train == eval, gradients) earns its points only on an output that normalises:
+    `out` must be one of `normalised` (x normalised over the right groups, or over other per-example groups, with
+    or without eps), scaled and shifted per channel. A layer that returns x, or only scales and shifts it, has
+    every such property trivially."""
+    out = tensor(out, what)
+    if out.shape != x.shape or not torch.isfinite(out).all():
+        raise Fail(f"{what}: expected a finite output of shape {tuple(x.shape)}; got {summary(out)}")
+    if min(fit_residual(out, z) for z in normalised) <= NORMALISED:
+        return
+    if close(out, x, 1e-9, 1e-7):
+        found = "your layer returns its input unchanged"
+    elif fit_residual(out, x) <= 1e-6:
+        found = "your layer only scales and shifts its input (x * scale + shift) and never normalises it"
+    else:
+        found = ("the output is not a normalisation of the input: no group of values has had its own mean subtracted "
+                 "and been divided by its own standard deviation")
+    raise Fail(f"{what}: {found}. This test checks a property of a normalization, so it counts only for a layer that "
+               f"normalises: {name} must return (x - mean) / sqrt(var + eps), scaled and shifted (see test_output).")
+
+
+LAYOUT_WHAT = {"channels_last": "a channels_last input (x.contiguous(memory_format=torch.channels_last))",
+               "transposed": "a transposed input (a view made by .transpose(2, 3))"}
+VIEW_MISTAKE = ("your code calls .view() on a tensor whose memory is not laid out row by row; .view() refuses such a "
+                "tensor, and the contract accepts any tensor of the right shape: use .reshape() (or .flatten()), which "
+                "copies only when it must.")
+
+
+def layout_failure(value: object, kind: str) -> None:
+    """A recorded call on an input in another memory layout (course_recorder.inputs.laid_out) that raised: Fail,
+    naming .view() when that is what refused it."""
+    if isinstance(value, Raised) and not value.is_a("DelegationError"):
+        named = f"\n{NAMED_MISTAKE}{VIEW_MISTAKE}" if "view size is not compatible" in value.message else ""
+        raise Fail(f"{LAYOUT_WHAT[kind]} of the right shape made the layer raise {value}{named}")
+
+
+def expect_own_parameters(set_first: object, second: dict, starts: dict[str, float], name: str) -> None:
+    """Two layers built one after the other, the first then given other values (`set_first`, the recorded
+    set_params call): the second's parameters (`second`, as module_facts records them) still hold their starts."""
+    if isinstance(set_first, Raised):
+        return  # the layer's parameters cannot be set at all: the other checks of this test say why
+    for param, start in starts.items():
+        value = second.get(param)
+        if isinstance(value, Tensor) and not torch.all(value.detach().double() == start):
+            raise Fail(f"{name}: giving one layer new values of {' and '.join(starts)} changed another layer's {param} "
+                       f"(it should still start as {start:g}): every layer needs parameters of its own. nn.Parameter(t) "
+                       f"shares t's memory, so create a new tensor in __init__ (nn.Parameter(torch.ones(...))); never "
+                       f"wrap one tensor made once for all layers (a module-level constant or a default argument).")
+
+
+DETACHED = ("you took the mean and variance out of the autograd graph (.detach(), .data, .item() or torch.no_grad()): "
+            "the gradient must flow through them too.")
+
+
+def expect_gradients_naming_detached(recorded: object, reference: dict[str, Tensor], detached: dict[str, Tensor],
+                                     what: str, labels: dict[str, str]) -> None:
+    """compare.expect_gradients, naming detached statistics only when the gradient with respect to the input is the
+    one they give (`detached`: the reference's gradients with the mean and variance taken as constants)."""
+    try:
+        expect_gradients(recorded, reference, what, labels)
+    except Fail as err:
+        grad = recorded.get("x") if isinstance(recorded, dict) else None
+        if isinstance(grad, Tensor) and close(grad, detached["x"], 1e-8, 1e-6) and not close(grad, reference["x"], 1e-8, 1e-6):
+            raise Fail(f"{err}\n{NAMED_MISTAKE}{DETACHED}") from None
+        raise
+
+
+IDENTITY = "you returned the input unchanged: the layer must normalise it."
+AFFINE_ONLY = ("you only scaled and shifted the input (x * {scale} + {shift}): normalise it first, "
+               "(x - mean) / sqrt(var + eps).")
+
+
+def do_nothing_mistakes(x: Tensor, affine_x: Tensor, scale: str, shift: str) -> dict[str, Tensor]:
+    """The outputs of a layer that returns x, and of one that only scales and shifts it (`affine_x`); one sentence
+    for both when the test's scale and shift make them equal."""
+    affine_only = AFFINE_ONLY.format(scale=scale, shift=shift)
+    if close(affine_x, x, 1e-12, 1e-12):
+        return {f"you returned the input unchanged or only scaled and shifted it (x * {scale} + {shift}; with this "
+                f"test's {scale} and {shift} the two are the same): normalise it first, (x - mean) / sqrt(var + eps).": x}
+    return {IDENTITY: x, affine_only: affine_x}
+
+
+def expect_fresh(params: dict, starts: dict[str, float], built: str) -> None:
+    """A layer just built holds its parameters' starting values (not values given to another layer)."""
+    for name, start in starts.items():
+        value = params.get(name)
+        if isinstance(value, Tensor) and not torch.all(value.detach().double() == start):
+            shown = f"{value.item():g}" if value.numel() == 1 else summary(value)
+            raise Fail(f"a new {built} starts with {name} = {shown}, not {start:g}: another layer's values (the "
+                       f"layers share their parameters; test_parameters says more)")

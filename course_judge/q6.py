@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import expect_close, expect_gradients, tensor
+from course_judge.compare import expect_close, expect_no_error, tensor
 from course_judge.diagnose import normalisation
-from course_judge.norms import (distinguishable, dropped_keepdim, expect_examples_independent, expect_no_buffers,
-                                expect_train_equals_eval, normalise)
+from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistakes, dropped_keepdim,
+                                expect_examples_independent, expect_fresh, expect_gradients_naming_detached,
+                                expect_no_buffers, expect_normalised, expect_own_parameters, expect_train_equals_eval,
+                                layout_failure, normalise)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses
 from course_recorder import q6
@@ -49,6 +51,7 @@ def ln_mistakes(x: Tensor, mult: float, add: float, eps: float) -> dict[str, Ten
             affine(normalise(x, AXES, eps, center=False)),
         "you left out the scale and shift: multiply by mult and add add.": normalise(x, AXES, eps),
         "you swapped the scale and the shift: the output must be x_hat * mult + add.": normalise(x, AXES, eps) * add + mult,
+        **do_nothing_mistakes(x, affine(x), "mult", "add"),
     }
     if x.shape[-1] == x.shape[0]:  # only then does a dropped keepdim broadcast instead of raising
         found["you reduced without keepdim=True, so the per-example mean and variance (shape (N,)) broadcast against "
@@ -89,6 +92,10 @@ def parameters(r: Records) -> None:
         if isinstance(double, Raised) or any(tensor(double["parameters"].get(n), n).dtype != torch.float64
                                              for n in ("mult", "add")):
             raise Fail("after .double(), mult and add should be float64")
+    default = r.get("default")["attributes"].get("eps")
+    if default != 1e-5:
+        raise Fail(f"LayerNorm() should default to eps=1e-5 (the stub's signature); got eps={default}")
+    expect_own_parameters(r.get("first/set"), r.get("second")["parameters"], {"mult": 1.0, "add": 0.0}, "LayerNorm")
 
 
 def _diagnose(x: Tensor, expected: Tensor, eps: float, mult: float, add: float):
@@ -101,6 +108,7 @@ def output(r: Records) -> None:
     shape, eps, seed = q6.FRESH
     x = seeded_input(*shape, seed=seed)
     expected = F.layer_norm(x, x.shape[1:], eps=eps)
+    expect_fresh(r.get("fresh/facts")["parameters"], {"mult": 1.0, "add": 0.0}, f"LayerNorm(eps={eps})")
     expect_close(r.get("fresh"), expected, f"output of a fresh LayerNorm(eps={eps}) (mult=1, add=0)",
                  mistakes=ln_mistakes(x, 1.0, 0.0, eps), diagnose=_diagnose(x, expected, eps, 1.0, 0.0))
     for i, (shape, mult, add, eps, seed) in enumerate(q6.OUTPUT_CASES):
@@ -113,26 +121,47 @@ def output(r: Records) -> None:
     x32 = seeded_input(*shape, seed=seed, dtype=torch.float32)
     expect_close(r.get("float32"), F.layer_norm(x32, x32.shape[1:], eps=1e-5), "output for a float32 input", atol=1e-5,
                  rtol=1e-4)
+    for kind, shape, mult, add, eps, seed in q6.LAYOUTS:
+        _set(r, f"{kind}/set")
+        x = seeded_input(*shape, seed=seed)
+        layout_failure(r.get(kind), kind)
+        expected = F.layer_norm(x, x.shape[1:], eps=eps) * mult + add
+        expect_close(r.get(kind), expected, f"output for {LAYOUT_WHAT[kind]} of shape {shape}, mult={mult}, add={add}, "
+                     f"eps={eps}", mistakes=ln_mistakes(x, mult, add, eps))
+
+
+def ln_normalised(x: Tensor, eps: float) -> list[Tensor]:
+    """x normalised per example: over (C, H, W) or, the wrong axes but still a normalization, over (H, W); with and
+    without eps."""
+    return [normalise(x, axes, e) for axes in (AXES, (2, 3)) for e in (eps, 0.0)]
 
 
 @verdict("Q6", "test_batch_independence", uses=USES)
 def batch_independence(r: Records) -> None:
     for i, (shape, eps, seed) in enumerate(q6.INDEPENDENCE):
         _set(r, f"case{i}/set")
-        expect_examples_independent(r, f"case{i}", seeded_input(*shape, seed=seed), "LayerNorm")
+        x = seeded_input(*shape, seed=seed)
+        expect_examples_independent(r, f"case{i}", x, "LayerNorm", ln_normalised(x, eps))
 
 
 @verdict("Q6", "test_train_equals_eval", uses=USES)
 def train_equals_eval(r: Records) -> None:
     for i, (shape, eps, seed) in enumerate(q6.TRAIN_EVAL):
         _set(r, f"case{i}/set")
-        expect_train_equals_eval(r, f"case{i}", seeded_input(*shape, seed=seed), "LayerNorm")
+        x = seeded_input(*shape, seed=seed)
+        expect_train_equals_eval(r, f"case{i}", x, "LayerNorm", ln_normalised(x, eps))
 
 
-def _reference_gradients(x: Tensor, mult: float, add: float, eps: float, weights: Tensor) -> dict[str, Tensor]:
+def _reference_gradients(x: Tensor, mult: float, add: float, eps: float, weights: Tensor,
+                         detached: bool = False) -> dict[str, Tensor]:
+    """Autograd on the contract (`detached`: with the mean and variance taken as constants, a known mistake)."""
     xs = x.clone().requires_grad_(True)
     m, a = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (mult, add))
-    out = F.layer_norm(xs, xs.shape[1:], eps=eps) * m + a
+    if detached:
+        mean, var = xs.detach().mean(AXES, keepdim=True), xs.detach().var(AXES, keepdim=True, correction=0)
+        out = (xs - mean) / (var + eps).sqrt() * m + a
+    else:
+        out = F.layer_norm(xs, xs.shape[1:], eps=eps) * m + a
     grads = torch.autograd.grad((out * weights).sum(), (xs, m, a))
     return {"output": out.detach(), "x": grads[0], "mult": grads[1], "add": grads[2]}
 
@@ -141,12 +170,14 @@ def _reference_gradients(x: Tensor, mult: float, add: float, eps: float, weights
 def gradients(r: Records) -> None:
     for i, (shape, eps, seed, training) in enumerate(q6.GRADIENT_CASES):
         x = seeded_input(*shape, seed=seed)
-        reference = _reference_gradients(x, *q6.GRADIENT_PARAMS, eps, seeded_normal(*shape, seed=seed + 100))
-        expect_gradients(r.get(f"case{i}"), reference,
-                         f"LayerNorm ({'training' if training else 'eval'} mode, input shape {shape}, eps={eps})",
-                         {"x": "the input x", "mult": "mult", "add": "add"},
-                         hint="Keep the mean and variance inside the autograd graph (do not detach them or compute "
-                              "them under torch.no_grad()).")
+        weights = seeded_normal(*shape, seed=seed + 100)
+        what = f"LayerNorm ({'training' if training else 'eval'} mode, input shape {shape}, eps={eps})"
+        recorded = expect_no_error(r.get(f"case{i}"), what)
+        if isinstance(recorded, dict) and "output" in recorded:
+            expect_normalised(recorded["output"], x, ln_normalised(x, eps), "LayerNorm", what)
+        expect_gradients_naming_detached(recorded, _reference_gradients(x, *q6.GRADIENT_PARAMS, eps, weights),
+                                         _reference_gradients(x, *q6.GRADIENT_PARAMS, eps, weights, detached=True), what,
+                                         {"x": "the input x", "mult": "mult", "add": "add"})
 
 
 class ReferenceLayerNorm(nn.Module):

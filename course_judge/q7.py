@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from course_judge import forbid, verdict
-from course_judge.compare import close, expect_close, expect_gradients, expect_no_error, expect_raises, tensor
+from course_judge.compare import close, expect_close, expect_no_error, expect_raises, tensor
 from course_judge.diagnose import normalisation
-from course_judge.norms import (distinguishable, dropped_keepdim, expect_examples_independent, expect_no_buffers,
-                                expect_train_equals_eval, normalise)
+from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistakes, dropped_keepdim,
+                                expect_examples_independent, expect_fresh, expect_gradients_naming_detached,
+                                expect_no_buffers, expect_normalised, expect_own_parameters, expect_train_equals_eval,
+                                layout_failure, normalise)
 from course_judge.records import Fail, Raised, Records
 from course_recorder import q7
 from course_recorder.inputs import random_affine, seeded_input, seeded_normal
@@ -52,6 +54,7 @@ def in_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> dict[str,
             affine(normalise(x, AXES, eps, center=False)),
         "you left out the scale and shift: multiply by mults and add adds.": normalise(x, AXES, eps),
         "you swapped the scale and the shift: the output must be x_hat * mults + adds.": normalise(x, AXES, eps) * b + g,
+        **do_nothing_mistakes(x, affine(x), "mults", "adds"),
     }
     if x.shape[2:] == x.shape[:2]:  # only then does a dropped keepdim broadcast instead of raising
         found["you reduced without keepdim=True, so the (N, C) means and variances broadcast against (H, W) instead "
@@ -92,6 +95,7 @@ def parameters(r: Records) -> None:
         if isinstance(double, Raised) or any(tensor(double["parameters"].get(n), n).dtype != torch.float64
                                              for n in ("mults", "adds")):
             raise Fail("after .double(), mults and adds should be float64")
+    expect_own_parameters(r.get("first/set"), r.get("second")["parameters"], {"mults": 1.0, "adds": 0.0}, "InstanceNorm")
     default = r.get("default")["attributes"].get("eps")
     if default != 1e-5:
         raise Fail(LESSON_EPS[0].upper() + LESSON_EPS[1:] if default == 1.0 else
@@ -118,6 +122,7 @@ def _output(r: Records) -> None:
     x = seeded_input(*shape, seed=seed)
     ones, zeros = torch.ones(shape[1], dtype=x.dtype), torch.zeros(shape[1], dtype=x.dtype)
     expected = F.instance_norm(x, eps=eps)
+    expect_fresh(r.get("fresh/facts")["parameters"], {"mults": 1.0, "adds": 0.0}, f"InstanceNorm({shape[1]}, eps={eps})")
     expect_close(r.get("fresh"), expected, f"output of a fresh InstanceNorm({shape[1]}, eps={eps}) (mults=1, adds=0)",
                  mistakes=in_mistakes(x, ones, zeros, eps), diagnose=_diagnose(x, expected, eps, ones, zeros))
     for i, (shape, eps, seed) in enumerate(q7.OUTPUT_CASES):
@@ -136,6 +141,19 @@ def _output(r: Records) -> None:
     expect_close(r.get("float32"), F.instance_norm(x32, eps=1e-5),
                  f"output of InstanceNorm({shape[1]}) (the default eps) for a float32 input", atol=1e-5, rtol=1e-4,
                  mistakes=lesson)
+    for layout, shape, eps, seed in q7.LAYOUTS:
+        x = seeded_input(*shape, seed=seed)
+        gamma, beta = random_affine(shape[1], seed=seed + 10)
+        _set(r, f"{layout}/set", shape[1])
+        layout_failure(r.get(layout), layout)
+        expect_close(r.get(layout), F.instance_norm(x, weight=gamma, bias=beta, eps=eps),
+                     f"output for {LAYOUT_WHAT[layout]} of shape {shape}, eps={eps}", mistakes=in_mistakes(x, gamma, beta, eps))
+
+
+def in_normalised(x: Tensor, eps: float) -> list[Tensor]:
+    """x normalised per example and channel over (H, W) or, the wrong axes but still a normalization, per example over
+    (C, H, W); with and without eps."""
+    return [normalise(x, axes, e) for axes in (AXES, (1, 2, 3)) for e in (eps, 0.0)]
 
 
 @verdict("Q7", "test_independence", uses=USES)
@@ -143,7 +161,7 @@ def independence(r: Records) -> None:
     for i, (shape, eps, seed) in enumerate(q7.INDEPENDENCE):
         x = seeded_input(*shape, seed=seed)
         _set(r, f"case{i}/set", shape[1])
-        expect_examples_independent(r, f"case{i}", x, "InstanceNorm")
+        expect_examples_independent(r, f"case{i}", x, "InstanceNorm", in_normalised(x, eps))
         whole = tensor(r.get(f"case{i}/whole"), "the output")
         for c in range(shape[1]):
             out = tensor(expect_no_error(r.get(f"case{i}/channel{c}"), "InstanceNorm"), "the output")
@@ -161,11 +179,13 @@ def independence(r: Records) -> None:
 def train_equals_eval(r: Records) -> None:
     for i, (shape, eps, seed) in enumerate(q7.TRAIN_EVAL):
         _set(r, f"case{i}/set", shape[1])
-        expect_train_equals_eval(r, f"case{i}", seeded_input(*shape, seed=seed), "InstanceNorm")
+        x = seeded_input(*shape, seed=seed)
+        expect_train_equals_eval(r, f"case{i}", x, "InstanceNorm", in_normalised(x, eps))
 
 
-NAN_HINT = ("a single value has unbiased variance 0/0 = NaN: use the biased variance (divide by H*W = 1), which is 0, "
-            "so the normalised value is (v - v) / sqrt(0 + eps) = 0 and the output is adds")
+NAN_HINT = ("a single value v has the unbiased variance 0/0 = NaN, and without eps (v - v) / sqrt(0) = 0/0 is NaN too: "
+            "use the biased variance (divide by H*W = 1), which is 0, and eps inside the square root, so the normalised "
+            "value is (v - v) / sqrt(0 + eps) = 0 and the output is adds")
 
 
 @verdict("Q7", "test_one_by_one_map", uses=USES)
@@ -178,17 +198,27 @@ def one_by_one_map(r: Records) -> None:
             out = tensor(r.get(f"case{i}/{mode}"), what)
             if torch.isnan(out).any():
                 raise Fail(f"InstanceNorm on a 1x1 map of shape {(n, nf, 1, 1)} returned NaN: {NAN_HINT}")
+            x = q7.one_by_one_input(n, nf, seed)
+            gamma = random_affine(nf, seed=seed + 30)[0].reshape(1, -1, 1, 1)
+            wrong = {"you returned zeros: the normalised value is 0, and the output is 0 * mults + adds = adds.":
+                     torch.zeros_like(x), **do_nothing_mistakes(x, x * gamma + beta.reshape(1, -1, 1, 1), "mults", "adds")}
             expect_close(out, beta.reshape(1, -1, 1, 1).expand(n, nf, 1, 1), f"{what}: adds, whatever the input",
-                         atol=1e-12, hint=NAN_HINT)
+                         atol=1e-12, mistakes=wrong)
     grad = tensor(r.get("gradient"), "the gradient on a 1x1 map")
     if not torch.isfinite(grad).all() or grad.abs().gt(1e-12).any():
         raise Fail(f"on a 1x1 map the output does not depend on the input, so its gradient must be 0; got "
                    f"{grad.flatten().tolist()}")
 
 
-def _reference_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, weights: Tensor) -> dict[str, Tensor]:
+def _reference_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, weights: Tensor,
+                         detached: bool = False) -> dict[str, Tensor]:
+    """Autograd on the contract (`detached`: with the mean and variance taken as constants, a known mistake)."""
     xs, g, b = (t.clone().requires_grad_(True) for t in (x, gamma, beta))
-    out = F.instance_norm(xs, weight=g, bias=b, eps=eps)
+    if detached:
+        mean, var = xs.detach().mean(AXES, keepdim=True), xs.detach().var(AXES, keepdim=True, correction=0)
+        out = (xs - mean) / (var + eps).sqrt() * view(g) + view(b)
+    else:
+        out = F.instance_norm(xs, weight=g, bias=b, eps=eps)
     grads = torch.autograd.grad((out * weights).sum(), (xs, g, b))
     return {"output": out.detach(), "x": grads[0], "mults": grads[1].reshape(-1, 1, 1), "adds": grads[2].reshape(-1, 1, 1)}
 
@@ -198,12 +228,14 @@ def gradients(r: Records) -> None:
     for i, (shape, eps, seed, training) in enumerate(q7.GRADIENT_CASES):
         gamma, beta = random_affine(shape[1], seed=seed + 40)
         x = seeded_input(*shape, seed=seed)
-        reference = _reference_gradients(x, gamma, beta, eps, seeded_normal(*shape, seed=seed + 100))
-        expect_gradients(r.get(f"case{i}"), reference,
-                         f"InstanceNorm ({'training' if training else 'eval'} mode, input shape {shape}, eps={eps})",
-                         {"x": "the input x", "mults": "mults", "adds": "adds"},
-                         hint="Keep the mean and variance inside the autograd graph (do not detach them or compute "
-                              "them under torch.no_grad()).")
+        weights = seeded_normal(*shape, seed=seed + 100)
+        what = f"InstanceNorm ({'training' if training else 'eval'} mode, input shape {shape}, eps={eps})"
+        recorded = expect_no_error(r.get(f"case{i}"), what)
+        if isinstance(recorded, dict) and "output" in recorded:
+            expect_normalised(recorded["output"], x, in_normalised(x, eps), "InstanceNorm", what)
+        expect_gradients_naming_detached(recorded, _reference_gradients(x, gamma, beta, eps, weights),
+                                         _reference_gradients(x, gamma, beta, eps, weights, detached=True), what,
+                                         {"x": "the input x", "mults": "mults", "adds": "adds"})
 
 
 ERROR_WHAT = ("an input with 4 channels for InstanceNorm(3)", "a 2-D input of shape (4, 3)",

@@ -73,7 +73,37 @@ VARIANTS = [
     Variant("no_eps", SOL, mistake="leaves out eps (also NaN for a constant example)",
             fails=("test_output",), says="left out eps",
             edits=((_OUT, "return (x - mean) / torch.sqrt(var) * self.mult + self.add"),)),
+    Variant("identity", SOL, mistake="returns its input unchanged (a layer that does nothing)",
+            fails=("test_output", "test_batch_independence", "test_train_equals_eval", "test_gradients"),
+            says="returns its input unchanged",
+            edits=((_MEAN + "\n        " + _VAR + "\n        " + _OUT, "return x"),)),
+    Variant("affine_only", SOL, mistake="scales and shifts x without normalising it",
+            fails=("test_output", "test_batch_independence", "test_train_equals_eval", "test_gradients"),
+            says="only scales and shifts its input",
+            edits=((_MEAN + "\n        " + _VAR + "\n        " + _OUT, "return x * self.mult + self.add"),)),
+    Variant("view_needs_contiguous", SOL, mistake="flattens each example with .view(), which refuses a channels_last "
+            "or transposed input", fails=("test_output",), says="calls .view()",
+            edits=((_MEAN + "\n        " + _VAR + "\n        " + _OUT,
+                    "flat = x.view(x.shape[0], -1)\n"
+                    "        mean = flat.mean(dim=1).view(-1, 1, 1, 1)\n"
+                    "        var = flat.var(dim=1, correction=0).view(-1, 1, 1, 1)\n"
+                    "        " + _OUT),)),
+    Variant("default_eps", SOL, mistake="defaults to eps=1e-8 (Adam's habit), not the stub's 1e-5",
+            fails=("test_parameters",), says="default to eps=1e-5",
+            edits=(("def __init__(self, eps: float = 1e-5)", "def __init__(self, eps: float = 1e-8)"),)),
+    Variant("parameters_shared_between_layers", SOL,
+            mistake="wraps two tensors made once for the whole class, so every LayerNorm shares one mult and one add",
+            fails=("test_parameters",), says="every layer needs parameters of its own",
+            edits=(("        super().__init__()\n", "        super().__init__()\n        start = LayerNorm.START\n"),
+                   (_PARAMS, "self.mult = nn.Parameter(start[0])\n        self.add = nn.Parameter(start[1])"),
+                   ("    def forward(", "    START = (torch.tensor(1.0), torch.tensor(0.0))\n\n    def forward("))),
     # ---- correct alternatives, written differently ----
+    Variant("contiguous_then_view", SOL,
+            edits=((_MEAN + "\n        " + _VAR + "\n        " + _OUT,
+                    "flat = x.contiguous().view(x.shape[0], -1)\n"
+                    "        var, mean = torch.var_mean(flat, dim=1, unbiased=False)\n"
+                    "        scale = (var + self.eps).rsqrt()\n"
+                    "        return torch.einsum('nchw,n->nchw', x - mean[:, None, None, None], scale) * self.mult + self.add"),)),
     Variant("var_mean_rsqrt", SOL,
             edits=((_MEAN + "\n        " + _VAR,
                     "var, mean = torch.var_mean(x, dim=(1, 2, 3), keepdim=True, correction=0)"),

@@ -93,7 +93,32 @@ VARIANTS = [
             fails=("test_output",), says="eps=1e-0",
             edits=(("def __init__(self, nf: int, eps: float = 1e-5)", "def __init__(self, nf: int, eps: float = 1e-0)"),
                    (_VAR, "var = x.var(dim=(2, 3), keepdim=True)"))),
+    Variant("identity", SOL, mistake="returns its input unchanged (a layer that does nothing)",
+            fails=("test_output", "test_independence", "test_train_equals_eval", "test_one_by_one_map", "test_gradients"),
+            says="returns its input unchanged", edits=((_STATS + "\n        " + _OUT, "return x"),)),
+    Variant("affine_only", SOL, mistake="scales and shifts x per channel without normalising it",
+            fails=("test_output", "test_independence", "test_train_equals_eval", "test_one_by_one_map", "test_gradients"),
+            says="only scales and shifts its input",
+            edits=((_STATS + "\n        " + _OUT, "return x * self.mults + self.adds"),)),
+    Variant("view_needs_contiguous", SOL, mistake="flattens each map with .view(), which refuses a channels_last or "
+            "transposed input", fails=("test_output",), says="calls .view()",
+            edits=((_STATS, "flat = x.view(x.shape[0], x.shape[1], -1)\n"
+                            "        mean = flat.mean(dim=2)[..., None, None]\n"
+                            "        var = flat.var(dim=2, correction=0)[..., None, None]"),)),
+    Variant("parameters_shared_between_layers", SOL,
+            mistake="wraps slices of two tensors made once for the class, so layers share their mults and adds",
+            fails=("test_parameters",), says="every layer needs parameters of its own",
+            edits=((_PARAMS, "self.mults = nn.Parameter(InstanceNorm.ONES[:nf].view(nf, 1, 1))\n"
+                             "        self.adds = nn.Parameter(InstanceNorm.ZEROS[:nf].view(nf, 1, 1))"),
+                   ("    def forward(", "    ONES, ZEROS = torch.ones(512), torch.zeros(512)\n\n    def forward("))),
     # ---- correct alternatives, written differently ----
+    Variant("contiguous_then_view", SOL,
+            edits=((_STATS + "\n        " + _OUT,
+                    "n, c = x.shape[:2]\n"
+                    "        flat = x.contiguous().view(n, c, -1)\n"
+                    "        var, mean = torch.var_mean(flat, dim=2, unbiased=False)\n"
+                    "        xhat = (flat - mean[..., None]) / torch.sqrt(var[..., None] + self.eps)\n"
+                    "        return xhat.view(x.shape) * self.mults + self.adds"),)),
     Variant("var_mean_rsqrt", SOL,
             edits=((_STATS, "var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)"),
                    (_OUT, "return self.adds + self.mults * (x - mean) * torch.rsqrt(var + self.eps)"))),

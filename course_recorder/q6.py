@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from course_recorder import recording
-from course_recorder.inputs import seeded_input, seeded_normal
+from course_recorder.inputs import laid_out, seeded_input, seeded_normal
 from course_recorder.probes import gradients, independence, module_facts, set_params, train, train_and_eval
 
 OWN = "LayerNorm"
@@ -15,6 +15,8 @@ FRESH = ((3, 2, 2, 3), 0.5, 0)
 OUTPUT_CASES = (((3, 2, 2, 3), 1.7, -0.6, 0.5, 0), ((2, 3, 1, 2), -0.8, 0.9, 1e-5, 1), ((4, 2, 3, 4), 2.5, 0.3, 0.5, 2),
                 ((5, 4, 3, 3), 0.6, 1.2, 1e-3, 3), ((1, 3, 2, 2), 1.3, -1.1, 0.5, 4))
 FLOAT32 = ((2, 3, 4, 4), 9)
+# Inputs the contract accepts whatever their memory layout: (kind, shape, mult, add, eps, seed).
+LAYOUTS = (("channels_last", (3, 4, 3, 2), 1.2, 0.4, 0.5, 11), ("transposed", (2, 3, 2, 4), -0.7, 0.2, 1e-5, 12))
 INDEPENDENCE = (((4, 3, 2, 2), 0.5, 1), ((3, 2, 1, 1), 1e-5, 2), ((5, 4, 3, 2), 1e-5, 3))  # (shape, eps, seed)
 TRAIN_EVAL = (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6))
 GRADIENT_CASES = (((2, 3, 2, 1), 0.5, 0, True), ((3, 2, 2, 2), 1e-5, 1, False))  # (shape, eps, seed, training)
@@ -32,12 +34,19 @@ def parameters(LayerNorm) -> None:
             ln = LayerNorm(eps=eps)
             rec.put(f"eps{i}", module_facts(ln))
             rec.call(f"eps{i}/double", lambda ln=ln: module_facts(ln.double()))
+        rec.put("default", module_facts(LayerNorm()))
+        # Two layers, one of them given other values: the other must keep its own.
+        first, second = LayerNorm(), LayerNorm()
+        rec.call("first/set", set_params, first, scalar_affine(1.7, -0.6))
+        rec.put("second", module_facts(second))
 
 
 def output(LayerNorm) -> None:
     with recording("test_output") as rec:
         shape, eps, seed = FRESH
-        rec.call("fresh", LayerNorm(eps=eps).double(), seeded_input(*shape, seed=seed), own=OWN)
+        fresh = LayerNorm(eps=eps).double()
+        rec.put("fresh/facts", module_facts(fresh))
+        rec.call("fresh", fresh, seeded_input(*shape, seed=seed), own=OWN)
         for i, (shape, mult, add, eps, seed) in enumerate(OUTPUT_CASES):
             ln = LayerNorm(eps=eps).double()
             rec.put(f"case{i}/facts", module_facts(ln))
@@ -45,6 +54,11 @@ def output(LayerNorm) -> None:
             rec.call(f"case{i}", ln, seeded_input(*shape, seed=seed), own=OWN)
         shape, seed = FLOAT32
         rec.call("float32", LayerNorm(), seeded_input(*shape, seed=seed, dtype=torch.float32), own=OWN)
+        for kind, shape, mult, add, eps, seed in LAYOUTS:
+            ln = LayerNorm(eps=eps).double()
+            rec.put(f"{kind}/facts", module_facts(ln))
+            rec.call(f"{kind}/set", set_params, ln, scalar_affine(mult, add))
+            rec.call(kind, ln, laid_out(seeded_input(*shape, seed=seed), kind), own=OWN)
 
 
 def batch_independence(LayerNorm) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from course_recorder import recording
-from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
 from course_recorder.probes import gradients, independence, module_facts, set_params, train_and_eval
 
 OWN = "InstanceNorm"
@@ -15,6 +15,8 @@ FRESH = ((3, 2, 3, 2), 0.5, 0)
 OUTPUT_CASES = (((3, 2, 3, 2), 0.5, 0), ((2, 3, 1, 3), 1e-5, 1), ((4, 3, 4, 3), 0.5, 2), ((5, 4, 3, 3), 1e-3, 3),
                 ((1, 3, 2, 2), 0.5, 4))  # (shape, eps, seed)
 FLOAT32 = ((2, 3, 4, 4), 9)
+# Inputs the contract accepts whatever their memory layout (course_recorder.inputs.laid_out): (layout, shape, eps, seed)
+LAYOUTS = (("channels_last", (3, 4, 3, 2), 0.5, 11), ("transposed", (2, 3, 2, 4), 1e-5, 12))
 INDEPENDENCE = (((4, 3, 2, 2), 0.5, 1), ((3, 2, 3, 1), 1e-5, 2))
 TRAIN_EVAL = (((4, 3, 2, 2), 0.5, 5), ((2, 5, 3, 1), 1e-5, 6))
 ONE_BY_ONE = ((3, 4, 1e-5, 0), (1, 3, 0.5, 1), (5, 2, 1e-5, 2))  # (n, nf, eps, seed)
@@ -39,19 +41,29 @@ def parameters(InstanceNorm) -> None:
             rec.put(f"nf{nf}", module_facts(inorm))
             rec.call(f"nf{nf}/double", lambda inorm=inorm: module_facts(inorm.double()))
         rec.put("default", module_facts(InstanceNorm(DEFAULT_NF)))
+        # Two layers, one of them given other values: the other must keep its own.
+        first, second = InstanceNorm(3), InstanceNorm(3)
+        rec.call("first/set", set_params, first, affine(3, 5))
+        rec.put("second", module_facts(second))
 
 
 def output(InstanceNorm) -> None:
     with recording("test_output") as rec:
         rec.put("default", module_facts(InstanceNorm(DEFAULT_NF)))
         shape, eps, seed = FRESH
-        rec.call("fresh", InstanceNorm(shape[1], eps=eps).double(), seeded_input(*shape, seed=seed), own=OWN)
+        fresh = InstanceNorm(shape[1], eps=eps).double()
+        rec.put("fresh/facts", module_facts(fresh))
+        rec.call("fresh", fresh, seeded_input(*shape, seed=seed), own=OWN)
         for i, (shape, eps, seed) in enumerate(OUTPUT_CASES):
             inorm = InstanceNorm(shape[1], eps=eps).double()
             rec.call(f"case{i}/set", set_params, inorm, affine(shape[1], seed + 10))
             rec.call(f"case{i}", inorm, seeded_input(*shape, seed=seed), own=OWN)
         shape, seed = FLOAT32
         rec.call("float32", InstanceNorm(shape[1]), seeded_input(*shape, seed=seed, dtype=torch.float32), own=OWN)
+        for layout, shape, eps, seed in LAYOUTS:
+            inorm = InstanceNorm(shape[1], eps=eps).double()
+            rec.call(f"{layout}/set", set_params, inorm, affine(shape[1], seed + 10))
+            rec.call(layout, inorm, laid_out(seeded_input(*shape, seed=seed), layout), own=OWN)
 
 
 def independence_probe(InstanceNorm) -> None:
