@@ -299,6 +299,38 @@ def _stored(layer: nn.Module, built: str, expected: dict[str, object]) -> None:
                               f"{getattr(layer, name, 'missing')!r}")
 
 
+def _own_parameters(built: str, make: Callable[[], nn.Module]) -> None:
+    """Two layers made one after the other do not share parameters: changing one's leaves the other's alone."""
+    __tracebackhide__ = True
+    first, second = make(), make()
+    before = {name: p.detach().clone() for name, p in second.named_parameters()}
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(0.75)
+    changed = [name for name, p in second.named_parameters() if not torch.equal(p.detach(), before[name])]
+    if changed:
+        raise CheckFailed(f"{built}: changing one layer's parameters changed another layer's {', '.join(changed)}: every "
+                          f"layer needs its own. nn.Parameter(t) shares t's memory, so make a new tensor in __init__ "
+                          f"(nn.Parameter(torch.ones(...))), never one tensor made once for all layers.")
+
+
+def _layouts(what: str, layer: nn.Module, x: Tensor, want: Tensor) -> None:
+    """The layer gives the same output for x stored channels_last and for x seen through a transpose: the contract
+    takes any tensor of the right shape, whatever its memory layout."""
+    __tracebackhide__ = True
+    for name, laid in (("channels_last", x.contiguous(memory_format=torch.channels_last)),
+                       ("transposed", x.transpose(2, 3).contiguous().transpose(2, 3))):
+        try:
+            got = layer(laid)
+        except RuntimeError as err:
+            hint = " .view() refuses such a tensor: use .reshape() or .flatten()." if "view" in str(err) else ""
+            raise CheckFailed(f"{what}, the input stored {name} (same values, another memory layout): it raised "
+                              f"{type(err).__name__}: {str(err).splitlines()[0]}{hint}") from None
+        if not _close(_tensor_out(f"{what}, the input stored {name}", got, want), want):
+            raise CheckFailed(f"{what}, the input stored {name} (same values, another memory layout): the output differs "
+                              f"by up to {_gap(got, want):.3g} from the right one")
+
+
 def _aspects(given: tuple[str, ...], known: dict[str, Callable[[], None]], layer: str) -> None:
     __tracebackhide__ = True
     unknown = [a for a in given if a not in known]
@@ -516,9 +548,16 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
             ln = layer() if eps == 1e-5 else layer(eps)
             what = f"LayerNorm({'' if eps == 1e-5 else f'eps={eps}'}) on an input of shape {shape}"
             _expect(what, ln(x), affine(z(x, eps)), found, "F.layer_norm(x, x.shape[1:]) * mult + add")
+        _layouts(f"LayerNorm(eps={BIG_EPS})", layer(BIG_EPS), x, affine(z(x, BIG_EPS)))
+
+    def arguments() -> None:
+        __tracebackhide__ = True
+        _stored(LayerNorm(eps=0.01), "LayerNorm(eps=0.01)", {"eps": 0.01})
+        _stored(LayerNorm(), "LayerNorm()", {"eps": 1e-5})
+        _own_parameters("LayerNorm()", LayerNorm)
 
     _aspects(aspects, {
-        "arguments": lambda: _stored(LayerNorm(eps=0.01), "LayerNorm(eps=0.01)", {"eps": 0.01}),
+        "arguments": arguments,
         "output": output,
         "modes": lambda: _same_in_both_modes("LayerNorm()", _build(LayerNorm), x),
         "independence": lambda: _alone("LayerNorm()", _build(LayerNorm), x),
@@ -561,6 +600,12 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
             inorm = layer() if eps == 1e-5 else layer(eps)
             what = f"InstanceNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
             _expect(what, inorm(x), affine(z(x, eps)), found, "F.instance_norm(x) * mults + adds")
+        _layouts(f"InstanceNorm(3, eps={BIG_EPS})", layer(BIG_EPS), x, affine(z(x, BIG_EPS)))
+
+    def arguments() -> None:
+        __tracebackhide__ = True
+        _stored(InstanceNorm(5, eps=0.01), "InstanceNorm(5, eps=0.01)", {"nf": 5, "eps": 0.01})
+        _own_parameters("InstanceNorm(3)", lambda: InstanceNorm(3))
 
     def one_by_one() -> None:
         __tracebackhide__ = True
@@ -579,7 +624,7 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
         _raises("InstanceNorm(3) given 4 channels", lambda: inorm(torch.randn(2, 4, 5, 5, dtype=torch.float64)))
 
     _aspects(aspects, {
-        "arguments": lambda: _stored(InstanceNorm(5, eps=0.01), "InstanceNorm(5, eps=0.01)", {"nf": 5, "eps": 0.01}),
+        "arguments": arguments,
         "output": output,
         "modes": lambda: _same_in_both_modes("InstanceNorm(3)", _build(InstanceNorm, 3), x),
         "one_by_one": one_by_one,
@@ -645,6 +690,13 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
             what = f"GroupNorm({groups}, 6{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
             _expect(what, gn(x), affine(F.group_norm(x, groups, eps=eps)), mistakes(groups, eps),
                     "nn.GroupNorm's (same weight and bias)")
+        _layouts(f"GroupNorm(3, 6, eps={BIG_EPS})", layer(3, BIG_EPS), x, affine(F.group_norm(x, 3, eps=BIG_EPS)))
+
+    def arguments() -> None:
+        __tracebackhide__ = True
+        _stored(GroupNorm(2, 6, eps=0.01, affine=False), "GroupNorm(2, 6, eps=0.01, affine=False)",
+                {"num_groups": 2, "num_channels": 6, "eps": 0.01, "affine": False})
+        _own_parameters("GroupNorm(3, 6)", lambda: GroupNorm(3, 6))
 
     def equivalences() -> None:
         __tracebackhide__ = True
@@ -680,8 +732,7 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
             raise CheckFailed(f"GroupNorm(3, 6).state_dict() should hold {want} (nn.GroupNorm's), it holds {got}")
 
     _aspects(aspects, {
-        "arguments": lambda: _stored(GroupNorm(2, 6, eps=0.01, affine=False), "GroupNorm(2, 6, eps=0.01, affine=False)",
-                                     {"num_groups": 2, "num_channels": 6, "eps": 0.01, "affine": False}),
+        "arguments": arguments,
         "output": output,
         "equivalences": equivalences,
         "affine_false": affine_false,
