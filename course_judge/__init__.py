@@ -121,31 +121,50 @@ def _why_missing(records: Records, outputs: list, earlier: str) -> str:
             "did your code stop it?).")
 
 
-def _guard_verdict(spec: Spec, test: str, records: Records) -> Verdict | None:
-    """The verdict the refusal's evidence decides (course_recorder.guard), or None when it decides nothing.
-
-    Every call of the student's layer in a test whose points depend on doing the math oneself ran with torch's
-    normalization refused, and recorded under `key#guard` what the refusal saw: a refusal (the code reached
-    torch's normalization, by whatever route, even if it caught the error) costs the test its points, as
-    delegating does; a refusal no longer in place after the call, or no evidence at all, means the test cannot
-    tell whose math produced the values.
-    """
+def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]]] | None:
+    """(the solution, [(call key, what the refusal saw)]) for a test whose points depend on doing the math oneself
+    under the torch rule, else None. Every call of the student's layer there ran with torch's normalization refused
+    (course_recorder.guard) and recorded under `key#guard` what the refusal saw."""
     torch_rule = [s for s in spec.uses if FORBIDDEN.get(spec.question, {}).get(s) == TORCH_NORMS]
     if not torch_rule:
         return None
-    guards = [(key[:-len(GUARD)], records.get(key)) for key in records.keys() if key.endswith(GUARD)]
-    why = WHY.get((spec.question, torch_rule[0]), TORCH_WHY)
-    for key, found in guards:
-        refused = found.get("refused") if isinstance(found, dict) else None
+    found = []
+    for key in records.keys():
+        if key.endswith(GUARD):
+            try:
+                found.append((key[:-len(GUARD)], records.get(key)))
+            except Malformed:
+                found.append((key[:-len(GUARD)], None))
+    return torch_rule[0], found
+
+
+def _refused(spec: Spec, test: str, guards: tuple[str, list] | None) -> Verdict | None:
+    """A refusal (the code reached torch's normalization, by whatever route, even if it caught the error) costs the
+    test its points, as delegating does."""
+    if guards is None:
+        return None
+    solution, found = guards
+    for _, seen in found:
+        refused = seen.get("refused") if isinstance(seen, dict) else None
         if isinstance(refused, list) and refused:
-            return Verdict(test, False, f"Your {torch_rule[0]} called torch's {str(refused[0])[:60]} while the test "
-                                        f"ran it. {why}")
-    if not guards and not records.aborted():
+            why = WHY.get((spec.question, solution), TORCH_WHY)
+            return Verdict(test, False, f"Your {solution} called torch's {str(refused[0])[:60]} while the test ran "
+                                        f"it. {why}")
+    return None
+
+
+def _unproven(test: str, guards: tuple[str, list] | None) -> Verdict | None:
+    """Right values count only with the proof that the refusal was in place: no evidence, or a refusal switched off
+    during a call, means the test cannot tell whose math produced them."""
+    if guards is None:
+        return None
+    _, found = guards
+    if not found:
         return Verdict(test, False, "This test's results carry no proof that torch's normalization was refused "
                                     "while your code ran, so they cannot count; ask your instructor.",
                        note=f"{test}: the records carry no evidence of the refusal (was the recorder changed?)")
-    for key, found in guards:
-        if not (isinstance(found, dict) and found.get("intact") is True):
+    for key, seen in found:
+        if not (isinstance(seen, dict) and seen.get("intact") is True):
             return Verdict(test, False, "torch's normalization was no longer refused after your code ran (something "
                                         "switched the grader's refusal off), so this test's values cannot count; "
                                         "ask your instructor.",
@@ -172,7 +191,8 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
         if error in spec.errors:
             message += f"\n{spec.errors[error]}"
         return Verdict(test, False, message)
-    refused = _guard_verdict(spec, test, records)
+    guards = _guards(spec, records)
+    refused = _refused(spec, test, guards)
     if refused is not None:
         return refused
     stopped = records.aborted()
@@ -191,7 +211,7 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
                        judge_error=detail[-500:])
     if stopped:  # every check passed on what was recorded, but the probe did not finish
         return Verdict(test, False, f"This test stopped early: {stopped}.")
-    return Verdict(test, True)
+    return _unproven(test, guards) or Verdict(test, True)
 
 
 def is_test(cell) -> bool:
