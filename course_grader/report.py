@@ -164,7 +164,7 @@ def table(rows: list[Row]) -> str:
                 lines.append(f"  {inert.plain(row.student)} {q}:")
                 lines += [f"    - {inert.plain(f)}" for f in found]
                 clear, confirm = decide_commands(row.student, q)
-                lines += [f"    keep its scores:         {clear}", f"    zero its autograded tests: {confirm}"]
+                lines += [f"    keep the scores: {clear}", f"    zero the tests:  {confirm}"]
     attention = [r for r in rows if r.reasons or r.confirmed]
     if attention:
         lines += ["", "Needs attention:"]

@@ -77,7 +77,10 @@ class Reviews:
                           for student, entry in data.get("students", {}).items()})
 
     def save(self) -> None:
-        """Write the file atomically (a concurrent reader sees the old one or the new one)."""
+        """Write the file atomically (a concurrent reader sees the old one or the new one); a course that never
+        held a notebook gets none."""
+        if not self.students and not self.path.exists():
+            return
         data = {"students": {s: asdict(e) for s, e in sorted(self.students.items()) if e.notebooks}}
         partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         partial.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

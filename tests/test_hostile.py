@@ -27,9 +27,10 @@ from kernel_tools import Listener, processes_of, uid_of
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "hunter2"  # a secret in the grader's environment that no kernel may see
-# What the grader itself writes at the course root: the gradebook, the grades and the class report beside them.
+# What the grader itself writes at the course root: the gradebook, the grades and the class report beside them,
+# the notebooks held for review.
 OUTPUTS = ("autograded", "feedback", "gradebook.db", "grades.csv", "hostile.csv", "report.html", "report.csv",
-           "hostile-report.html", "hostile-report.csv")
+           "hostile-report.html", "hostile-report.csv", "reviews.json")
 
 
 def _tree(folder: Path) -> set[tuple[str, int, int]]:
