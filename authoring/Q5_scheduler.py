@@ -49,12 +49,16 @@ def conv_layer(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, 
 #
 # - `pcts[i]` is the fraction of training that `scheds[i]` runs for. Segment `i` covers
 #   `[start_i, start_i + pcts[i])` with `start_i = pcts[0] + ... + pcts[i-1]`.
-# - Inside its segment, `scheds[i]` gets its **own** position from 0 to 1: `(pos - start_i) / pcts[i]`.
+# - Inside its segment, `scheds[i]` gets its **own** position from 0 to 1: the value at `pos` is
+#   `scheds[i]((pos - start_i) / pcts[i])`, whatever the shape of `scheds[i]` (linear, cosine, anything else:
+#   the segment is the given schedule itself, not a straight line between its end values).
 # - A position exactly on a boundary belongs to the **later** segment (at its position 0);
 #   `pos = 1` belongs to the last segment, at its position 1. A segment with `pcts[i] == 0` is never used.
 # - Raise a `ValueError` with a message saying what is wrong when `pcts` and `scheds` have different
 #   lengths, when a percentage is negative, or when the percentages do not sum to 1 (within `1e-6`:
 #   ten times 0.1 is 0.9999999999999999 in floating point).
+# - The schedule you return is a plain function of `pos`: the same position always gives the same value,
+#   whatever was asked before (a `ParamScheduler` may use it for run after run).
 #
 # Work in Python floats (float32 tensors would put 0.3 a hair above 0.3).
 
@@ -99,18 +103,22 @@ print([round(demo(p), 3) for p in (0.0, 0.125, 0.25, 0.625, 1.0)])
 
 # %% [test id=test_combine_values points=3]
 """combine_schedules: values inside segments, on boundaries and at pos 1."""
-sched = combine_schedules([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
-assert abs(sched(0.0) - 0.6) < 1e-6, f"at pos=0 expected 0.6 (the first schedule at its position 0), got {sched(0.0)}"
-try:
-    end = sched(1.0)
-except Exception as err:
-    raise AssertionError(f"sched(1.0) raised {err!r}: pos 1 belongs to the last segment, at its position 1") from None
-assert abs(end - 0.1) < 1e-6, f"at pos=1 expected 0.1 (the last schedule at its position 1), got {end}"
-step = combine_schedules([0.5, 0.5], [sched_lin(1., 1.), sched_lin(5., 5.)])
-assert step(0.5) == 5.0, f"pos 0.5 is on the boundary: it belongs to the later segment (5.0); got {step(0.5)}"
 from course_lib.checks import student_checks
 
 with student_checks():
+    sched = combine_schedules([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
+    assert abs(sched(0.0) - 0.6) < 1e-6, f"at pos=0 expected 0.6 (the first schedule at its position 0), got {sched(0.0)}"
+    try:
+        end = sched(1.0)
+    except Exception as err:
+        raise AssertionError(f"sched(1.0) raised {err!r}: pos 1 belongs to the last segment, at its position 1") from None
+    assert abs(end - 0.1) < 1e-6, f"at pos=1 expected 0.1 (the last schedule at its position 1), got {end}"
+    again = sched(0.0)
+    assert abs(again - 0.6) < 1e-6, (
+        f"asked again after pos=1, pos=0 gave {again} instead of 0.6: the schedule must be a plain function of pos, "
+        f"keeping nothing between calls (a ParamScheduler may use it for run after run)")
+    step = combine_schedules([0.5, 0.5], [sched_lin(1., 1.), sched_lin(5., 5.)])
+    assert step(0.5) == 5.0, f"pos 0.5 is on the boundary: it belongs to the later segment (5.0); got {step(0.5)}"
     # pos 0.5 is 0.2 into the second segment, which lasts 0.7: that schedule runs at (0.5 - 0.3) / 0.7 = 2/7.
     middle = sched(0.5)
     assert abs(middle - (2.0 + (0.1 - 2.0) * 2 / 7)) < 1e-6, (
@@ -122,6 +130,12 @@ with student_checks():
     except ValueError as err:
         raise AssertionError(f"ten percentages of 0.1 sum to 1 (in floating point to 0.9999999999999999: compare "
                              f"with a tolerance, not ==), but it raised ValueError: {err}") from None
+    # A cosine segment is the cosine itself: halfway through [0, 0.5), sched_cos(1., 3.) is at its own position 0.5, 2.0
+    # (a straight line from 1 to 3 would be there too, so look a quarter in: sched_cos gives 1.2929, a line 1.5).
+    curved = combine_schedules([0.5, 0.5], [sched_cos(1., 3.), sched_lin(3., 3.)])
+    assert abs(curved(0.125) - 1.2929) < 1e-4, (
+        f"at pos=0.125 expected sched_cos(1., 3.)(0.25) = 1.2929: each segment is its schedule itself, called at the "
+        f"position within the segment (not a straight line between its end values); got {curved(0.125)}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 
@@ -130,17 +144,17 @@ q5.combine_values(combine_schedules)
 
 # %% [test id=test_combine_errors points=1]
 """combine_schedules: a ValueError with a message for impossible percentages."""
-try:
-    combine_schedules([0.3, 0.6], [sched_lin(0., 1.), sched_lin(1., 0.)])
-except ValueError:
-    pass
-except Exception as err:
-    raise AssertionError(f"percentages that sum to 0.9 should raise a ValueError, not {type(err).__name__}") from None
-else:
-    raise AssertionError("percentages that sum to 0.9 should raise a ValueError; it raised nothing")
 from course_lib.checks import student_checks
 
 with student_checks():
+    try:
+        combine_schedules([0.3, 0.6], [sched_lin(0., 1.), sched_lin(1., 0.)])
+    except ValueError:
+        pass
+    except Exception as err:
+        raise AssertionError(f"percentages that sum to 0.9 should raise a ValueError, not {type(err).__name__}") from None
+    else:
+        raise AssertionError("percentages that sum to 0.9 should raise a ValueError; it raised nothing")
     try:
         combine_schedules([1.2, -0.2], [sched_lin(0., 1.), sched_lin(1., 0.)])
     except ValueError:
@@ -172,12 +186,13 @@ def warmup_anneal() -> Callable[[float], float]:
 
 # %% [test id=test_warmup_anneal_values points=1]
 """warmup_anneal: 0.6 at the start, 2.0 after 30 %, 0.1 at the end, linear in between."""
-sched = warmup_anneal()
-assert abs(sched(0.0) - 0.6) < 1e-6 and abs(sched(1.0) - 0.1) < 1e-6, (
-    f"the schedule runs from 0.6 to 0.1 (warm up first: 0.6 -> 2.0, then anneal: 2.0 -> 0.1); got {sched(0.0)} and {sched(1.0)}")
 from course_lib.checks import student_checks
 
 with student_checks():
+    sched = warmup_anneal()
+    assert abs(sched(0.0) - 0.6) < 1e-6 and abs(sched(1.0) - 0.1) < 1e-6, (
+        f"the schedule runs from 0.6 to 0.1 (warm up first: 0.6 -> 2.0, then anneal: 2.0 -> 0.1); got {sched(0.0)} and "
+        f"{sched(1.0)}")
     assert abs(sched(0.3) - 2.0) < 1e-6, f"the peak, 2.0, comes after 30 % of training; at pos=0.3 got {sched(0.3)}"
     assert abs(sched(0.075) - 0.95) < 1e-6, (
         f"a quarter into the warm-up (pos=0.075) a LINEAR schedule from 0.6 to 2.0 is at 0.95; got {sched(0.075)}")
@@ -191,28 +206,34 @@ q5.warmup_anneal_values(warmup_anneal, combine_schedules)
 """The learning rate the Recorder records in a short run with ParamScheduler('lr', warmup_anneal())."""
 torch.manual_seed(0)  # the same visible inputs on every run
 from course_lib import DataBunch, Dataset, get_dls, get_runner
+from course_lib.checks import student_checks
 
-x, y = torch.randn(40, 12), torch.randint(0, 3, (40,))
-tiny = DataBunch(*get_dls(Dataset(x, y), Dataset(x[:8], y[:8]), 8), c=3)
-learn, run = get_runner(nn.Linear(12, 3), tiny, lr=0.01, cbs=[Recorder, partial(ParamScheduler, "lr", warmup_anneal())])
-run.fit(2, learn)
-lrs = run.recorder.lrs[0]
-assert len(lrs) == 10, f"2 epochs of 5 batches should record 10 learning rates, got {len(lrs)}"
-assert abs(lrs[0] - 0.6) < 1e-6, f"the first batch should train at 0.6, recorded {lrs[0]}"
+with student_checks():
+    x, y = torch.randn(40, 12), torch.randint(0, 3, (40,))
+    tiny = DataBunch(*get_dls(Dataset(x, y), Dataset(x[:8], y[:8]), 8), c=3)
+    learn, run = get_runner(nn.Linear(12, 3), tiny, lr=0.01,
+                            cbs=[Recorder, partial(ParamScheduler, "lr", warmup_anneal())])
+    run.fit(2, learn)
+    lrs = run.recorder.lrs[0]
+    assert len(lrs) == 10, f"2 epochs of 5 batches should record 10 learning rates, got {len(lrs)}"
+    assert abs(lrs[0] - 0.6) < 1e-6, f"the first batch should train at 0.6, recorded {lrs[0]}"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 
-q5.recorded_lrs(warmup_anneal)
+q5.recorded_lrs(warmup_anneal, combine_schedules)
 ### END HIDDEN TESTS
 
 # %% [test id=test_scheduled_training points=1]
 """Training the lesson's CNN with warmup_anneal() follows the reference schedule's loss curve."""
-sched = warmup_anneal()
-assert all(0 < sched(p / 10) <= 2.0 for p in range(11)), "the learning rate stays in (0, 2]"
+from course_lib.checks import student_checks
+
+with student_checks():
+    sched = warmup_anneal()
+    assert all(0 < sched(p / 10) <= 2.0 for p in range(10)), "the learning rate stays in (0, 2] while training"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 
-q5.scheduled_training(warmup_anneal, conv_layer)
+q5.scheduled_training(warmup_anneal, conv_layer, combine_schedules)
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -40,7 +40,7 @@ VARIANTS = [
             fails=("test_combine_values",), says="overall position",
             edits=((_RETURN, "return scheds[i](pos)"),)),
     Variant("schedules_reversed", _C, "the schedules are paired with the percentages in reverse order",
-            fails=("test_combine_values",), says="the first schedule at its position 0",
+            fails=("test_combine_values",), says="wrong order",
             edits=(("    starts = [sum", "    scheds = list(scheds)[::-1]\n    starts = [sum"),)),
     Variant("crashes_at_one", _C, "pos = 1 indexes past the last segment (the lesson's torch version)",
             fails=("test_combine_values",), says="pos 1 belongs to the last segment",
@@ -88,7 +88,58 @@ def combine_schedules(pcts, scheds):
         return scheds[i](float((pos - starts[i]) / p[i]))
     return schedule
 '''),
+    Variant("interpolated_segments", _C, "each segment is a straight line between its schedule's end values",
+            fails=("test_combine_values",), says="straight line",
+            edits=((_RETURN, "t = (pos - starts[i]) / pcts[i]\n"
+                             "        return scheds[i](0.0) + t * (scheds[i](1.0) - scheds[i](0.0))"),)),
+    Variant("remembers_segment", _C, "the schedule keeps the current segment between calls and only moves forward",
+            fails=("test_combine_values", "test_warmup_anneal_values"), says="remembers earlier calls",
+            code='''
+def combine_schedules(pcts, scheds):
+    """Walks forward through the segments as training goes on (no search at every call)."""
+    pcts = [float(p) for p in pcts]
+    if len(pcts) != len(scheds) or min(pcts) < 0 or abs(sum(pcts) - 1) > 1e-6:
+        raise ValueError(f"bad percentages {pcts} for {len(scheds)} schedules")
+    state = {"i": 0, "start": 0.0}
+
+    def schedule(pos):
+        while state["i"] < len(pcts) - 1 and (pcts[state["i"]] == 0 or pos >= state["start"] + pcts[state["i"]]):
+            state["start"] += pcts[state["i"]]
+            state["i"] += 1
+        i = state["i"]
+        return scheds[i](min((pos - state["start"]) / pcts[i], 1.0))
+    return schedule
+'''),
+    Variant("isclose_default_tolerance", _C, "math.isclose(sum(pcts), 1) (relative 1e-9), stricter than the contract's 1e-6",
+            fails=("test_combine_values",), says="within the contract's 1e-6",
+            edits=(("abs(sum(pcts) - 1.0) > 1e-6", "not __import__('math').isclose(sum(pcts), 1.0)"),)),
+    Variant("loose_tolerance", _C, "the sum is checked within 1e-3, looser than the contract's 1e-6",
+            fails=("test_combine_errors",), says="1.0001",
+            edits=(("abs(sum(pcts) - 1.0) > 1e-6", "abs(sum(pcts) - 1.0) > 1e-3"),)),
     # Correct alternatives.
+    Variant("fsum_isclose_abs", _C, None, code='''
+import math
+from functools import partial
+
+def _at(pos, starts, pcts, scheds):
+    if pos >= 1:
+        return scheds[-1](1.0)
+    for start, pct, sched in zip(reversed(starts), reversed(pcts), reversed(scheds)):
+        if pct > 0 and pos >= start:
+            return sched((pos - start) / pct)
+
+def combine_schedules(pcts, scheds):
+    """math.fsum for the sum, an absolute tolerance as the contract states, partial instead of a closure."""
+    pcts, scheds = [float(p) for p in pcts], list(scheds)
+    if len(pcts) != len(scheds):
+        raise ValueError(f"{len(pcts)} percentages for {len(scheds)} schedules")
+    if any(p < 0 for p in pcts):
+        raise ValueError(f"negative percentage in {pcts}")
+    if not math.isclose(math.fsum(pcts), 1.0, rel_tol=0.0, abs_tol=1e-6):
+        raise ValueError(f"percentages sum to {math.fsum(pcts)}, not 1")
+    starts = [math.fsum(pcts[:i]) for i in range(len(pcts))]
+    return partial(_at, starts=starts, pcts=pcts, scheds=scheds)
+'''),
     Variant("bisect_cumulative", _C, None, code='''
 import bisect
 import itertools

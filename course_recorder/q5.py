@@ -19,7 +19,18 @@ def lin(start: float, end: float):
     return lambda pos: start + pos * (end - start)
 
 
-# (pcts, schedules as (start, end) pairs, positions)
+def curve(kind: str, start: float, end: float):
+    """A schedule that is not a straight line: `cos` (half a cosine, as sched_cos) or `sq` (a parabola)."""
+    import math
+
+    if kind == "cos":
+        return lambda pos: start + (1 - math.cos(math.pi * pos)) * (end - start) / 2
+    if kind == "sq":
+        return lambda pos: start + pos * pos * (end - start)
+    raise ValueError(f"unknown schedule kind {kind!r}")
+
+
+# (pcts, schedules as (start, end) pairs or (kind, start, end) curves, positions)
 VALUE_CASES = (
     ([0.25, 0.5, 0.25], ((1., 2.), (10., 20.), (100., 300.)), [0.0, 0.1, 0.2, 0.25, 0.5, 0.6, 0.75, 0.875, 0.99, 1.0]),
     ((0.625, 0.375), ((-1., 1.), (5., 3.)), [0.0, 0.3, 0.625, 0.8, 1.0]),
@@ -29,16 +40,26 @@ VALUE_CASES = (
      [0.0, 0.3 - 1e-9, 0.3 + 1e-9, 0.5, 0.7 - 1e-9, 0.7 + 1e-9, 0.9, 1.0]),
     ([0.5, 0.0, 0.5], ((1., 2.), (7., 8.), (10., 20.)), [0.25, 0.5, 0.75, 1.0]),
     ([0.1] * 10, tuple((float(i), i + 0.5) for i in range(10)), [0.0, 0.05, 0.55, 0.95, 1.0]),
+    # Segments that are not straight lines: each is its schedule itself, not a line between its end values.
+    ([0.4, 0.6], (("cos", 1., 3.), ("sq", 5., 1.)), [0.0, 0.1, 0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0]),
+    # A sum within the contract's 1e-6 of 1 (here 1 + 5e-7) is accepted.
+    ([0.3, 0.7 + 5e-7], ((1., 2.), (10., 20.)), [0.0, 0.15, 0.3, 0.65, 1.0]),
 )
+# The schedule of VALUE_CASES[0] asked in another order, each position twice: a plain function of pos gives the
+# same values.
+ORDER_CASE = 0
+ORDER = (1.0, 0.6, 0.1, 0.875, 0.0, 0.5, 0.25, 0.99, 0.2, 0.75, 0.1, 1.0, 0.6, 0.0)
 ERROR_CASES = (([0.3, 0.6], 2, "percentages that sum to 0.9"), ([0.5, 0.6], 2, "percentages that sum to 1.1"),
-               ([1.2, -0.2], 2, "a negative percentage (the sum is 1)"), ([0.3, 0.7], 1, "two percentages and one schedule"))
+               ([1.2, -0.2], 2, "a negative percentage (the sum is 1)"), ([0.3, 0.7], 1, "two percentages and one schedule"),
+               ([0.3, 0.7001], 2, "percentages that sum to 1.0001, more than 1e-6 from 1"),
+               ([0.3, 0.69999], 2, "percentages that sum to 0.99999, more than 1e-6 from 1"))
 LESSON_POSITIONS = (0.0, 0.15, 0.3, 0.3 + 0.7 * 0.25, 0.65, 0.9, 1.0)
 RECORDED_EPOCHS = (1, 3)
 TRAINING = dict(steps=30, bs=64, lr=0.1, seed=0)
 
 
 def schedules(pairs) -> list:
-    return [lin(a, b) for a, b in pairs]
+    return [lin(*pair) if len(pair) == 2 else curve(*pair) for pair in pairs]
 
 
 @functools.cache
@@ -78,6 +99,8 @@ def combine_values(combine_schedules) -> None:
             schedule = rec.call(f"case{i}", _guarded, combine_schedules, pcts, schedules(pairs))
             if callable(schedule):
                 _values(rec, f"case{i}", schedule, positions)
+                if i == ORDER_CASE:
+                    _values(rec, "order", schedule, ORDER)
 
 
 def combine_errors(combine_schedules) -> None:
@@ -94,10 +117,12 @@ def warmup_anneal_values(warmup_anneal, combine_schedules) -> None:
         schedule = rec.call("schedule", warmup_anneal)
         if callable(schedule):
             _values(rec, "warmup", schedule, LESSON_POSITIONS, guarded=False)
+            _values(rec, "warmup_again", schedule, LESSON_POSITIONS[::-1], guarded=False)  # asked again, backwards
         # The student's Part A on the lesson's schedule: when warmup_anneal is wrong, is Part A the cause?
         built = rec.call("combine", _guarded, combine_schedules, [0.3, 0.7], [lin(0.6, 2.0), lin(2.0, 0.1)])
         if callable(built):
             _values(rec, "combine", built, LESSON_POSITIONS)
+            _values(rec, "combine_again", built, LESSON_POSITIONS[::-1])
 
 
 def tiny_data(n_train: int = 40, bs: int = 8):
@@ -108,7 +133,23 @@ def tiny_data(n_train: int = 40, bs: int = 8):
     return DataBunch(*get_dls(Dataset(x, y), Dataset(x[:8], y[:8]), bs), c=3)
 
 
-def recorded_lrs(warmup_anneal) -> None:
+def lr_positions(epochs: int, iters: int = 5) -> list[float]:
+    """Where a run of `epochs` epochs of `iters` batches samples the schedule: (epoch + batch / iters) / epochs."""
+    return [(epoch + i / iters) / epochs for epoch in range(epochs) for i in range(iters)]
+
+
+def _lesson_combined(rec, combine_schedules, positions: dict[str, list[float]]) -> None:
+    """The student's Part A on the lesson's schedule at the given positions: when their warmup_anneal gives other
+    learning rates, are these what it gave (Part A the cause)?"""
+    if combine_schedules is None:
+        return
+    built = rec.call("combine", _guarded, combine_schedules, [0.3, 0.7], [lin(0.6, 2.0), lin(2.0, 0.1)])
+    if callable(built):
+        for key, where in positions.items():
+            _values(rec, key, built, where)
+
+
+def recorded_lrs(warmup_anneal, combine_schedules=None) -> None:
     from torch import nn
 
     from course_lib import ParamScheduler, Recorder, get_runner
@@ -124,15 +165,23 @@ def recorded_lrs(warmup_anneal) -> None:
                 return [float(v) for v in runner.recorder.lrs[0]]
 
             rec.call(f"epochs{epochs}", run)
+        _lesson_combined(rec, combine_schedules, {f"combine{e}": lr_positions(e) for e in RECORDED_EPOCHS})
 
 
-def scheduled_training(warmup_anneal, conv_layer) -> None:
+def training_positions() -> list[float]:
+    """The positions of the scheduled run's steps: step / steps."""
+    return [step / TRAINING["steps"] for step in range(TRAINING["steps"])]
+
+
+def scheduled_training(warmup_anneal, conv_layer, combine_schedules=None) -> None:
     """The lesson's CNN (the notebook's nn.BatchNorm2d block) trained with the student's schedule: lr at step k is
-    schedule(k / steps); the losses are recorded."""
+    schedule(k / steps); the learning rates and the losses are recorded."""
     with recording("test_scheduled_training") as rec:
         def run() -> list[float]:
-            schedule, steps = warmup_anneal(), TRAINING["steps"]
-            lrs = [float(schedule(step / steps)) for step in range(steps)]
+            schedule = warmup_anneal()
+            lrs = [float(schedule(pos)) for pos in training_positions()]
+            rec.put("lrs", lrs)
             return training_run(lambda: cnn_of(conv_layer), init=False, lrs=lrs, **TRAINING)[1]
 
         rec.call("run", run)
+        _lesson_combined(rec, combine_schedules, {"combine_steps": training_positions()})
