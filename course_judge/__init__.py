@@ -121,12 +121,13 @@ def _why_missing(records: Records, outputs: list, earlier: str) -> str:
             "did your code stop it?).")
 
 
-def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]]] | None:
-    """(the solution, [(call key, what the refusal saw)]) for a test whose points depend on doing the math oneself
-    under the torch rule, else None. Every call of the student's layer there ran with torch's normalization refused
-    (course_recorder.guard) and recorded under `key#guard` what the refusal saw."""
-    torch_rule = [s for s in spec.uses if FORBIDDEN.get(spec.question, {}).get(s) == TORCH_NORMS]
-    if not torch_rule:
+def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]], bool] | None:
+    """(the solution, [(call key, what the refusal saw)]) for a test whose points depend on doing the math oneself,
+    else None. Every call of the student's layer there ran with torch's normalization (or course_lib's combiner)
+    refused (course_recorder.guard) and recorded under `key#guard` what the refusal saw."""
+    rules = [s for s in spec.uses if s in FORBIDDEN.get(spec.question, {})]
+    torch_rule = [s for s in rules if FORBIDDEN[spec.question][s] == TORCH_NORMS]
+    if not rules:
         return None
     found = []
     for key in records.keys():
@@ -135,30 +136,30 @@ def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]]
                 found.append((key[:-len(GUARD)], records.get(key)))
             except Malformed:
                 found.append((key[:-len(GUARD)], None))
-    return torch_rule[0], found
+    return (torch_rule or rules)[0], found, bool(torch_rule)
 
 
-def _refused(spec: Spec, test: str, guards: tuple[str, list] | None) -> Verdict | None:
+def _refused(spec: Spec, test: str, guards: tuple[str, list, bool] | None) -> Verdict | None:
     """A refusal (the code reached torch's normalization, by whatever route, even if it caught the error) costs the
     test its points, as delegating does."""
     if guards is None:
         return None
-    solution, found = guards
+    solution, found, _ = guards
     for _, seen in found:
         refused = seen.get("refused") if isinstance(seen, dict) else None
         if isinstance(refused, list) and refused:
             why = WHY.get((spec.question, solution), TORCH_WHY)
-            return Verdict(test, False, f"Your {solution} called torch's {str(refused[0])[:60]} while the test ran "
+            return Verdict(test, False, f"Your {solution} called {str(refused[0])[:70]} while the test ran "
                                         f"it. {why}")
     return None
 
 
-def _unproven(test: str, guards: tuple[str, list] | None) -> Verdict | None:
+def _unproven(test: str, guards: tuple[str, list, bool] | None) -> Verdict | None:
     """Right values count only with the proof that the refusal was in place: no evidence, or a refusal switched off
     during a call, means the test cannot tell whose math produced them."""
-    if guards is None:
+    if guards is None or not guards[2]:  # the proof is kept for torch's rule (course_lib's refusal is plain Python)
         return None
-    _, found = guards
+    _, found, _ = guards
     if not found:
         return Verdict(test, False, "This test's results carry no proof that torch's normalization was refused "
                                     "while your code ran, so they cannot count; ask your instructor.",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from course_recorder.guard import own_implementation
+from course_recorder.guard import ACTIVE, Evidence, own_implementation
 from course_recorder.wire import Raised, digest, encode
 
 MIME = "application/vnd.normalization-course.record+json"
@@ -63,21 +63,28 @@ class Recorder:
 
         With `own` set (the layer's name), torch's normalization refuses to run meanwhile, at the function and at
         the operator level (course_recorder.guard), and the result is recorded before the refusal ends; what the
-        refusal saw is recorded under `key#guard` for the judge. The tensor arguments' fingerprints after the
+        refusal saw is recorded under `key#guard` for the judge (also when a refusal of course_lib's combiner
+        happened inside the call). The tensor arguments' fingerprints after the
         call are recorded under `key#in` (a layer that changes its input in place shows there). Returns the
         result, or a Raised.
         """
-        with contextlib.ExitStack() as stack:
-            evidence = stack.enter_context(own_implementation(own)) if own else None
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # a warning on stderr is not the student's answer
-                    result = fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - whatever the student's code raises is a result
-                result = Raised(exc)
-            self.put(key, result)
-            self.put(f"{key}#in", [digest(a) for a in args if isinstance(a, torch.Tensor)])
-        if evidence is not None:
+        evidence = Evidence()
+        ACTIVE.append(evidence)  # a refusal inside the call (course_lib's combiner too) is noted here
+        try:
+            with contextlib.ExitStack() as stack:
+                if own:
+                    stack.enter_context(own_implementation(own, evidence))
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # a warning on stderr is not the student's answer
+                        result = fn(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - whatever the student's code raises is a result
+                    result = Raised(exc)
+                self.put(key, result)
+                self.put(f"{key}#in", [digest(a) for a in args if isinstance(a, torch.Tensor)])
+        finally:
+            ACTIVE.remove(evidence)
+        if own or evidence.refused:
             self.put(f"{key}{GUARD}", evidence.record())
         return result
 

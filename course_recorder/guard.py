@@ -62,6 +62,9 @@ KERNELS = frozenset({
 })
 
 
+ACTIVE: list[Evidence] = []  # the evidence of the recorded calls in progress, innermost last (Recorder.call)
+
+
 @dataclass
 class Evidence:
     """What a guarded call left behind: the judge's proof that the refusal was in place."""
@@ -84,7 +87,7 @@ class RefuseNorms(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = _FUNCTION_NAMES.get(func)
         if name is not None:
-            self.evidence.refused.append(name)
+            self.evidence.refused.append(f"torch's {name}")
             raise DelegationError(f"{self.layer} called torch's {name}")
         return func(*args, **(kwargs or {}))
 
@@ -105,7 +108,7 @@ class RefuseKernels(TorchDispatchMode):
         if name:
             if self.canary:
                 raise _Canary()
-            self.evidence.refused.append(f"torch.ops.aten.{name}")
+            self.evidence.refused.append(f"torch's torch.ops.aten.{name}")
             raise DelegationError(f"{self.layer} ran torch's aten.{name} kernel")
         self.evidence.operators += 1
         return func(*args, **(kwargs or {}))
@@ -178,7 +181,9 @@ def refuse_code(shapes: frozenset, what: str, evidence: Evidence) -> Iterator[Ev
     """While active, a Python frame running code of these shapes (the original or any copy) raises DelegationError.
 
     A trace function sees every Python call in this thread (and none of the lines: it returns None), so a
-    reference taken earlier, a function rebuilt from the code object and a retyped copy are all refused.
+    reference taken earlier, a function rebuilt from the code object and a retyped copy are all refused. A
+    refusal is also added to the evidence of the recorded call in progress, which the judge reads: CPython
+    unsets a trace function once it raises, so the first refusal is the one that counts.
     """
     seen: dict[CodeType, bool] = {}
 
@@ -188,8 +193,10 @@ def refuse_code(shapes: frozenset, what: str, evidence: Evidence) -> Iterator[Ev
             hit = seen.get(code)
             if hit is None:
                 hit = seen[code] = _shape(code) in shapes
-            if hit:
+            if hit:  # remembered first: CPython unsets a trace function that raises
                 evidence.refused.append(what)
+                if ACTIVE and ACTIVE[-1] is not evidence:
+                    ACTIVE[-1].refused.append(what)
                 raise DelegationError(f"called {what}")
         return None
 
