@@ -129,15 +129,16 @@ for groups in (3, 6, 1):
     print(f"{groups} group(s): largest difference from nn.GroupNorm {gap:.1e}")
 
 # %% [test id=test_parameters points=1]
-"""weight and bias are nn.Parameters of shape (num_channels,), starting as ones and zeros; no other parameters."""
-gn = GroupNorm(3, 6)
-params = dict(gn.named_parameters())
-assert set(params) == {"weight", "bias"}, f"the learned parameters must be exactly weight and bias, got {sorted(params)}"
-assert tuple(gn.weight.shape) == (6,) and tuple(gn.bias.shape) == (6,), (
-    f"GroupNorm(3, 6).weight and .bias should have shape (6,) (one per channel), got "
-    f"{tuple(gn.weight.shape)} and {tuple(gn.bias.shape)}")
-from course_lib.checks import check_groupnorm
+"""weight and bias are nn.Parameters of shape (num_channels,), starting as ones and zeros, each layer's own; no other parameters."""
+from course_lib.checks import check_groupnorm, student_checks
 
+with student_checks():
+    gn = GroupNorm(3, 6)
+    params = dict(gn.named_parameters())
+    assert set(params) == {"weight", "bias"}, f"the learned parameters must be exactly weight and bias, got {sorted(params)}"
+    assert tuple(gn.weight.shape) == (6,) and tuple(gn.bias.shape) == (6,), (
+        f"GroupNorm(3, 6).weight and .bias should have shape (6,) (one per channel), got "
+        f"{tuple(gn.weight.shape)} and {tuple(gn.bias.shape)}")
 check_groupnorm(GroupNorm, "arguments")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
@@ -169,9 +170,13 @@ q8.equivalences(GroupNorm)
 
 # %% [test id=test_contiguous_groups points=1]
 """Groups are contiguous channels: with eps=0, weight=1, bias=0 each group of neighbouring channels has mean 0 and variance 1."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import student_checks
+
+with student_checks():
+    x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+    out_check = GroupNorm(3, 6).double()(x_check)
+    assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), (
+        "GroupNorm(3, 6) should return a finite tensor shaped like its input")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 
@@ -269,9 +274,13 @@ def lesson_cnn(norm: type[nn.Module] | None = None) -> nn.Sequential:
 
 # %% [test id=test_training_curve points=1]
 """The lesson's CNN with your GroupNorm trains like the same CNN with nn.GroupNorm (same weights, batches and lr)."""
-x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
-out_check = GroupNorm(3, 6).double()(x_check)
-assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), "GroupNorm(3, 6) should return a finite tensor shaped like its input"
+from course_lib.checks import student_checks
+
+with student_checks():
+    x_check = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 2 + 1
+    out_check = GroupNorm(3, 6).double()(x_check)
+    assert out_check.shape == x_check.shape and torch.isfinite(out_check).all(), (
+        "GroupNorm(3, 6) should return a finite tensor shaped like its input")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q8
 

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import (close, expect_close, expect_gradients, expect_no_error, expect_raises, tensor)
+from course_judge.compare import close, expect_close, expect_no_error, expect_raises, tensor
+from course_judge.norms import (LAYOUT_WHAT, do_nothing_mistakes, expect_fresh, expect_gradients_naming_detached,
+                                expect_normalised, expect_own_parameters, fit_residual, layout_failure)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses
 from course_recorder import q8
@@ -78,9 +80,69 @@ def output_mistakes(x: Tensor, num_groups: int, weight: Tensor | None, bias: Ten
         mistakes["you swapped the scale and the shift: the output must be x_hat * weight + bias."] = (
             right * channel_view(bias, x.dim()) + channel_view(weight, x.dim()))
         mistakes["you left out the scale and shift: multiply by weight and add bias (per channel)."] = right
+    mistakes.update(do_nothing_mistakes(x, x * g + b, "weight", "bias"))
     right = right * g + b
     # A mistake that gives the right answer on this input (a stride with one group) must not be named.
     return {text: wrong for text, wrong in mistakes.items() if not close(wrong, right, atol=1e-6, rtol=1e-5)}
+
+
+def _per_channel_fit(out: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-channel scale and shift that best map z onto out (least squares over examples and positions)."""
+    o = out.double().transpose(0, 1).reshape(out.shape[1], -1)
+    zz = z.double().transpose(0, 1).reshape(z.shape[1], -1)
+    oc, zc = o - o.mean(1, keepdim=True), zz - zz.mean(1, keepdim=True)
+    scale = (zc * oc).sum(1) / (zc * zc).sum(1).clamp_min(1e-300)
+    return scale, o.mean(1) - scale * zz.mean(1)
+
+
+def _listed(t: Tensor) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in t.tolist()) + "]"
+
+
+def diagnose(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """What a wrong GroupNorm output shows, read from the output itself: which channels were grouped together
+    (contiguous or strided), and whether the scale and shift are per channel, per group or in another order."""
+    channels = x.shape[1]
+    size = channels // groups
+
+    def read(out: Tensor) -> str | None:
+        if out.shape != x.shape or not torch.isfinite(out).all():
+            return None
+        candidates = {"contiguous": [_normalise(x, x.reshape(x.shape[0], groups, -1), (2,), e) for e in (eps, 0.0)]}
+        if 1 < groups < channels:
+            candidates["strided"] = [interleaved(x, groups, e) for e in (eps, 0.0)]
+        fits = {name: min(fit_residual(out, z) for z in zs) for name, zs in candidates.items()}
+        layout = min(fits, key=fits.get)
+        if fits[layout] > 1e-4:
+            return None
+        if layout == "strided":
+            return ("Your output normalises channel c together with channels c + G, c + 2G, ... (a strided grouping, as "
+                    "x.view(N, C // G, G, ...) gives); groups are CONTIGUOUS: channels 0..C/G-1 form group 0, the next "
+                    "C/G group 1, and so on (x.reshape(N, G, -1)).")
+        if weight is None:
+            return None
+        z = min(candidates["contiguous"], key=lambda c: fit_residual(out, c))
+        scale, shift = _per_channel_fit(out, z)
+        by_group = scale.reshape(groups, size)
+        if size > 1 and torch.allclose(by_group, by_group[:, :1].expand_as(by_group), atol=1e-6) and \
+                not torch.allclose(scale, weight, atol=1e-6):
+            return (f"Your groups are normalised right, but every channel of a group gets the same scale "
+                    f"({_listed(by_group[:, 0])} for the {groups} group{'s' if groups > 1 else ''}): weight and bias are per CHANNEL, so channel c "
+                    f"is multiplied by weight[c] and shifted by bias[c] (weight {_listed(weight)}).")
+        if size > 1 and groups > 1 and torch.allclose(scale.reshape(groups, size), scale[:size].expand(groups, size),
+                                                      atol=1e-6) and not torch.allclose(scale, weight, atol=1e-6):
+            return (f"Your groups are normalised right, but the channel scales repeat from group to group "
+                    f"({_listed(scale[:size])} in every group): weight and bias hold one value per CHANNEL, "
+                    f"{channels} of them, channel c taking weight[c] and bias[c].")
+        ratio = scale / weight
+        if torch.allclose(ratio, ratio[:1].expand_as(ratio), atol=1e-6) and torch.allclose(shift, bias, atol=1e-6):
+            return (f"Your groups and your scale and shift are right, but every normalised value is {ratio[0].item():.4g} "
+                    f"times what it should be: the variance (or eps) you divide by is off.")
+        return (f"Your groups are normalised right, but the scale and shift per channel are off: channel c must be "
+                f"multiplied by weight[c] and shifted by bias[c]; your output's channel scales are {_listed(scale)} "
+                f"(weight: {_listed(weight)}) and its shifts {_listed(shift)} (bias: {_listed(bias)}).")
+
+    return read
 
 
 def _set(r: Records, key: str, groups: int, channels: int) -> None:
@@ -120,6 +182,7 @@ def parameters(r: Records) -> None:
             raise Fail("GroupNorm keeps no running statistics: it should have no buffers")
     if r.get("eps")["attributes"].get("eps") != 0.5:
         raise Fail("store eps as self.eps")
+    expect_own_parameters(r.get("first/set"), r.get("second")["parameters"], {"weight": 1.0, "bias": 0.0}, "GroupNorm")
 
 
 @verdict("Q8", "test_output_matches_nn_groupnorm", uses=USES)
@@ -127,9 +190,10 @@ def output(r: Records) -> None:
     shape, groups, eps = q8.FRESH
     x = seeded_input(*shape)
     ones, zeros = torch.ones(shape[1], dtype=x.dtype), torch.zeros(shape[1], dtype=x.dtype)
+    expect_fresh(r.get("fresh/facts")["parameters"], {"weight": 1.0, "bias": 0.0}, f"GroupNorm({groups}, {shape[1]})")
     expect_close(r.get("fresh"), torch_group_norm(x, groups, ones, zeros, eps),
                  f"GroupNorm({groups}, {shape[1]}, eps={eps}) against nn.GroupNorm({groups}, {shape[1]}, eps={eps})",
-                 mistakes=output_mistakes(x, groups, ones, zeros, eps))
+                 mistakes=output_mistakes(x, groups, ones, zeros, eps), diagnose=diagnose(x, groups, ones, zeros, eps))
     for i, (shape, groups, eps) in enumerate(q8.OUTPUT_CASES):
         x = seeded_input(*shape, seed=i)
         weight, bias = random_affine(shape[1], seed=i + 10)
@@ -139,7 +203,23 @@ def output(r: Records) -> None:
         for mode in ("train", "eval"):
             expect_close(r.get(f"case{i}/{mode}"), expected,
                          f"{mode}-mode output of GroupNorm({groups}, {shape[1]}, eps={eps}) for an input of shape {shape}",
-                         mistakes=mistakes)
+                         mistakes=mistakes, diagnose=diagnose(x, groups, weight, bias, eps))
+    for layout, shape, groups, eps, seed in q8.LAYOUTS:
+        x = seeded_input(*shape, seed=seed)
+        weight, bias = random_affine(shape[1], seed=seed + 10)
+        _set(r, f"{layout}/set", groups, shape[1])
+        layout_failure(r.get(layout), layout)
+        expect_close(r.get(layout), torch_group_norm(x, groups, weight, bias, eps),
+                     f"GroupNorm({groups}, {shape[1]}, eps={eps}) on {LAYOUT_WHAT[layout]} of shape {shape}",
+                     mistakes=output_mistakes(x, groups, weight, bias, eps), diagnose=diagnose(x, groups, weight, bias, eps))
+
+
+def gn_normalised(x: Tensor, groups: int, eps: float) -> list[Tensor]:
+    """x normalised in contiguous groups or, the wrong grouping but still a normalization, strided ones; with and
+    without eps."""
+    n = x.shape[0]
+    return [f(e) for e in (eps, 0.0) for f in (lambda e: _normalise(x, x.reshape(n, groups, -1), (2,), e),
+                                               lambda e: interleaved(x, groups, e))]
 
 
 @verdict("Q8", "test_equivalences", uses=USES)
@@ -159,14 +239,14 @@ def equivalences(r: Records) -> None:
         _set(r, f"case{i}/instance/set", channels, channels)
         expect_close(r.get(f"case{i}/instance"), F.instance_norm(x, weight=weight, bias=bias, eps=eps),
                      f"GroupNorm({channels}, {channels}, eps={eps}) against F.instance_norm on an input of shape {shape}",
-                     mistakes=output_mistakes(x, channels, weight, bias, eps))
+                     mistakes=output_mistakes(x, channels, weight, bias, eps), diagnose=diagnose(x, channels, weight, bias, eps))
         _set(r, f"case{i}/layer/set", 1, channels)
         spread = (channels,) + (1,) * (x.dim() - 2)
         expected = F.layer_norm(x, x.shape[1:], weight.reshape(spread).expand(x.shape[1:]),
                                 bias.reshape(spread).expand(x.shape[1:]), eps=eps)
         expect_close(r.get(f"case{i}/layer"), expected,
                      f"GroupNorm(1, {channels}, eps={eps}) against F.layer_norm over (C, ...) on an input of shape {shape}",
-                     mistakes=output_mistakes(x, 1, weight, bias, eps))
+                     mistakes=output_mistakes(x, 1, weight, bias, eps), diagnose=diagnose(x, 1, weight, bias, eps))
 
 
 @verdict("Q8", "test_contiguous_groups", uses=USES)
@@ -218,6 +298,9 @@ def batch_independence(r: Records) -> None:
         _same(r.get(f"case{i}/moved"), full,
               f"GroupNorm({groups}, {shape[1]}, eps=0) after multiplying one group of one example by 3 and adding 5 "
               f"(each group is normalised with its own statistics, so nothing should change)")
+        x = seeded_input(*shape, seed=i + 50)
+        expect_normalised(full, x, gn_normalised(x, groups, 0.0), "GroupNorm", f"GroupNorm({groups}, {shape[1]}, eps=0) "
+                          f"on an input of shape {shape}")
 
 
 @verdict("Q8", "test_affine_false", uses=USES)
@@ -259,14 +342,21 @@ def clear_errors(r: Records) -> None:
 
 
 def _reference_gradients(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
-                         weights: Tensor) -> dict[str, Tensor]:
+                         weights: Tensor, detached: bool = False) -> dict[str, Tensor]:
+    """Autograd on the contract (`detached`: with the group means and variances taken as constants, a known mistake)."""
     xs = x.clone().requires_grad_(True)
     leaves = [xs]
-    if weight is None:
-        out = F.group_norm(xs, groups, None, None, eps)
-    else:
+    w = b = None
+    if weight is not None:
         w, b = weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)
         leaves += [w, b]
+    if detached:
+        rows = xs.reshape(x.shape[0], groups, -1)
+        mean, var = rows.detach().mean(2, keepdim=True), rows.detach().var(2, keepdim=True, correction=0)
+        out = ((rows - mean) / (var + eps).sqrt()).reshape(x.shape)
+        if w is not None:
+            out = out * channel_view(w, x.dim()) + channel_view(b, x.dim())
+    else:
         out = F.group_norm(xs, groups, w, b, eps)
     grads = torch.autograd.grad((out * weights).sum(), leaves)
     found = {"output": out.detach(), "x": grads[0]}
@@ -275,23 +365,29 @@ def _reference_gradients(x: Tensor, groups: int, weight: Tensor | None, bias: Te
     return found
 
 
-HINT = "Keep the group means and variances inside the autograd graph (do not detach them)."
-
-
 @verdict("Q8", "test_gradients", uses=USES)
 def gradients(r: Records) -> None:
     for i, (shape, groups, eps, training) in enumerate(q8.GRADIENT_CASES):
         weight, bias = random_affine(shape[1], seed=i + 70)
         x = seeded_input(*shape, seed=i + 70)
-        reference = _reference_gradients(x, groups, weight, bias, eps, seeded_normal(*shape, seed=i + 170))
-        expect_gradients(r.get(f"case{i}"), reference,
-                         f"GroupNorm({groups}, {shape[1]}, eps={eps}) ({'train' if training else 'eval'} mode, input "
-                         f"shape {shape})", {"x": "the input x", "weight": "weight (the scale)", "bias": "bias (the shift)"},
-                         hint=HINT)
+        weights = seeded_normal(*shape, seed=i + 170)
+        what = f"GroupNorm({groups}, {shape[1]}, eps={eps}) ({'train' if training else 'eval'} mode, input shape {shape})"
+        _gradients(r.get(f"case{i}"), x, groups, weight, bias, eps, weights, what,
+                   {"x": "the input x", "weight": "weight (the scale)", "bias": "bias (the shift)"})
     x = seeded_input(2, 4, 3, seed=80)
-    reference = _reference_gradients(x, 2, None, None, 0.5, seeded_normal(2, 4, 3, seed=180))
-    expect_gradients(r.get("no_affine"), reference, "GroupNorm(2, 4, eps=0.5, affine=False)", {"x": "the input x"},
-                     hint=HINT)
+    _gradients(r.get("no_affine"), x, 2, None, None, 0.5, seeded_normal(2, 4, 3, seed=180),
+               "GroupNorm(2, 4, eps=0.5, affine=False)", {"x": "the input x"})
+
+
+def _gradients(recorded: object, x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
+               weights: Tensor, what: str, labels: dict[str, str]) -> None:
+    """The recorded gradients are right, on an output that normalises (an identity has right gradients too)."""
+    recorded = expect_no_error(recorded, what)
+    if isinstance(recorded, dict) and "output" in recorded:
+        expect_normalised(recorded["output"], x, gn_normalised(x, groups, eps), "GroupNorm", what)
+    expect_gradients_naming_detached(recorded, _reference_gradients(x, groups, weight, bias, eps, weights),
+                                     _reference_gradients(x, groups, weight, bias, eps, weights, detached=True), what,
+                                     labels)
 
 
 @verdict("Q8", "test_state_dict", uses=USES)

@@ -127,7 +127,45 @@ class GroupNorm(nn.Module):
 class GroupNorm(nn.GroupNorm):
     pass
 '''),
+    Variant("identity", _S, "returns its input unchanged (a layer that does nothing)",
+            fails=(_OUTPUTS, "test_equivalences", "test_contiguous_groups", "test_batch_independence", "test_gradients"),
+            says="returns its input unchanged",
+            edits=((_RESHAPE, "return x\n        " + _RESHAPE),)),
+    Variant("affine_only", _S, "scales and shifts x per channel without normalising it",
+            fails=(_OUTPUTS, "test_equivalences", "test_contiguous_groups", "test_batch_independence", "test_gradients"),
+            says="only scales and shifts its input",
+            edits=((_RESHAPE, "per_channel = (1, -1) + (1,) * (x.dim() - 2)\n"
+                              "        return x * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)\n"
+                              "        " + _RESHAPE),)),
+    Variant("view_needs_contiguous", _S, "groups the channels with .view(), which refuses a channels_last or transposed "
+            "input", fails=(_OUTPUTS,), says="calls .view()",
+            edits=((_RESHAPE, "groups = x.view(x.shape[0], self.num_groups, -1)"),)),
+    Variant("parameters_shared_between_layers", _S,
+            "wraps slices of tensors made once for the class, so every GroupNorm shares its weight and bias",
+            fails=("test_parameters",), says="every layer needs parameters of its own",
+            edits=(("            self.weight = nn.Parameter(torch.ones(num_channels))\n"
+                    "            self.bias = nn.Parameter(torch.zeros(num_channels))",
+                    "            self.weight = nn.Parameter(GroupNorm.ONES[:num_channels])\n"
+                    "            self.bias = nn.Parameter(GroupNorm.ZEROS[:num_channels])"),
+                   ("    def forward(", "    ONES, ZEROS = torch.ones(4096), torch.zeros(4096)\n\n    def forward("))),
+    Variant("one_scale_per_group", _S, "weight and bias of shape (C,), but only the first num_groups used, one per group "
+            "(for nn.GroupNorm's state_dict)", fails=(_OUTPUTS, "test_equivalences"), says="same scale",
+            edits=(("out * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)",
+                    "out * self.weight[:self.num_groups].repeat_interleave(self.num_channels // self.num_groups)"
+                    ".reshape(per_channel) + self.bias[:self.num_groups].repeat_interleave("
+                    "self.num_channels // self.num_groups).reshape(per_channel)"),)),
     # Correct alternatives, written differently.
+    Variant("contiguous_then_view", _S, None, code=_INIT + '''
+    def forward(self, x):
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"expected {self.num_channels} channels, got {tuple(x.shape)}")
+        rows = x.contiguous().view(x.shape[0], self.num_groups, -1)
+        var, mean = torch.var_mean(rows, dim=2, keepdim=True, correction=0)
+        out = ((rows - mean) * torch.rsqrt(var + self.eps)).view(x.shape)
+        if self.affine:
+            out = out * self.weight.view(1, -1, *[1] * (x.dim() - 2)) + self.bias.view(1, -1, *[1] * (x.dim() - 2))
+        return out
+'''),
     Variant("var_mean_flatten", _S, None, code=_INIT + '''
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim < 2 or x.size(1) != self.num_channels:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from course_recorder import recording
-from course_recorder.inputs import random_affine, seeded_input, seeded_normal
+from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
 from course_recorder.probes import gradients, module_facts, set_params, train
 
 OWN = "GroupNorm"
@@ -15,6 +15,9 @@ FRESH = ((4, 6, 3, 3), 3, 0.5)
 # (shape, groups, eps); seed = the case's index
 OUTPUT_CASES = (((20, 6, 3, 3), 3, 0.5), ((20, 6, 2, 2), 6, 0.5), ((20, 6, 2, 2), 1, 0.5), ((3, 6, 2, 1), 3, 1e-5),
                 ((2, 8, 3), 4, 0.5), ((3, 4), 2, 0.5), ((2, 6, 2, 1, 2), 2, 0.5), ((2, 12, 2, 2), 4, 1e-3))
+# Inputs the contract accepts whatever their memory layout (course_recorder.inputs.laid_out): (layout, shape, groups,
+# eps, seed)
+LAYOUTS = (("channels_last", (3, 6, 3, 2), 3, 0.5, 11), ("transposed", (2, 8, 2, 4), 2, 1e-5, 12))
 EQUIVALENCE_X = ((5, 6, 4, 4), 0)
 EQUIVALENCE_CASES = (((20, 6, 10, 10), 1e-5), ((3, 6, 2, 2), 0.5), ((2, 4, 1, 3), 0.5), ((2, 5, 3), 0.5))  # seed 20+i
 CONTIGUOUS_CASES = (((3, 6, 2, 2), 3), ((2, 8, 3, 1), 2), ((2, 8, 2), 4), ((4, 12, 1, 1), 3))  # seed 40+i, eps 0
@@ -39,6 +42,10 @@ def parameters(GroupNorm) -> None:
         for groups, channels in PARAMETER_CASES:
             rec.put(f"case{groups}_{channels}", module_facts(GroupNorm(groups, channels)))
         rec.put("eps", module_facts(GroupNorm(2, 4, eps=0.5)))
+        # Two layers, one of them given other values: the other must keep its own.
+        first, second = GroupNorm(3, 6), GroupNorm(3, 6)
+        rec.call("first/set", set_params, first, affine(6, 5))
+        rec.put("second", module_facts(second))
 
 
 def _output(rec, key: str, gn, x, modes=(True,)) -> None:
@@ -50,11 +57,17 @@ def _output(rec, key: str, gn, x, modes=(True,)) -> None:
 def output(GroupNorm) -> None:
     with recording("test_output_matches_nn_groupnorm") as rec:
         shape, groups, eps = FRESH
-        rec.call("fresh", GroupNorm(groups, shape[1], eps=eps).double(), seeded_input(*shape), own=OWN)
+        fresh = GroupNorm(groups, shape[1], eps=eps).double()
+        rec.put("fresh/facts", module_facts(fresh))
+        rec.call("fresh", fresh, seeded_input(*shape), own=OWN)
         for i, (shape, groups, eps) in enumerate(OUTPUT_CASES):
             gn = GroupNorm(groups, shape[1], eps=eps).double()
             rec.call(f"case{i}/set", set_params, gn, affine(shape[1], i + 10))
             _output(rec, f"case{i}", gn, seeded_input(*shape, seed=i), (True, False))
+        for layout, shape, groups, eps, seed in LAYOUTS:
+            gn = GroupNorm(groups, shape[1], eps=eps).double()
+            rec.call(f"{layout}/set", set_params, gn, affine(shape[1], seed + 10))
+            rec.call(layout, gn, laid_out(seeded_input(*shape, seed=seed), layout), own=OWN)
 
 
 def equivalences(GroupNorm) -> None:
