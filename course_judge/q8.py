@@ -127,8 +127,9 @@ def diagnose(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None,
         if size > 1 and torch.allclose(by_group, by_group[:, :1].expand_as(by_group), atol=1e-6) and \
                 not torch.allclose(scale, weight, atol=1e-6):
             return (f"Your groups are normalised right, but every channel of a group gets the same scale "
-                    f"({_listed(by_group[:, 0])} for the {groups} group{'s' if groups > 1 else ''}): weight and bias are per CHANNEL, so channel c "
-                    f"is multiplied by weight[c] and shifted by bias[c] (weight {_listed(weight)}).")
+                    f"({_listed(by_group[:, 0])} for the {groups} group{'s' if groups > 1 else ''}): weight and bias "
+                    f"are per CHANNEL, so channel c is multiplied by weight[c] and shifted by bias[c] (weight "
+                    f"{_listed(weight)}).")
         if size > 1 and groups > 1 and torch.allclose(scale.reshape(groups, size), scale[:size].expand(groups, size),
                                                       atol=1e-6) and not torch.allclose(scale, weight, atol=1e-6):
             return (f"Your groups are normalised right, but the channel scales repeat from group to group "
