@@ -109,16 +109,18 @@ print(mean.tolist(), var.tolist())
 
 # %% [test id=test_channel_stats_values points=2]
 """channel_stats: per-channel mean and biased variance over batch and positions."""
-x = torch.arange(24.).reshape(2, 3, 2, 2)
-mean, var = channel_stats(x)
-assert mean.shape == (3,) and var.shape == (3,), (
-    f"expected two (3,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
-    f"got {tuple(mean.shape)} and {tuple(var.shape)}")
-assert torch.allclose(mean, torch.tensor([7.5, 11.5, 15.5])), f"expected the means [7.5, 11.5, 15.5], got {mean.tolist()}"
-assert (var >= 0).all(), f"a variance cannot be negative, got {var.tolist()}"
 from course_lib.checks import student_checks
 
 with student_checks():
+    x = torch.arange(24.).reshape(2, 3, 2, 2)
+    mean, var = channel_stats(x)
+    assert mean.shape == (3,) and var.shape == (3,), (
+        f"expected two (3,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
+        f"got {tuple(mean.shape)} and {tuple(var.shape)}")
+    mean, var = mean.double(), var.double()  # the values only: test_channel_stats_contract checks the dtype
+    assert torch.allclose(mean, torch.tensor([7.5, 11.5, 15.5], dtype=torch.float64)), (
+        f"expected the means [7.5, 11.5, 15.5], got {mean.tolist()}")
+    assert (var >= 0).all(), f"a variance cannot be negative, got {var.tolist()}"
     # Every channel holds 8 values (2 examples x 4 positions), e.g. channel 0: 0-3 and 12-15; mean 7.5, and the
     # squared deviations sum to 298, so the biased variance is 298 / 8 = 37.25 for every channel.
     known = {298 / 7: "the UNBIASED variance (dividing by n - 1 = 7): divide by the number of values n = 8",
@@ -126,9 +128,10 @@ with student_checks():
              1.25: "each example's own variance, averaged: compute one variance over the batch and the positions together",
              93.5: "the mean of the squares, without subtracting the mean first"}
     for value, mistake in known.items():
-        assert not torch.allclose(var, torch.full((3,), value), atol=1e-3), (
+        assert not torch.allclose(var, torch.full((3,), value, dtype=torch.float64), atol=1e-3), (
             f"the variances should be [37.25, 37.25, 37.25]; yours are {value:.4g}: that is {mistake}")
-    assert torch.allclose(var, torch.full((3,), 37.25)), f"expected the biased variances [37.25, 37.25, 37.25], got {var.tolist()}"
+    assert torch.allclose(var, torch.full((3,), 37.25, dtype=torch.float64)), (
+        f"expected the biased variances [37.25, 37.25, 37.25], got {var.tolist()}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q1
 
@@ -136,16 +139,25 @@ q1.channel_stats_values(channel_stats)
 ### END HIDDEN TESTS
 
 # %% [test id=test_channel_stats_contract points=1]
-"""channel_stats: shapes (C,), the input's dtype, and a ValueError for an input that is not 4-D."""
+"""channel_stats: shapes (C,), the input's dtype, any memory layout, and a ValueError for an input that is not 4-D."""
 torch.manual_seed(0)  # the same visible inputs on every run
-mean, var = channel_stats(torch.randn(3, 5, 4, 4, dtype=torch.float64))
-assert mean.shape == (5,) and var.shape == (5,), (
-    f"expected two (5,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
-    f"got {tuple(mean.shape)} and {tuple(var.shape)}")
-assert mean.dtype == torch.float64 and var.dtype == torch.float64, "keep the input's dtype"
 from course_lib.checks import student_checks
 
 with student_checks():
+    x = torch.randn(3, 5, 4, 4, dtype=torch.float64)
+    mean, var = channel_stats(x)
+    assert mean.shape == (5,) and var.shape == (5,), (
+        f"expected two (5,) tensors, one value per channel, reduced over dims 0, 2 and 3 (no keepdim); "
+        f"got {tuple(mean.shape)} and {tuple(var.shape)}")
+    assert mean.dtype == torch.float64 and var.dtype == torch.float64, "keep the input's dtype"
+    mean32, _ = channel_stats(x.float())
+    assert mean32.dtype == torch.float32, f"keep the input's dtype: a float32 input gave {mean32.dtype}"
+    try:
+        swapped, _ = channel_stats(x.transpose(2, 3))  # the same values per channel, not contiguous in memory
+    except RuntimeError as err:
+        raise AssertionError(f"channel_stats(x.transpose(2, 3)) raised {err}: .view needs a contiguous tensor; use "
+                             f".reshape or .flatten, which accept any tensor") from None
+    assert torch.allclose(swapped, mean), "a transposed input has the same per-channel statistics"
     try:
         channel_stats(torch.randn(3, 5, 4, dtype=torch.float64))
     except ValueError:
@@ -202,15 +214,15 @@ for train in (True, False):
 # %% [test id=test_output_in_batch_train points=2]
 """output_in_batch(train=True): normalised with the statistics of the whole batch the example sits in."""
 torch.manual_seed(0)  # the same visible inputs on every run
-bn = nn.BatchNorm2d(2)
-example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
-out = output_in_batch(bn, example, mates, True)
-assert out.shape == (2, 3, 3), f"expected the example's output, shape (2, 3, 3), got {tuple(out.shape)}"
-assert not torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, True)), (
-    "in train mode the example's output should change when its batch mates change")
 from course_lib.checks import student_checks
 
 with student_checks():
+    bn = nn.BatchNorm2d(2)
+    example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
+    out = output_in_batch(bn, example, mates, True)
+    assert out.shape == (2, 3, 3), f"expected the example's output, shape (2, 3, 3), got {tuple(out.shape)}"
+    assert not torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, True)), (
+        "in train mode the example's output should change when its batch mates change")
     # With one mate equal to -example the batch's mean is 0 and its variance the mean of example**2, per channel.
     mirrored = output_in_batch(bn, example, -example[None], True)
     want = example / (example.pow(2).mean((1, 2), keepdim=True) + bn.eps).sqrt()
@@ -231,11 +243,23 @@ q1.output_in_batch_train(output_in_batch)
 # %% [test id=test_output_in_batch_eval points=1]
 """output_in_batch(train=False): normalised with the running statistics, whatever the batch mates."""
 torch.manual_seed(0)  # the same visible inputs on every run
-bn = nn.BatchNorm2d(2)
-example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
-out = output_in_batch(bn, example, mates, False)
-assert torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, False)), (
-    "in eval mode the example's output must not depend on its batch mates")
+from course_lib.checks import student_checks
+
+with student_checks():
+    bn = nn.BatchNorm2d(2)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.5, -1.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25]))
+    example, mates = torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3)
+    out = output_in_batch(bn, example, mates, False)
+    assert torch.allclose(out, output_in_batch(bn, example, mates * 3 + 1, False)), (
+        "in eval mode the example's output must not depend on its batch mates")
+    # Channel 0 has running mean 0.5 and variance 4: its output is (example - 0.5) / sqrt(4 + eps); channel 1 has
+    # running mean -1 and variance 0.25: (example + 1) / sqrt(0.25 + eps) (gamma 1 and beta 0 change nothing).
+    want = (example - bn.running_mean[:, None, None]) / (bn.running_var[:, None, None] + bn.eps).sqrt()
+    assert torch.allclose(out, want, atol=1e-5), (
+        "in eval mode the example is normalised with bn.running_mean and bn.running_var: (example - running_mean) / "
+        "sqrt(running_var + eps), then scaled and shifted; yours differs")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q1
 
@@ -245,10 +269,14 @@ q1.output_in_batch_eval(output_in_batch)
 # %% [test id=test_output_in_batch_leaves_layer points=1]
 """output_in_batch leaves the layer's running statistics, counter and mode unchanged."""
 torch.manual_seed(0)  # the same visible inputs on every run
-bn = nn.BatchNorm2d(2).eval()
-output_in_batch(bn, torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3) + 4, True)
-assert torch.equal(bn.running_mean, torch.zeros(2)), f"bn.running_mean changed to {bn.running_mean.tolist()}"
-assert not bn.training, "bn was in eval mode before the call and should be after it"
+from course_lib.checks import student_checks
+
+with student_checks():
+    bn = nn.BatchNorm2d(2).eval()
+    output_in_batch(bn, torch.randn(2, 3, 3), torch.randn(5, 2, 3, 3) + 4, True)
+    assert torch.equal(bn.running_mean, torch.zeros(2)), f"bn.running_mean changed to {bn.running_mean.tolist()}"
+    assert int(bn.num_batches_tracked) == 0, f"bn.num_batches_tracked changed to {int(bn.num_batches_tracked)}"
+    assert not bn.training, "bn was in eval mode before the call and should be after it"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q1
 

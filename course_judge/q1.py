@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from course_judge import verdict
-from course_judge.compare import expect_close, expect_raises, tensor
+from course_judge.compare import close, expect_close, expect_raises, layout_hint, tensor
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import same_inputs
 from course_recorder import q1
-from course_recorder.inputs import seeded_input
+from course_recorder.inputs import LAYOUTS, seeded_input
 
 Tensor = torch.Tensor
 
@@ -26,9 +26,9 @@ def _shape_hint(shape: tuple, n: int, c: int, h: int, w: int) -> str:
     return hints.get(tuple(shape), "")
 
 
-def _stats(value: object, x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+def _stats(value: object, x: Tensor, what: str, layout: str = "") -> tuple[Tensor, Tensor]:
     if isinstance(value, Raised):
-        raise Fail(f"{what}: raised {value}")
+        raise Fail(f"{what}: raised {value}{layout_hint(value, layout)}")
     if not isinstance(value, tuple) or len(value) != 2:
         raise Fail(f"{what}: expected a tuple (mean, var), got {type(value).__name__}")
     mean, var = (tensor(t, f"{what}[{i}]") for i, t in enumerate(value))
@@ -87,6 +87,11 @@ def channel_stats_contract(r: Records) -> None:
     mean, var = _stats(r.get("float32"), x.float(), f"channel_stats(x) for a float32 x of shape {shape}")
     expect_close(mean.double(), x.mean((0, 2, 3)), "the float32 mean", atol=1e-5, rtol=1e-5)
     expect_close(var.double(), x.var((0, 2, 3), correction=0), "the float32 variance", atol=1e-4, rtol=1e-4)
+    for layout in LAYOUTS:
+        what = f"channel_stats(x) for a {layout} x of shape {shape} (the same values, another memory layout)"
+        mean, var = _stats(r.get(layout), x, what, layout)
+        expect_close(mean, x.mean((0, 2, 3)), f"{what}: the mean")
+        expect_close(var, x.var((0, 2, 3), correction=0), f"{what}: the variance")
     for i, bad in enumerate(q1.NOT_4D):
         expect_raises(r.get(f"bad{i}"), f"channel_stats(x) for x of shape {bad} (not (N, C, H, W))")
 
@@ -119,6 +124,7 @@ def output_in_batch_train(r: Records) -> None:
         out = _output(r, f"case{i}", example, mates, what)
         g, b = bn.weight.detach()[:, None, None], bn.bias.detach()[:, None, None]
         mistakes = {
+            **unnormalised(bn, example),
             "you used the running statistics: in train mode BatchNorm uses the batch's own mean and variance.":
                 _eval_oracle(bn, batch)[0],
             "you used the unbiased variance of the batch; BatchNorm's output uses the biased one.":
@@ -146,7 +152,7 @@ def output_in_batch_eval(r: Records) -> None:
         batch = torch.cat([example[None], mates])
         what = f"output_in_batch(bn, example, mates, train=False) with {num_mates} batch mates (bn.eps = 0.5)"
         out = _output(r, f"case{i}", example, mates, what)
-        wrong = {}
+        wrong = unnormalised(bn, example)
         if len(batch) > 1:
             wrong["you used the batch statistics: in eval mode BatchNorm uses its running mean and variance."] = (
                 _train_oracle(bn, batch)[0])
@@ -173,3 +179,25 @@ def output_in_batch_leaves_layer(r: Records) -> None:
                            f"and restore the buffers).")
         if r.get(f"case{i}/training") is not start:
             raise Fail(f"{what} left the layer in {'eval' if start else 'train'} mode; put it back in the mode it was in.")
+        _not_the_example(tensor_or_raise, what)
+
+
+def _not_the_example(out: object, what: str) -> None:
+    """Leaving the layer alone earns the point only together with the layer's output: returning the example itself
+    (or only scaled and shifted by gamma and beta) leaves every layer alone for free."""
+    bn = q1.make_layer()
+    example, _ = q1.example_and_mates(3, 4)
+    g, b = bn.weight.detach()[:, None, None], bn.bias.detach()[:, None, None]
+    out = tensor(out, what)
+    for unchanged, how in ((example, ""), (example * g + b, " scaled and shifted by gamma and beta")):
+        if close(out, unchanged, 1e-9, 1e-7):
+            raise Fail(f"{what} returned the example itself{how}, not bn's output: nothing was normalised. Leaving the "
+                       f"layer unchanged earns this test's point only together with the layer's output (see "
+                       f"test_output_in_batch_train and test_output_in_batch_eval).")
+
+
+def unnormalised(bn, example: Tensor) -> dict[str, Tensor]:
+    """What returning the example without normalising it gives."""
+    g, b = bn.weight.detach()[:, None, None], bn.bias.detach()[:, None, None]
+    return {"you returned the example itself, not bn's output: nothing was normalised.": example,
+            "you returned the example scaled and shifted by gamma and beta, not normalised first.": example * g + b}

@@ -33,7 +33,7 @@ def channel_stats(x):
     return x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), keepdim=True, correction=0)
 '''),
     Variant("spatial_axes_only", _S, "statistics over H and W only (per example and channel)",
-            fails=("test_channel_stats_values", "test_channel_stats_contract"), says="reduced over dims 0, 2 and 3",
+            fails=("test_channel_stats_values", "test_channel_stats_contract"), says="the statistics of a channel also run over the batch",
             code='''
 def channel_stats(x):
     if x.dim() != 4:
@@ -41,7 +41,7 @@ def channel_stats(x):
     return x.mean((2, 3)), x.var((2, 3), correction=0)
 '''),
     Variant("per_example_axes", _S, "statistics per example (over C, H, W), LayerNorm's grouping",
-            fails=("test_channel_stats_values",), says="reduced over dims 0, 2 and 3",
+            fails=("test_channel_stats_values",), says="per-example statistics",
             code='''
 def channel_stats(x):
     if x.dim() != 4:
@@ -54,6 +54,24 @@ def channel_stats(x):
     Variant("float64_always", _S, "the result is cast to float64 whatever the input",
             fails=("test_channel_stats_contract",), says="dtype",
             edits=(("    return mean, var", "    return mean.double(), var.double()"),)),
+    Variant("view_needs_contiguous", _S, "flattens the positions with .view, which fails on a non-contiguous input",
+            fails=("test_channel_stats_contract",), says="use .reshape",
+            code='''
+def channel_stats(x):
+    if x.dim() != 4:
+        raise ValueError(f"channel_stats expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    flat = x.view(x.shape[0], x.shape[1], -1)  # (N, C, H*W)
+    return flat.mean((0, 2)), flat.var((0, 2), correction=0)
+'''),
+    Variant("flatten_positions", _S, None, code='''
+def channel_stats(x):
+    """Positions flattened with .flatten, which copies when it has to."""
+    if x.dim() != 4:
+        raise ValueError(f"expected 4 dims (N, C, H, W), got {x.dim()}")
+    flat = x.flatten(2)
+    mean = flat.mean((0, 2))
+    return mean, ((flat - mean[:, None]) ** 2).mean((0, 2))
+'''),
     Variant("flatten_channels", _S, None, code='''
 def channel_stats(x):
     """Move channels first and flatten the rest: one row per channel."""
@@ -84,13 +102,13 @@ def channel_stats(x):
             fails=("test_output_in_batch_eval",), says="batch mates",
             edits=(("layer.train(train)", "layer.train(True)"),)),
     Variant("flag_ignored_always_eval", _O, "the train argument is ignored (always eval mode)",
-            fails=("test_output_in_batch_train",), says="should change when its batch mates change",
+            fails=("test_output_in_batch_train",), says="used the running statistics",
             edits=(("layer.train(train)", "layer.eval()"),)),
     Variant("flag_ignored_layer_mode", _O, "uses whatever mode the layer is in",
             fails=("test_output_in_batch_eval",),
             edits=(("    layer.train(train)\n", ""),)),
     Variant("updates_running_stats", _O, "the forward runs on the layer itself, updating its running statistics",
-            fails=("test_output_in_batch_leaves_layer",), says="running_mean changed",
+            fails=("test_output_in_batch_leaves_layer",), says="changed bn.running_mean",
             code='''
 def output_in_batch(bn, example, mates, train):
     mode = bn.training
@@ -113,7 +131,7 @@ def output_in_batch(bn, example, mates, train):
     return out
 '''),
     Variant("example_alone", _O, "the example is normalised on its own (a batch of one)",
-            fails=("test_output_in_batch_train",), says="should change when its batch mates change",
+            fails=("test_output_in_batch_train",), says="normalised the example on its own",
             edits=(("layer(torch.cat([example[None], mates]))[0]", "layer(example[None])[0]"),)),
     Variant("mates_only_statistics", _O, "the batch statistics are computed from the mates only",
             fails=("test_output_in_batch_train",), says="leave the example out",
@@ -126,7 +144,7 @@ def output_in_batch(bn, example, mates, train):
     return ((example - mean) / (var + bn.eps).sqrt() * bn.weight[:, None, None] + bn.bias[:, None, None]).detach()
 '''),
     Variant("returns_whole_batch", _O, "the whole batch's output is returned",
-            fails=("test_output_in_batch_train",), says="expected the example's output",
+            fails=("test_output_in_batch_train",), says="returned the whole batch's output",
             edits=(("layer(torch.cat([example[None], mates]))[0]", "layer(torch.cat([example[None], mates]))"),)),
     Variant("example_last_index_first", _O, "the example is put last but the first output is returned",
             fails=("test_output_in_batch_train",), says="first batch mate",
@@ -134,6 +152,17 @@ def output_in_batch(bn, example, mates, train):
     Variant("no_mates_unnormalised", _O, "without batch mates the example is returned as it is",
             fails=("test_output_in_batch_train", "test_output_in_batch_eval"),
             edits=(("    layer = copy.deepcopy(bn)", "    if len(mates) == 0:\n        return example.clone()\n    layer = copy.deepcopy(bn)"),)),
+    Variant("identity", _O, "returns the example unchanged: nothing normalised, the layer left alone",
+            fails=("test_output_in_batch_train", "test_output_in_batch_eval", "test_output_in_batch_leaves_layer"),
+            says="returned the example itself",
+            code="def output_in_batch(bn, example, mates, train):\n    return example.clone()\n"),
+    Variant("affine_only", _O, "scales and shifts the example by gamma and beta without normalising it",
+            fails=("test_output_in_batch_train", "test_output_in_batch_eval", "test_output_in_batch_leaves_layer"),
+            says="scaled and shifted by gamma and beta",
+            code='''
+def output_in_batch(bn, example, mates, train):
+    return (example * bn.weight[:, None, None] + bn.bias[:, None, None]).detach()
+'''),
     Variant("save_and_restore", _O, None, code='''
 def output_in_batch(bn, example, mates, train):
     """Save the state, run, restore: no copy of the parameters needed."""

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from course_recorder import recording
-from course_recorder.inputs import random_affine, seeded_input
+from course_recorder.inputs import LAYOUTS, laid_out, random_affine, seeded_input
 
 Tensor = torch.Tensor
 
@@ -51,6 +51,8 @@ def channel_stats_contract(channel_stats) -> None:
         x = seeded_input(*shape, seed=seed)
         rec.call("float64", channel_stats, x)
         rec.call("float32", channel_stats, x.float())
+        for layout in LAYOUTS:  # the same values in another memory layout
+            rec.call(layout, channel_stats, laid_out(x, layout))
         for i, bad in enumerate(NOT_4D):
             rec.call(f"bad{i}", channel_stats, torch.ones(bad))
 
