@@ -133,25 +133,29 @@ print("different mates:", spread_across_batches(example, torch.randn(5, 4, 2, 3,
 # %% [test id=test_spread_values points=2]
 """spread_across_batches: the spread of the example's train-mode BatchNorm output over the trials."""
 torch.manual_seed(0)  # the same visible inputs on every run
-example, mate_batches = torch.randn(2, 3, 3, dtype=torch.float64), torch.randn(6, 3, 2, 3, 3, dtype=torch.float64)
-spread = spread_across_batches(example, mate_batches)
-assert spread.shape == (2,), f"expected one value per channel, shape (2,), got {tuple(spread.shape)}"
-assert torch.isfinite(spread).all() and (spread > 0).all(), f"expected finite, positive spreads, got {spread.tolist()}"
 from course_lib.checks import student_checks
 
 with student_checks():
-    # One channel, one position: the example is 0, and three trials put it beside one mate, 2, -2 or 0. With eps=0.5
-    # the example's output is -1/sqrt(1.5), +1/sqrt(1.5) and 0 (batches {0, 2}, {0, -2}, {0, 0}: biased variance 1, 1
-    # and 0), and the spread of those three numbers (their standard deviation, dividing by 3) is 2/3.
+    example, mate_batches = torch.randn(2, 3, 3, dtype=torch.float64), torch.randn(6, 3, 2, 3, 3, dtype=torch.float64)
+    spread = spread_across_batches(example, mate_batches)
+    assert spread.shape == (2,), f"expected one value per channel, shape (2,), got {tuple(spread.shape)}"
+    assert torch.isfinite(spread).all() and (spread > 0).all(), f"expected finite, positive spreads, got {spread.tolist()}"
+    # One channel, one position: the example is 0, and four trials put it beside one mate, 2, -2, 0 or 0. With eps=0.5
+    # the example's output is -1/sqrt(1.5), +1/sqrt(1.5), 0 and 0 (batches {0, 2}, {0, -2}, {0, 0}, {0, 0}: biased
+    # variance 1, 1, 0, 0), and the spread of those four numbers (their standard deviation, dividing by 4) is
+    # sqrt((2/3) / 4) = 1/sqrt(3) = 0.5774.
     hand = spread_across_batches(torch.zeros(1, 1, 1, dtype=torch.float64),
-                                 torch.tensor([2.0, -2.0, 0.0], dtype=torch.float64).view(3, 1, 1, 1, 1), eps=0.5)
-    known = {(2 / 3) ** 0.5: "the SAMPLE standard deviation over the trials (dividing by T - 1 = 2): divide by T = 3",
-             4 / 9: "the variance over the trials: the spread is their standard deviation",
-             0.5443: "eps added to the standard deviation: the batch is normalised with sqrt(var + eps)",
-             0.5164: "the UNBIASED variance inside BatchNorm: train-mode BatchNorm normalises with the biased one"}
+                                 torch.tensor([2.0, -2.0, 0.0, 0.0], dtype=torch.float64).view(4, 1, 1, 1, 1), eps=0.5)
+    known = {2 / 3: "the SAMPLE standard deviation over the trials (dividing by T - 1 = 3): divide by T = 4",
+             1 / 3: "the variance over the trials: the spread is their standard deviation",
+             0.4714: "eps added to the standard deviation: the batch is normalised with sqrt(var + eps)",
+             0.4472: "the UNBIASED variance inside BatchNorm: train-mode BatchNorm normalises with the biased one",
+             0.7071: "eps = 1e-5, the default, where eps=0.5 was given: pass the eps argument on"}
     for value, mistake in known.items():
-        assert abs(hand.item() - value) > 1e-3, f"expected the spread 2/3 = 0.6667; yours is {hand.item():.4f}: that is {mistake}"
-    assert abs(hand.item() - 2 / 3) < 1e-4, f"expected the spread 2/3 = 0.6667 (see the comment above); got {hand.tolist()}"
+        assert abs(hand.item() - value) > 1e-3, (
+            f"expected the spread 1/sqrt(3) = 0.5774; yours is {hand.item():.4f}: that is {mistake}")
+    assert abs(hand.item() - 3 ** -0.5) < 1e-4, (
+        f"expected the spread 1/sqrt(3) = 0.5774 (see the comment above); got {hand.tolist()}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q2
 
@@ -159,15 +163,18 @@ q2.spread_values(spread_across_batches)
 ### END HIDDEN TESTS
 
 # %% [test id=test_spread_contract points=1]
-"""spread_across_batches: zero without batch mates, the input's dtype, ValueError for shapes that do not fit."""
+"""spread_across_batches: zero without batch mates, the input's dtype, any memory layout, ValueError for shapes that do not fit."""
 torch.manual_seed(0)  # the same visible inputs on every run
-example = torch.randn(2, 3, 3)
-alone = spread_across_batches(example, torch.empty(4, 0, 2, 3, 3))
-assert torch.allclose(alone, torch.zeros(2)), f"with no batch mates every trial is the same: expected 0, got {alone.tolist()}"
-assert alone.dtype == torch.float32, f"keep the input's dtype (float32), got {alone.dtype}"
 from course_lib.checks import student_checks
 
 with student_checks():
+    example = torch.randn(2, 3, 3)
+    alone = spread_across_batches(example, torch.empty(4, 0, 2, 3, 3))
+    assert alone.dtype == torch.float32, f"keep the input's dtype (float32), got {alone.dtype}"
+    assert torch.allclose(alone, torch.zeros(2)), f"with no batch mates every trial is the same: expected 0, got {alone.tolist()}"
+    # The same mates in every trial, made with .expand as in the demo (a view, not a copy): every trial is the same.
+    same = spread_across_batches(example, torch.randn(1, 4, 2, 3, 3).expand(5, 4, 2, 3, 3))
+    assert torch.allclose(same, torch.zeros(2), atol=1e-6), f"the same mates in every trial: expected 0, got {same.tolist()}"
     try:
         spread_across_batches(example, torch.randn(4, 3, 2, 5, 5))
     except ValueError:

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from course_judge import verdict
-from course_judge.compare import expect_close, expect_raises
-from course_judge.records import Records
+from course_judge.compare import expect_close, expect_raises, layout_hint
+from course_judge.records import Fail, Raised, Records
 from course_judge.reference import same_inputs
 from course_recorder import q2
 
@@ -57,7 +57,34 @@ def mistakes(example: Tensor, mate_batches: Tensor, eps: float) -> dict[str, Ten
         "over the batch and H and W.": _normalise(batches, eps, dims=(1,))[:, 0].std(0, correction=0).mean((1, 2)),
         "your spread is zero: the statistics you normalise with do not depend on the batch mates (per-example "
         "statistics, or all trials pooled into one batch).": torch.zeros(example.shape[0], dtype=example.dtype),
+        "you averaged the variance over H and W and then took its square root; take the standard deviation at each "
+        "position, then average those over H and W.": right.var(0, correction=0).mean((1, 2)).sqrt(),
+        **({} if eps == 1e-5 else {
+            f"you normalised with eps = 1e-5 (the default), not the eps argument ({eps}): pass eps on.":
+                _normalise(batches, 1e-5)[:, 0].std(0, correction=0).mean((1, 2))}),
     }
+
+
+def diagnosis(spread: Tensor, example: Tensor, mate_batches: Tensor, eps: float) -> str | None:
+    """What a wrong spread (of the right shape) shows: which channels are off, or a constant factor."""
+    right = oracle(example, mate_batches, eps)
+    if spread.shape != right.shape or not torch.isfinite(spread).all():
+        return None
+    spread = spread.double()
+    bad = [c for c in range(len(right)) if abs(spread[c] - right[c]) > 1e-7 * (1 + abs(right[c]))]
+    if 0 < len(bad) < len(right):
+        return (f"Only channel(s) {', '.join(map(str, bad))} of {len(right)} are wrong: each channel has its own "
+                f"statistics (its mean and variance over the batch and the positions) and its own spread.")
+    if len(right) > 1 and torch.allclose(spread, spread.mean().expand_as(spread)) and not torch.allclose(
+            right, right.mean().expand_as(right)):
+        return ("Every channel has the same spread: compute the normalisation and the spread per channel, "
+                "not over all channels together.")
+    ratio = spread / right
+    if (right > 0).all() and torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-6):
+        return (f"Every spread is {ratio.mean().item():.4g} times the right one: the normalised outputs are right up to "
+                f"a constant factor, so look at what you divide by (sqrt(var + eps), the biased variance) and at the "
+                f"spread's own formula (population standard deviation over the trials).")
+    return None
 
 
 @verdict("Q2", "test_spread_values")
@@ -68,7 +95,8 @@ def spread_values(r: Records) -> None:
         what = (f"spread_across_batches(example {tuple(example.shape)}, mate_batches {tuple(mates.shape)}"
                 f"{'' if case[1] is None else f', eps={case[1]}'})")
         expect_close(r.get(f"case{i}"), oracle(example, mates, eps), what, atol=1e-9, rtol=1e-7,
-                     mistakes=mistakes(example, mates, eps))
+                     mistakes=mistakes(example, mates, eps),
+                     diagnose=lambda v, example=example, mates=mates, eps=eps: diagnosis(v, example, mates, eps))
         same_inputs(r, f"case{i}", example, mates)
 
 
@@ -80,5 +108,12 @@ def spread_contract(r: Records) -> None:
     zeros = torch.zeros(3, dtype=torch.float64)
     expect_close(r.get("alone"), zeros, "the spread with no batch mates (batches of one)", atol=1e-12)
     expect_close(r.get("same"), zeros, "the spread when every trial has the same batch mates", atol=1e-12)
+    for key, layout, want in (("transposed", "a transposed view: H and W swapped in memory",
+                               oracle(example, mates, 0.5)),
+                              ("expanded", "mate_batches made with .expand, as in the demo", zeros)):
+        what = f"the spread for inputs in another memory layout ({layout}; the same values)"
+        if isinstance(r.get(key), Raised) and not r.get(key).is_a("DelegationError"):
+            raise Fail(f"{what}: the call raised {r.get(key)}{layout_hint(r.get(key), layout.split(':')[0])}")
+        expect_close(r.get(key), want, what, atol=1e-9, rtol=1e-7)
     for i, why in enumerate(q2.BAD_CASES):
         expect_raises(r.get(f"bad{i}"), f"spread_across_batches for {why}")

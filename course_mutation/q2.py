@@ -38,16 +38,52 @@ VARIANTS = [
             edits=(("mean = batches.mean(dim=(1, 3, 4), keepdim=True)", "mean = batches.mean(dim=1, keepdim=True)"),
                    (_VAR, "var = batches.var(dim=1, keepdim=True, correction=0)"))),
     Variant("per_example_statistics", _S, "each example normalised with its own statistics (InstanceNorm)",
-            fails=("test_spread_values",), says="spreads",
+            fails=("test_spread_values",), says="your spread is zero",
             edits=(("mean = batches.mean(dim=(1, 3, 4), keepdim=True)", "mean = batches.mean(dim=(3, 4), keepdim=True)"),
                    (_VAR, "var = batches.var(dim=(3, 4), keepdim=True, correction=0)"))),
     Variant("trials_pooled", _S, "all trials normalised as one big batch",
-            fails=("test_spread_values",), says="spreads",
+            fails=("test_spread_values",), says="your spread is zero",
             edits=(("mean = batches.mean(dim=(1, 3, 4), keepdim=True)", "mean = batches.mean(dim=(0, 1, 3, 4), keepdim=True)"),
                    (_VAR, "var = batches.var(dim=(0, 1, 3, 4), keepdim=True, correction=0)"))),
     Variant("no_shape_checks", _S, "no ValueError for shapes that do not fit",
             fails=("test_spread_contract",), says="ValueError",
             edits=(("    if mate_batches.shape[2:] != example.shape:\n", "    if False:\n"),)),
+    Variant("variance_averaged_then_sqrt", _S, "the variance over the trials averaged over H and W, then its square root",
+            fails=("test_spread_values",), says="then took its square root",
+            edits=((_RET, "return outputs.var(dim=0, correction=0).mean(dim=(1, 2)).sqrt()"),)),
+    Variant("eps_argument_ignored", _S, "normalises with eps=1e-5 whatever eps is given",
+            fails=("test_spread_values",), says="not the eps argument",
+            edits=((_NORM, "outputs = ((batches - mean) / (var + 1e-5).sqrt())[:, 0]"),)),
+    Variant("view_needs_contiguous", _S, "flattens the mates' positions with .view, which fails on a non-contiguous input",
+            fails=("test_spread_contract",), says="use .reshape",
+            code='''
+def spread_across_batches(example, mate_batches, eps=1e-5):
+    if example.dim() != 3 or mate_batches.dim() != 5 or mate_batches.shape[2:] != example.shape:
+        raise ValueError(f"shapes do not fit: {tuple(example.shape)} and {tuple(mate_batches.shape)}")
+    t, m, c, h, w = mate_batches.shape
+    flat = mate_batches.view(t, m, c, h * w)
+    mine = example.reshape(1, 1, c, h * w).expand(t, 1, c, h * w)
+    batches = torch.cat([mine, flat], dim=1)
+    mean = batches.mean(dim=(1, 3), keepdim=True)
+    var = batches.var(dim=(1, 3), keepdim=True, correction=0)
+    outputs = ((batches - mean) / (var + eps).sqrt())[:, 0]
+    return outputs.std(dim=0, correction=0).mean(dim=1)
+'''),
+    Variant("channel_wrong", _S, "the last channel's spread is left out (a loop over range(C - 1))",
+            fails=("test_spread_values",), says="only channel(s)",
+            code='''
+def spread_across_batches(example, mate_batches, eps=1e-5):
+    if example.dim() != 3 or mate_batches.dim() != 5 or mate_batches.shape[2:] != example.shape:
+        raise ValueError("the shapes do not fit")
+    spreads = torch.zeros(example.shape[0], dtype=example.dtype)
+    for c in range(example.shape[0] - 1):
+        outs = []
+        for mates in mate_batches:
+            batch = torch.cat([example[None, c], mates[:, c]])
+            outs.append((example[c] - batch.mean()) / (batch.var(correction=0) + eps).sqrt())
+        spreads[c] = torch.stack(outs).std(0, correction=0).mean()
+    return spreads
+'''),
     Variant("functional_loop", _S, None, code='''
 def spread_across_batches(example, mate_batches, eps=1e-5):
     """One F.batch_norm call per trial (no running statistics, so nothing is stored)."""

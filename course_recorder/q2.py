@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from course_recorder import recording
-from course_recorder.inputs import seeded_input
+from course_recorder.inputs import laid_out, seeded_input
 
 Tensor = torch.Tensor
 
@@ -45,5 +45,8 @@ def spread_contract(spread) -> None:
         rec.call("float32", spread, example.float(), mates.float())
         rec.call("alone", spread, example, torch.empty(4, 0, 3, 2, 2, dtype=torch.float64), 0.5)
         rec.call("same", spread, example, mates[:1].expand(4, 2, 3, 2, 2).clone(), 0.5)
+        # The same values in other memory layouts: H and W swapped in memory, and mates expanded as the demo does.
+        rec.call("transposed", spread, laid_out(example, "transposed"), laid_out(mates, "transposed"), 0.5)
+        rec.call("expanded", spread, example, mates[:1].expand(4, 2, 3, 2, 2), 0.5)
         for i, (ex, mb) in enumerate(bad_inputs()):
             rec.call(f"bad{i}", spread, ex, mb)
