@@ -58,12 +58,12 @@ for ni, nf, ks in [(1, 8, 5), (8, 16, 3), (16, 32, 3), (32, 64, 3), (64, 64, 3)]
 # %% [test id=test_conv_layer_structure points=2]
 """conv_layer(bn=True): Conv2d without bias -> GeneralRelu(**kwargs) -> BatchNorm2d(nf), with the right settings."""
 torch.manual_seed(0)  # the same visible inputs on every run
-block = conv_layer(3, 8, 5, leak=0.1, sub=0.4, maxv=6.)
-assert isinstance(block, nn.Module), "conv_layer must return an nn.Module (an nn.Sequential)"
-assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules()), "with bn=True the block needs an nn.BatchNorm2d"
 from course_lib.checks import student_checks
 
 with student_checks():
+    block = conv_layer(3, 8, 5, leak=0.1, sub=0.4, maxv=6.)
+    assert isinstance(block, nn.Module), "conv_layer must return an nn.Module (an nn.Sequential)"
+    assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules()), "with bn=True the block needs an nn.BatchNorm2d"
     layers = [m for m in block.modules() if not list(m.children())]  # in order, however the block nests them
     kinds = [type(m).__name__ for m in layers]
     assert kinds == ["Conv2d", "GeneralRelu", "BatchNorm2d"], (
@@ -78,8 +78,14 @@ with student_checks():
         f"{norm.momentum}, eps={norm.eps}")
     flat = tuple(conv_layer(3, 8, 3, stride=1)(torch.randn(2, 3, 12, 12)).shape)
     assert flat == (2, 8, 12, 12), f"conv_layer(3, 8, 3, stride=1) should keep a 12x12 map (pass stride to the conv); got {flat}"
-shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
-assert shape == (2, 8, 6, 6), f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}"
+    shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
+    assert shape == (2, 8, 6, 6), (
+        f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}")
+    kernel = next(m for m in conv_layer(3, 8).modules() if isinstance(m, nn.Conv2d)).kernel_size
+    assert kernel == (3, 3), f"conv_layer(3, 8) should use the default ks=3, got a {kernel} kernel"
+    again = conv_layer(3, 8, 5, leak=0.1, sub=0.4, maxv=6.)
+    assert not {id(p) for p in block.parameters()} & {id(p) for p in again.parameters()}, (
+        "two calls of conv_layer with the same arguments returned blocks that share weights: build new layers every call")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q4
 
@@ -89,16 +95,17 @@ q4.structure(conv_layer)
 # %% [test id=test_conv_layer_without_bn points=1]
 """conv_layer(bn=False): Conv2d with bias -> GeneralRelu(**kwargs), no norm."""
 torch.manual_seed(0)  # the same visible inputs on every run
-block = conv_layer(3, 8, 3, bn=False)
-assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules()), (
-    "with bn=False the block must not contain a BatchNorm")
 from course_lib.checks import student_checks
 
 with student_checks():
+    block = conv_layer(3, 8, 3, bn=False)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules()), (
+        "with bn=False the block must not contain a BatchNorm")
     conv = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
     assert conv.bias is not None, "without a norm after it the conv keeps its bias (bias=True when bn=False)"
-shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
-assert shape == (2, 8, 6, 6), f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}"
+    shape = tuple(block(torch.randn(2, 3, 12, 12)).shape)
+    assert shape == (2, 8, 6, 6), (
+        f"a (2, 3, 12, 12) input should give (2, 8, 6, 6) (padding ks//2 keeps the size, stride 2 halves it), got {shape}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q4
 
@@ -108,11 +115,14 @@ q4.without_bn(conv_layer)
 # %% [test id=test_conv_layer_trains points=1]
 """The lesson's CNN built from conv_layer trains like the reference block (same weights, same batches)."""
 torch.manual_seed(0)  # the same visible inputs on every run
-from course_lib import get_cnn_model
 from types import SimpleNamespace
 
-model = get_cnn_model(SimpleNamespace(c=10), nfs, conv_layer, leak=0.1, sub=0.4, maxv=6.)
-assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10), "the CNN should map (3, 1, 28, 28) to (3, 10)"
+from course_lib import get_cnn_model
+from course_lib.checks import student_checks
+
+with student_checks():
+    model = get_cnn_model(SimpleNamespace(c=10), nfs, conv_layer, leak=0.1, sub=0.4, maxv=6.)
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10), "the CNN should map (3, 1, 28, 28) to (3, 10)"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q4
 

@@ -78,6 +78,17 @@ def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn:
 def structure(r: Records) -> None:
     for i, case in enumerate(q4.WITH_BN):
         _structure(r, f"case{i}", *case)
+    try:
+        _structure(r, "defaults", 3, 8, 3, 2, True, {})
+    except Fail as err:
+        raise Fail(f"{err}\n(conv_layer(3, 8) was called with the signature's defaults: ks=3, stride=2, bn=True.)") from None
+    expect_no_error(r.get("twice/first"), "conv_layer(4, 6, 3, ...)")
+    expect_no_error(r.get("twice/second"), "conv_layer(4, 6, 3, ...) a second time")
+    if r.get("twice/same_object") or r.get("twice/shared"):
+        shared = "the very same block" if r.get("twice/same_object") else "the same " + ", ".join(r.get("twice/shared"))
+        raise Fail(f"conv_layer(4, 6, 3, ...) called twice returned {shared}: the two blocks share their weights, so "
+                   f"a model with two equal blocks would train one set of them. Build new layers at every call (no "
+                   f"cache, no module-level layer, no default argument holding one).")
 
 
 @verdict("Q4", "test_conv_layer_without_bn")

@@ -48,6 +48,24 @@ def conv_layer(ni, nf, ks=3, stride=2, bn=True, **kwargs):
     Variant("kernel_fixed_at_3", _S, "the conv always uses a 3x3 kernel",
             fails=("test_conv_layer_structure", "test_conv_layer_trains"), says="weight shape (8, 1, 3, 3)",
             edits=(("nn.Conv2d(ni, nf, ks,", "nn.Conv2d(ni, nf, 3,"),)),
+    Variant("cached_blocks", _S, "blocks cached by their arguments, so equal calls share one block and its weights",
+            fails=("test_conv_layer_structure",), says="share",
+            code='''
+_built = {}
+
+def conv_layer(ni, nf, ks=3, stride=2, bn=True, **kwargs):
+    """Built once per set of arguments."""
+    key = (ni, nf, ks, stride, bn, tuple(sorted(kwargs.items())))
+    if key not in _built:
+        layers = [nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=not bn), GeneralRelu(**kwargs)]
+        if bn:
+            layers.append(nn.BatchNorm2d(nf))
+        _built[key] = nn.Sequential(*layers)
+    return _built[key]
+'''),
+    Variant("default_kernel_5", _S, "the signature's default kernel size is 5 (the first block's), not 3",
+            fails=("test_conv_layer_structure",), says="defaults",
+            edits=(("ks: int = 3", "ks: int = 5"),)),
     # Correct alternatives, written differently.
     Variant("ordered_dict_names", _S, None, code='''
 from collections import OrderedDict

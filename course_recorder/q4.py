@@ -72,9 +72,30 @@ def _blocks(rec, conv_layer, cases) -> None:
             rec.call(f"case{i}/forward", _forward, block, ni, nf, ks)
 
 
+def _record_block(rec, key: str, block: object, ni: int, nf: int, ks: int) -> None:
+    if isinstance(block, nn.Module):
+        rec.put(f"{key}/parts", [describe(m) for m in parts(block)])
+        rec.call(f"{key}/forward", _forward, block, ni, nf, ks)
+
+
+def _shared(a: nn.Module, b: nn.Module) -> list[str]:
+    """The names of a's parameters and buffers whose memory b holds too."""
+    theirs = {t.untyped_storage().data_ptr() for t in [*b.parameters(), *b.buffers()] if t.numel()}
+    return [name for name, t in [*a.named_parameters(), *a.named_buffers()]
+            if t.numel() and t.untyped_storage().data_ptr() in theirs]
+
+
 def structure(conv_layer) -> None:
     with recording("test_conv_layer_structure") as rec:
         _blocks(rec, conv_layer, WITH_BN)
+        # The defaults of the signature: conv_layer(ni, nf) is conv_layer(ni, nf, ks=3, stride=2, bn=True).
+        _record_block(rec, "defaults", rec.call("defaults", conv_layer, 3, 8), 3, 8, 3)
+        # Two blocks built with the same arguments (as a model with two equal blocks does) hold weights of their own.
+        first = rec.call("twice/first", conv_layer, 4, 6, 3, **ACTIVATION)
+        second = rec.call("twice/second", conv_layer, 4, 6, 3, **ACTIVATION)
+        if isinstance(first, nn.Module) and isinstance(second, nn.Module):
+            rec.put("twice/same_object", first is second)
+            rec.put("twice/shared", _shared(first, second))
 
 
 def without_bn(conv_layer) -> None:
