@@ -151,19 +151,32 @@ print("eval, finite:", torch.isfinite(rbn.eval()(x)).all().item(),
       "| untrained eval, finite:", torch.isfinite(RunningBatchNorm(3).eval()(x)).all().item())
 
 # %% [test id=test_rbn_state points=1]
-"""RunningBatchNorm keeps mults/adds as parameters and sums/sqrs/count/batch as registered buffers."""
-layer = RunningBatchNorm(4)
-assert isinstance(layer.mults, nn.Parameter) and layer.mults.shape == (4, 1, 1), "mults: nn.Parameter of shape (nf, 1, 1)"
-assert isinstance(layer.adds, nn.Parameter) and layer.adds.shape == (4, 1, 1), "adds: nn.Parameter of shape (nf, 1, 1)"
-for name in ("sums", "sqrs", "count", "batch"):
-    assert name in dict(layer.named_buffers()), f"{name} must be a registered buffer (self.register_buffer)"
-assert layer.sums.shape == (1, 4, 1, 1) and layer.count.shape == (), "sums: (1, nf, 1, 1); count: a 0-dim tensor"
+"""RunningBatchNorm keeps mults/adds as parameters and sums/sqrs/count/batch as registered buffers, each layer its own."""
 from course_lib.checks import student_checks
 
 with student_checks():
+    layer = RunningBatchNorm(4)
+    assert isinstance(layer.mults, nn.Parameter) and layer.mults.shape == (4, 1, 1), "mults: nn.Parameter of shape (nf, 1, 1)"
+    assert isinstance(layer.adds, nn.Parameter) and layer.adds.shape == (4, 1, 1), "adds: nn.Parameter of shape (nf, 1, 1)"
+    for name in ("sums", "sqrs", "count", "batch"):
+        assert name in dict(layer.named_buffers()), f"{name} must be a registered buffer (self.register_buffer)"
+    assert layer.sums.shape == (1, 4, 1, 1) and layer.count.shape == (), "sums: (1, nf, 1, 1); count: a 0-dim tensor"
+    for name in ("sums", "sqrs", "count", "batch"):
+        assert getattr(layer, name).dtype == torch.float32, (
+            f"a new layer's {name} should be float32, like its parameters (torch.zeros(...) or torch.tensor(0.0)); it is "
+            f"{getattr(layer, name).dtype}")
     for name in ("sums", "sqrs", "count", "batch"):
         assert getattr(layer.double(), name).dtype == torch.float64, (
             f"{name} should be a float buffer (torch.zeros(...) or torch.tensor(0.0)), so that .double() converts it")
+    x = torch.randn(2, 4, 1, 1) * 0.01  # a tiny variance: the 0.01 floor decides the output
+    first = RunningBatchNorm(4)(x)
+    other = RunningBatchNorm(4)
+    for _ in range(5):
+        other(torch.randn(8, 4, 1, 1))
+    again = RunningBatchNorm(4)(x)
+    assert torch.allclose(first, again), (
+        "two new layers gave different outputs for the same first batch, one before and one after another layer "
+        "trained: keep each layer's state in its own buffers, not in a class or global variable")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
@@ -172,29 +185,31 @@ q9.state(RunningBatchNorm)
 
 # %% [test id=test_rbn_training_math points=3]
 """In training RunningBatchNorm normalises with the smoothed statistics: outputs and buffers, step by step."""
-layer = RunningBatchNorm(2)
-x = torch.tensor([[[[1.0]], [[2.0]]], [[[3.0]], [[6.0]]]])  # bs=2, 2 channels, 1x1 maps
-out = layer(x)
-assert out.shape == x.shape and torch.isfinite(out).all(), "output: same shape as the input, finite"
-assert torch.allclose(layer.count, torch.tensor(0.2)), (
-    f"count after one batch of 2 elements: lerp(0, 2, mom1) = 0.2 with mom1 = 1 - (1 - mom) / sqrt(bs - 1) = 0.1; "
-    f"got {float(layer.count):.4g}")
-assert torch.allclose(layer.sums.flatten(), torch.tensor([0.4, 0.8])), f"sums after one batch: [0.4, 0.8]; got {layer.sums.flatten()}"
-assert torch.allclose(out.flatten(), torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=1e-4), (
-    "one batch: (x - mean) / sqrt(var + eps) = -1, +1, with the biased variance var = sqrs/count - mean**2")
-assert float(layer.batch) == 2, "batch counts the examples seen"
 from course_lib.checks import student_checks
 
 with student_checks():
+    layer = RunningBatchNorm(2)
+    x = torch.tensor([[[[1.0]], [[2.0]]], [[[3.0]], [[6.0]]]])  # bs=2, 2 channels, 1x1 maps
+    out = layer(x)
+    assert out.shape == x.shape and torch.isfinite(out).all(), "output: same shape as the input, finite"
+    # float(...) and .double(): these compare values; the dtypes are test_rbn_state's business
+    assert abs(float(layer.count) - 0.2) < 1e-6, (
+        f"count after one batch of 2 elements: lerp(0, 2, mom1) = 0.2 with mom1 = 1 - (1 - mom) / sqrt(bs - 1) = 0.1; "
+        f"got {float(layer.count):.4g}")
+    assert torch.allclose(layer.sums.flatten().double(), torch.tensor([0.4, 0.8], dtype=torch.float64)), (
+        f"sums after one batch: [0.4, 0.8]; got {layer.sums.flatten()}")
+    assert torch.allclose(out.flatten().double(), torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64), atol=1e-4), (
+        "one batch: (x - mean) / sqrt(var + eps) = -1, +1, with the biased variance var = sqrs/count - mean**2")
+    assert float(layer.batch) == 2, "batch counts the examples seen"
     wide = RunningBatchNorm(2, eps=0.5)
     out = wide(x)  # channel 0 holds 1, 3 (mean 2, variance 1); channel 1 holds 2, 6 (mean 4, variance 4)
-    assert torch.allclose(out.flatten(), torch.tensor([-1 / 1.5 ** 0.5, -2 / 4.5 ** 0.5, 1 / 1.5 ** 0.5, 2 / 4.5 ** 0.5]),
-                          atol=1e-4), (
+    assert torch.allclose(out.flatten().double(), torch.tensor([-1 / 1.5 ** 0.5, -2 / 4.5 ** 0.5, 1 / 1.5 ** 0.5,
+                                                                 2 / 4.5 ** 0.5], dtype=torch.float64), atol=1e-4), (
         f"with eps=0.5 the output is (x - mean) / sqrt(var + eps): -0.816, -0.943, 0.816, 0.943; got {out.flatten()} "
         f"(eps outside the square root, (x - mean) / (sqrt(var) + eps), gives -0.667 for the first)")
     five = RunningBatchNorm(1)
     five(torch.randn(5, 1, 1, 1))
-    assert torch.allclose(five.count, torch.tensor(2.75)), (
+    assert abs(float(five.count) - 2.75) < 1e-6, (
         f"count after one batch of 5 examples: lerp(0, 5, mom1) = 2.75 with mom1 = 1 - (1 - mom) / sqrt(bs - 1) = 0.55 "
         f"(not mom itself); got {float(five.count):.4g}")
     # Five identical batches of 4 examples with a tiny variance (1.25e-4): the smoothed mean and variance are the
@@ -217,15 +232,18 @@ q9.training_math(RunningBatchNorm)
 
 # %% [test id=test_rbn_eval points=2]
 """In eval RunningBatchNorm uses the stored statistics, changes no buffer, and an untrained layer gives x/sqrt(1+eps)."""
-x = torch.randn(4, 3, 2, 2)
-layer = RunningBatchNorm(3)
-layer(x)
-sums = layer.eval().sums.clone()
-layer(x)
-assert torch.equal(layer.sums, sums), "eval must not update the buffers (they changed during an eval forward pass)"
-out = RunningBatchNorm(3).eval()(x)
-assert torch.isfinite(out).all(), "an untrained layer in eval must not return NaN"
-assert torch.allclose(out, x / math.sqrt(1 + 1e-5)), "an untrained layer behaves as mean 0, variance 1"
+from course_lib.checks import student_checks
+
+with student_checks():
+    x = torch.randn(4, 3, 2, 2)
+    layer = RunningBatchNorm(3)
+    layer(x)
+    sums = layer.eval().sums.clone()
+    layer(x)
+    assert torch.equal(layer.sums, sums), "eval must not update the buffers (they changed during an eval forward pass)"
+    out = RunningBatchNorm(3).eval()(x)
+    assert torch.isfinite(out).all(), "an untrained layer in eval must not return NaN"
+    assert torch.allclose(out.double(), x.double() / math.sqrt(1 + 1e-5)), "an untrained layer behaves as mean 0, variance 1"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
@@ -234,11 +252,14 @@ q9.eval_probe(RunningBatchNorm)
 
 # %% [test id=test_rbn_batch_of_one points=1]
 """A batch of one example neither crashes nor gives NaN, and follows the stub's rule for mom1."""
-layer = RunningBatchNorm(3)
-for _ in range(3):
-    out = layer(torch.randn(1, 3, 1, 1))
-    assert torch.isfinite(out).all(), "a batch of one example must give a finite output"
-assert torch.allclose(layer.count, torch.tensor(1 - 0.9 ** 3)), "bs=1 uses mom1 = mom (as bs=2): count = 1 - 0.9**3"
+from course_lib.checks import student_checks
+
+with student_checks():
+    layer = RunningBatchNorm(3)
+    for _ in range(3):
+        out = layer(torch.randn(1, 3, 1, 1))
+        assert torch.isfinite(out).all(), "a batch of one example must give a finite output"
+    assert abs(float(layer.count) - (1 - 0.9 ** 3)) < 1e-6, "bs=1 uses mom1 = mom (as bs=2): count = 1 - 0.9**3"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
@@ -247,14 +268,16 @@ q9.batch_of_one(RunningBatchNorm)
 
 # %% [test id=test_rbn_gradients points=2]
 """The stored state is detached every step, and gradients in training match the contract (float64)."""
-layer = RunningBatchNorm(3)
-for _ in range(3):
-    x = torch.randn(4, 3, 2, 2, requires_grad=True)
-    out = layer(x)
-    assert not layer.sums.requires_grad and layer.sums.grad_fn is None, "the stored sums must be detached every step"
-    out.pow(2).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all(), "gradients reach the input"
-from course_lib.checks import check_running_batchnorm
+from course_lib.checks import check_running_batchnorm, student_checks
+
+with student_checks():
+    layer = RunningBatchNorm(3)
+    for _ in range(3):
+        x = torch.randn(4, 3, 2, 2, requires_grad=True)
+        out = layer(x)
+        assert not layer.sums.requires_grad and layer.sums.grad_fn is None, "the stored sums must be detached every step"
+        out.pow(2).sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all(), "gradients reach the input"
 
 check_running_batchnorm(RunningBatchNorm, "gradients")  # stands aside when graded, as student_checks does
 ### BEGIN HIDDEN TESTS
@@ -305,11 +328,14 @@ run.recorder.plot_lr();
 
 # %% [test id=test_rbn_trains_at_bs2 points=2]
 """The lesson's CNN with RunningBatchNorm trains at batch size 2 like the reference layer (30 paired steps)."""
-model = init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm))
-xb = x_train[:2].view(-1, 1, 28, 28)
-loss = F.cross_entropy(model(xb), y_train[:2])
-loss.backward()
-assert torch.isfinite(loss), "the loss of one step at batch size 2 must be finite"
+from course_lib.checks import student_checks
+
+with student_checks():
+    model = init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm))
+    xb = x_train[:2].view(-1, 1, 28, 28)
+    loss = F.cross_entropy(model(xb), y_train[:2])
+    loss.backward()
+    assert torch.isfinite(loss), "the loss of one step at batch size 2 must be finite"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 
@@ -318,10 +344,14 @@ q9.trains_at_bs2(lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=Runn
 
 # %% [test id=test_bs2_batchnorm_collapses points=1]
 """At batch size 2, nn.BatchNorm2d's validation loss is far worse than RunningBatchNorm's."""
-model = init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm)).eval()
-with torch.no_grad():
-    out = model(x_valid[:8].view(-1, 1, 28, 28))
-assert torch.isfinite(out).all(), "an untrained model with RunningBatchNorm gives finite outputs in eval"
+from course_lib.checks import student_checks
+
+with student_checks():
+    model = init_cnn(get_cnn_model(data, nfs, conv_layer, norm=RunningBatchNorm))
+    model(x_train[:2].view(-1, 1, 28, 28))  # one training step's statistics (test_rbn_eval checks an untrained layer)
+    with torch.no_grad():
+        out = model.eval()(x_valid[:8].view(-1, 1, 28, 28))
+    assert torch.isfinite(out).all(), "a model with RunningBatchNorm gives finite outputs in eval after a training step"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q9
 

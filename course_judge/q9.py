@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import NAMED_MISTAKE, expect_close, expect_gradients, expect_no_error, tensor
+from course_judge.compare import NAMED_MISTAKE, close, expect_close, expect_gradients, expect_no_error, tensor
+from course_judge.norms import VIEW_MISTAKE
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
 from course_recorder import q9
@@ -43,6 +44,11 @@ MISTAKES = {
     "unbiased": "you used the unbiased variance (divide by count - 1); the contract says var = sqrs/count - mean**2 (biased).",
     "eps_outside": "you added eps to the standard deviation; the contract says divide by sqrt(var + eps).",
     "stats_detached": "you detached the current batch's statistics before normalising; gradients must flow through the batch's share of the smoothed statistics (as in BatchNorm); only the stored state is detached.",
+    "count_examples": "you counted examples (bs) where the contract counts elements per channel: c = bs * H * W, the number of values each channel's sum adds up.",
+    "count_all_channels": "you counted every element of the batch (x.numel(), all channels together) where the contract counts the elements of one channel: c = bs * H * W.",
+    "count_positions": "you counted the positions of one map (H * W) where the contract counts the elements of one channel over the whole batch: c = bs * H * W.",
+    "identity": "you returned the input unchanged: the layer must normalise it, (x - mean) / sqrt(var + eps) * mults + adds.",
+    "untrained_before_update": "you decided whether the layer is untrained (count == 0) before this step's update, so the first training step normalised with mean 0 and variance 1; update first, then normalise with the updated statistics.",
 }
 
 
@@ -67,7 +73,8 @@ def rbn_forward(x: Tensor, mults: Tensor, adds: Tensor, state: dict[str, Tensor]
     if training:
         s = x.sum((0, 2, 3), keepdim=True)
         ss = (x * x).sum((0, 2, 3), keepdim=True)
-        c = torch.tensor(x.numel() / nf, dtype=x.dtype)
+        c = torch.tensor({"count_examples": bs, "count_all_channels": x.numel(),
+                          "count_positions": x.numel() / nf / bs}.get(mistake, x.numel() / nf), dtype=x.dtype)
         w = {"plain_mom": mom, "one_minus_missing": (1 - mom) / math.sqrt(max(bs - 1, 1))}.get(mistake, mom1_of(bs, mom))
         if mistake == "stats_detached":
             s, ss = s.detach(), ss.detach()
@@ -75,7 +82,7 @@ def rbn_forward(x: Tensor, mults: Tensor, adds: Tensor, state: dict[str, Tensor]
         sqrs = sqrs + (ss - sqrs) * w
         count = c if mistake == "raw_count" else count + (c - count) * w
         batch, step = batch + bs, step + 1
-    if float(count) == 0:
+    if float(count) == 0 or (mistake == "untrained_before_update" and float(state["count"]) == 0):
         mean, var = torch.zeros_like(sums), torch.ones_like(sums)
     elif mistake == "batch_stats" and training:
         mean = x.mean((0, 2, 3), keepdim=True)
@@ -92,6 +99,8 @@ def rbn_forward(x: Tensor, mults: Tensor, adds: Tensor, state: dict[str, Tensor]
         var = var.clamp_min(MIN_VAR)
     out = (x - mean) / (var.sqrt() + eps) if mistake == "eps_outside" else (x - mean) / (var + eps).sqrt()
     out = out * mults + adds
+    if mistake == "identity":
+        out = x
     new = {"sums": sums.detach(), "sqrs": sqrs.detach(), "count": count.detach(), "batch": batch.detach(),
            "step": step.detach()}
     return out, new
@@ -140,7 +149,27 @@ def _forward_error(value: object, where: str, hint: str = "") -> None:
     if isinstance(value, Raised):
         if value.is_a("DelegationError"):
             tensor(value, where)  # raises the delegation message
+        if "view size is not compatible" in value.message:
+            hint = f"{NAMED_MISTAKE}{VIEW_MISTAKE}"
         raise Fail(f"{where}: the layer raised {value}" + (f"\n{hint}" if hint else ""))
+
+
+def class_changes(r: Records, before: str = "class_before", after: str = "class_after") -> str | None:
+    """A sentence when the student's class's own numbers changed while its layers trained (state shared by every
+    layer), else None."""
+    old, new = r.get(before), r.get(after)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        same = (close(a, b, 0, 0) if isinstance(a, Tensor) and isinstance(b, Tensor) else a == b)
+        if not same:
+            shown = [f"{float(v):g}" if isinstance(v, Tensor) and v.numel() == 1 else str(v)[:40] for v in (a, b)]
+            return (f"RunningBatchNorm.{name} is held by the class itself and changed from {shown[0]} to {shown[1]} while "
+                    f"layers trained: one value shared by every RunningBatchNorm. If your layer reads it (to clamp, to "
+                    f"count), each layer's output depends on what the others saw; keep a layer's state in its own "
+                    f"buffers (self.register_buffer in __init__).")
+    return None
 
 
 def _trace(config: dict, mistake: str | None = None) -> list[tuple[Tensor, dict[str, Tensor]]]:
@@ -159,9 +188,12 @@ def _same(a: Tensor, b: Tensor) -> bool:
 
 
 def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes: tuple[str, ...] = tuple(MISTAKES),
-                     hint: str = "") -> None:
+                     hint: str = "", shared: str | None = None) -> None:
     """Each recorded training sequence against the contract, step by step (output and buffers). A mistake is named
-    only when the student's numbers match that mistake's on every step of every sequence."""
+    only when the student's numbers match that mistake's on every step of every sequence, and none when `shared`
+    says the layers share state (their numbers then depend on what other layers saw)."""
+    if shared:
+        mistakes, hint = (), shared
     runs = []
     for key, config in keys_configs:
         cfg = q9.defaults(config)
@@ -169,7 +201,8 @@ def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes:
         steps = []
         for i, bs in enumerate(cfg["sizes"]):
             where = (f"training step {i + 1} of batch sizes {cfg['sizes']} (this batch: {bs} examples of shape "
-                     f"{(cfg['nf'], *cfg['hw'])}; mom={cfg['mom']}, eps={cfg['eps']})")
+                     f"{(cfg['nf'], *cfg['hw'])}{', stored ' + cfg['layout'] if cfg['layout'] else ''}; "
+                     f"mom={cfg['mom']}, eps={cfg['eps']})")
             out = r.get(f"{key}/step{i}")
             _forward_error(out, where, hint)
             steps.append((where, tensor(out, where), _recorded_state(r, f"{key}/step{i}/state", where)))
@@ -242,6 +275,11 @@ def state(r: Records) -> None:
     load = r.get("load")
     if isinstance(load, Raised):
         raise Fail(f"a fresh layer could not load a trained layer's state_dict: {load}")
+    for name, value in r.get("float32/facts")["buffers"].items():
+        if name in q9.BUFFERS and isinstance(value, Tensor) and value.dtype != torch.float32:
+            raise Fail(f"a new RunningBatchNorm's buffer {name} is {value.dtype}, its parameters float32: create the "
+                       f"buffers with the default dtype (torch.zeros(...), torch.tensor(0.0)), so that the whole layer is "
+                       f"float32 until .double() converts it")
     out32 = tensor(r.get("float32"), "a float32 layer's output for a float32 input")
     if out32.dtype != torch.float32:
         raise Fail(f"a float32 input to a float32 layer gave a {out32.dtype} output; keep the input's dtype (the "
@@ -250,11 +288,43 @@ def state(r: Records) -> None:
     if not _same(loaded, original):
         raise Fail("a fresh layer loaded with a trained layer's state_dict gives a different eval output: keep the whole "
                    "state (sums, sqrs, count, batch) in registered buffers")
+    expect_own_state(r, "shared")
+
+
+def expect_own_state(r: Records, key: str) -> None:
+    """Each layer's state is its own: two fresh layers give the same first training step whatever another layer did
+    in between, the class holds no number that training changes, and no two layers share a buffer's memory."""
+    nf, hw, seed = q9.SHARED["nf"], q9.SHARED["hw"], q9.SHARED["seed"]
+    where = f"a new layer's first training step (a batch of {q9.SHARED['first']})"
+    before, after = r.get(f"{key}/before"), r.get(f"{key}/after")
+    _forward_error(before, where)
+    _forward_error(after, where)
+    changed = class_changes(r, f"{key}/class_before", f"{key}/class_after")
+    if changed:
+        # A number the class holds counts only when the output shows it: a new layer's first step left unclamped.
+        x = q9.batch_input(q9.SHARED["first"], nf, hw, seed)
+        gamma, beta = torch.ones(1, nf, 1, 1, dtype=x.dtype), torch.zeros(1, nf, 1, 1, dtype=x.dtype)
+        right, unclamped = (rbn_forward(x, gamma, beta, fresh_state(nf), mom=0.1, eps=1e-5, training=True,
+                                        mistake=m)[0] for m in (None, "no_clamp"))
+        first = tensor(before, where)
+        if _same(first, unclamped) and not _same(first, right):
+            raise Fail(f"{where} did not clamp the variance although the layer had seen only {q9.SHARED['first']} "
+                       f"examples. {changed}")
+    shared = r.get(f"{key}/same_memory")
+    if shared:
+        raise Fail(f"two new RunningBatchNorm layers share the memory of {', '.join(shared)}: every layer needs tensors "
+                   f"of its own. register_buffer and nn.Parameter keep the tensor they are given, so create a new one in "
+                   f"__init__ (torch.zeros(...)), never one tensor made once for all layers (a module-level constant or a "
+                   f"default argument).")
+    if not _same(tensor(after, where), tensor(before, where)):
+        raise Fail(f"two new layers given the same first batch gave different outputs, one before and one after another "
+                   f"layer trained on batches of {q9.SHARED['between']}: each layer's output must depend on its own state "
+                   f"only (is a count or a statistic kept outside the layer's own buffers, in a global or class variable?)")
 
 
 @verdict("Q9", "test_rbn_training_math", uses=USES)
 def training_math(r: Records) -> None:
-    expect_sequences(r, [(f"seq{i}", config) for i, config in enumerate(q9.SEQUENCES)])
+    expect_sequences(r, [(f"seq{i}", config) for i, config in enumerate(q9.SEQUENCES)], shared=class_changes(r))
 
 
 UNTRAINED = ("a layer that has seen no training batch must behave as mean 0 and variance 1 in eval, i.e. "
@@ -269,8 +339,15 @@ def eval_(r: Records) -> None:
     _set(r, "untrained", nf)
     out = r.get("untrained")
     _forward_error(out, "an untrained layer in eval")
+    untouched = _recorded_state(r, "untrained/after", "an untrained layer in eval")
+    for name in q9.BUFFERS:
+        if torch.any(untouched[name] != 0):
+            raise Fail(f"the buffer {name} of an untrained layer changed during an eval forward pass; eval must use the "
+                       f"stored statistics without updating them (check self.training)")
+    broken = isinstance(out, Tensor) and not torch.isfinite(out).all()
     expect_close(out, x / math.sqrt(1 + eps) * gamma + beta, "the eval output of a layer that has seen no training batch",
-                 hint=UNTRAINED)
+                 mistakes={MISTAKES["identity"]: x}, hint=UNTRAINED if broken else None)
+    shared = class_changes(r)
     for k, sizes in enumerate(q9.EVAL_SIZES):
         _set(r, f"seq{k}", nf)
         for i in range(len(sizes)):
@@ -281,11 +358,13 @@ def eval_(r: Records) -> None:
         _forward_error(out, where)
         # Judged against the layer's own stored state: the training math has its own test.
         expected = rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False)[0]
+        # With state shared between layers the clamp depends on other layers' examples: name that, not the clamp.
         wrong = {MISTAKES[m]: rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False, mistake=m)[0]
-                 for m in ("no_clamp", "clamp_forever", "unbiased", "eps_outside")}
+                 for m in ("unbiased", "eps_outside", "identity") + (() if shared else ("no_clamp", "clamp_forever"))}
         wrong["you normalised with the batch's own statistics in eval; eval must use the stored averages."] = \
             rbn_forward(x, gamma, beta, fresh_state(nf), mom=mom, eps=eps, training=True)[0]
-        expect_close(out, expected, f"the output in {where} (from the layer's own stored state)", mistakes=wrong)
+        expect_close(out, expected, f"the output in {where} (from the layer's own stored state)", mistakes=wrong,
+                     hint=shared)
         after = _recorded_state(r, f"seq{k}/after", where)
         for name in q9.BUFFERS:
             if not torch.equal(after[name], trained[name]):
@@ -296,20 +375,51 @@ def eval_(r: Records) -> None:
     _set(r, "no_grad", nf)
     _forward_error(r.get("no_grad"), "a training step under torch.no_grad()")
     one_step = rbn_forward(x, gamma, beta, fresh_state(nf), mom=mom, eps=eps, training=True)[1]
-    expect_close(_recorded_state(r, "no_grad/state", "a training step under torch.no_grad()")["sums"], one_step["sums"],
-                 "the buffer sums after a training step run under torch.no_grad()",
-                 hint="decide train or eval with self.training, not torch.is_grad_enabled().")
+    after = _recorded_state(r, "no_grad/state", "a training step under torch.no_grad()")
+    if not torch.any(after["sums"] != 0) and float(after["batch"]) == 0:
+        raise Fail("a training step run under torch.no_grad() (as a validation loop with model.train() might) left every "
+                   "buffer as it was: decide train or eval with self.training, not torch.is_grad_enabled().")
+    # Wrong sums here come from the training math (its own test names the mistake), not from the grad mode.
+    expect_close(after["sums"], one_step["sums"], "the buffer sums after a training step run under torch.no_grad()")
+
+
+def _one_weight(r: Records, key: str, hw: tuple[int, int], mom: float, seed: int) -> str | None:
+    """The stub's bs=1 rule as a hint, when the evidence points to it: a batch of one example raised or gave NaN or
+    inf, or a fresh layer's first step (a batch of one) smoothed its sums and its count with one same weight that is
+    not mom (a count or sum mistake gives them different weights: the training math names those)."""
+    first = r.get(f"{key}/step0")
+    if (isinstance(first, Raised) and not first.is_a("DelegationError")) or \
+            (isinstance(first, Tensor) and not torch.isfinite(first).all()):
+        return ONE_HINT
+    state = r.get(f"{key}/step0/state")
+    count, sums = (state.get(n) if isinstance(state, dict) else None for n in ("count", "sums"))
+    if not (isinstance(count, Tensor) and isinstance(sums, Tensor) and count.numel() == 1):
+        return None
+    x = q9.batch_input(1, 3, hw, seed)
+    batch_sums = x.sum((0, 2, 3), keepdim=True)
+    if sums.shape != batch_sums.shape:
+        return None
+    weight = float(count) / (hw[0] * hw[1])  # from 0 towards c = 1 * H * W
+    c = int(batch_sums.abs().flatten().argmax())
+    if not math.isfinite(weight):
+        return ONE_HINT
+    if abs(float(sums.flatten()[c] / batch_sums.flatten()[c]) - weight) < 1e-6 and abs(weight - mom1_of(1, mom)) > 1e-6:
+        return (f"After a new layer's first batch of one example, sums and count were smoothed with weight "
+                f"{weight:.4g}, not mom = {mom}. {ONE_HINT}")
+    return None
 
 
 @verdict("Q9", "test_rbn_batch_of_one", uses=USES, errors={"ZeroDivisionError": ONE_HINT})
 def batch_of_one(r: Records) -> None:
+    shared = class_changes(r)
     for i, (hw, sizes) in enumerate(q9.BATCH_OF_ONE):
         try:
             expect_sequences(r, [(f"seq{i}", dict(sizes=sizes, nf=3, hw=hw, mom=0.2, eps=1e-5, seed=30))],
-                             mistakes=("no_clamp", "clamp_forever", "clamp_before_update", "raw_count"), hint=ONE_HINT)
+                             mistakes=("no_clamp", "clamp_forever", "clamp_before_update", "raw_count", "count_examples",
+                                       "count_all_channels", "count_positions", "identity"), shared=shared)
         except Fail as err:
-            text = str(err)
-            raise Fail(text if ONE_HINT in text else f"{text}\n{ONE_HINT}") from None
+            hint = None if shared else _one_weight(r, f"seq{i}", hw, 0.2, 30)
+            raise Fail(f"{err}\n{hint}" if hint and hint not in str(err) else str(err)) from None
 
 
 @verdict("Q9", "test_rbn_gradients", uses=USES)
@@ -346,6 +456,13 @@ def gradients(r: Records) -> None:
 
     recorded = r.get("grad")
     what = f"training step 3 after batches of {q9.GRADIENT['before']} (mom={mom}, eps={eps}), from the layer's own state"
+    output = recorded.get("output") if isinstance(recorded, dict) else None
+    if isinstance(output, Tensor):
+        for done, sentence in ((x, "returns its input unchanged"), (x * gamma + beta, "only scales and shifts its input "
+                                                                    "(x * mults + adds) and never normalises it")):
+            if close(output, done, 1e-9, 1e-7):
+                raise Fail(f"{what}: your layer {sentence}. The gradients of a layer that does not normalise earn no "
+                           f"points: RunningBatchNorm must return (x - mean) / sqrt(var + eps) * mults + adds.")
     try:
         expect_gradients(recorded, reference(), what, {"x": "the input", "mults": "mults", "adds": "adds"},
                          hint="Use differentiable tensor operations only.")

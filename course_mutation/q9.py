@@ -8,6 +8,7 @@ S = "running_batchnorm"
 MOM1 = "mom1 = 1 - (1 - self.mom) / math.sqrt(max(bs - 1, 1))"
 CLAMP = "if self.batch < 20:"
 MATH = ("test_rbn_training_math",)
+COUNT = "count = torch.lerp(count, count.new_tensor(x.numel() / nf), mom1)"
 
 VARIANTS = [
     Variant("mom1_plain_mom", S, "the new batch's weight is mom for every batch size",
@@ -89,7 +90,47 @@ VARIANTS = [
     Variant("float64_statistics", S, "the statistics are computed in float64 whatever the input (a float32 input "
             "gives a float64 output)", fails=("test_rbn_state",), says="keep the input's dtype",
             edits=(("            mean = sums / count\n", "            mean = sums.double() / count.double()\n"),)),
+    Variant("count_examples", S, "count smooths the number of examples (bs), not the elements per channel",
+            fails=MATH, says="you counted examples",
+            edits=((COUNT, "count = torch.lerp(count, count.new_tensor(bs), mom1)"),)),
+    Variant("count_all_channels", S, "count smooths x.numel(), the elements of every channel together",
+            fails=MATH, says="every element of the batch",
+            edits=((COUNT, "count = torch.lerp(count, count.new_tensor(x.numel()), mom1)"),)),
+    Variant("count_positions", S, "count smooths H * W, the positions of one map, not bs * H * W",
+            fails=MATH, says="positions of one map",
+            edits=((COUNT, "count = torch.lerp(count, count.new_tensor(x.shape[2] * x.shape[3]), mom1)"),)),
+    Variant("untrained_check_before_update", S,
+            "decides 'untrained' (count == 0) before the update, so the first training step uses mean 0, variance 1",
+            fails=MATH, says="before this step's update",
+            edits=(("        sums, sqrs, count = self.sums, self.sqrs, self.count\n",
+                    "        sums, sqrs, count = self.sums, self.sqrs, self.count\n        untrained = self.count == 0\n"),
+                   ("        if self.count == 0:", "        if untrained:"))),
+    Variant("examples_counted_in_class_tensor", S,
+            "counts the examples seen for the clamp in a class-level tensor, shared by every RunningBatchNorm",
+            fails=("test_rbn_state", "test_rbn_training_math"), says="held by the class itself",
+            edits=(("            self.batch += bs", "            self.batch += bs\n            self.seen += bs"),
+                   (CLAMP, "if self.seen < 20:"),
+                   ("    def forward(", "    seen = torch.zeros(())  # examples seen\n\n    def forward("))),
+    Variant("view_needs_contiguous", S, "sums per channel through x.view(bs, nf, -1), which refuses a channels_last input",
+            fails=MATH, says="calls .view()",
+            edits=(("sums = torch.lerp(sums, x.sum(dims, keepdim=True), mom1)",
+                    "flat = x.view(bs, nf, -1)\n"
+                    "            sums = torch.lerp(sums, flat.sum((0, 2)).view(1, nf, 1, 1), mom1)"),)),
+    Variant("count_buffer_float64", S, "count created as a float64 buffer in a float32 layer",
+            fails=("test_rbn_state",), says="float32",
+            edits=(('self.register_buffer("count", torch.tensor(0.0))',
+                    'self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))'),)),
+    Variant("identity", S, "returns its input unchanged (keeps the statistics but never normalises)",
+            fails=("test_rbn_training_math", "test_rbn_eval", "test_rbn_gradients"), says="returns its input unchanged",
+            edits=(("        return (x - mean) / (var + self.eps).sqrt() * self.mults + self.adds", "        return x"),)),
     # Correct alternatives, written differently.
+    Variant("contiguous_view_stats", S, None, edits=(
+        ("sums = torch.lerp(sums, x.sum(dims, keepdim=True), mom1)\n"
+         "            sqrs = torch.lerp(sqrs, (x * x).sum(dims, keepdim=True), mom1)",
+         "flat = x.transpose(0, 1).contiguous().view(nf, -1)  # (nf, bs * H * W)\n"
+         "            sums = sums + (flat.sum(1).view(1, nf, 1, 1) - sums) * mom1\n"
+         "            sqrs = sqrs + ((flat * flat).sum(1).view(1, nf, 1, 1) - sqrs) * mom1"),
+        (COUNT, "count = count + (flat.shape[1] - count) * mom1"))),
     Variant("explicit_lerp_in_place_buffers", S, None, code='''
 class RunningBatchNorm(nn.Module):
     """Explicit lerp formula, statistics via flatten, in-place buffer updates."""

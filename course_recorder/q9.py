@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from course_recorder import recording
-from course_recorder.inputs import grading_valid, random_affine, seeded_input
+from course_recorder.inputs import grading_valid, laid_out, random_affine, seeded_input
 from course_recorder.probes import gradients, module_facts, one_thread, set_params, train, training_run
 
 OWN = "RunningBatchNorm"
@@ -19,7 +19,10 @@ SEQUENCES = (
     dict(sizes=[3, 2, 2, 64, 2, 32], nf=4, hw=(3, 2), mom=0.3, eps=0.5, seed=40),
     # Channel 0 constant and eps tiny: sqrs/count - mean**2 dips below 0 by rounding once the clamp is over.
     dict(sizes=[2, 3, 32, 2, 5], nf=3, hw=(2, 2), mom=0.1, eps=1e-15, seed=70, constant=2.9),
+    # The same math on transposed inputs (course_recorder.inputs.laid_out): any tensor of the right shape.
+    dict(sizes=[2, 4, 3], nf=3, hw=(3, 2), mom=0.2, eps=1e-5, seed=75, layout="transposed"),
 )
+SHARED = dict(nf=3, hw=(2, 2), first=2, between=[32, 8], seed=95)  # fresh layers' first steps, another layer between
 EVAL_SIZES = ([2, 2], [2, 3, 32, 2])  # 4 examples seen (clamp active), then 39 (clamp over)
 EVAL = dict(nf=3, mom=0.3, eps=0.5, hw=(3, 2))
 BATCH_OF_ONE = (((1, 1), [1] * 25), ((2, 2), [1, 2, 1, 1, 3] + [1] * 16))  # (hw, sizes), mom 0.2, seed 30
@@ -30,7 +33,7 @@ COLLAPSE = dict(steps=300, bs=2, lr=0.2, seed=0, valid=512)
 
 
 def defaults(config: dict) -> dict:
-    return {"nf": 3, "hw": (2, 2), "mom": 0.1, "eps": 1e-5, "seed": 0, "constant": None, **config}
+    return {"nf": 3, "hw": (2, 2), "mom": 0.1, "eps": 1e-5, "seed": 0, "constant": None, "layout": None, **config}
 
 
 def batch_input(bs: int, nf: int, hw: tuple[int, int], seed: int, constant: float | None = None) -> torch.Tensor:
@@ -57,13 +60,47 @@ def state_of(layer) -> dict:
     return {name: dict(layer.named_buffers(recurse=False)).get(name) for name in BUFFERS}
 
 
+def class_numbers(cls: type) -> dict:
+    """The numbers and tensors the student's class itself holds (class attributes, not an instance's): a layer's
+    state kept there is shared by every layer."""
+    found = {}
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("torch"):
+            break
+        for name, value in vars(klass).items():
+            if isinstance(value, (int, float, torch.Tensor)) and not isinstance(value, bool) and name not in found:
+                found[name] = value.detach().clone() if isinstance(value, torch.Tensor) else value
+    return found
+
+
+def shared_state(rec, key: str, cls) -> None:
+    """Evidence of state shared between layers: two fresh layers' first training steps on the same batch, one before
+    and one after another layer trained (`key/before`, `key/after`); the class's own numbers before and after that
+    training; which of the two fresh layers' buffers and parameters share memory."""
+    nf, hw, seed = SHARED["nf"], SHARED["hw"], SHARED["seed"]
+    first = cls(nf).double()
+    fresh = cls(nf).double()
+    rec.put(f"{key}/class_before", class_numbers(cls))
+    x = batch_input(SHARED["first"], nf, hw, seed)
+    rec.call(f"{key}/before", first.train(), x, own=OWN)
+    other = cls(nf).double().train()
+    for i, bs in enumerate(SHARED["between"]):
+        rec.call(f"{key}/between{i}", other, batch_input(bs, nf, hw, seed + 1 + i), own=OWN)
+    rec.call(f"{key}/after", fresh.train(), x, own=OWN)
+    rec.put(f"{key}/class_after", class_numbers(cls))
+    pair = cls(nf), cls(nf)
+    tensors = [dict(layer.named_buffers()) | dict(layer.named_parameters()) for layer in pair]
+    rec.put(f"{key}/same_memory", sorted(name for name, t in tensors[0].items()
+                                         if name in tensors[1] and t.data_ptr() == tensors[1][name].data_ptr()))
+
+
 def _sequence(rec, key: str, cls, config: dict):
     cfg = defaults(config)
     layer = make_layer(rec, key, cls, cfg["nf"], cfg["mom"], cfg["eps"])
     layer.train()
     for i, bs in enumerate(cfg["sizes"]):
-        rec.call(f"{key}/step{i}", layer, batch_input(bs, cfg["nf"], cfg["hw"], cfg["seed"] + i, cfg["constant"]),
-                 own=OWN)
+        x = batch_input(bs, cfg["nf"], cfg["hw"], cfg["seed"] + i, cfg["constant"])
+        rec.call(f"{key}/step{i}", layer, laid_out(x, cfg["layout"]) if cfg["layout"] else x, own=OWN)
         rec.put(f"{key}/step{i}/state", state_of(layer))
     return layer
 
@@ -79,21 +116,27 @@ def state(RunningBatchNorm) -> None:
         rec.call("eval", trained.eval(), x, own=OWN)
         rec.call("loaded", copy_layer.eval(), x, own=OWN)
         single = RunningBatchNorm(STATE_NF)  # float32 in, float32 out ("any float dtype")
+        rec.put("float32/facts", module_facts(single))
         rec.call("float32", single, batch_input(4, STATE_NF, (2, 2), seed=42).float(), own=OWN)
+        shared_state(rec, "shared", RunningBatchNorm)
 
 
 def training_math(RunningBatchNorm) -> None:
     with recording("test_rbn_training_math") as rec:
+        rec.put("class_before", class_numbers(RunningBatchNorm))
         for i, config in enumerate(SEQUENCES):
             _sequence(rec, f"seq{i}", RunningBatchNorm, config)
+        rec.put("class_after", class_numbers(RunningBatchNorm))
 
 
 def eval_probe(RunningBatchNorm) -> None:
     with recording("test_rbn_eval") as rec:
         nf, mom, eps, hw = EVAL["nf"], EVAL["mom"], EVAL["eps"], EVAL["hw"]
         x = batch_input(4, nf, hw, seed=50)
+        rec.put("class_before", class_numbers(RunningBatchNorm))
         layer = make_layer(rec, "untrained", RunningBatchNorm, nf, mom, eps)
         rec.call("untrained", layer.eval(), x, own=OWN)
+        rec.put("untrained/after", state_of(layer))
         for k, sizes in enumerate(EVAL_SIZES):
             layer = _sequence(rec, f"seq{k}", RunningBatchNorm, dict(sizes=sizes, nf=nf, hw=hw, mom=mom, eps=eps, seed=10))
             layer.eval()
@@ -106,12 +149,15 @@ def eval_probe(RunningBatchNorm) -> None:
         with torch.no_grad():
             rec.call("no_grad", layer, x, own=OWN)
         rec.put("no_grad/state", state_of(layer))
+        rec.put("class_after", class_numbers(RunningBatchNorm))
 
 
 def batch_of_one(RunningBatchNorm) -> None:
     with recording("test_rbn_batch_of_one") as rec:
+        rec.put("class_before", class_numbers(RunningBatchNorm))
         for i, (hw, sizes) in enumerate(BATCH_OF_ONE):
             _sequence(rec, f"seq{i}", RunningBatchNorm, dict(sizes=sizes, nf=3, hw=hw, mom=0.2, eps=1e-5, seed=30))
+        rec.put("class_after", class_numbers(RunningBatchNorm))
 
 
 def gradients_probe(RunningBatchNorm) -> None:
