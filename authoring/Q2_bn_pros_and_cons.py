@@ -156,6 +156,21 @@ with student_checks():
             f"expected the spread 1/sqrt(3) = 0.5774; yours is {hand.item():.4f}: that is {mistake}")
     assert abs(hand.item() - 3 ** -0.5) < 1e-4, (
         f"expected the spread 1/sqrt(3) = 0.5774 (see the comment above); got {hand.tolist()}")
+    # Two positions (one channel, H=1, W=2), eps almost 0: the example [2, 0], beside the mate [0, -2] (batch mean 0,
+    # variance 2: output [sqrt(2), 0]) and beside the mate [2, 0] (mean 1, variance 1: output [1, -1]). The spread at
+    # position 0 is (sqrt(2) - 1) / 2 = 0.2071, at position 1 it is 0.5; their mean is sqrt(2) / 4 = 0.3536.
+    two = spread_across_batches(torch.tensor([2.0, 0.0], dtype=torch.float64).view(1, 1, 2),
+                                torch.tensor([0.0, -2.0, 2.0, 0.0], dtype=torch.float64).view(2, 1, 1, 1, 2), eps=1e-12)
+    known = {0.5: "the largest spread over the positions instead of their mean, or statistics taken per position (over "
+                  "the batch only) instead of over the batch and all positions",
+             0.3827: "the variance over the trials averaged over the positions, then its square root: average the "
+                     "standard deviations instead",
+             0.9354: "one standard deviation over the trials and the positions together: take it at each position"}
+    for value, mistake in known.items():
+        assert abs(two.item() - value) > 1e-3, (
+            f"expected the spread sqrt(2) / 4 = 0.3536; yours is {two.item():.4f}: that is {mistake}")
+    assert abs(two.item() - 2 ** 0.5 / 4) < 1e-4, (
+        f"expected the spread sqrt(2) / 4 = 0.3536 (see the comment above); got {two.tolist()}")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q2
 
@@ -175,6 +190,14 @@ with student_checks():
     # The same mates in every trial, made with .expand as in the demo (a view, not a copy): every trial is the same.
     same = spread_across_batches(example, torch.randn(1, 4, 2, 3, 3).expand(5, 4, 2, 3, 3))
     assert torch.allclose(same, torch.zeros(2), atol=1e-6), f"the same mates in every trial: expected 0, got {same.tolist()}"
+    mates = torch.randn(4, 3, 2, 3, 3)
+    try:  # the same values, H and W swapped in memory (not contiguous)
+        swapped = spread_across_batches(example.transpose(1, 2), mates.transpose(3, 4))
+    except RuntimeError as err:
+        raise AssertionError(f"inputs that are transposed views raised {err}: .view needs a contiguous tensor; use "
+                             f".reshape or .flatten, which accept any tensor") from None
+    straight = spread_across_batches(example.transpose(1, 2).contiguous(), mates.transpose(3, 4).contiguous())
+    assert torch.allclose(swapped, straight), "the same values in another memory layout should give the same spread"
     try:
         spread_across_batches(example, torch.randn(4, 3, 2, 5, 5))
     except ValueError:
