@@ -130,6 +130,11 @@ with student_checks():
     except ValueError as err:
         raise AssertionError(f"ten percentages of 0.1 sum to 1 (in floating point to 0.9999999999999999: compare "
                              f"with a tolerance, not ==), but it raised ValueError: {err}") from None
+    try:
+        combine_schedules([0.3, 0.7 + 5e-7], [sched_lin(0., 1.), sched_lin(1., 0.)])
+    except ValueError as err:
+        raise AssertionError(f"percentages that sum to 1.0000005 are within the contract's 1e-6 of 1 and must be "
+                             f"accepted, but it raised ValueError: {err}") from None
     # A cosine segment is the cosine itself: halfway through [0, 0.5), sched_cos(1., 3.) is at its own position 0.5, 2.0
     # (a straight line from 1 to 3 would be there too, so look a quarter in: sched_cos gives 1.2929, a line 1.5).
     curved = combine_schedules([0.5, 0.5], [sched_cos(1., 3.), sched_lin(3., 3.)])
@@ -164,6 +169,13 @@ with student_checks():
                              f"{type(err).__name__}: {err}") from None
     else:
         raise AssertionError("a negative percentage ([1.2, -0.2], which sums to 1) should raise a ValueError")
+    try:
+        combine_schedules([0.3, 0.7001], [sched_lin(0., 1.), sched_lin(1., 0.)])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("percentages that sum to 1.0001 are more than 1e-6 from 1 (the contract's tolerance): "
+                             "expected a ValueError")
 ### BEGIN HIDDEN TESTS
 from course_recorder import q5
 
