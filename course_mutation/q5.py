@@ -236,6 +236,20 @@ from course_lib import combine_scheds
 def warmup_anneal():
     return combine_scheds([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
 '''),
+    Variant("cosine_segments_closed_form", _W, "written out without combine_schedules, with cosine segments",
+            fails=("test_warmup_anneal_values", "test_recorded_lr", "test_scheduled_training"), says="cosine",
+            code='''
+import math
+
+def warmup_anneal():
+    def lr(pos):
+        if pos < 0.3:
+            a, b, t = 0.6, 2.0, pos / 0.3
+        else:
+            a, b, t = 2.0, 0.1, (pos - 0.3) / 0.7
+        return a + (1 - math.cos(math.pi * t)) * (b - a) / 2
+    return lr
+'''),
     Variant("lambdas", _W, None, code='''
 def warmup_anneal():
     warm = lambda p: 0.6 + 1.4 * p
