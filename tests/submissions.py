@@ -1,0 +1,146 @@
+"""What the corpora of submissions share (tests/hostile.py, habits.py, routes.py): filling a release notebook with
+solutions, adding a student's cell or editing a solution cell, grading a class of one-notebook students through
+the real pipeline, and reading back each student's points and what the grader said about them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from course_grader import demo
+from course_grader.pipeline import Options, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def notebook_name(course: Path, question: str) -> str:
+    """`Q3` -> `Q3_batchnorm` (the release's name)."""
+    return next(p.stem for p in (course / "release" / "normalization").glob(f"{question}_*.ipynb"))
+
+
+def cell_index(nb: nbformat.NotebookNode, grade_id: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def add_cell(nb: nbformat.NotebookNode, code: str, after: str = "", first: bool = False) -> None:
+    """A code cell the student added: right after the cell whose grade_id is `after`, or as the notebook's first
+    code cell (before the locked setup cell: where fast.ai's `%load_ext autoreload` goes)."""
+    if first:
+        index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    else:
+        index = cell_index(nb, after) + 1
+    nb.cells.insert(index, nbformat.v4.new_code_cell(code))
+
+
+def edit_cell(nb: nbformat.NotebookNode, grade_id: str, edits: tuple[tuple[str, str], ...] = (),
+              prefix: str = "", suffix: str = "") -> None:
+    """Change a solution cell as a student would: each (old, new) replaced exactly once, code before and after."""
+    cell = nb.cells[cell_index(nb, grade_id)]
+    text = cell.source
+    for old, new in edits:
+        if text.count(old) != 1:
+            raise ValueError(f"{grade_id}: {old!r} occurs {text.count(old)} times")
+        text = text.replace(old, new)
+    cell.source = prefix + text + suffix
+
+
+@dataclass
+class Graded:
+    """One student's result in a graded class."""
+
+    points: dict[str, float]  # test -> points
+    maximum: dict[str, float]  # test -> the test's points
+    findings: list[str] = field(default_factory=list)  # notes, reasons, review: whatever the grader said
+
+    @property
+    def total(self) -> float:
+        return sum(self.points.values())
+
+    @property
+    def max_total(self) -> float:
+        return sum(self.maximum.values())
+
+
+def points_per_test(course: Path) -> dict[str, dict[str, float]]:
+    """{notebook: {test grade_id: points}} from the source notebooks."""
+    out = {}
+    for path in sorted((course / "source" / "normalization").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        out[path.stem] = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
+                          for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+                          and not c.metadata.nbgrader.get("solution")}
+    return out
+
+
+def _said(outcome, student: str, notebook: str) -> list[str]:
+    """Everything the grader said about a student's notebook: the judge's notes and the row's reasons (tampering,
+    delegation, a restored cell...), and anything held for review, wherever the grader exposes it."""
+    said: list[str] = []
+    result = outcome.results.get(student)
+    row = next((r for r in outcome.rows if r.student == student), None)
+    # row.why (where the grader has it): what grades.csv says, the findings held for review first
+    reasons = getattr(row, "why", None) if row else None
+    for text in [*(result.notes if result else []), *(reasons if reasons is not None else row.reasons if row else [])]:
+        if "not submitted" in text or "manual grading pending" in text:
+            continue  # one notebook per student, the others missing on purpose; written answers to grade
+        said.append(text)
+    for question, found in (getattr(row, "held", None) or {}).items():
+        said += [f"held for review: {question}: {f}" for f in found]
+    for holder in (result, row, outcome.scores.get(student, {}).get(notebook)):
+        review = getattr(holder, "review", None)
+        if isinstance(review, dict):
+            review = review.get(notebook) or [v for k, v in review.items() if k.startswith(notebook.split("_")[0])]
+        if review:
+            said += [f"review: {r}" for r in (review if isinstance(review, list) else [review])]
+    return list(dict.fromkeys(said))
+
+
+@contextmanager
+def graded_class(make: Callable[[Path, Path], dict[str, tuple[str, nbformat.NotebookNode]]], prefix: str,
+                 **limits) -> Iterator[tuple[dict[str, Graded], float, object]]:
+    """Grade the class `make(release, source)` returns ({student: (notebook name, its notebook file)}, built from
+    a throw-away course's release and source folders) as root (kernels isolated) with 2 jobs, without the
+    experiment cells: ({student: Graded}, seconds the grading took, the pipeline's Outcome).
+    CORPUS_KEEP=1 keeps the course (autograded notebooks, feedback) for a look afterwards."""
+    assert os.geteuid() == 0, "graded as root, as in CI, so that kernels are isolated"
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        course = demo.course_copy(base, ROOT)
+        submissions = make(*release_and_source(course))
+        class_dir = base / "class"
+        for student, (name, nb) in submissions.items():
+            folder = class_dir / student / "normalization"
+            folder.mkdir(parents=True)
+            nbformat.write(nb, folder / f"{name}.ipynb")
+        questions = sorted({name.split("_")[0] for name, _ in submissions.values()})
+        options = dict(cell_timeout=30, notebook_timeout=240, progress=False, report=False)
+        options.update(limits)
+        started = time.monotonic()
+        outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=questions, skip_experiments=True,
+                              csv=course / "corpus.csv", **options))
+        seconds = time.monotonic() - started
+        maximum = points_per_test(course)
+        graded = {}
+        for student, (name, _) in submissions.items():
+            score = outcome.scores.get(student, {}).get(name)
+            graded[student] = Graded(dict(score.tests) if score else {}, maximum[name],
+                                     _said(outcome, student, name))
+        yield graded, seconds, outcome
+    finally:
+        if os.environ.get("CORPUS_KEEP"):
+            print(f"kept: {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def release_and_source(course_or_root: Path) -> tuple[Path, Path]:
+    return course_or_root / "release" / "normalization", course_or_root / "source" / "normalization"
