@@ -232,9 +232,10 @@ def lesson_cnn(norm: Callable[[int], nn.Module] | None = None) -> nn.Sequential:
 
 # %% [test id=test_training_curve points=1]
 """The lesson's CNN with your LayerNorm trains, finite, like the same CNN with a reference LayerNorm (same weights and batches)."""
-model = lesson_cnn()
-out = model(torch.randn(4, 1, 28, 28))
-assert out.shape == (4, 10) and torch.isfinite(out).all(), f"the CNN should give finite (4, 10) logits, got {tuple(out.shape)}"
+with student_checks():
+    model = lesson_cnn()
+    out = model(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 10) and torch.isfinite(out).all(), f"the CNN should give finite (4, 10) logits, got {tuple(out.shape)}"
 ### BEGIN HIDDEN TESTS
 from course_recorder import q6
 
