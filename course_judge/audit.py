@@ -227,6 +227,8 @@ class Names:
                 return key if key is not None else DYNAMIC
             if base and base.endswith(".__dict__"):
                 return f"{base[:-len('.__dict__')]}.{key if key is not None else DYNAMIC}"
+            if base and DYNAMIC in base.split("."):  # vars(sys)["mod" + "ules"][...]: some module, unknown
+                return DYNAMIC
             return None
         if isinstance(node, ast.Call):
             func = self.resolve(node.func, local)
@@ -321,8 +323,8 @@ class _Reader(ast.NodeVisitor):
     def _judge_write(self, node: ast.AST, name: str | None, how: str) -> None:
         if not name:
             return
-        if name == DYNAMIC or name.startswith(DYNAMIC):
-            self._add(node, f"{how} a module looked up by a name built at run time", False)
+        if name == DYNAMIC or name.startswith(DYNAMIC):  # monkeypatching a module whose name is hidden
+            self._add(node, f"{how} a module looked up by a name built at run time", True)
         elif name.startswith(SETTINGS) or name == "IPython.shell":
             return
         elif name.startswith("sys.modules") or _root(name) in GUARDED_ROOTS:

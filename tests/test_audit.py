@@ -135,6 +135,9 @@ def test_delegation_is_found_wherever_it_is_written(where, code):
     ("from torch.utils._python_dispatch import _disable_current_modes", "dispatcher"),
     ("with torch._C.DisableTorchFunction():\n    pass", "dispatcher"),
     ("%config InteractiveShell.ast_transformers = []", "transformers"),
+    ("import sys\nm = sys.modules['course_' + 'recorder']\nm.Recorder.put = print", "built at run time"),
+    ("import sys\nname = 'course_' + 'recorder'\nsetattr(sys.modules[name], 'x', 1)", "built at run time"),
+    ("import sys as s\nm = vars(s)['mod' + 'ules']['course_' + 'recorder']\nm.Recorder.put = print", "built at run"),
 ])
 def test_tampering_is_found_in_any_student_cell(code, what):
     found = _audit(HONEST, code)
@@ -143,8 +146,8 @@ def test_tampering_is_found_in_any_student_cell(code, what):
 
 @pytest.mark.parametrize("code,what", [
     ("import sys\nframe = sys._getframe()\nprint(frame.f_code.co_name)", "frames"),
-    ("import sys\nm = sys.modules['course_' + 'recorder']\nm.Recorder.put = print", "built at run time"),
-    ("import sys\nname = 'course_' + 'recorder'\nsetattr(sys.modules[name], 'x', 1)", "built at run time"),
+    ("import sys\nm = sys.modules['course_' + 'recorder']\nprint(m.Recorder.put)", "built at run time"),
+    ("import sys as s\nm = vars(s)['mod' + 'ules']['course_' + 'recorder']\nprint(m)", "built at run time"),
     ("import course_recorder", "course_recorder"), ("%run other.py", "%run"), ("eval(input())", "from a string"),
     ("import ctypes", "ctypes"), ("%load_ext mysterious", "extension"),
     ("getattr(get_ipython(), 'ev' + 'ents')", "named at run time"),
