@@ -39,6 +39,10 @@ TORCH_NORMS = frozenset({
 })
 # Packages whose objects a delegating solution reaches (a forbidden name counts only under one of these).
 DELEGATE_ROOTS = frozenset({"torch", "course_lib"})
+# The run-time refusal holds in the probe's own thread (torch's modes are per thread): a graded solution that hands
+# work to another thread or process is for the instructor to look at.
+ELSEWHERE = ("threading.", "_thread.", "concurrent.", "multiprocessing.", "torch.multiprocessing.", "asyncio.",
+             "subprocess.", "os.fork", "os.spawn", "os.posix_spawn", "os.system", "os.popen")
 
 # Writing to these (assigning, deleting, setattr, a mutating method) rewires what the tests and the recorder call.
 GUARDED_ROOTS = frozenset({"sys", "builtins", "torch", "IPython", "numpy", "math", "json", "base64", "hashlib",
@@ -519,6 +523,7 @@ class _Uses(ast.NodeVisitor):
         self.names, self.forbidden, self.own = names, forbidden, own
         self.local: list[dict[str, str | None]] = [{}]
         self.hits: list[tuple[ast.AST, str]] = []
+        self.elsewhere: list[tuple[ast.AST, str]] = []  # work handed to another thread or process
         self.free: set[str] = set()
 
     def _forbidden(self, name: str | None) -> str | None:
@@ -575,6 +580,9 @@ class _Uses(ast.NodeVisitor):
         hit = self._forbidden(self.names.resolve(node, self.local[-1]))
         if hit:
             self.hits.append((node, hit))
+        func = self.names.resolve(node.func, self.local[-1])
+        if func and f"{func}.".startswith(ELSEWHERE):
+            self.elsewhere.append((node, func))
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
@@ -649,6 +657,10 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
             seen.add(id(stmt))
             uses = _Uses(names, banned, own)
             uses.visit(stmt)
+            for node, func in uses.elsewhere[:1]:
+                result.review.append(finding(cell_index, getattr(node, "lineno", 1),
+                                             f"{grade_id} runs work in another thread or process ({func}), where "
+                                             f"the grader's refusal of torch's normalization does not reach"))
             if uses.hits:
                 node, name = uses.hits[0]
                 result.delegation[grade_id] = finding(cell_index, getattr(node, "lineno", 1), f"uses {name}")

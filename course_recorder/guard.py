@@ -83,10 +83,13 @@ class RefuseNorms(TorchFunctionMode):
     def __init__(self, layer: str, evidence: Evidence) -> None:
         super().__init__()
         self.layer, self.evidence = layer, evidence
+        self.canary = False  # the probe's own check that the mode is still in place
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = _FUNCTION_NAMES.get(func)
         if name is not None:
+            if self.canary:
+                raise _Canary()
             self.evidence.refused.append(f"torch's {name}")
             raise DelegationError(f"{self.layer} called torch's {name}")
         return func(*args, **(kwargs or {}))
@@ -125,23 +128,20 @@ _CANARY_INPUT = torch.zeros(1, 2)
 
 
 def _modes_intact(function_mode: RefuseNorms, dispatch_mode: RefuseKernels) -> bool:
-    """Whether both modes still refuse: a normalization function and a normalization kernel are each tried."""
-    try:
-        F.layer_norm(_CANARY_INPUT, (2,))
-    except DelegationError:
-        function_mode.evidence.refused.pop()  # the probe's own try, not the student's
-    else:
+    """Whether both modes still refuse: each must answer its own canary (a normalization function, then a kernel)."""
+    for mode, canary in ((function_mode, lambda: F.layer_norm(_CANARY_INPUT, (2,))),
+                         (dispatch_mode, lambda: torch.ops.aten.native_layer_norm(_CANARY_INPUT, [2], None, None, 1e-5))):
+        mode.canary = True
+        try:
+            canary()
+        except _Canary:
+            continue
+        except Exception:  # noqa: BLE001 - anything else means that mode is not the one that answered
+            return False
+        finally:
+            mode.canary = False
         return False
-    dispatch_mode.canary = True
-    try:
-        torch.ops.aten.native_layer_norm(_CANARY_INPUT, [2], None, None, 1e-5)
-    except _Canary:
-        return True
-    except Exception:  # noqa: BLE001 - anything else means the mode is not the one that answered
-        return False
-    finally:
-        dispatch_mode.canary = False
-    return False
+    return True
 
 
 @contextlib.contextmanager

@@ -151,6 +151,10 @@ def test_tampering_is_found_in_any_student_cell(code, what):
     ("import course_recorder", "course_recorder"), ("%run other.py", "%run"), ("eval(input())", "from a string"),
     ("import ctypes", "ctypes"), ("%load_ext mysterious", "extension"),
     ("getattr(get_ipython(), 'ev' + 'ents')", "named at run time"),
+    ("import concurrent.futures as cf\n_pool = cf.ThreadPoolExecutor(1)\n"
+     + HONEST.replace("return (x - m)", "return _pool.submit(lambda: x).result()\n        (x - m)"), "another thread"),
+    ("import threading\n" + HONEST.replace("return (x - m)", "threading.Thread(target=print).start()\n"
+                                                           "        return (x - m)"), "another thread"),
 ])
 def test_what_the_audit_cannot_judge_is_held_for_review(code, what):
     found = _audit(HONEST, code)

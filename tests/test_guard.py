@@ -111,6 +111,23 @@ def test_a_refusal_of_the_combiner_inside_a_recorded_call_reaches_its_evidence()
     assert rec.records[f"case0{GUARD}"]["items"]["refused"]["items"] == ["course_lib's combine_scheds"]
 
 
+def test_a_refusal_replaced_by_an_impostor_mode_leaves_evidence():
+    from torch.overrides import TorchFunctionMode
+
+    class Impostor(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    def swaps(x):
+        torch._C._pop_torch_function_stack()
+        torch._C._push_on_torch_function_stack(Impostor())
+        return _honest(x)
+
+    seen = _record(swaps)[f"fresh{GUARD}"]["items"]
+    assert seen["intact"] is False, seen
+    assert _record(ROUTES["captured-reference"])["fresh"]["t"] == "raised"  # the next probe refuses again
+
+
 def _judge(records: dict):
     load("Q3")
     bundle = {"output_type": "display_data", "data": {MIME: {"test": "test_train_mode_output", "version": 1,
