@@ -3,8 +3,11 @@
 The older checkout is a copy of any earlier commit (it must have `make grade`'s engine, as
 `course_grading.grade` or `course_grader`), run with this environment's Python:
 
-    mkdir /var/tmp/before && git archive <commit> | tar -x -C /var/tmp/before
-    python bench/compare_checkouts.py --before /var/tmp/before
+    mkdir /opt/before && git archive <commit> | tar -x -C /opt/before
+    python bench/compare_checkouts.py --before /opt/before
+
+(not under /tmp, /var/tmp or /root, which grading kernels cannot see; the older checkout's kernels import its own
+course packages through a sitecustomize this script writes).
 
 Each round grades the demo class's `reference` student (all nine notebooks, grading mode, N jobs, no feedback)
 once with each checkout, in turn, each in a throw-away copy of its own course; one warm-up round of each is not
@@ -45,9 +48,28 @@ def course_copy(checkout: Path, base: Path) -> Path:
     return course
 
 
-def grade(label: str, checkout: Path, course: Path, jobs: int) -> float:
+# The environment's editable install maps the course packages to this checkout; a kernel imports some of them
+# late (course_lib.checks), so an older checkout's kernels would mix its recorder with this checkout's library.
+# A sitecustomize on the older checkout's PYTHONPATH points the mapping at it instead.
+REMAP = """import sys
+for _finder in sys.meta_path:
+    _mod = sys.modules.get(getattr(_finder, "__module__", "") or "")
+    if _mod is not None and "editable" in _mod.__name__ and hasattr(_mod, "MAPPING"):
+        _mod.MAPPING.update({{k: v.replace({root!r}, {other!r}) for k, v in _mod.MAPPING.items()}})
+"""
+
+
+def remapped(checkout: Path, base: Path) -> str:
+    """A folder holding the sitecustomize that points this environment's course packages at `checkout`."""
+    site = base / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(REMAP.format(root=str(ROOT), other=str(checkout)))
+    return str(site)
+
+
+def grade(label: str, checkout: Path, course: Path, jobs: int, site: str = "") -> float:
     """Seconds to grade the reference student with the checkout's engine."""
-    env = dict(os.environ, PYTHONPATH=str(checkout), MPLBACKEND="Agg")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [site, str(checkout)])), MPLBACKEND="Agg")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", engine(checkout), "--root", str(course), "--student", "reference", "--jobs",
            str(jobs), "--no-feedback", "--quiet", "--csv", str(course / "grades.csv")]
@@ -71,8 +93,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     checkouts = {"before": args.before.resolve(), "after": ROOT}
+    if str(checkouts["before"]).startswith(("/var/tmp/", "/tmp/", "/root/")):
+        raise SystemExit(f"{checkouts['before']}: grading kernels cannot see /tmp, /var/tmp or /root; put the older "
+                         f"checkout elsewhere (e.g. /opt/before)")
     base = Path(tempfile.mkdtemp(prefix="bench-before-after-", dir="/var/tmp"))
     os.chmod(base, 0o755)
+    sites = {"before": remapped(checkouts["before"], base), "after": ""}
     try:
         courses = {}
         for name, checkout in checkouts.items():
@@ -82,12 +108,12 @@ def main() -> None:
               f"before = {checkouts['before']}, after = {ROOT}")
         print("warm-up (not counted):")
         for name, checkout in checkouts.items():
-            grade(name, checkout, courses[name], args.jobs)
+            grade(name, checkout, courses[name], args.jobs, sites[name])
         times: dict[str, list[float]] = {name: [] for name in checkouts}
         for round_ in range(args.repeat):
             print(f"round {round_ + 1}:")
             for name, checkout in (checkouts.items() if round_ % 2 == 0 else reversed(checkouts.items())):
-                times[name].append(grade(name, checkout, courses[name], args.jobs))
+                times[name].append(grade(name, checkout, courses[name], args.jobs, sites[name]))
         before, after = median(times["before"]), median(times["after"])
         print(f"one submission (9 notebooks, {args.jobs} jobs): before {before:.1f} s, after {after:.1f} s "
               f"(medians of {args.repeat}); after / before = {after / before:.2f}")
