@@ -14,7 +14,7 @@ from course_judge.diagnose import normalisation
 from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistakes, dropped_keepdim,
                                 expect_examples_independent, expect_fresh, expect_gradients_naming_detached,
                                 expect_no_buffers, expect_normalised, expect_own_parameters, expect_train_equals_eval,
-                                layout_failure, normalise)
+                                layout_failure, normalisations, normalise)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses
 from course_recorder import q6
@@ -131,9 +131,10 @@ def output(r: Records) -> None:
 
 
 def ln_normalised(x: Tensor, eps: float) -> list[Tensor]:
-    """x normalised per example: over (C, H, W) or, the wrong axes but still a normalization, over (H, W); with and
-    without eps."""
-    return [normalise(x, axes, e) for axes in (AXES, (2, 3)) for e in (eps, 0.0)]
+    """x normalised per example over (C, H, W) or, the wrong axes but still a normalization, over (H, W)
+    (norms.normalisations). Statistics over the batch are not among them: per channel they are a scale and shift of
+    the input, which a layer that does nothing also gives."""
+    return normalisations(x, eps, (AXES, (2, 3)))
 
 
 @verdict("Q6", "test_batch_independence", uses=USES)

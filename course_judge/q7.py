@@ -11,7 +11,7 @@ from course_judge.diagnose import normalisation
 from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistakes, dropped_keepdim,
                                 expect_examples_independent, expect_fresh, expect_gradients_naming_detached,
                                 expect_no_buffers, expect_normalised, expect_own_parameters, expect_train_equals_eval,
-                                layout_failure, normalise)
+                                layout_failure, normalisations, normalise)
 from course_judge.records import Fail, Raised, Records
 from course_recorder import q7
 from course_recorder.inputs import random_affine, seeded_input, seeded_normal
@@ -152,8 +152,9 @@ def _output(r: Records) -> None:
 
 def in_normalised(x: Tensor, eps: float) -> list[Tensor]:
     """x normalised per example and channel over (H, W) or, the wrong axes but still a normalization, per example over
-    (C, H, W); with and without eps."""
-    return [normalise(x, axes, e) for axes in (AXES, (1, 2, 3)) for e in (eps, 0.0)]
+    (C, H, W) (norms.normalisations). Statistics over the batch are not among them: per channel they are a scale and
+    shift of the input, which a layer that does nothing also gives."""
+    return normalisations(x, eps, (AXES, (1, 2, 3)))
 
 
 @verdict("Q7", "test_independence", uses=USES)

@@ -11,7 +11,8 @@ from torch import nn
 from course_judge import forbid, verdict
 from course_judge.compare import close, expect_close, expect_no_error, expect_raises, tensor
 from course_judge.norms import (LAYOUT_WHAT, do_nothing_mistakes, expect_fresh, expect_gradients_naming_detached,
-                                expect_normalised, expect_own_parameters, fit_residual, layout_failure)
+                                expect_normalised, expect_own_parameters, fit_residual, layout_failure,
+                                normalisations)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses
 from course_recorder import q8
@@ -216,11 +217,19 @@ def output(r: Records) -> None:
 
 
 def gn_normalised(x: Tensor, groups: int, eps: float) -> list[Tensor]:
-    """x normalised in contiguous groups or, the wrong grouping but still a normalization, strided ones; with and
-    without eps."""
-    n = x.shape[0]
-    return [f(e) for e in (eps, 0.0) for f in (lambda e: _normalise(x, x.reshape(n, groups, -1), (2,), e),
-                                               lambda e: interleaved(x, groups, e))]
+    """x normalised in contiguous groups or, the wrong grouping but still a normalization, strided ones, per channel
+    or per example (norms.normalisations); with and without eps and the slips test_output names. Statistics over
+    the batch are not among them: per channel they are a scale and shift of the input, which a layer that does
+    nothing also gives."""
+    n, c = x.shape[:2]
+    found = [_normalise(x, x.reshape(n, groups, -1), (2,), eps)]  # the contract's first (norms.expect_normalised)
+    found += normalisations(x, eps, (tuple(range(2, x.dim())), tuple(range(1, x.dim()))))
+    for e in (eps, 0.0):
+        for unbiased in (False, True):
+            for outside in (False, True):
+                found.append(_normalise(x, x.reshape(n, groups, -1), (2,), e, unbiased, outside))
+                found.append(_normalise(x, x.reshape(n, c // groups, groups, -1), (1, 3), e, unbiased, outside))
+    return found
 
 
 @verdict("Q8", "test_equivalences", uses=USES)
