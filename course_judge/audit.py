@@ -83,7 +83,7 @@ FRAME_CALLS = frozenset({"sys._getframe", "inspect.currentframe", "inspect.stack
 REVIEWED_IMPORTS = frozenset({"ctypes", "course_recorder", "course_judge", "course_grader", "course_mutation",
                               "ipykernel", "jupyter_client", "zmq", "nbclient", "nbgrader", "_ctypes", "cffi"})
 # Magics that run Python the audit can read (their cell body is audited), and extensions that are ordinary.
-PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug", "python3"} - {"python3"})
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug"})
 ORDINARY_EXTENSIONS = frozenset({"autoreload", "line_profiler", "memory_profiler", "watermark", "tensorboard",
                                  "nb_black", "lab_black", "jupyter_black", "rich", "wurlitzer", "ipython_autotime"})
 
@@ -250,10 +250,8 @@ class Names:
                     isinstance(node.func, ast.Name) and node.func.id == "__import__" and "__import__" not in local):
                 name = _literal(args[0]) if args else None
                 return name if name is not None else DYNAMIC
-            if func in ("importlib.reload",) and args:
+            if func == "importlib.reload" and args:
                 return self.resolve(args[0], local)
-            if func and func.endswith((".attrgetter",)) and func.startswith("operator"):
-                return None
         return None
 
 
@@ -277,35 +275,60 @@ def _targets(node: ast.AST) -> list[ast.AST]:
     return found
 
 
-class _Reader(ast.NodeVisitor):
-    """One cell's findings: tampering and review, as (node, what, certain)."""
+class _Scoped(ast.NodeVisitor):
+    """A visitor that knows, at each node, the names the enclosing functions, lambdas and comprehensions bind
+    themselves (Python's own scoping): `local[-1]` maps each to what it was assigned, or to nothing known."""
 
-    def __init__(self, names: Names, line_offset: int = 0) -> None:
+    def __init__(self, names: Names) -> None:
         self.names = names
-        self.offset = line_offset
-        self.found: list[tuple[int, str, bool]] = []  # (line, what, certain)
         self.local: list[dict[str, str | None]] = [{}]
-
-    def _add(self, node: ast.AST, what: str, certain: bool) -> None:
-        self.found.append((getattr(node, "lineno", 1) + self.offset, what, certain))
 
     def _resolve(self, node: ast.AST) -> str | None:
         return self.names.resolve(node, self.local[-1])
 
-    # ---- scopes: a function's own names are not the notebook's ----
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        if node.name in ("__torch_dispatch__", "__torch_function__"):
-            self._add(node, f"defines {node.name}, which intercepts torch's operations", False)
-        self.local.append(self.names.scope(node, self.local[-1]))
-        self.generic_visit(node)
+    def _within(self, scope: dict[str, str | None], nodes: list[ast.AST]) -> None:
+        self.local.append(scope)
+        for node in nodes:
+            self.visit(node)
         self.local.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        """Decorators and defaults run in the enclosing scope, the body in the function's own."""
+        for outer in [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]:
+            if outer is not None:
+                self.visit(outer)
+        self._within(self.names.scope(node, self.local[-1]), node.body)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
-        self.local.append({**self.local[-1], **{a.arg: None for a in ast.walk(node.args) if isinstance(a, ast.arg)}})
-        self.generic_visit(node)
-        self.local.pop()
+        args = {a.arg: None for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+        self._within({**self.local[-1], **args}, [node.args, node.body])
+
+    def _comprehension(self, node: ast.AST) -> None:
+        names = {n.id: None for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        self._within({**self.local[-1], **names}, list(ast.iter_child_nodes(node)))
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+
+class _Reader(_Scoped):
+    """One cell's findings: tampering and review, as (node, what, certain)."""
+
+    def __init__(self, names: Names, line_offset: int = 0) -> None:
+        super().__init__(names)
+        self.offset = line_offset
+        self.found: list[tuple[int, str, bool]] = []  # (line, what, certain)
+
+    def _add(self, node: ast.AST, what: str, certain: bool) -> None:
+        self.found.append((getattr(node, "lineno", 1) + self.offset, what, certain))
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if node.name in ("__torch_dispatch__", "__torch_function__"):
+            self._add(node, f"defines {node.name}, which intercepts torch's operations", False)
+        super().visit_FunctionDef(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
 
     # ---- writes ----
     def _write(self, node: ast.AST, target: ast.AST, how: str) -> None:
@@ -455,7 +478,7 @@ class _Reader(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for base in node.bases:
             name = self._resolve(base)
-            if name and name.startswith(DISPATCH + ("torch.overrides.TorchFunctionMode",)):
+            if name and name.startswith(DISPATCH):
                 self._add(node, f"defines a torch dispatch mode ({name})", True)
         self.generic_visit(node)
 
@@ -516,12 +539,12 @@ def _definitions(tree: ast.Module) -> dict[str, list[ast.stmt]]:
     return out
 
 
-class _Uses(ast.NodeVisitor):
+class _Uses(_Scoped):
     """In one definition: references to forbidden names, and the free (global) names it uses, scope by scope."""
 
     def __init__(self, names: Names, forbidden: frozenset[str], own: set[str]) -> None:
-        self.names, self.forbidden, self.own = names, forbidden, own
-        self.local: list[dict[str, str | None]] = [{}]
+        super().__init__(names)
+        self.forbidden, self.own = forbidden, own
         self.hits: list[tuple[ast.AST, str]] = []
         self.elsewhere: list[tuple[ast.AST, str]] = []  # work handed to another thread or process
         self.free: set[str] = set()
@@ -531,33 +554,6 @@ class _Uses(ast.NodeVisitor):
             return None
         last = name.rsplit(".", 1)[-1]
         return last if last in self.forbidden else None
-
-    def _scoped(self, node: ast.AST, names: set[str]) -> None:
-        self.local.append({**self.local[-1], **{name: None for name in names}})
-        self.generic_visit(node)
-        self.local.pop()
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        for deco in node.decorator_list:
-            self.visit(deco)
-        for default in [*node.args.defaults, *node.args.kw_defaults]:
-            if default is not None:
-                self.visit(default)
-        self.local.append(self.names.scope(node, self.local[-1]))
-        for stmt in node.body:
-            self.visit(stmt)
-        self.local.pop()
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        self._scoped(node, {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)})
-
-    def visit_comprehension_scope(self, node: ast.AST) -> None:
-        names = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
-        self._scoped(node, names)
-
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = visit_comprehension_scope
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load) and node.id not in self.local[-1]:
@@ -570,23 +566,23 @@ class _Uses(ast.NodeVisitor):
                 self.free.add(node.id)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        hit = self._forbidden(self.names.resolve(node, self.local[-1]))
+        hit = self._forbidden(self._resolve(node))
         if hit:
             self.hits.append((node, hit))
             return
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
-        hit = self._forbidden(self.names.resolve(node, self.local[-1]))
+        hit = self._forbidden(self._resolve(node))
         if hit:
             self.hits.append((node, hit))
-        func = self.names.resolve(node.func, self.local[-1])
+        func = self._resolve(node.func)
         if func and f"{func}.".startswith(ELSEWHERE):
             self.elsewhere.append((node, func))
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        hit = self._forbidden(self.names.resolve(node, self.local[-1]))
+        hit = self._forbidden(self._resolve(node))
         if hit:
             self.hits.append((node, hit))
         self.generic_visit(node)
