@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from course_judge.audit import TORCH_NORMS, Audit, audit
 from course_judge.compare import TORCH_WHY
 from course_judge.records import Fail, Malformed, Missing, Records
-from course_recorder import GUARD
 from course_judge.secrets import WITHHELD, scrub, secret_lines
+from course_recorder import GUARD
 
 QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
 
@@ -121,12 +121,11 @@ def _why_missing(records: Records, outputs: list, earlier: str) -> str:
             "did your code stop it?).")
 
 
-def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]], bool] | None:
+def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]]] | None:
     """(the solution, [(call key, what the refusal saw)]) for a test whose points depend on doing the math oneself,
     else None. Every call of the student's layer there ran with torch's normalization (or course_lib's combiner)
     refused (course_recorder.guard) and recorded under `key#guard` what the refusal saw."""
     rules = [s for s in spec.uses if s in FORBIDDEN.get(spec.question, {})]
-    torch_rule = [s for s in rules if FORBIDDEN[spec.question][s] == TORCH_NORMS]
     if not rules:
         return None
     found = []
@@ -136,15 +135,16 @@ def _guards(spec: Spec, records: Records) -> tuple[str, list[tuple[str, object]]
                 found.append((key[:-len(GUARD)], records.get(key)))
             except Malformed:
                 found.append((key[:-len(GUARD)], None))
-    return (torch_rule or rules)[0], found, bool(torch_rule)
+    torch_rule = [s for s in rules if FORBIDDEN[spec.question][s] == TORCH_NORMS]
+    return (torch_rule or rules)[0], found
 
 
-def _refused(spec: Spec, test: str, guards: tuple[str, list, bool] | None) -> Verdict | None:
+def _refused(spec: Spec, test: str, guards: tuple[str, list] | None) -> Verdict | None:
     """A refusal (the code reached torch's normalization, by whatever route, even if it caught the error) costs the
     test its points, as delegating does."""
     if guards is None:
         return None
-    solution, found, _ = guards
+    solution, found = guards
     for _, seen in found:
         refused = seen.get("refused") if isinstance(seen, dict) else None
         if isinstance(refused, list) and refused:
@@ -154,12 +154,13 @@ def _refused(spec: Spec, test: str, guards: tuple[str, list, bool] | None) -> Ve
     return None
 
 
-def _unproven(test: str, guards: tuple[str, list, bool] | None) -> Verdict | None:
+def _unproven(spec: Spec, test: str, guards: tuple[str, list] | None) -> Verdict | None:
     """Right values count only with the proof that the refusal was in place: no evidence, or a refusal switched off
-    during a call, means the test cannot tell whose math produced them."""
-    if guards is None or not guards[2]:  # the proof is kept for torch's rule (course_lib's refusal is plain Python)
+    during a call, means the test cannot tell whose math produced them. (Kept for torch's rule: course_lib's
+    refusal is plain Python, which a trace function enforces without such a proof.)"""
+    if guards is None or FORBIDDEN[spec.question][guards[0]] != TORCH_NORMS:
         return None
-    _, found, _ = guards
+    _, found = guards
     if not found:
         return Verdict(test, False, "This test's results carry no proof that torch's normalization was refused "
                                     "while your code ran, so they cannot count; ask your instructor.",
@@ -212,7 +213,7 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
                        judge_error=detail[-500:])
     if stopped:  # every check passed on what was recorded, but the probe did not finish
         return Verdict(test, False, f"This test stopped early: {stopped}.")
-    return _unproven(test, guards) or Verdict(test, True)
+    return _unproven(spec, test, guards) or Verdict(test, True)
 
 
 def is_test(cell) -> bool:

@@ -199,11 +199,13 @@ def expect_gradients(recorded: object, reference: dict[str, Tensor], what: str, 
                            f"{numeric:.6g}).{(' ' + hint) if hint and key == 'x' else ''}")
 
 
-def layout_hint(value: object, layout: str = "") -> str:
-    """A sentence for a call that raised because the input was not contiguous ('' when that is not what happened)."""
+VIEW_MISTAKE = ("your code calls .view() on a tensor whose memory is not laid out row by row; .view() refuses such a "
+                "tensor, and the contract accepts any tensor of the right shape: use .reshape() (or .flatten()), which "
+                "copies only when it must.")
+
+
+def layout_hint(value: object) -> str:
+    """The named .view() mistake for a call that raised because its input was not contiguous ('' otherwise)."""
     if isinstance(value, Raised) and "view size is not compatible" in value.message:
-        shown = f" (here {layout})" if layout else ""
-        return ("\nThe input has the right values but another memory layout" + shown + ": .view needs a contiguous "
-                "tensor and fails on it. Use .reshape (or .flatten), which accept any layout; the contract accepts "
-                "any tensor of the stated shape.")
+        return f"\n{NAMED_MISTAKE}{VIEW_MISTAKE}"
     return ""

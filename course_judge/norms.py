@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from course_judge.compare import NAMED_MISTAKE, close, expect_gradients, expect_no_error, summary, tensor
+from course_judge.compare import NAMED_MISTAKE, close, expect_gradients, expect_no_error, layout_hint, summary, tensor
 from course_judge.records import Fail, Raised, Records
 
 Tensor = torch.Tensor
@@ -91,14 +91,26 @@ def expect_train_equals_eval(r: Records, key: str, x: Tensor, name: str, normali
     expect_normalised(train, x, normalised, name, f"{name} in training mode, input shape {tuple(x.shape)}")
 
 
+def _by_channel(t: Tensor) -> Tensor:
+    """(C, everything else): one row per channel (dim 1)."""
+    return t.detach().double().transpose(0, 1).reshape(t.shape[1], -1)
+
+
+def per_channel_fit(out: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-channel scale and shift that best map z onto out (least squares over examples and positions)."""
+    o, zz = _by_channel(out), _by_channel(z)
+    oc, zc = o - o.mean(1, keepdim=True), zz - zz.mean(1, keepdim=True)
+    scale = (zc * oc).sum(1) / (zc * zc).sum(1).clamp_min(1e-300)
+    return scale, o.mean(1) - scale * zz.mean(1)
+
+
 def fit_residual(out: Tensor, z: Tensor) -> float:
     """The share of out's spread (per channel, dim 1) that no per-channel scale and shift of z explains: 0 when out
     is z scaled and shifted channel by channel, near 1 when it has nothing to do with z."""
-    o = out.detach().double().transpose(0, 1).reshape(out.shape[1], -1)
-    zz = z.detach().double().transpose(0, 1).reshape(z.shape[1], -1)
+    o, zz = _by_channel(out), _by_channel(z)
     oc, zc = o - o.mean(1, keepdim=True), zz - zz.mean(1, keepdim=True)
-    scale = (zc * oc).sum(1, keepdim=True) / (zc * zc).sum(1, keepdim=True).clamp_min(1e-300)
-    left = oc - scale * zc
+    scale, _ = per_channel_fit(out, z)
+    left = oc - scale[:, None] * zc
     total = (oc * oc).sum()
     if total <= 1e-24:  # a constant output explains nothing unless the normalised input is constant too
         return 0.0 if (zc * zc).sum() <= 1e-24 else 1.0
@@ -135,17 +147,11 @@ def expect_normalised(out: object, x: Tensor, normalised: list[Tensor], name: st
 
 LAYOUT_WHAT = {"channels_last": "a channels_last input (x.contiguous(memory_format=torch.channels_last))",
                "transposed": "a transposed input (a view made by .transpose(2, 3))"}
-VIEW_MISTAKE = ("your code calls .view() on a tensor whose memory is not laid out row by row; .view() refuses such a "
-                "tensor, and the contract accepts any tensor of the right shape: use .reshape() (or .flatten()), which "
-                "copies only when it must.")
-
-
 def layout_failure(value: object, kind: str) -> None:
     """A recorded call on an input in another memory layout (course_recorder.inputs.laid_out) that raised: Fail,
     naming .view() when that is what refused it."""
     if isinstance(value, Raised) and not value.is_a("DelegationError"):
-        named = f"\n{NAMED_MISTAKE}{VIEW_MISTAKE}" if "view size is not compatible" in value.message else ""
-        raise Fail(f"{LAYOUT_WHAT[kind]} of the right shape made the layer raise {value}{named}")
+        raise Fail(f"{LAYOUT_WHAT[kind]} of the right shape made the layer raise {value}{layout_hint(value)}")
 
 
 def expect_own_parameters(set_first: object, second: dict, starts: dict[str, float], name: str) -> None:
@@ -166,10 +172,15 @@ DETACHED = ("you took the mean and variance out of the autograd graph (.detach()
             "the gradient must flow through them too.")
 
 
-def expect_gradients_naming_detached(recorded: object, reference: dict[str, Tensor], detached: dict[str, Tensor],
-                                     what: str, labels: dict[str, str]) -> None:
-    """compare.expect_gradients, naming detached statistics only when the gradient with respect to the input is the
-    one they give (`detached`: the reference's gradients with the mean and variance taken as constants)."""
+def expect_layer_gradients(recorded: object, x: Tensor, normalised: list[Tensor], name: str, what: str,
+                           reference: dict[str, Tensor], detached: dict[str, Tensor], labels: dict[str, str]) -> None:
+    """A layer's recorded gradients (probes.gradients) on an output that normalises (expect_normalised: an identity
+    has right gradients too), then compare.expect_gradients, naming detached statistics only when the gradient with
+    respect to the input is the one they give (`detached`: the reference's gradients with the mean and variance
+    taken as constants)."""
+    recorded = expect_no_error(recorded, what)
+    if isinstance(recorded, dict) and "output" in recorded:
+        expect_normalised(recorded["output"], x, normalised, name, what)
     try:
         expect_gradients(recorded, reference, what, labels)
     except Fail as err:

@@ -26,9 +26,9 @@ def _shape_hint(shape: tuple, n: int, c: int, h: int, w: int) -> str:
     return hints.get(tuple(shape), "")
 
 
-def _stats(value: object, x: Tensor, what: str, layout: str = "") -> tuple[Tensor, Tensor]:
+def _stats(value: object, x: Tensor, what: str) -> tuple[Tensor, Tensor]:
     if isinstance(value, Raised):
-        raise Fail(f"{what}: raised {value}{layout_hint(value, layout)}")
+        raise Fail(f"{what}: raised {value}{layout_hint(value)}")
     if not isinstance(value, tuple) or len(value) != 2:
         raise Fail(f"{what}: expected a tuple (mean, var), got {type(value).__name__}")
     mean, var = (tensor(t, f"{what}[{i}]") for i, t in enumerate(value))
@@ -89,7 +89,7 @@ def channel_stats_contract(r: Records) -> None:
     expect_close(var.double(), x.var((0, 2, 3), correction=0), "the float32 variance", atol=1e-4, rtol=1e-4)
     for layout in LAYOUTS:
         what = f"channel_stats(x) for a {layout} x of shape {shape} (the same values, another memory layout)"
-        mean, var = _stats(r.get(layout), x, what, layout)
+        mean, var = _stats(r.get(layout), x, what)
         expect_close(mean, x.mean((0, 2, 3)), f"{what}: the mean")
         expect_close(var, x.var((0, 2, 3), correction=0), f"{what}: the variance")
     for i, bad in enumerate(q1.NOT_4D):

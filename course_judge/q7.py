@@ -9,8 +9,8 @@ from course_judge import forbid, verdict
 from course_judge.compare import close, expect_close, expect_no_error, expect_raises, tensor
 from course_judge.diagnose import normalisation
 from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistakes, dropped_keepdim,
-                                expect_examples_independent, expect_fresh, expect_gradients_naming_detached,
-                                expect_no_buffers, expect_normalised, expect_own_parameters, expect_train_equals_eval,
+                                expect_examples_independent, expect_fresh, expect_layer_gradients,
+                                expect_no_buffers, expect_own_parameters, expect_train_equals_eval,
                                 layout_failure, normalisations, normalise)
 from course_judge.records import Fail, Raised, Records
 from course_recorder import q7
@@ -231,12 +231,10 @@ def gradients(r: Records) -> None:
         x = seeded_input(*shape, seed=seed)
         weights = seeded_normal(*shape, seed=seed + 100)
         what = f"InstanceNorm ({'training' if training else 'eval'} mode, input shape {shape}, eps={eps})"
-        recorded = expect_no_error(r.get(f"case{i}"), what)
-        if isinstance(recorded, dict) and "output" in recorded:
-            expect_normalised(recorded["output"], x, in_normalised(x, eps), "InstanceNorm", what)
-        expect_gradients_naming_detached(recorded, _reference_gradients(x, gamma, beta, eps, weights),
-                                         _reference_gradients(x, gamma, beta, eps, weights, detached=True), what,
-                                         {"x": "the input x", "mults": "mults", "adds": "adds"})
+        expect_layer_gradients(r.get(f"case{i}"), x, in_normalised(x, eps), "InstanceNorm", what,
+                               _reference_gradients(x, gamma, beta, eps, weights),
+                               _reference_gradients(x, gamma, beta, eps, weights, detached=True),
+                               {"x": "the input x", "mults": "mults", "adds": "adds"})
 
 
 ERROR_WHAT = ("an input with 4 channels for InstanceNorm(3)", "a 2-D input of shape (4, 3)",

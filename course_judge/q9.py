@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import NAMED_MISTAKE, close, expect_close, expect_gradients, expect_no_error, tensor
-from course_judge.norms import VIEW_MISTAKE
+from course_judge.compare import (NAMED_MISTAKE, VIEW_MISTAKE, close, expect_close, expect_gradients, expect_no_error,
+                                  tensor)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
 from course_recorder import q9

@@ -64,9 +64,8 @@ class Recorder:
         With `own` set (the layer's name), torch's normalization refuses to run meanwhile, at the function and at
         the operator level (course_recorder.guard), and the result is recorded before the refusal ends; what the
         refusal saw is recorded under `key#guard` for the judge (also when a refusal of course_lib's combiner
-        happened inside the call). The tensor arguments' fingerprints after the
-        call are recorded under `key#in` (a layer that changes its input in place shows there). Returns the
-        result, or a Raised.
+        happened inside the call). The tensor arguments' fingerprints after the call are recorded under `key#in`
+        (a layer that changes its input in place shows there). Returns the result, or a Raised.
         """
         evidence = Evidence()
         ACTIVE.append(evidence)  # a refusal inside the call (course_lib's combiner too) is noted here

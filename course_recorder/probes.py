@@ -40,6 +40,27 @@ def module_facts(layer: object) -> dict:
     }
 
 
+def shared_tensors(a: object, b: object, names: tuple[str, ...] = ()) -> list[str]:
+    """The names of the tensors two layers hold in the very same memory, name by name: their parameters and
+    buffers, and the attributes `names` (a layer's own tensors, registered or not)."""
+    def tensors(layer: object) -> dict[str, Tensor]:
+        found = {**dict(layer.named_parameters()), **dict(layer.named_buffers())} if isinstance(layer, nn.Module) else {}
+        found.update({n: getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), Tensor)})
+        return found
+
+    mine, theirs = tensors(a), tensors(b)
+    return sorted(name for name, t in mine.items() if name in theirs and t.numel()
+                  and t.untyped_storage().data_ptr() == theirs[name].untyped_storage().data_ptr())
+
+
+def own_parameters(rec: Recorder, make: Callable[[], nn.Module], values: dict[str, Tensor]) -> None:
+    """Two layers built one after the other, the first then given `values` (`first/set`): what the second holds
+    (`second`, its module_facts). The judge checks it kept its own start values (norms.expect_own_parameters)."""
+    first, second = make(), make()
+    rec.call("first/set", set_params, first, values)
+    rec.put("second", module_facts(second))
+
+
 def set_params(layer: nn.Module, values: dict[str, Tensor]) -> None:
     """Copy values into the layer's parameters of those names (reshaped to each parameter's own shape).
 

@@ -8,7 +8,7 @@ import torch
 
 from course_recorder import recording
 from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
-from course_recorder.probes import gradients, module_facts, set_buffers, set_params, train
+from course_recorder.probes import gradients, module_facts, set_buffers, set_params, shared_tensors, train
 
 Tensor = torch.Tensor
 OWN = "BatchNorm"
@@ -44,16 +44,6 @@ def _affine(gamma: Tensor, beta: Tensor) -> dict[str, Tensor]:
     return {"mults": gamma, "adds": beta}
 
 
-def _same_storage(a: object, b: object) -> dict[str, bool]:
-    """For each of the layers' tensors: whether the two layers hold the very same memory."""
-    found = {}
-    for name in ("mults", "adds", "means", "vars"):
-        ta, tb = getattr(a, name, None), getattr(b, name, None)
-        if isinstance(ta, Tensor) and isinstance(tb, Tensor):
-            found[name] = ta.untyped_storage().data_ptr() == tb.untyped_storage().data_ptr()
-    return found
-
-
 def parameters_and_buffers(BatchNorm) -> None:
     with recording("test_parameters_and_buffers") as rec:
         for nf in PARAMETER_NFS:
@@ -64,7 +54,7 @@ def parameters_and_buffers(BatchNorm) -> None:
         # Two layers of one size, as in a model: each must hold tensors of its own.
         first, second = rec.call("first", BatchNorm, 3), rec.call("second", BatchNorm, 3)
         if isinstance(first, torch.nn.Module) and isinstance(second, torch.nn.Module):
-            rec.put("shared", _same_storage(first, second))
+            rec.put("shared", shared_tensors(first, second, ("mults", "adds", "means", "vars")))
             first.train()
             rec.call("first/step", first, seeded_input(4, 3, 2, 2, seed=12, dtype=torch.float32))
             rec.put("second/after", _buffers(second))

@@ -7,7 +7,7 @@ from torch import nn
 
 from course_recorder import recording
 from course_recorder.inputs import ACTIVATION, cnn_of, random_affine, seeded_input, seeded_normal
-from course_recorder.probes import train
+from course_recorder.probes import shared_tensors, train
 
 # (ni, nf, ks, stride, bn, kwargs)
 WITH_BN = ((3, 8, 5, 2, True, ACTIVATION), (4, 6, 3, 1, True, {"leak": 0.2, "sub": 0.3, "maxv": 5.0}),
@@ -66,23 +66,15 @@ def _forward(block: nn.Module, ni: int, nf: int, ks: int) -> torch.Tensor:
 
 def _blocks(rec, conv_layer, cases) -> None:
     for i, (ni, nf, ks, stride, bn, kwargs) in enumerate(cases):
-        block = rec.call(f"case{i}", conv_layer, ni, nf, ks, stride=stride, bn=bn, **kwargs)
-        if isinstance(block, nn.Module):
-            rec.put(f"case{i}/parts", [describe(m) for m in parts(block)])
-            rec.call(f"case{i}/forward", _forward, block, ni, nf, ks)
+        _record_block(rec, f"case{i}", rec.call(f"case{i}", conv_layer, ni, nf, ks, stride=stride, bn=bn, **kwargs),
+                      ni, nf, ks)
 
 
 def _record_block(rec, key: str, block: object, ni: int, nf: int, ks: int) -> None:
+    """A block's parts (`key/parts`) and its forward pass (`key/forward`), when conv_layer returned a module."""
     if isinstance(block, nn.Module):
         rec.put(f"{key}/parts", [describe(m) for m in parts(block)])
         rec.call(f"{key}/forward", _forward, block, ni, nf, ks)
-
-
-def _shared(a: nn.Module, b: nn.Module) -> list[str]:
-    """The names of a's parameters and buffers whose memory b holds too."""
-    theirs = {t.untyped_storage().data_ptr() for t in [*b.parameters(), *b.buffers()] if t.numel()}
-    return [name for name, t in [*a.named_parameters(), *a.named_buffers()]
-            if t.numel() and t.untyped_storage().data_ptr() in theirs]
 
 
 def structure(conv_layer) -> None:
@@ -95,7 +87,7 @@ def structure(conv_layer) -> None:
         second = rec.call("twice/second", conv_layer, 4, 6, 3, **ACTIVATION)
         if isinstance(first, nn.Module) and isinstance(second, nn.Module):
             rec.put("twice/same_object", first is second)
-            rec.put("twice/shared", _shared(first, second))
+            rec.put("twice/shared", shared_tensors(first, second))
 
 
 def without_bn(conv_layer) -> None:

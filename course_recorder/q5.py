@@ -4,6 +4,7 @@ them, and a scheduled training run."""
 from __future__ import annotations
 
 import functools
+import math
 from functools import partial
 
 import torch
@@ -21,8 +22,6 @@ def lin(start: float, end: float):
 
 def curve(kind: str, start: float, end: float):
     """A schedule that is not a straight line: `cos` (half a cosine, as sched_cos) or `sq` (a parabola)."""
-    import math
-
     if kind == "cos":
         return lambda pos: start + (1 - math.cos(math.pi * pos)) * (end - start) / 2
     if kind == "sq":
@@ -119,10 +118,7 @@ def warmup_anneal_values(warmup_anneal, combine_schedules) -> None:
             _values(rec, "warmup", schedule, LESSON_POSITIONS, guarded=False)
             _values(rec, "warmup_again", schedule, LESSON_POSITIONS[::-1], guarded=False)  # asked again, backwards
         # The student's Part A on the lesson's schedule: when warmup_anneal is wrong, is Part A the cause?
-        built = rec.call("combine", _guarded, combine_schedules, [0.3, 0.7], [lin(0.6, 2.0), lin(2.0, 0.1)])
-        if callable(built):
-            _values(rec, "combine", built, LESSON_POSITIONS)
-            _values(rec, "combine_again", built, LESSON_POSITIONS[::-1])
+        _lesson_combined(rec, combine_schedules, {"combine": LESSON_POSITIONS, "combine_again": LESSON_POSITIONS[::-1]})
 
 
 def tiny_data(n_train: int = 40, bs: int = 8):

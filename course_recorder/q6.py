@@ -6,7 +6,8 @@ import torch
 
 from course_recorder import recording
 from course_recorder.inputs import laid_out, seeded_input, seeded_normal
-from course_recorder.probes import gradients, independence, module_facts, set_params, train, train_and_eval
+from course_recorder.probes import (gradients, independence, module_facts, own_parameters, set_params, train,
+                                    train_and_eval)
 
 OWN = "LayerNorm"
 PARAMETER_EPS = (1e-5, 0.5)
@@ -35,10 +36,7 @@ def parameters(LayerNorm) -> None:
             rec.put(f"eps{i}", module_facts(ln))
             rec.call(f"eps{i}/double", lambda ln=ln: module_facts(ln.double()))
         rec.put("default", module_facts(LayerNorm()))
-        # Two layers, one of them given other values: the other must keep its own.
-        first, second = LayerNorm(), LayerNorm()
-        rec.call("first/set", set_params, first, scalar_affine(1.7, -0.6))
-        rec.put("second", module_facts(second))
+        own_parameters(rec, LayerNorm, scalar_affine(1.7, -0.6))
 
 
 def output(LayerNorm) -> None:

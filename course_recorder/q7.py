@@ -6,7 +6,7 @@ import torch
 
 from course_recorder import recording
 from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
-from course_recorder.probes import gradients, independence, module_facts, set_params, train_and_eval
+from course_recorder.probes import gradients, independence, module_facts, own_parameters, set_params, train_and_eval
 
 OWN = "InstanceNorm"
 PARAMETER_CASES = ((1, 1e-5), (3, 0.5), (7, 1e-5))
@@ -41,10 +41,7 @@ def parameters(InstanceNorm) -> None:
             rec.put(f"nf{nf}", module_facts(inorm))
             rec.call(f"nf{nf}/double", lambda inorm=inorm: module_facts(inorm.double()))
         rec.put("default", module_facts(InstanceNorm(DEFAULT_NF)))
-        # Two layers, one of them given other values: the other must keep its own.
-        first, second = InstanceNorm(3), InstanceNorm(3)
-        rec.call("first/set", set_params, first, affine(3, 5))
-        rec.put("second", module_facts(second))
+        own_parameters(rec, lambda: InstanceNorm(3), affine(3, 5))
 
 
 def output(InstanceNorm) -> None:

@@ -7,7 +7,7 @@ from torch import nn
 
 from course_recorder import recording
 from course_recorder.inputs import laid_out, random_affine, seeded_input, seeded_normal
-from course_recorder.probes import gradients, module_facts, set_params, train
+from course_recorder.probes import gradients, module_facts, own_parameters, set_params, train
 
 OWN = "GroupNorm"
 PARAMETER_CASES = ((1, 4), (2, 8), (4, 4), (3, 12))
@@ -42,10 +42,7 @@ def parameters(GroupNorm) -> None:
         for groups, channels in PARAMETER_CASES:
             rec.put(f"case{groups}_{channels}", module_facts(GroupNorm(groups, channels)))
         rec.put("eps", module_facts(GroupNorm(2, 4, eps=0.5)))
-        # Two layers, one of them given other values: the other must keep its own.
-        first, second = GroupNorm(3, 6), GroupNorm(3, 6)
-        rec.call("first/set", set_params, first, affine(6, 5))
-        rec.put("second", module_facts(second))
+        own_parameters(rec, lambda: GroupNorm(3, 6), affine(6, 5))
 
 
 def _output(rec, key: str, gn, x, modes=(True,)) -> None:

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from course_recorder import recording
 from course_recorder.inputs import grading_valid, laid_out, random_affine, seeded_input
-from course_recorder.probes import gradients, module_facts, one_thread, set_params, train, training_run
+from course_recorder.probes import (gradients, module_facts, one_thread, set_params, shared_tensors, train,
+                                    training_run)
 
 OWN = "RunningBatchNorm"
 BUFFERS = ("sums", "sqrs", "count", "batch")
@@ -88,10 +89,7 @@ def shared_state(rec, key: str, cls) -> None:
         rec.call(f"{key}/between{i}", other, batch_input(bs, nf, hw, seed + 1 + i), own=OWN)
     rec.call(f"{key}/after", fresh.train(), x, own=OWN)
     rec.put(f"{key}/class_after", class_numbers(cls))
-    pair = cls(nf), cls(nf)
-    tensors = [dict(layer.named_buffers()) | dict(layer.named_parameters()) for layer in pair]
-    rec.put(f"{key}/same_memory", sorted(name for name, t in tensors[0].items()
-                                         if name in tensors[1] and t.data_ptr() == tensors[1][name].data_ptr()))
+    rec.put(f"{key}/same_memory", shared_tensors(cls(nf), cls(nf)))
 
 
 def _sequence(rec, key: str, cls, config: dict):

@@ -12,7 +12,7 @@ solution cell, or the solution cell itself edited (code before it, after it, or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from habits import FIRST, build, corpus
+from habits import build, corpus
 from submissions import graded_class
 
 
