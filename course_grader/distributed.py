@@ -6,8 +6,8 @@ gradebook, as bytes), and one task per student with that student's notebooks as 
 once (machine.Machine, through the worker plugin below: the data cache, the sandbox, a fork server) and runs
 each task exactly as the local pipeline runs a student: the same worker process (autograde.py), the same
 sandboxed kernels. The task returns the result (as data: its notes, and the findings that hold a notebook for
-review), the worker's private gradebook, the autograded notebooks and the feedback pages as bytes; the parent merges them into the course gradebook one student at a time, as
-the local pipeline does. No filesystem is shared.
+review), the worker's private gradebook, the autograded notebooks and the feedback pages as bytes; the parent
+merges them into the course gradebook one student at a time, as the local pipeline does. No filesystem is shared.
 
 Failures: a task whose worker dies is run again on another worker by Dask itself (the scheduler's
 `allowed-failures`, 3 by default); after that, or when the task raises, the student is "not graded" with the

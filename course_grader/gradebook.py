@@ -7,6 +7,7 @@ parent process writes to it, one student at a time, so SQLite's single-writer ru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,14 @@ def record_assignment(root: Path, db_url: str, release_dir: Path | None = None) 
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
 
 
+@contextlib.contextmanager
+def opened(db_url: str) -> Iterator[Gradebook]:
+    """nbgrader's Gradebook at db_url, without its own SQLAlchemy autoflush warnings."""
+    with warnings.catch_warnings(), Gradebook(db_url) as gb:
+        warnings.simplefilter("ignore")
+        yield gb
+
+
 def fingerprint(db_url: str) -> dict | None:
     """What the gradebook knows of the assignment (every notebook's graded, solution and source cells), or None.
 
@@ -61,8 +71,7 @@ def fingerprint(db_url: str) -> dict | None:
     if path and not path.exists():
         return None
     try:
-        with warnings.catch_warnings(), Gradebook(db_url) as gb:
-            warnings.simplefilter("ignore")
+        with opened(db_url) as gb:
             return _fingerprint(gb)
     except Exception:  # noqa: BLE001 - an unreadable gradebook is recorded afresh
         return None
@@ -134,8 +143,7 @@ def ensure_recorded(root: Path, db_url: str, template_db: Path) -> bool:
 
 def merge(student_db: Path, db_url: str, student: str, notebooks: list[str]) -> None:
     """Copy one student's grades and comments for `notebooks` from a worker's gradebook into the course's."""
-    with warnings.catch_warnings(), Gradebook(f"sqlite:///{student_db}") as src, Gradebook(db_url) as dst:
-        warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy autoflush warnings
+    with opened(f"sqlite:///{student_db}") as src, opened(db_url) as dst:
         try:
             submission = src.find_submission(ASSIGNMENT, student)
         except MissingEntry:
@@ -187,3 +195,34 @@ def scores(db_url: str, students: list[str]) -> dict[str, dict[str, NotebookScor
                     {g.name: float(g.score) for g in nb.grades if g.cell_type == "code"})
                 for nb in submission.notebooks}
     return out
+
+
+def _tests(gb: Gradebook, student: str, notebook: str) -> list:
+    """The grades of a submitted notebook's autograded test cells (code cells that are not answers)."""
+    submitted = gb.find_submission_notebook(notebook, ASSIGNMENT, student)
+    answers = {c.name for c in submitted.notebook.solution_cells}
+    return [g for g in submitted.grades if g.cell_type == "code" and g.name not in answers]
+
+
+def zero_tests(db_url: str, student: str, notebook: str) -> dict[str, float | None]:
+    """Score 0 on the notebook's autograded tests as nbgrader's manual score; the manual scores it replaced."""
+    with opened(db_url) as gb:
+        kept = {}
+        for grade in _tests(gb, student, notebook):
+            kept[grade.name] = grade.manual_score
+            grade.manual_score = 0.0
+        gb.db.commit()
+    return kept
+
+
+def restore_tests(db_url: str, student: str, notebook: str, kept: dict[str, float | None]) -> None:
+    """Put back the manual scores zero_tests replaced (None: the autograded score counts again)."""
+    with opened(db_url) as gb:
+        try:
+            grades = _tests(gb, student, notebook)
+        except MissingEntry:
+            return
+        for grade in grades:
+            if grade.name in kept:
+                grade.manual_score = kept[grade.name]
+        gb.db.commit()

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from course_grader import inert
-from course_grader.autograde import ASSIGNMENT, Result
+from course_grader import gradebook, inert
+from course_grader.autograde import Result
 from course_grader.report import Row, question
 
 FILE = "reviews.json"
@@ -95,7 +94,7 @@ class Reviews:
                 held = entry.notebooks.pop(notebook, None)
                 if held and held.findings != found:
                     if held.decision == "confirmed":
-                        _restore(db_url, student, notebook, held.kept)
+                        gradebook.restore_tests(db_url, student, notebook, held.kept)
                     held = None
                 if found:
                     entry.notebooks[notebook] = held or Held(found)
@@ -143,10 +142,10 @@ class Reviews:
         if held.decision == decision:
             return student  # said twice: nothing changes
         if decision == "confirmed":
-            held.kept = _zero(db_url, student, notebook)
+            held.kept = gradebook.zero_tests(db_url, student, notebook)
         else:
             if held.decision == "confirmed":
-                _restore(db_url, student, notebook, held.kept)
+                gradebook.restore_tests(db_url, student, notebook, held.kept)
             held.kept = {}
         held.decision = decision
         held.decided = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -154,8 +153,6 @@ class Reviews:
 
     def row(self, student: str, db_url: str) -> Row:
         """A student's row as the last run made it, with today's gradebook scores and the reviews applied."""
-        from course_grader import gradebook
-
         known = {f.name for f in fields(Row)}
         row = Row(**{k: v for k, v in self.students[student].row.items() if k in known} or {"student": student})
         scores = gradebook.scores(db_url, [student]).get(student, {})
@@ -168,40 +165,3 @@ class Reviews:
             row.total = sum(s.score for s in shown)
             row.max_total = sum(s.max_score for s in shown)
         return self.apply(row)
-
-
-def _tests(gb, student: str, notebook: str) -> list:
-    """The grades of a submitted notebook's autograded test cells (code cells that are not answers)."""
-    submitted = gb.find_submission_notebook(notebook, ASSIGNMENT, student)
-    answers = {c.name for c in submitted.notebook.solution_cells}
-    return [g for g in submitted.grades if g.cell_type == "code" and g.name not in answers]
-
-
-def _zero(db_url: str, student: str, notebook: str) -> dict[str, float | None]:
-    """Score 0 on the notebook's autograded tests as nbgrader's manual score; the manual scores it replaced."""
-    from nbgrader.api import Gradebook
-
-    with warnings.catch_warnings(), Gradebook(db_url) as gb:
-        warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy autoflush warnings
-        kept = {}
-        for grade in _tests(gb, student, notebook):
-            kept[grade.name] = grade.manual_score
-            grade.manual_score = 0.0
-        gb.db.commit()
-    return kept
-
-
-def _restore(db_url: str, student: str, notebook: str, kept: dict[str, float | None]) -> None:
-    """Put back the manual scores a confirmation replaced (None: the autograded score counts again)."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    with warnings.catch_warnings(), Gradebook(db_url) as gb:
-        warnings.simplefilter("ignore")
-        try:
-            grades = _tests(gb, student, notebook)
-        except MissingEntry:
-            return
-        for grade in grades:
-            if grade.name in kept:
-                grade.manual_score = kept[grade.name]
-        gb.db.commit()

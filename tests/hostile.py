@@ -18,6 +18,7 @@ import nbformat
 from course_grader.demo import reference_code, solve
 from course_mutation import Variant, find
 from course_mutation.harness import solution_source
+from submissions import add_cell
 
 Q1, Q3 = "Q1_bn_learns_and_measures", "Q3_batchnorm"
 
@@ -65,8 +66,7 @@ def build(attack: Attack, release: Path, source: Path) -> nbformat.NotebookNode:
     """The attack's submission."""
     nb = notebook(release, source, attack.notebook, attack.base)
     if attack.code:
-        index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == attack.after)
-        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(attack.code))
+        add_cell(nb, attack.code, after=attack.after)
     if attack.edit:
         attack.edit(nb)
     return nb

@@ -17,6 +17,7 @@ import nbformat
 
 from course_grader import demo
 from course_grader.pipeline import Options, run
+from demo_class import points_per_test
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,38 +70,15 @@ class Graded:
         return sum(self.maximum.values())
 
 
-def points_per_test(course: Path) -> dict[str, dict[str, float]]:
-    """{notebook: {test grade_id: points}} from the source notebooks."""
-    out = {}
-    for path in sorted((course / "source" / "normalization").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        out[path.stem] = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
-                          for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-                          and not c.metadata.nbgrader.get("solution")}
-    return out
-
-
 def _said(outcome, student: str, notebook: str) -> list[str]:
-    """Everything the grader said about a student's notebook: the judge's notes and the row's reasons (tampering,
-    delegation, a restored cell...), and anything held for review, wherever the grader exposes it."""
-    said: list[str] = []
+    """Everything the grader said about a student's notebook: the judge's notes, the row's reasons as grades.csv has
+    them (row.why: the findings held for review first), and the findings the worker returned for the notebook."""
     result = outcome.results.get(student)
     row = next((r for r in outcome.rows if r.student == student), None)
-    # row.why (where the grader has it): what grades.csv says, the findings held for review first
-    reasons = getattr(row, "why", None) if row else None
-    for text in [*(result.notes if result else []), *(reasons if reasons is not None else row.reasons if row else [])]:
-        if "not submitted" in text or "manual grading pending" in text:
-            continue  # one notebook per student, the others missing on purpose; written answers to grade
-        said.append(text)
-    for question, found in (getattr(row, "held", None) or {}).items():
-        said += [f"held for review: {question}: {f}" for f in found]
-    for holder in (result, row, outcome.scores.get(student, {}).get(notebook)):
-        review = getattr(holder, "review", None)
-        if isinstance(review, dict):
-            review = review.get(notebook) or [v for k, v in review.items() if k.startswith(notebook.split("_")[0])]
-        if review:
-            said += [f"review: {r}" for r in (review if isinstance(review, list) else [review])]
-    return list(dict.fromkeys(said))
+    said = [*(result.notes if result else []), *(row.why if row else []),
+            *(f"review: {f}" for f in (result.review.get(notebook, []) if result else []))]
+    # one notebook per student, the others missing on purpose; written answers wait for manual grading
+    return list(dict.fromkeys(t for t in said if "not submitted" not in t and "manual grading pending" not in t))
 
 
 @contextmanager

@@ -27,6 +27,8 @@ from course_grader.pipeline import Options, run
 from course_grader.report import Row, table, write_csv
 from course_judge import NotebookVerdicts, Verdict, is_test
 from demo_class import LIMITS, points_per_test
+from hostile import notebook
+from submissions import release_and_source
 
 HELD, OTHER = "Q1_bn_learns_and_measures", "Q2_bn_pros_and_cons"
 SCRIPT = '<script>alert("feedback")</script>'
@@ -40,9 +42,7 @@ AUDIT_CELL = "import sys\nframe = sys._getframe()\nprint(frame.f_code.co_name)\n
 
 def _solved(course: Path, name: str) -> nbformat.NotebookNode:
     """The release notebook `name` with the instructor's solutions and a student's written answers (demo.solve)."""
-    nb = nbformat.read(course / "release" / demo.ASSIGNMENT / f"{name}.ipynb", as_version=4)
-    demo.solve(nb, nbformat.read(course / "source" / demo.ASSIGNMENT / f"{name}.ipynb", as_version=4))
-    return nb
+    return notebook(*release_and_source(course), name, "ref")
 
 
 def _class(folder: Path, student: str, notebooks: dict[str, nbformat.NotebookNode]) -> Path:
