@@ -62,7 +62,7 @@ HOOKS = frozenset({"sys.settrace", "sys.setprofile", "sys.addaudithook", "sys.se
                    "threading.settrace", "threading.setprofile", "threading.settrace_all_threads",
                    "threading.setprofile_all_threads", "IPython.shell.events.register",
                    "IPython.shell.register_magic_function", "IPython.shell.register_magics", "IPython.shell.set_hook",
-                   "IPython.shell.set_custom_exc", "IPython.shell.run_cell", "IPython.shell.ex", "IPython.shell.ev"})
+                   "IPython.shell.set_custom_exc"})
 # The shell's machinery: the cell text and trees pass through these before anything runs. The transformer
 # lists' names are IPython's alone; the others count only on something known to be the shell.
 TRANSFORMERS = frozenset({"input_transformers_cleanup", "input_transformers_post", "input_transformer_manager",

@@ -65,7 +65,7 @@ ORDINARY = [
     "from IPython import get_ipython\nip = get_ipython()\nip.run_line_magic('matplotlib', 'inline')",
     "class Tracker:\n    def __init__(self):\n        self.events = []\n    def log(self, e):\n        self.events.append(e)",
     "class Config:\n    pass\nfor name, value in dict(lr=0.1).items():\n    setattr(Config, name, value)",
-    "import torch\ntorch.manual_seed(0)",
+    "import torch\ntorch.manual_seed(0)", "get_ipython().run_cell('y = 2')",
     "out = nn.BatchNorm2d(3)(torch.randn(2, 3, 2, 2))\nprint(F.batch_norm(torch.randn(2, 3, 2, 2), None, None, training=True))",
 ]
 
@@ -150,7 +150,7 @@ def test_tampering_is_found_in_any_student_cell(code, what):
     ("import sys as s\nm = vars(s)['mod' + 'ules']['course_' + 'recorder']\nprint(m)", "built at run time"),
     ("import course_recorder", "course_recorder"), ("%run other.py", "%run"), ("eval(input())", "from a string"),
     ("import ctypes", "ctypes"), ("%load_ext mysterious", "extension"),
-    ("getattr(get_ipython(), 'ev' + 'ents')", "named at run time"),
+    ("getattr(get_ipython(), 'ev' + 'ents')", "named at run time"), ("get_ipython().run_cell(input())", "from a string"),
     ("import concurrent.futures as cf\n_pool = cf.ThreadPoolExecutor(1)\n"
      + HONEST.replace("return (x - m)", "return _pool.submit(lambda: x).result()\n        (x - m)"), "another thread"),
     ("import threading\n" + HONEST.replace("return (x - m)", "threading.Thread(target=print).start()\n"
