@@ -202,14 +202,21 @@ def _same_in_any_order(r: Records, got: list[float], positions: Sequence[float],
     """The schedule asked again, in another order: a plain function of pos gives the same values."""
     again = recorded_values(r, "order", q5.ORDER, f"{what}, asked again in another order")
     first = dict(zip(positions, got))
-    expected = reference_combine(pcts, scheds)
-    for pos, value in zip(q5.ORDER, again):
-        if abs(value - expected(pos)) > 1e-6 * (1 + abs(expected(pos))):
-            raise Fail(f"{what}: asked again after the positions {[round(p, 4) for p in positions]}, now in the order "
-                       f"{list(q5.ORDER)}, at pos={pos} it gave {value:.6g}, expected {expected(pos):.6g} (the first "
-                       f"time: {first[pos]:.6g}). Your schedule remembers earlier calls (a segment index or start kept "
-                       f"between calls): a schedule is a plain function of pos, called at any position in any order "
-                       f"and again for every run.")
+    expect_asked_again(again, q5.ORDER, reference_combine(pcts, scheds), what, positions, "in the order "
+                       f"{list(q5.ORDER)}", lambda pos: f"the first time: {first[pos]:.6g}",
+                       " (a segment index or start kept between calls)")
+
+
+def expect_asked_again(again: list[float], order: Sequence[float], expected: Schedule, what: str,
+                       earlier: Sequence[float], how: str, first: Callable[[float], str], why: str = "",
+                       extra: str = "") -> None:
+    """A schedule asked again at `order` after `earlier` gives the contract's values: it is a plain function of pos."""
+    for pos, value in zip(order, again):
+        if not _same_value(value, float(expected(pos))):
+            raise Fail(f"{what}: asked again after the positions {[round(p, 4) for p in earlier]}, now {how}, at "
+                       f"pos={pos:.6g} it gave {value:.6g}, expected {expected(pos):.6g} ({first(pos)}). Your schedule "
+                       f"remembers earlier calls{why}: a schedule is a plain function of pos, called at any position in "
+                       f"any order and again for every run.{extra}")
 
 
 @verdict("Q5", "test_combine_errors", uses=("combine_schedules",))
@@ -291,14 +298,10 @@ def warmup_anneal_values(r: Records) -> None:
         raise Fail(f"{err}{from_part_a(r, values, 'combine', q5.LESSON_POSITIONS)}") from None
     backwards = q5.LESSON_POSITIONS[::-1]
     again = recorded_values(r, "warmup_again", backwards, "warmup_anneal(), asked again backwards")
-    reference = lesson_schedule()
-    for pos, value in zip(backwards, again):
-        if abs(value - reference(pos)) > 1e-6:
-            values = [r.get(f"warmup_again/{j}") for j in range(len(backwards))]
-            raise Fail(f"warmup_anneal(): asked again after the positions {list(q5.LESSON_POSITIONS)}, now backwards, at "
-                       f"pos={pos:.6g} it gave {value:.6g}, expected {reference(pos):.6g} (the first time it was right). "
-                       f"The schedule remembers earlier calls: it must be a plain function of pos, called at any "
-                       f"position in any order.{from_part_a(r, values, 'combine_again', backwards)}")
+    values = [r.get(f"warmup_again/{j}") for j in range(len(backwards))]
+    expect_asked_again(again, backwards, lesson_schedule(), "warmup_anneal()", q5.LESSON_POSITIONS, "backwards",
+                       lambda pos: "the first time it was right",
+                       extra=from_part_a(r, values, "combine_again", backwards))
 
 
 def expected_lrs(epochs: int) -> list[float]:
