@@ -3,8 +3,9 @@
 Built from what grading leaves behind, so it can be rebuilt at any time (`python -m course_grader --report`):
   - the gradebook: every student's points per test cell and per written answer, and which answers wait for
     manual grading;
-  - the autograded notebooks: the judge's verdict in each failed test cell, whose line "This is what you get
-    if ..." names the catalogued mistake the student's output matched;
+  - the autograded notebooks: the judge's verdicts as data in their metadata (judging.VERDICTS_KEY), which say
+    which catalogued mistake a failed test's output matched. Never the verdict's text: it quotes the student's
+    own exception messages, so a student could write the sentence that names a mistake;
   - grades.csv: each student's status and the reasons they need attention (not graded, a kernel that died,
     tampering, pending manual grading);
   - reviews.json (reviews.py): the notebooks held for review, with the findings quoted and the commands that
@@ -33,11 +34,9 @@ from course_grader.autograde import ASSIGNMENT
 from course_grader.report import decide_commands, question
 from course_grader.reviews import Reviews
 
-# How a verdict names a catalogued mistake (course_judge.compare.NAMED_MISTAKE) and the error a failed test cell
-# shows (judging.VERDICT_ERROR). Copied, not imported: both modules import torch, which this module never needs.
-# tests/test_class_report.py fails if they drift apart (no mistake would be found).
-MISTAKE = "This is what you get if "
-VERDICT_ERROR = "TestFailed"
+# Where the judge's verdicts are in an autograded notebook's metadata (judging.VERDICTS_KEY). Copied, not imported:
+# judging imports torch, which this module never needs; tests/test_verdict_data.py fails if they drift apart.
+VERDICTS_KEY = "course_verdicts"
 
 
 @dataclass
@@ -104,30 +103,23 @@ class ClassReport:
         return sorted(found, key=lambda x: (-len(x[2]), x[0].notebook, x[0].test, x[1]))
 
 
-def _verdicts(path: Path) -> dict[str, str]:
-    """{test grade_id: the judge's message} for the failed test cells of one autograded notebook."""
-    out = {}
+def mistakes_named(path: Path) -> dict[str, str]:
+    """{test grade_id: the catalogued mistake the judge named} for the failed tests of one autograded notebook, from
+    the judge's verdict data (judging.VERDICTS_KEY). A notebook without it (graded before verdicts were data, or
+    unreadable) names none: its failures count as unnamed, and a regrade names them."""
     try:
         nb = nbformat.read(path, as_version=4)
     except (OSError, ValueError):
-        return out
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("grade"):
+        return {}
+    data = nb.metadata.get(VERDICTS_KEY)
+    out = {}
+    for verdict in data if isinstance(data, list) else []:
+        if not isinstance(verdict, dict) or verdict.get("passed") is not False:
             continue
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and output.get("ename") == VERDICT_ERROR:
-                out[meta["grade_id"]] = str(output.get("evalue", ""))
-                break
+        test, mistake = verdict.get("grade_id"), verdict.get("mistake")
+        if isinstance(test, str) and isinstance(mistake, str) and mistake.strip():
+            out[test] = inert.plain(mistake, 1000).rstrip(".")
     return out
-
-
-def mistake_named(message: str) -> str:
-    """The catalogued mistake a verdict names ('' when it names none)."""
-    for line in message.splitlines():
-        if line.startswith(MISTAKE):
-            return line[len(MISTAKE):].strip().rstrip(".")
-    return ""
 
 
 def _statuses(grades_csv: Path, students: list[str]) -> dict[str, tuple[str, list[str]]]:
@@ -185,7 +177,7 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
                 graded_path = root / "autograded" / student / ASSIGNMENT / f"{nb.name}.ipynb"
                 if not graded_path.exists() and all(g.auto_score is None for g in nb.grades):
                     continue  # never autograded (a run of other notebooks); a notebook not submitted has zeros
-                verdicts = _verdicts(graded_path)
+                named = mistakes_named(graded_path)
                 auto = 0.0
                 for grade in nb.grades:
                     if grade.cell_type == "code":
@@ -195,8 +187,8 @@ def collect(root: Path, db_url: str, grades_csv: Path) -> ClassReport:
                         stats.graded.append(student)
                         if score >= stats.points:
                             stats.passed.append(student)
-                        elif (named := mistake_named(verdicts.get(grade.name, ""))):
-                            stats.mistakes.setdefault(named, []).append(student)
+                        elif grade.name in named:
+                            stats.mistakes.setdefault(named[grade.name], []).append(student)
                         else:
                             stats.unnamed.append(student)
                     else:

@@ -11,6 +11,12 @@ without the outputs of the grading run (student code ran there next to the hidde
 printed them); an error a cell raised during grading is kept as one line. Nothing of the hidden tests, the
 judge or the probes can reach the feedback: every remaining text is scrubbed of their lines as well.
 
+Each test's verdict is also data, in the graded notebook's metadata (VERDICTS_KEY): its grade_id, passed, points,
+the named mistake's sentence (or null) and the message. The class report reads that, never the message, which
+quotes the student's own exception text (a student could write the sentence that names a mistake). The key is the
+judge's: whatever a submission carries under it is replaced, and it travels inside the autograded notebook (locally
+and from a Dask worker) with nothing else to copy.
+
 A notebook whose code the audit could not judge by itself (course_judge's `review`) is held for the instructor's
 review: JudgeVerdicts writes the findings into the report file as data (its "review" field) and into the graded
 notebook's metadata (REVIEW_KEY), and StudentCopy turns them into a neutral note at the top of the feedback.
@@ -26,11 +32,14 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
 from course_grader import inert
-from course_judge import is_test, judge_notebook
+from course_judge import Verdict, is_test, judge_notebook
 from course_recorder import MIME
 from course_judge.secrets import scrub, secret_lines
 
 VERDICT_ERROR = "TestFailed"
+# The graded notebook's metadata key for the judge's verdicts as data (a list, in notebook order), read by the class
+# report (class_report.VERDICTS_KEY, copied there: that module never imports torch).
+VERDICTS_KEY = "course_verdicts"
 # The graded notebook's metadata key for what the audit is unsure of (a list of findings), read by StudentCopy.
 REVIEW_KEY = "course_review"
 REVIEW_NOTE = ("The grader found code in this notebook that it does not judge by itself: {found}. Your instructor "
@@ -51,6 +60,18 @@ def verdict_outputs(passed: bool, message: str) -> list:
                                    traceback=[f"{VERDICT_ERROR}: {lines[0]}", *lines[1:]])]
 
 
+def verdict_data(grade_id: str, verdict: Verdict, max_points: object) -> dict:
+    """One test's verdict as data: the points nbgrader will give it (all on a pass, none on a fail) and the named
+    mistake as the judge decided it (Verdict.mistake), never read back from the message."""
+    try:
+        top = float(max_points)
+    except (TypeError, ValueError):
+        top = None
+    return {"grade_id": grade_id, "passed": bool(verdict.passed),
+            "points": (top if verdict.passed else 0.0) if top is not None else None, "max_points": top,
+            "mistake": verdict.mistake if not verdict.passed else None, "message": verdict.message}
+
+
 class JudgeVerdicts(NbGraderPreprocessor):
     """Replace every test cell's outputs by the judge's verdict (course_judge), before scoring."""
 
@@ -60,6 +81,7 @@ class JudgeVerdicts(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         name, release = _release(self.release_dir, resources)
         judged = judge_notebook(nb, release, name)
+        data = []
         for cell in nb.cells:
             if not is_test(cell):
                 continue
@@ -67,6 +89,9 @@ class JudgeVerdicts(NbGraderPreprocessor):
             # The records of a failed test stay, as evidence for the instructor (a passed one needs none).
             records = [o for o in cell.outputs if MIME in o.get("data", {})][:1] if not verdict.passed else []
             cell.outputs = verdict_outputs(verdict.passed, verdict.message) + records
+            data.append(verdict_data(cell.metadata.nbgrader["grade_id"], verdict, cell.metadata.nbgrader.get("points")))
+        # A submission may carry the key itself: only the judge's verdicts are kept under it.
+        nb.metadata[VERDICTS_KEY] = data
         # A submission may carry the key itself: only the judge's findings are kept under it.
         nb.metadata.pop(REVIEW_KEY, None)
         if judged.review:

@@ -46,6 +46,8 @@ class Verdict:
     message: str = ""
     judge_error: str = ""  # the judge itself failed (a grader problem, reported to the instructor)
     note: str = ""  # what the instructor should know about this test (the refusal was switched off...)
+    # The catalogued mistake the judge named (Fail.mistake), as data: the message quotes the student's text too.
+    mistake: str | None = None
 
 
 @dataclass
@@ -174,6 +176,17 @@ def _unproven(spec: Spec, test: str, guards: tuple[str, list] | None) -> Verdict
     return None
 
 
+def _named(err: Fail) -> str | None:
+    """The catalogued mistake a failed check named: its own, or that of the failure it adds a sentence to (a verdict
+    that catches a Fail and raises a new one whose message starts with the caught one's, e.g. q7's 'Also, ...')."""
+    while err.mistake is None:
+        inner = err.__context__
+        if not (isinstance(inner, Fail) and str(err).startswith(str(inner))):
+            return None
+        err = inner
+    return err.mistake
+
+
 def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlier: str = "") -> Verdict:
     """One test cell's verdict from its outputs (the record bundle and any error) and the notebook's audit."""
     if spec is None:
@@ -206,7 +219,7 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
     except Malformed as err:
         return Verdict(test, False, f"This test's results are malformed: {err}.")
     except Fail as err:
-        return Verdict(test, False, str(err))
+        return Verdict(test, False, str(err), mistake=_named(err))
     except Exception as err:  # noqa: BLE001 - a judge that cannot read the results is a grader problem
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         return Verdict(test, False, "The grader could not check this test's results; your instructor has been told.",

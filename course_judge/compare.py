@@ -111,7 +111,7 @@ def expect_close(actual: object, expected: Tensor, what: str, *, atol: float = 1
         message += f"\n{found}"
     elif hint:
         message += f"\nHint: {hint}"
-    raise Fail(message)
+    raise Fail(message, mistake=named)
 
 
 def expect_raises(value: object, what: str, exc: str = "ValueError", mentions: tuple[int, ...] = ()) -> None:
@@ -204,8 +204,13 @@ VIEW_MISTAKE = ("your code calls .view() on a tensor whose memory is not laid ou
                 "copies only when it must.")
 
 
+def layout_mistake(value: object) -> str | None:
+    """The .view() mistake (its sentence, Fail's `mistake`) for a call that raised because its input was not
+    contiguous, else None."""
+    return VIEW_MISTAKE if isinstance(value, Raised) and "view size is not compatible" in value.message else None
+
+
 def layout_hint(value: object) -> str:
-    """The named .view() mistake for a call that raised because its input was not contiguous ('' otherwise)."""
-    if isinstance(value, Raised) and "view size is not compatible" in value.message:
-        return f"\n{NAMED_MISTAKE}{VIEW_MISTAKE}"
-    return ""
+    """The line naming the .view() mistake for a call that raised because its input was not contiguous ('' otherwise);
+    the Fail that carries it says mistake=layout_mistake(value)."""
+    return f"\n{NAMED_MISTAKE}{VIEW_MISTAKE}" if layout_mistake(value) else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from course_judge.compare import NAMED_MISTAKE, close, expect_gradients, expect_no_error, layout_hint, summary, tensor
+from course_judge.compare import NAMED_MISTAKE, close, expect_gradients, expect_no_error, layout_hint, layout_mistake, summary, tensor
 from course_judge.records import Fail, Raised, Records
 
 Tensor = torch.Tensor
@@ -151,7 +151,8 @@ def layout_failure(value: object, kind: str) -> None:
     """A recorded call on an input in another memory layout (course_recorder.inputs.laid_out) that raised: Fail,
     naming .view() when that is what refused it."""
     if isinstance(value, Raised) and not value.is_a("DelegationError"):
-        raise Fail(f"{LAYOUT_WHAT[kind]} of the right shape made the layer raise {value}{layout_hint(value)}")
+        raise Fail(f"{LAYOUT_WHAT[kind]} of the right shape made the layer raise {value}{layout_hint(value)}",
+                   mistake=layout_mistake(value))
 
 
 def expect_own_parameters(set_first: object, second: dict, starts: dict[str, float], name: str) -> None:
@@ -186,7 +187,7 @@ def expect_layer_gradients(recorded: object, x: Tensor, normalised: list[Tensor]
     except Fail as err:
         grad = recorded.get("x") if isinstance(recorded, dict) else None
         if isinstance(grad, Tensor) and close(grad, detached["x"], 1e-8, 1e-6) and not close(grad, reference["x"], 1e-8, 1e-6):
-            raise Fail(f"{err}\n{NAMED_MISTAKE}{DETACHED}") from None
+            raise Fail(f"{err}\n{NAMED_MISTAKE}{DETACHED}", mistake=DETACHED) from None
         raise
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from course_judge import verdict
-from course_judge.compare import close, expect_close, expect_raises, layout_hint, tensor
+from course_judge.compare import close, expect_close, expect_raises, layout_hint, layout_mistake, tensor
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import same_inputs
 from course_recorder import q1
@@ -28,7 +28,7 @@ def _shape_hint(shape: tuple, n: int, c: int, h: int, w: int) -> str:
 
 def _stats(value: object, x: Tensor, what: str) -> tuple[Tensor, Tensor]:
     if isinstance(value, Raised):
-        raise Fail(f"{what}: raised {value}{layout_hint(value)}")
+        raise Fail(f"{what}: raised {value}{layout_hint(value)}", mistake=layout_mistake(value))
     if not isinstance(value, tuple) or len(value) != 2:
         raise Fail(f"{what}: expected a tuple (mean, var), got {type(value).__name__}")
     mean, var = (tensor(t, f"{what}[{i}]") for i, t in enumerate(value))

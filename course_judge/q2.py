@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from course_judge import verdict
-from course_judge.compare import expect_close, expect_raises, layout_hint
+from course_judge.compare import expect_close, expect_raises, layout_hint, layout_mistake
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import same_inputs
 from course_recorder import q2
@@ -113,7 +113,8 @@ def spread_contract(r: Records) -> None:
                               ("expanded", "mate_batches made with .expand, as in the demo", zeros)):
         what = f"the spread for inputs in another memory layout ({layout}; the same values)"
         if isinstance(r.get(key), Raised) and not r.get(key).is_a("DelegationError"):
-            raise Fail(f"{what}: the call raised {r.get(key)}{layout_hint(r.get(key))}")
+            raise Fail(f"{what}: the call raised {r.get(key)}{layout_hint(r.get(key))}",
+                       mistake=layout_mistake(r.get(key)))
         expect_close(r.get(key), want, what, atol=1e-9, rtol=1e-7)
     for i, why in enumerate(q2.BAD_CASES):
         expect_raises(r.get(f"bad{i}"), f"spread_across_batches for {why}")

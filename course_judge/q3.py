@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from course_judge import forbid, verdict
 from course_judge.compare import (close, expect_close, expect_gradients, expect_no_error,
-                                  expect_raises, layout_hint, tensor)
+                                  expect_raises, layout_hint, layout_mistake, tensor)
 from course_judge.diagnose import centred_somewhere, normalisation
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses, same_inputs
@@ -256,7 +256,7 @@ def _raised_on_accepted_input(value: object, what: str, shape: tuple) -> None:
         n = shape[2] * shape[3]
         message += (f"\nOne example with H*W = {n} positions still has {n} values per channel: the contract refuses "
                     f"only one value per channel in training (N*H*W == 1), not a batch of one example.")
-    raise Fail(message)
+    raise Fail(message, mistake=layout_mistake(value))
 
 
 @verdict("Q3", "test_eval_mode_output", uses=USES)

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import (NAMED_MISTAKE, VIEW_MISTAKE, close, expect_close, expect_gradients, expect_no_error,
-                                  tensor)
+from course_judge.compare import (NAMED_MISTAKE, close, expect_close, expect_gradients, expect_no_error,
+                                  layout_mistake, tensor)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
 from course_recorder import q9
@@ -149,9 +149,10 @@ def _forward_error(value: object, where: str, hint: str = "") -> None:
     if isinstance(value, Raised):
         if value.is_a("DelegationError"):
             tensor(value, where)  # raises the delegation message
-        if "view size is not compatible" in value.message:
-            hint = f"{NAMED_MISTAKE}{VIEW_MISTAKE}"
-        raise Fail(f"{where}: the layer raised {value}" + (f"\n{hint}" if hint else ""))
+        mistake = layout_mistake(value)
+        if mistake:
+            hint = f"{NAMED_MISTAKE}{mistake}"
+        raise Fail(f"{where}: the layer raised {value}" + (f"\n{hint}" if hint else ""), mistake=mistake)
 
 
 def class_changes(r: Records, before: str = "class_before", after: str = "class_after") -> str | None:
@@ -469,7 +470,7 @@ def gradients(r: Records) -> None:
     except Fail as err:
         detached = reference("stats_detached")
         if isinstance(recorded, dict) and isinstance(recorded.get("x"), Tensor) and _same(recorded["x"], detached["x"]):
-            raise Fail(f"{err}\n{NAMED_MISTAKE}{MISTAKES['stats_detached']}") from None
+            raise Fail(f"{err}\n{NAMED_MISTAKE}{MISTAKES['stats_detached']}", mistake=MISTAKES["stats_detached"]) from None
         raise
 
 

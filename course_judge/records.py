@@ -18,7 +18,15 @@ _DTYPES = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, tor
 
 
 class Fail(AssertionError):
-    """A failed check; its message is what the student reads."""
+    """A failed check; its message is what the student reads.
+
+    `mistake`: the catalogued mistake the check named (the sentence after compare.NAMED_MISTAKE in the message), as
+    data: the message also quotes the student's own text, so nothing reads a named mistake back out of it.
+    """
+
+    def __init__(self, *args: object, mistake: str | None = None) -> None:
+        super().__init__(*args)
+        self.mistake = mistake
 
 
 class Malformed(Fail):

@@ -10,6 +10,8 @@ import re
 import nbformat
 
 from course_grader import class_report, demo, gradebook
+from course_grader.judging import VERDICTS_KEY
+from course_judge.compare import NAMED_MISTAKE
 from course_grader.__main__ import main
 from demo_class import points_per_test
 
@@ -65,15 +67,17 @@ def test_the_demo_students_known_mistakes_are_where_the_report_puts_them(graded,
                 checked += 1
     assert checked, "no demo student made a catalogued mistake in the notebooks graded"
     named = [(t.test, m, who) for t, m, who in report.named]
-    assert named, "no failed test named a mistake: the report's parsing of the verdicts is broken"
+    assert named, "no failed test named a mistake: the judge's verdict data is missing or not read"
     for test, mistake, who in named:
-        assert mistake and not mistake.startswith(class_report.MISTAKE), mistake
+        assert mistake and not mistake.startswith(NAMED_MISTAKE), mistake
         nb = next(t.notebook for t in report.tests if t.test == test)
-        for student in who:  # the student's own autograded notebook names that mistake in that test's verdict
+        for student in who:  # the judge's data in the student's autograded notebook names it, and so does the verdict
             graded_nb = nbformat.read(course / "autograded" / student / demo.ASSIGNMENT / f"{nb}.ipynb", as_version=4)
+            data = next(v for v in graded_nb.metadata[VERDICTS_KEY] if v["grade_id"] == test)
+            assert not data["passed"] and data["mistake"].rstrip(".") == mistake, (student, test, data)
             cell = next(c for c in graded_nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == test)
             said = " ".join(str(o.get("evalue", "")) for o in cell.outputs)
-            assert class_report.MISTAKE + mistake in said, (student, test, mistake, said[:300])
+            assert NAMED_MISTAKE + mistake in said, (student, test, mistake, said[:300])
 
 
 def test_attention_and_written_answers_match_the_run(graded, course):
