@@ -480,6 +480,7 @@ def _exec(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_parent()  # its kernel manager killed (a grading worker): this supervisor, then its init and kernel go
     launch(parser().parse_args(argv), None, _exec)
 
 

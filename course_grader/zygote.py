@@ -278,11 +278,28 @@ def _wait_for(path: str, limit: float = 180.0) -> None:
         time.sleep(0.02)
 
 
+def _die_with_kernel_manager() -> None:
+    """SIGKILL this client when the process that started it (the kernel manager: a grading worker) dies.
+
+    A killed worker never shuts its kernels down; its client, orphaned, would wait on the server for good and the
+    kernel idle behind it. The client dying closes its connection, and the server then kills the kernel (an
+    exec'd kernel's supervisor dies the same way: sandbox.main). The kernel manager starts kernels from the thread
+    that lives as long as it does (nbclient runs its loop in the worker's main thread), so the parent-death signal,
+    which follows the starting thread, fits. jupyter_client says who started us (JPY_PARENT_PID): a manager that
+    died before the signal was set is caught too.
+    """
+    sandbox.die_with_parent()
+    parent = os.environ.get("JPY_PARENT_PID", "")
+    if parent.isdigit() and int(parent) > 1 and os.getppid() != int(parent):
+        os._exit(1)
+
+
 def client(argv: list[str]) -> None:
     """The kernel manager's kernel process: a forked kernel behind it, or an exec'd one if no server."""
     if len(argv) < 2 or argv[0] != "--socket":
         raise SystemExit("usage: zygote client --socket SOCKET [sandbox options] -- KERNEL ARGV")
     path, rest = argv[1], argv[2:]
+    _die_with_kernel_manager()
     # Only what the kernel may see: the request stays in the kernel's memory.
     request = {"args": rest, "env": sandbox.whitelisted(dict(os.environ)), "cwd": os.getcwd()}
     _wait_for(path)

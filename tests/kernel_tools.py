@@ -125,3 +125,65 @@ class Listener:
         self.stopping = True
         self.thread.join()
         self.sock.close()
+
+
+# A kernel manager's process (as a grading worker is one): starts one kernel, runs a cell that says it is inside
+# and then sleeps, prints the kernel's uid once the kernel has said so, and waits to be killed.
+OWNER = r'''
+import asyncio, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from kernel_tools import manager
+
+async def main():
+    km = manager(sys.argv[3], Path(sys.argv[4]))
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=120)
+    kc.execute("import os, time\nprint('inside', os.getuid(), flush=True)\ntime.sleep(600)")
+    while True:
+        msg = await kc.get_iopub_msg(timeout=120)
+        text = msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""
+        if text.startswith("inside"):
+            print(text.strip(), flush=True)
+            break
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+'''
+
+
+@contextmanager
+def kernel_owner(sock: Path | str, scratch: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """(the owner process, its kernel's uid) once the kernel is inside a cell (it said so); the owner is killed
+    afterwards if the test did not kill it. `sock` "" starts the kernel exec'd afresh, a missing socket through the
+    fork server's client falling back to exec."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(ROOT), str(ROOT / "tests"), str(sock), str(scratch)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        line = owner.stdout.readline().split()  # blocks until the kernel is inside its cell (or the owner died)
+        assert line[:1] == ["inside"], f"the kernel never said it was inside its cell: {line}"
+        uid = int(line[1])
+        yield owner, uid
+    finally:
+        owner.kill()
+        owner.wait()
+        for pid in processes_of(uid) if "uid" in locals() else []:  # a failed test leaves no orphan to later ones
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def gone(pids_now, limit: float = 60.0) -> bool:
+    """Poll until `pids_now()` is empty (True), or give up after `limit` s (False). A bound on a wait, not a
+    measurement: a process that is killed goes within milliseconds, an orphan stays for good."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while pids_now():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
