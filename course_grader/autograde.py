@@ -79,14 +79,18 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
 
     from course_grader.judging import JudgeVerdicts, StudentCopy
     from course_grader.kernel import RobustExecute
+    from course_grader.sanitise import SanitiseStudentContent
 
     # The judge decides every test cell (its verdict replaces the cell's outputs) before nbgrader scores it.
+    # Student content is made inert for formgrader's page last, once scored: it changes what is shown, never a score.
     c.Autograde.autograde_preprocessors = [RobustExecute, JudgeVerdicts, ClearMetadataPreprocessor, LimitOutput,
-                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+                                           SanitiseStudentContent]
     c.JudgeVerdicts.release_dir = job.release
     c.JudgeVerdicts.report_file = str(report)
-    # Feedback is the student's copy: visible tests and verdicts, no grading-run outputs (judging.py).
-    c.GenerateFeedback.preprocessors = [StudentCopy, GetGrades, CSSHTMLHeaderPreprocessor]
+    # Feedback is the student's copy: visible tests and verdicts, no grading-run outputs (judging.py), and its
+    # markdown made inert for the student's browser (sanitise.py).
+    c.GenerateFeedback.preprocessors = [StudentCopy, SanitiseStudentContent, GetGrades, CSSHTMLHeaderPreprocessor]
     c.StudentCopy.release_dir = job.release
     c.RobustExecute.timeout = job.cell_timeout
     c.RobustExecute.notebook_timeout = job.notebook_timeout

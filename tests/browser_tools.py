@@ -1,4 +1,6 @@
-"""Helpers for tests/test_browser.py: Debian's Chromium, a private JupyterLab server, screenshots.
+"""Helpers for the browser tests (test_browser.py, test_browser_hostile.py): Debian's Chromium, a private
+JupyterLab server, screenshots; and for the tests of inert student content (test_inert_html.py): a notebook
+rendered as formgrader renders it, and the active markup a page still holds.
 
 Nothing here downloads a browser: Chromium comes from Debian's `chromium` package (installed with apt-get
 when missing) and Playwright only drives it.
@@ -7,6 +9,7 @@ when missing) and Playwright only drives it.
 from __future__ import annotations
 
 import contextlib
+import html.parser
 import os
 import secrets
 import signal
@@ -161,3 +164,79 @@ def screenshot_on_failure(page, name: str) -> Iterator[None]:
             where = f"(no screenshot: {shot_error})"
         message = str(error).split("\nAria snapshot:", 1)[0].rstrip()
         raise AssertionError(f"{message}\n{where}").with_traceback(error.__traceback__) from None
+
+
+def formgrader_html(path: Path, template: str = "formgrade") -> str:
+    """The page nbgrader 0.9.6's formgrader serves for the autograded notebook at `path` (its SubmissionHandler:
+    nbconvert's HTMLExporter with nbgrader's `formgrade` template and the resources the handler passes); another
+    nbconvert template (`lab`, `classic`) with `template`."""
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    from traitlets.config import Config
+
+    config = Config()
+    config.HTMLExporter.template_name = template
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    resources = {"assignment_id": "normalization", "notebook_id": path.stem, "submission_id": "1", "index": 0,
+                 "total": 1, "base_url": "", "student": "student", "last_name": None, "first_name": None,
+                 "notebook_path": str(path)}
+    page, _ = HTMLExporter(config=config).from_filename(str(path), resources=resources)
+    return page
+
+
+class _Active(html.parser.HTMLParser):
+    """Collects, for active_content, what in a page would run a payload or fetch from its listener."""
+
+    RAW = ("script", "style")  # elements whose content the browser runs or applies
+
+    def __init__(self, marks: tuple[str, ...]) -> None:
+        super().__init__(convert_charrefs=True)
+        self.marks, self.found, self.raw = marks, [], ""
+
+    def _marked(self, text: str) -> bool:
+        return any(mark in text for mark in self.marks)
+
+    def handle_starttag(self, tag, attrs) -> None:
+        for name, value in attrs:
+            if value and self._marked(value):
+                self.found.append(f"<{tag} {name}={value[:80]!r}>")
+        self.raw = tag if tag in self.RAW else ""
+
+    def handle_endtag(self, tag) -> None:
+        self.raw = ""
+
+    def handle_data(self, data) -> None:
+        if self.raw and self._marked(data):
+            self.found.append(f"<{self.raw}>{data.strip()[:80]}")
+
+
+def active_content(page: str, *marks: str) -> list[str]:
+    """The tags of `page` whose attributes (an event handler, a javascript: link, a URL fetched as the page loads,
+    an iframe's srcdoc) or whose script/style content carry one of `marks` (the payloads' marker, their
+    listener's address). Text that merely shows a mark (a student's code, escaped) is not active."""
+    parser = _Active(marks)
+    parser.feed(page)
+    parser.close()
+    return parser.found
+
+
+def page_text(page: str) -> str:
+    """The text a reader sees in `page` (script and style content left out), whitespace collapsed."""
+    class Text(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts, self.skip = [], False
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.skip = tag in ("script", "style")
+
+        def handle_endtag(self, tag) -> None:
+            self.skip = False
+
+        def handle_data(self, data) -> None:
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(page)
+    return " ".join(" ".join(parser.parts).split())

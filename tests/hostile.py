@@ -18,7 +18,7 @@ import nbformat
 from course_grader.demo import reference_code, solve
 from course_mutation import Variant, find
 from course_mutation.harness import solution_source
-from submissions import add_cell
+from submissions import add_cell, cell_index
 
 Q1, Q3 = "Q1_bn_learns_and_measures", "Q3_batchnorm"
 
@@ -378,7 +378,80 @@ except RuntimeError:
     pass
 print(len(threads))
 '''),
+        # ---- issue 18 item 1: student content that a browser would run (formgrader, the feedback page) ----
+        Attack("html-that-runs", Q1, "ref", after="channel_stats", code=html_payload_code(port),
+               edit=add_markdown(html_payload_markdown(port), after="channel_stats")),
     ]
+
+
+# ---- issue 18 item 1: markup a browser would run or fetch, in a markdown cell and in rich outputs ----
+# Every payload that runs leaves its name in the page's global `pwned18` and sets the title to "pwned18";
+# every one that fetches asks the test's listener (127.0.0.1:port) for its name. HARMLESS is what the
+# student meant to be read, and must still be shown.
+MARK = "pwned18"
+HARMLESS = "My written answer: the batch statistics keep the activations in range."
+HARMLESS_OUTPUT = "An HTML table the student displayed"
+
+
+def js(name: str) -> str:
+    """JavaScript that records that payload `name` ran (in the page, or in a frame of it)."""
+    return f"top.{MARK}=(top.{MARK}||[]).concat('{name}');top.document.title='{MARK}'"
+
+
+def html_payload_markdown(port: int) -> str:
+    """A markdown cell: the student's answer, then each way raw HTML in markdown runs script or fetches."""
+    url = f"http://127.0.0.1:{port}"
+    return "\n\n".join([
+        "### Batch statistics", HARMLESS,
+        f"<script>{js('md-script')}</script>",
+        f'<img src="x" onerror="{js("md-onerror")}">',
+        f'<iframe srcdoc="<script>{js("md-iframe")}</script>"></iframe>',
+        f'<svg><animate onbegin="{js("md-svg")}" attributeName="x" dur="1s"/></svg>',
+        f'<details open ontoggle="{js("md-details")}"><summary>more</summary>details</details>',
+        f"[a link](javascript:{js('md-link')})",
+        f"![a remote image]({url}/md-image)",
+        f"<style>body {{ background: url({url}/md-css) }}</style>",
+        f'<link rel="stylesheet" href="{url}/md-stylesheet">',
+        f'<meta http-equiv="refresh" content="0;url={url}/md-refresh">',
+        f'<object data="{url}/md-object"></object><embed src="{url}/md-embed">',
+        f'<form action="{url}/md-form"><input name="q" autofocus onfocus="{js("md-onfocus")}"></form>',
+        f'<span style="background-image: url({url}/md-style)">styled</span>',
+    ])
+
+
+def html_payload_code(port: int) -> str:
+    """A code cell whose outputs carry script: HTML, SVG, JavaScript and markdown outputs, an 'isolated' HTML
+    output (nbconvert frames it), and a matplotlib plot (a PNG that must stay)."""
+    url = f"http://127.0.0.1:{port}"
+    html = f'<table><tr><td>{HARMLESS_OUTPUT}</td></tr></table><script>{js("html-script")}</script>' \
+           f'<img src="x" onerror="{js("html-onerror")}"><img src="{url}/html-image">'
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8" onload="{js("svg-onload")}">' \
+          f'<image href="{url}/svg-image" width="8" height="8"/></svg>'
+    markdown = f'markdown output <img src="x" onerror="{js("markdown-onerror")}">'
+    isolated = f'<img src="x" onerror="{js("isolated-onerror")}">'
+    return "\n".join([
+        "import io",
+        "import matplotlib.pyplot as plt",
+        "from IPython.display import HTML, SVG, Image, Javascript, Markdown, display",
+        f"display(HTML({html!r}))",
+        f"display(SVG({svg!r}))",
+        f"display(Javascript({js('javascript-output')!r}))",
+        f"display(Markdown({markdown!r}))",
+        f"display({{'text/html': {isolated!r}}}, raw=True, metadata={{'text/html': {{'isolated': True}}}})",
+        "figure = plt.figure(figsize=(1, 1))",
+        "plt.plot([0, 1], [1, 0])",
+        "png = io.BytesIO()",
+        "figure.savefig(png, format='png')",
+        "plt.close(figure)",
+        "display(Image(png.getvalue()))",
+    ])
+
+
+def add_markdown(text: str, after: str) -> Callable[[nbformat.NotebookNode], None]:
+    """An edit that adds a markdown cell of the student's right after the cell whose grade_id is `after`."""
+    def edit(nb: nbformat.NotebookNode) -> None:
+        nb.cells.insert(cell_index(nb, after) + 1, nbformat.v4.new_markdown_cell(text))
+    return edit
 
 
 @dataclass
