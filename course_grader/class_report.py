@@ -123,13 +123,15 @@ def mistakes_named(path: Path) -> dict[str, str]:
 
 
 def _statuses(grades_csv: Path, students: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """student -> (status, reasons) from grades.csv, whose cells are inert (report.csv_line): a student is found
+    by the cell written for them, and the reasons lose the formula guard (report.csv and the page add their own)."""
     rows = {}
     if grades_csv.exists():
         with open(grades_csv, newline="") as f:
             for row in csv.DictReader(f):
-                reasons = [r for r in (row.get("reasons") or "").split("; ") if r]
-                rows[row["student"]] = (row.get("status") or "ok", reasons)
-    return {s: rows.get(s, ("ok", [])) for s in students}
+                reasons = [r for r in inert.csv_text(row.get("reasons") or "").split("; ") if r]
+                rows[row.get("student") or ""] = (row.get("status") or "ok", reasons)
+    return {s: rows.get(inert.csv_cell(s), ("ok", [])) for s in students}
 
 
 def _not_graded(reasons: list[str]) -> set[str]:
@@ -354,6 +356,5 @@ def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]
     html_path.write_text(page.render(assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded,
                                      questions=_questions(report), seconds=time.monotonic() - started))
     with open(csv_path, "w", newline="") as f:  # text cells (students' quoted code among them) never formulas
-        csv.writer(f).writerows([[inert.csv_cell(c) if isinstance(c, str) else c for c in line]
-                                 for line in rows(report)])
+        csv.writer(f).writerows(inert.csv_row(line) for line in rows(report))
     return html_path, csv_path, time.monotonic() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from collections.abc import Iterable
 
 LIMIT = 300  # characters of quoted student text anywhere (a finding quotes at most 80 of code)
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula (OWASP's list)
@@ -24,9 +25,21 @@ def plain(text: str, limit: int = LIMIT) -> str:
 
 
 def csv_cell(text: str) -> str:
-    """A grades.csv cell a spreadsheet shows as text, never runs as a formula."""
+    """A CSV cell a spreadsheet shows as text, never runs as a formula: one line without control characters, and
+    a leading `'` when it would start with a formula character (OWASP's rule). Applying it twice changes nothing."""
     shown = plain(text, limit=10_000)
     return "'" + shown if shown.startswith(FORMULA) else shown
+
+
+def csv_row(cells: Iterable[object]) -> list[object]:
+    """A row for csv.writer: every text cell through csv_cell, numbers as they are. Every CSV the grader writes
+    (grades.csv, report.csv) goes through here, so no cell is written raw."""
+    return [csv_cell(c) if isinstance(c, str) else c for c in cells]
+
+
+def csv_text(cell: str) -> str:
+    """The text of a cell csv_cell wrote (its formula guard taken off), for a reader that shows it elsewhere."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA) else cell
 
 
 def markdown(text: str, limit: int = LIMIT) -> str:

@@ -108,9 +108,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
     cols = questions(rows)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", *cols, "total", "max", "status", "reasons"])
+        writer.writerow(inert.csv_row(["student", *cols, "total", "max", "status", "reasons"]))
         for row in rows:
-            writer.writerow(csv_line(row, cols))
+            writer.writerow(inert.csv_row(csv_line(row, cols)))
 
 
 def csv_line(row: Row, cols: list[str]) -> list[str]:
@@ -133,9 +133,9 @@ def replace_line(path: Path, row: Row) -> bool:
     found = [i for i, line in enumerate(lines[1:], 1) if line and line[0] == inert.csv_cell(row.student)]
     for i in found:
         lines[i] = csv_line(row, cols)
-    if found:
+    if found:  # the other lines too are written inert (a file an older grader wrote may hold raw cells)
         with open(path, "w", newline="") as f:
-            csv.writer(f).writerows(lines)
+            csv.writer(f).writerows(inert.csv_row(line) for line in lines)
     return bool(found)
 
 
