@@ -215,3 +215,36 @@ def test_no_hidden_line_reaches_what_students_receive(hostile):
 def test_no_process_is_left(hostile):
     kernels = [int(p) for p in os.listdir("/proc") if p.isdigit() and uid_of(int(p)) >= sandbox.UID_BASE]
     assert not kernels, [(pid, processes_of(uid_of(pid))) for pid in kernels]
+
+
+# ---- issue 18 item 2: verdicts are data; every CSV cell is inert ----
+
+def test_a_students_text_names_no_mistake_and_no_csv_cell_runs(hostile):
+    """The forged-named-mistake student's exception text is the judge's sentence for a real mistake, a formula, a
+    script and escapes: the judge quotes it, but its data names no mistake, so the class report names none for the
+    student; no cell of hostile.csv or its report.csv is a formula or holds a control character."""
+    import csv
+    import unicodedata
+
+    from course_grader import class_report, gradebook, inert
+    from course_grader.judging import VERDICTS_KEY
+    from hostile import FORGED_SENTENCE
+
+    course = hostile["course"]
+    forgers = [s for s in hostile["students"] if s.attack and s.attack.name == "forged-named-mistake"]
+    assert forgers
+    for student in forgers:  # the attack reached the verdict text (else this test would prove nothing)
+        nb = nbformat.read(course / "autograded" / student.name / "normalization" / f"{student.notebook}.ipynb",
+                           as_version=4)
+        quoted = [v for v in nb.metadata[VERDICTS_KEY] if FORGED_SENTENCE in v["message"]]
+        assert quoted and all(v["mistake"] is None for v in quoted), nb.metadata[VERDICTS_KEY]
+    report = class_report.collect(course, gradebook.default_db_url(course), course / "hostile.csv")
+    names = {s.name for s in forgers}
+    named = [(t.test, m, who) for t, m, who in report.named if names & set(who)]
+    assert not named, named
+    for path in (course / "hostile.csv", class_report.paths(course / "hostile.csv")[1]):
+        with open(path, newline="") as f:
+            cells = [cell for row in csv.reader(f) for cell in row]
+        bad = [c for c in cells if c.startswith(inert.FORMULA) or any(unicodedata.category(ch) in ("Cc", "Cf")
+                                                                    for ch in c)]
+        assert not bad, (path.name, bad[:5])
