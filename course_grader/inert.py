@@ -26,8 +26,9 @@ def plain(text: str, limit: int = LIMIT) -> str:
 
 def csv_cell(text: str) -> str:
     """A CSV cell a spreadsheet shows as text, never runs as a formula: one line without control characters, and
-    a leading `'` when it would start with a formula character (OWASP's rule). Applying it twice changes nothing."""
-    shown = plain(text, limit=10_000)
+    a leading `'` when it would start with a formula character (OWASP's rule). Applying it twice changes nothing
+    (a guard already there is taken off first), so a row may pass through csv_row again."""
+    shown = plain(csv_text(str(text)), limit=10_000)
     return "'" + shown if shown.startswith(FORMULA) else shown
 
 

@@ -239,3 +239,6 @@ def test_inert_text_keeps_what_a_person_reads():
     assert inert.plain("a\x1b[2Jb\u202ec") == "a?[2Jb?c"
     assert inert.csv_cell("=1+1") == "'=1+1" and inert.csv_cell("  @x") == "'@x" and inert.csv_cell("ok") == "ok"
     assert inert.csv_cell("\t=1") == "'=1" and inert.csv_cell("\r+1") == "'+1"
+    for text in ("=1", "'=1", "-" * 20_000, "a\x1b[2Jb", "'plain"):  # a row may be written through csv_row twice
+        assert inert.csv_cell(inert.csv_cell(text)) == inert.csv_cell(text), text
+        assert inert.csv_cell(inert.csv_text(inert.csv_cell(text))) == inert.csv_cell(text), text
