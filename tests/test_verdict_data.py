@@ -130,8 +130,12 @@ def test_the_judges_verdicts_replace_whatever_the_submission_carries(tmp_path, m
 # ---- the class report and report.csv: named mistakes only from the judge's data -----------------------------
 
 def _autograded(root: Path, student: str, verdicts: list[dict] | None) -> None:
-    """An autograded Q3 as JudgeVerdicts leaves it: each failed test's error output, and its data (unless None)."""
-    cells = []
+    """An autograded Q3 as JudgeVerdicts leaves it: each failed test's error output, and its data (unless None);
+    before them a student's cell that printed the forged sentence and raised an error dressed as a verdict."""
+    student_cell = nbformat.v4.new_code_cell("print(...); raise TestFailed(...)")
+    student_cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=FORGED),
+                            *judging.verdict_outputs(False, FORGED)]
+    cells = [student_cell]
     for grade_id, points in ((TEST, 2), (OTHER, 1)):
         v = next((v for v in verdicts or [] if v["grade_id"] == grade_id), None)
         cells.append(_test_cell(grade_id, points, judging.verdict_outputs(v["passed"], v["message"]) if v else []))
