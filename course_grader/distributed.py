@@ -24,7 +24,6 @@ import hashlib
 import os
 from functools import cached_property
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,8 +123,11 @@ class GradingPlugin(WorkerPlugin):
     def setup(self, worker) -> None:
         from course_grader.machine import Machine
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="course-grade-dask-"))
-        os.chmod(self.scratch, 0o700)
+        from course_grader import leftovers
+
+        leftovers.sweep()  # what a killed worker left here (folders whose owner is gone only: leftovers.py)
+        self.held = leftovers.Scratch(prefix="course-grade-dask-")  # removed at teardown, or by the next sweep
+        self.scratch = self.held.path
         # One kernel thread per task slot: the worker's threads (tasks at once) share its cores.
         self.machine = Machine.prepare(self.scratch, code_root(), one_thread=True, isolate=self.settings.sandbox,
                                        fork_server=not self.settings.fresh_kernels)
@@ -140,8 +142,8 @@ class GradingPlugin(WorkerPlugin):
             self.workers.stop()
         if self.machine:
             self.machine.stop()
-        if self.scratch:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+        if getattr(self, "held", None):
+            self.held.remove()
 
     def course(self) -> Path:
         """The course's files on this worker (written once per run)."""

@@ -21,14 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grader import class_report, gradebook, report, reviews
+from course_grader import class_report, gradebook, leftovers, report, reviews
 from course_grader.machine import GRADEBOOKS, Machine
 from course_grader.autograde import ASSIGNMENT, Job, Result
 from course_grader.failures import one_line, root_cause
@@ -302,13 +301,14 @@ def _merge(work: Path, db_url: str, result: Result) -> None:
 def run(options: Options) -> Outcome:
     """Grade the class; merge into the gradebook; write grades.csv; return the rows."""
     started = time.monotonic()
+    leftovers.sweep()  # what a killed run or Dask worker left (only folders whose owner is gone: leftovers.py)
     root = options.root.resolve()
     db_url = gradebook.driver_url(options.db_url or gradebook.default_db_url(root))
     release = root / "release" / ASSIGNMENT
     if not any(release.glob("*.ipynb")):
         raise SystemExit(f"{release} has no notebooks: build the release first (make release)")
-    scratch = Path(tempfile.mkdtemp(prefix="course-grade-"))
-    os.chmod(scratch, 0o700)
+    owned = leftovers.Scratch()  # removed below; if this process is killed, by the next run's sweep
+    scratch = owned.path
     local = None
     try:
         folders, plans = _submissions(options, scratch)
@@ -372,9 +372,10 @@ def run(options: Options) -> Outcome:
         if local:
             local.stop()
         if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
+            (scratch / leftovers.LOCK).unlink(missing_ok=True)  # no lock file: never swept (leftovers.py)
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:
-            shutil.rmtree(scratch, ignore_errors=True)
+            owned.remove()
 
 
 def _check_isolation(mode: str, required: bool) -> None:

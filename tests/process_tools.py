@@ -98,3 +98,167 @@ def killer(find, times: int = 1, settle: float = 1.0):
     finally:
         stop.set()
         thread.join()
+
+
+# A cell that says, where the host can see it, that the kernel is inside it (a file in the kernel's private /tmp,
+# read through /proc/PID/root), then works for `seconds`: a test kills at a known point instead of after a delay.
+INSIDE = "inside-a-cell"
+
+
+def marker_cell(seconds: float) -> str:
+    return f"import time\nopen('/tmp/{INSIDE}', 'w').close()\ntime.sleep({seconds})\n"
+
+
+def with_marker(submitted: Path, dest: Path, students: list[str], notebooks: list[str], seconds: float) -> Path:
+    """A class folder (<dest>/<student>/normalization/) with these students' notebooks from `submitted`
+    (<student>/normalization/<notebook>.ipynb, or one notebook for every student when `submitted` is a notebook),
+    each with marker_cell first."""
+    import nbformat
+
+    for student in students:
+        folder = dest / student / "normalization"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in notebooks:
+            source = submitted if submitted.suffix == ".ipynb" else submitted / student / "normalization" / f"{name}.ipynb"
+            nb = nbformat.read(source, as_version=4)
+            nb.cells.insert(0, nbformat.v4.new_code_cell(marker_cell(seconds)))
+            nbformat.write(nb, folder / f"{name}.ipynb")
+    return dest
+
+
+def ancestors(pid: int) -> list[int]:
+    """`pid`'s parent, its parent's parent, ... up to init."""
+    found = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        found.append(pid)
+    return found
+
+
+def kernels_inside(root: int) -> list[int]:
+    """Kernel processes (a user of their own) below `root` whose kernel is inside marker_cell."""
+    from course_grader import sandbox
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            uid = os.stat(f"/proc/{entry}").st_uid
+            if uid >= sandbox.UID_BASE and os.path.exists(f"/proc/{entry}/root/tmp/{INSIDE}") \
+                    and root in ancestors(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def uid_of(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+def running_as(uid: int) -> list[int]:
+    """Live (not zombie) processes of `uid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and uid_of(int(entry)) == uid:
+            try:
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                found.append(int(entry))
+    return found
+
+
+def is_kernel_uid(uid: int) -> bool:
+    """A grading kernel's user (sandbox.py gives each kernel one of its own, from its range)."""
+    from course_grader import sandbox
+
+    low = getattr(sandbox, "UID_BASE", 100000)
+    count = getattr(sandbox, "UID_COUNT", None)  # a bounded range, where the sandbox has one
+    return uid >= low and (count is None or uid < low + count)
+
+
+# What the grader itself makes in the shared temporary folders (its scratch folders; kernels' socket folders).
+GRADER_PREFIXES = ("course-grade-", "kernel-")
+SHARED = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def shared_leftovers(folders=SHARED) -> set[tuple[str, str]]:
+    """(folder, name) of what the grader or its kernels made in the machine's shared temporary folders: entries owned
+    by a kernel's user, or the grader's own folders (its prefixes, owned by this user). Nothing else counts: on a
+    shared machine other processes write there at any time."""
+    found = set()
+    for folder in map(str, folders):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                owner = os.lstat(os.path.join(folder, name)).st_uid
+            except OSError:
+                continue
+            if is_kernel_uid(owner) or (owner == os.geteuid() and name.startswith(GRADER_PREFIXES)):
+                found.add((folder, name))
+    return found
+
+
+def kernel_processes(since: float = 0.0) -> list[int]:
+    """Live processes of kernel users started after `since` (seconds since boot, as /proc/uptime counts): a run's
+    kernels, never a process that was there before it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and is_kernel_uid(uid_of(int(entry))) and running_as(uid_of(int(entry))):
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[19]) / os.sysconf("SC_CLK_TCK") >= since:
+                found.append(int(entry))
+    return found
+
+
+def uptime() -> float:
+    """Seconds since boot (the clock /proc's process start times use)."""
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+class KernelWatch:
+    """The users of the kernels started below `root` (this process) while the block runs, sampled: afterwards,
+    `left()` is every live process of those users (a kernel or a daemon it started that outlived the run). Another
+    process's kernels (a shared machine) are never counted, whatever their uid."""
+
+    def __init__(self, root: int | None = None, every: float = 0.1) -> None:
+        self.root = root or os.getpid()
+        self.every = every
+        self.uids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    uid = uid_of(int(entry))
+                    if is_kernel_uid(uid) and uid not in self.uids and self.root in ancestors(int(entry)):
+                        self.uids.add(uid)
+
+    def __enter__(self) -> KernelWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def left(self) -> dict[int, list[int]]:
+        """{kernel uid: its live processes} for the watched kernels that still have some."""
+        return {uid: pids for uid in sorted(self.uids) if (pids := running_as(uid))}

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+
+import pytest
 
 from course_grader import speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
-from demo_class import LIMITS, graded_notebooks, scores_of
-from process_tools import age, children, cpu_burners, job_folder, killer, processes
+from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
+from kernel_tools import gone
+from process_tools import (age, children, cpu_burners, job_folder, kernels_inside, killer, processes, running_as,
+                           uid_of, with_marker)
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -122,3 +131,51 @@ def test_kernels_that_cannot_start_leave_the_student_not_graded_with_the_cause(c
     assert reason.startswith(f"not graded: {notebook.split('_')[0]}: the kernel did not start: "), reason
     assert "Kernel died before replying to kernel_info" in reason and "\n" not in reason and len(reason) < 260
     assert "WARNING" not in reason and "[IPKernelApp]" not in reason
+
+
+def poll(find, limit: float = 300.0):
+    """What `find()` returns once it is truthy, polled; None after `limit` s (a bound on a wait, not a measurement)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from course_grader.pipeline import Options, run
+run(Options(root=Path(sys.argv[2]), class_dir=Path(sys.argv[3]), jobs=1, notebooks=["Q1"], cell_timeout=600,
+            notebook_timeout=900, skip_experiments=True, progress=False, feedback=False, report=False,
+            csv=Path(sys.argv[4])))
+"""
+
+
+def test_a_killed_grading_run_leaves_no_kernel_and_the_next_run_sweeps_its_scratch(course, tmp_path, monkeypatch):
+    """The whole grader SIGKILLed while its kernel is inside a cell (the kernel said so): the kernel goes with it,
+    and the scratch folder it could not remove (the students' work, a gradebook with the hidden tests) is removed
+    by the next run to start. The run uses a temporary folder of its own, so the test sees its folders alone."""
+    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
+    class_dir = with_marker(q1, tmp_path / "class", ["slow"], [q1.stem], seconds=600)
+    tmp = Path(tempfile.mkdtemp(prefix="cg-"))  # short: the kernels' socket paths are under it
+    try:
+        grader = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(ROOT), str(course), str(class_dir),
+                                   str(tmp_path / "grades.csv")], env=dict(os.environ, TMPDIR=str(tmp)))
+        kernels = poll(lambda: kernels_inside(grader.pid))
+        assert kernels, "the grader's kernel never got inside its first cell"
+        uids = {uid_of(pid) for pid in kernels}
+        grader.kill()
+        grader.wait()
+        assert gone(lambda: [pid for uid in uids for pid in running_as(uid)]), "a kernel outlived its grader"
+        assert list(tmp.glob("course-grade-*")), "the killed grader's scratch folder is not where the test looks"
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(SystemExit, match="has no notebooks"):  # the next run: it stops early, having swept
+            run(Options(root=tmp_path / "empty", progress=False))
+        assert not list(tmp.glob("course-grade-*")), "the next run left the killed one's scratch folder"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
