@@ -16,12 +16,15 @@ notebook itself, so the page is safe whatever template or exporter settings rend
   renderer passes through as one HTML block: the student's text and formatting stay, the active parts go.
 - Rich outputs: `text/html` is cleaned by nh3; `image/svg+xml` becomes an <img> of the SVG as a data: URI (a
   browser runs no script and fetches nothing inside an SVG shown as an image); `text/markdown` as a markdown
-  cell; `text/plain`, `image/png`, `image/jpeg`, `image/gif` and the judge's record bundles stay as they are;
-  anything else (application/javascript, widgets, text/latex, unknown types) is removed, with a line saying so
-  when nothing else is left. Output metadata keeps only numeric image sizes (nbconvert turns
+  cell; `text/plain`, `image/png`, `image/jpeg`, `image/gif` (when base64) and the judge's record bundles stay
+  as they are; anything else (application/javascript, widgets, text/latex, unknown types) is removed, with a
+  line saying so when nothing else is left. Output metadata keeps only numeric image sizes (nbconvert turns
   `text/html: {isolated: true}` into an iframe).
 - Raw cells are cleaned by nh3; the notebook's widget state (which makes nbconvert load scripts from a CDN)
   is dropped.
+- MathJax (which both pages load) typesets every `$...$` of the page's text, and some TeX commands link
+  (`\\href`), set CSS (`\\style`, `\\bbox`: url() fetches) or load code (`\\require`): a cell or HTML output
+  whose text holds one is shown as its source text in <pre>, which MathJax does not typeset.
 
 The policy (what nh3 keeps) is written out below: formatting tags, tables and images; no script, style,
 iframe, object, embed, form or event handler; no class or id (the page's own scripts and CSS key on them);
@@ -35,6 +38,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from html import escape, unescape
 
 import nh3
 from nbconvert.filters.markdown_mistune import InvalidNotebook, IPythonRenderer, MarkdownWithMath
@@ -58,6 +62,12 @@ URL_SCHEMES = {"http", "https", "mailto", "data"}
 _LINK = re.compile(r"(?i)^(https?:|mailto:|#)")
 _IMAGE_DATA = re.compile(r"(?i)^data:image/(png|jpeg|gif|webp|svg\+xml);base64,[a-z0-9+/=\s]*$")
 KEPT_OUTPUTS = {"text/plain", "image/png", "image/jpeg", "image/gif", RECORD_MIME}
+IMAGES = ("image/png", "image/jpeg", "image/gif")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]*$")
+# The TeX commands with which MathJax (loaded by nbconvert's templates, typesetting every `$...$` in the page's
+# text, wherever it came from) makes links, sets CSS (`url()` fetches), or loads code: a page holding one of them
+# in its text shows that text in <pre>, which MathJax never typesets.
+_ACTIVE_TEX = re.compile(r"\\(href|url|style|class|cssId|bbox|unicode|require|mmlToken|html|data|enclose)(?![A-Za-z])")
 
 
 def _attribute(tag: str, name: str, value: str) -> str | None:
@@ -88,8 +98,7 @@ _ESCAPED_TOKENS = {
     "text", "emphasis", "strong", "codespan", "linebreak", "softbreak", "paragraph", "heading", "blank_line",
     "thematic_break", "block_text", "block_code", "block_quote", "list", "list_item", "strikethrough",
     "table", "table_head", "table_body", "table_row", "table_cell", "task_list_item", "def_list",
-    "def_list_head", "def_list_item", "block_math", "inline_math", "latex_environment", "multiline_math",
-    "link", "image",
+    "def_list_head", "def_list_item", "block_math", "inline_math", "latex_environment", "link", "image",
 }
 
 
@@ -124,16 +133,19 @@ class _Inspector(IPythonRenderer):
 def safe_markdown(source: str, attachments: dict | None = None) -> str:
     """The markdown `source` itself when nbconvert renders all of it escaped and its URLs are allowed;
     otherwise its rendered HTML cleaned by nh3, as one line that markdown passes through as an HTML block."""
+    # Already made safe (the feedback is built from the autograded copy, sanitised before): kept as it is.
+    if _one_block(source) and _block(source[len("<div>"):-len("</div>")]) == source and (
+            _text_only(source[len("<div>"):-len("</div>")]) or not _ACTIVE_TEX.search(unescape(source))):
+        return source
     inspector = _Inspector(attachments or {})
     try:
         html = MarkdownWithMath(renderer=inspector).render(source)
     except Exception:  # noqa: BLE001 - whatever breaks nbconvert's renderer is shown as escaped text
         inspector.unsafe.append("unrenderable")
-        html = "<pre>" + source.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</pre>"
+        html = as_text(source)
+    if _ACTIVE_TEX.search(unescape(html)):
+        return _block(as_text(source))
     if not inspector.unsafe:
-        return source
-    # Already such a block (a notebook sanitised before: feedback is built from the autograded copy): kept as it is.
-    if _one_block(source) and _block(source[len("<div>"):-len("</div>")]) == source:
         return source
     return _block(html)
 
@@ -148,6 +160,16 @@ def _block(html: str) -> str:
 def _one_block(source: str) -> bool:
     """True for one line `<div>...</div>`: markdown passes it through as one HTML block, nothing in it parsed."""
     return source.startswith("<div>") and source.endswith("</div>") and not re.search(r"[\r\n]", source)
+
+
+def as_text(text: str) -> str:
+    """HTML that shows `text` as it is, in <pre> (which MathJax does not typeset)."""
+    return "<pre>" + escape(text) + "</pre>"
+
+
+def _text_only(html: str) -> bool:
+    """True for as_text's HTML: one <pre> holding text only."""
+    return re.fullmatch(r"<pre>[^<]*</pre>", html) is not None
 
 
 def _svg_as_image(svg: str | list) -> str:
@@ -166,10 +188,14 @@ def safe_output(output: dict) -> dict:
     data = output.get("data", {})
     shown = {}
     for mime, value in data.items():
+        if mime in IMAGES and not (isinstance(value, str) and _BASE64.match(value)):
+            continue  # not base64: a template puts it in an attribute
         if mime in KEPT_OUTPUTS:
             shown[mime] = value
         elif mime == "text/html":
-            shown[mime] = clean_html("".join(value) if isinstance(value, list) else str(value))
+            html = "".join(value) if isinstance(value, list) else str(value)
+            cleaned = clean_html(html)
+            shown[mime] = as_text(html) if _ACTIVE_TEX.search(unescape(cleaned)) and not _text_only(html) else cleaned
         elif mime == "text/markdown":
             shown[mime] = safe_markdown("".join(value) if isinstance(value, list) else str(value))
     if "image/svg+xml" in data and "text/html" not in shown:
@@ -180,7 +206,7 @@ def safe_output(output: dict) -> dict:
     output["data"] = shown
     metadata = output.get("metadata", {})
     output["metadata"] = {mime: {k: v for k, v in metadata[mime].items() if k in ("width", "height") and _size(v)}
-                          for mime in ("image/png", "image/jpeg", "image/gif")
+                          for mime in IMAGES
                           if mime in shown and isinstance(metadata.get(mime), dict)}
     return output
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,7 @@ import pytest
 from browser_tools import active_content, formgrader_html, page_text
 from course_grader.judging import VERDICT_ERROR, verdict_outputs
 from course_grader.sanitise import SanitiseStudentContent, safe_markdown, sanitise
+from course_grader.sanitise import safe_output as sanitise_output
 from course_recorder import MIME
 from hostile import HARMLESS, HARMLESS_OUTPUT, MARK, build, corpus, html_payload_markdown
 from submissions import graded_class, notebook_name
@@ -65,6 +67,8 @@ def hostile_notebook() -> nbformat.NotebookNode:
         out("execute_result", data={"text/latex": f"$\\href{{javascript:{js('latex')}}}{{x}}$"}, execution_count=1),
         out("display_data", data={"image/png": PNG, "text/plain": "<Figure size 100x100>"},
             metadata={"image/png": {"width": 100, "height": 100}}),
+        out("display_data", data={"image/png": f'x" onerror="{js("png")}', "text/plain": "not base64"},
+            metadata={"filenames": {"image/png": f"http://{LISTENER}/png"}}),
     ]
     test = nbformat.v4.new_code_cell("check(rec)")
     test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,
@@ -121,7 +125,8 @@ def test_honest_markdown_is_left_as_written():
              for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
     assert cells
     written = [
-        "**Answer.** With $\\sigma^2 < 1$ the `x < 0` branch never runs; see [the paper](https://arxiv.org/abs/1502.03167).",
+        "**Answer.** With $\\sigma^2 < 1$ the `x < 0` branch never runs; see "
+        "[the paper](https://arxiv.org/abs/1502.03167).",
         "> A quote & an ampersand\n\n```python\nif a < b and c > d:\n    pass\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |",
         "1. first\n2. second\n\n- [x] done\n\n$$\\frac{x-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}$$",
         "![my plot](attachment:plot.png) and <http://example.org> and [top](#Batch-statistics)",
@@ -137,6 +142,21 @@ def test_harmless_html_keeps_its_look():
                           '<table><tr><th>a</th></tr><tr><td>1</td></tr></table>')
     for kept in ("<br>", '<span style="color:red">red</span>', "<sup>2</sup>", "<b>bold</b>", "<th>a</th>"):
         assert kept in shown, shown
+
+
+def test_mathjax_commands_that_link_style_or_load_are_shown_as_text():
+    """MathJax typesets every `$...$` in a page's text, wherever it came from (a markdown escape `\\$`, an entity,
+    an HTML output): `\\style` and `\\bbox` set CSS (url() fetches), `\\href` makes javascript: links, `\\require`
+    loads code. Such a cell or output is shown as its text, in <pre> (which MathJax never typesets)."""
+    text_only = re.compile(r"<div><pre>[^<]*</pre></div>")
+    for source in (f"$\\style{{background-image:url(http://{LISTENER}/tex)}}{{x}}$",
+                   f"\\$\\bbox[background:url(http://{LISTENER}/tex)]{{x}}\\$",
+                   "$\\href{javascript:alert(1)}{x}$", "&#92;require{x} $y$", "<b>$\\cssId{x}{y}$</b>"):
+        shown = safe_markdown(source)
+        assert text_only.fullmatch(shown), (source, shown)
+        assert safe_markdown(shown) == shown
+    output = nbformat.v4.new_output("display_data", data={"text/html": "<i>$\\unicode{x41}$</i>"})
+    assert sanitise_output(output).data["text/html"] == "<pre>&lt;i&gt;$\\unicode{x41}$&lt;/i&gt;</pre>"
 
 
 def test_sanitising_again_changes_nothing():
