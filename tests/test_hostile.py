@@ -18,12 +18,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_grader import demo, sandbox
+from course_grader import demo
 from course_grader.pipeline import Options, run
 from course_judge.secrets import leaks, package_lines, notebook_lines, visible_lines
 from course_mutation.harness import run_notebook, run_variant
 from hostile import class_of, corpus, wrong_variant, write_class
-from kernel_tools import Listener, processes_of, uid_of
+from kernel_tools import Listener
+from process_tools import SHARED, KernelWatch, shared_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "hunter2"  # a secret in the grader's environment that no kernel may see
@@ -44,7 +45,9 @@ def _tree(folder: Path) -> set[tuple[str, int, int]]:
 
 
 def _snapshot(course: Path, class_dir: Path, other: Path) -> dict:
-    shared = {folder: sorted(os.listdir(folder)) for folder in ("/tmp", "/var/tmp", "/dev/shm")}
+    # In the machine's shared temporary folders, only what the grader and its kernels' users made: other processes
+    # on a shared CI machine write there at any time (process_tools.shared_leftovers; tests/test_leftovers.py).
+    shared = {folder: sorted(name for f, name in shared_leftovers() if f == folder) for folder in SHARED}
     course_files = {f for f in _tree(course) if not f[0].startswith(OUTPUTS)}
     return {"course": course_files, "class": _tree(class_dir), "other": _tree(other), "shared": shared,
             "packages": _tree(ROOT / "course_lib") | _tree(ROOT / "course_recorder")}
@@ -78,12 +81,15 @@ def hostile():
         write_class(students, class_dir, course / "release" / "normalization", course / "source" / "normalization")
         expected = {s.name: _expected(course, s) for s in students if s.attack is None}
         before = _snapshot(course, class_dir, other)
-        outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=["Q1", "Q3"], cell_timeout=20,
-                              notebook_timeout=180, skip_experiments=True, progress=False, csv=course / "hostile.csv"))
+        with KernelWatch() as kernels:  # the users of this run's kernels, seen as they run
+            outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=["Q1", "Q3"], cell_timeout=20,
+                              require_isolation=True,  # never run the corpus unconfined (a broken sandbox fails fast)
+                                  notebook_timeout=180, skip_experiments=True, progress=False,
+                                  csv=course / "hostile.csv"))
         after = _snapshot(course, class_dir, other)
         listener.stop()
         yield {"course": course, "class_dir": class_dir, "students": students, "attacks": attacks, "expected": expected, "outcome": outcome,
-               "before": before, "after": after, "listener": listener}
+               "before": before, "after": after, "listener": listener, "kernels": kernels}
     finally:
         listener.stopping = True
         if saved is None:
@@ -213,8 +219,10 @@ def test_no_hidden_line_reaches_what_students_receive(hostile):
 
 
 def test_no_process_is_left(hostile):
-    kernels = [int(p) for p in os.listdir("/proc") if p.isdigit() and uid_of(int(p)) >= sandbox.UID_BASE]
-    assert not kernels, [(pid, processes_of(uid_of(pid))) for pid in kernels]
+    """No process of this run's kernels' users is left (a daemon a payload started included); another run's
+    kernels on a shared machine are not this run's to count (process_tools.KernelWatch)."""
+    assert hostile["kernels"].uids, "no kernel of the run was seen"
+    assert not hostile["kernels"].left(), hostile["kernels"].left()
 
 
 # ---- issue 18 item 2: verdicts are data; every CSV cell is inert ----
