@@ -45,6 +45,15 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     p.add_argument("--cell-timeout", type=int, default=90, help="seconds per cell (grading mode keeps cells short)")
     p.add_argument("--notebook-timeout", type=float, default=600.0, help="wall-clock seconds per notebook")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
+    caps = p.add_argument_group("caps on what a student's kernel sends back, applied as it arrives")
+    caps.add_argument("--max-output-bytes", type=int, default=2 << 20, help="bytes kept of one output")
+    caps.add_argument("--max-cell-output-bytes", type=int, default=4 << 20, help="bytes kept of one cell's outputs")
+    caps.add_argument("--max-notebook-output-bytes", type=int, default=16 << 20,
+                      help="bytes kept of a notebook's outputs")
+    caps.add_argument("--max-record-bytes", type=int, default=64 << 20,
+                      help="bytes kept of one test cell's record bundles (what the judge decides from)")
+    p.add_argument("--worker-memory-mb", type=int, default=12288,
+                   help="memory limit of each grading worker process (RLIMIT_DATA; 0: none)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")
     p.add_argument("--require-isolation", action="store_true",
                    help="refuse to grade unless every kernel can be isolated (root, Linux namespaces)")
@@ -73,6 +82,9 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
                    notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
+                   max_output_bytes=a.max_output_bytes, max_cell_output_bytes=a.max_cell_output_bytes,
+                   max_notebook_output_bytes=a.max_notebook_output_bytes, max_record_bytes=a.max_record_bytes,
+                   worker_memory_mb=a.worker_memory_mb,
                    require_isolation=a.require_isolation,
                    feedback=a.feedback, skip_experiments=a.skip_experiments,
                    fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,

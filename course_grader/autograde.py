@@ -38,6 +38,11 @@ class Job:
     cell_timeout: int = 90
     notebook_timeout: float = 600.0
     memory_mb: int = 4096
+    max_output_bytes: int = 2 << 20  # the output caps (kernel.OutputBudget)
+    max_cell_output_bytes: int = 4 << 20
+    max_notebook_output_bytes: int = 16 << 20
+    max_record_bytes: int = 64 << 20
+    worker_memory_mb: int = 12288  # this worker's own memory limit (limit_memory); 0: none
     isolate: bool = False
     expose: list[str] = field(default_factory=list)  # what an isolated kernel may read (sandbox.py)
     feedback: bool = True
@@ -96,6 +101,10 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     c.RobustExecute.notebook_timeout = job.notebook_timeout
     c.RobustExecute.report_file = str(report)
     c.RobustExecute.interrupt_on_timeout = True
+    c.RobustExecute.max_output_bytes = job.max_output_bytes
+    c.RobustExecute.max_cell_output_bytes = job.max_cell_output_bytes
+    c.RobustExecute.max_notebook_output_bytes = job.max_notebook_output_bytes
+    c.RobustExecute.max_record_bytes = job.max_record_bytes
     c.RobustExecute.kernel_log = str(Path(job.scratch) / "kernel.log")
     # The instructor's demo and experiment cells: tests never depend on them (docs/AUTHORING.md).
     c.RobustExecute.skip_tags = ["demo", "experiment"] if job.skip_experiments else []
@@ -202,6 +211,8 @@ def grade(job: Job) -> Result:
                     result.not_graded.pop(name, None)
                     break
                 cause = _failure(report, name, done)
+                if "MemoryError" in cause:
+                    cause += f" (the grading worker reached its memory limit, {job.worker_memory_mb} MiB)"
                 if attempt + 1 < len(apis):
                     result.retried.append(f"{name}: {cause}")
                 else:  # this notebook's grades are not merged; the others' still are
@@ -232,6 +243,7 @@ def grade(job: Job) -> Result:
                 result.review[name] = [str(f) for f in record["review"]]
         elif "seconds" in record and name in result.graded:
             result.seconds[name] = record["seconds"]
+            result.notes += [f"{name}: {cut}" for cut in record.get("truncated", [])]
             if record["problem"]:
                 result.problems[name] = record["problem"]
     return result
@@ -248,9 +260,28 @@ def skip_slow_imports() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
 
 
+def limit_memory(mb: int) -> None:
+    """Limit this process's data (heap and private mappings: RLIMIT_DATA) to `mb` MiB; 0: no limit.
+
+    A grading worker reads everything its kernels send. The output caps (kernel.OutputBudget) bound what it keeps,
+    so no student reaches this limit: it is the backstop against the worker's own growth, and an allocation past
+    it raises MemoryError (said as the worker's memory limit, and retried) instead of the machine swapping or the
+    kernel's OOM killer choosing a process. Not RLIMIT_AS: the CUDA build of torch reserves far more address space
+    than it uses and cannot start under it. Only the soft limit is set, so a later job may set another.
+    """
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = resource.RLIM_INFINITY if mb <= 0 else mb << 20
+    if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+        soft = hard
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
 def run_job(path: Path) -> None:
     """Grade the job in `path` (job.json) and write result.json beside it."""
     job = Job(**json.loads(path.read_text()))
+    limit_memory(job.worker_memory_mb)
     started = time.monotonic()
     result = grade(job)
     result.seconds["total"] = round(time.monotonic() - started, 2)

@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, List, Unicode
@@ -33,6 +35,13 @@ from course_grader import speed
 from course_grader.failures import GraderFailure, meaningful_lines, one_line
 
 NOT_RUN = "NotRunError"
+TRUNCATED = "OutputTruncated"
+# course_recorder.MIME, the test cells' record bundles (not imported from there: course_recorder imports torch)
+RECORD_MIME = "application/vnd.normalization-course.record+json"
+MIB = 1 << 20
+# What one output costs besides its payload (its keys in the notebook's JSON): many tiny outputs add up too.
+OUTPUT_OVERHEAD = 64
+_OUTPUT_MESSAGES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data"})
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -77,18 +86,146 @@ def _error(cell: NotebookNode, ename: str, message: str) -> None:
                                      traceback=[f"{ename}: {message}"]))
 
 
+def _is_test(cell: NotebookNode) -> bool:
+    """A graded test cell (course_judge.is_test, without importing the judge into every kernel test)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def nbytes(value: Any) -> int:
+    """About how many bytes `value` (a message's decoded JSON content) takes in a notebook file: UTF-8 text,
+    numbers as a few bytes. Iterative, so a deeply nested value cannot exhaust the stack."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) if item.isascii() else len(item.encode("utf-8", "replace"))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+            total += 2 * len(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+            total += len(item)
+        else:
+            total += 8
+    return total
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:.3g} MiB" if n >= MIB // 10 else f"{n} bytes"
+
+
+def _prefix(text: str, room: int) -> str:
+    """The start of `text` that takes at most `room` bytes (a UTF-8 character takes at most 4)."""
+    return text[:room] if text.isascii() else text[:room // 4]
+
+
+@dataclass
+class OutputBudget:
+    """Caps on a notebook's outputs, applied to each output message as it arrives from the kernel.
+
+    nbgrader's LimitOutput counts lines, after the whole notebook has run: one line of 300 MiB passes it, and the
+    grading worker holds all of it first. Here every output (a stream message, a display, an error) is sized when
+    it arrives and kept whole, cut to the room left, or dropped: at most `per_output` bytes each, `per_cell` for a
+    cell's outputs (a cleared cell starts again: what it had is gone), `per_notebook` for the notebook's. The
+    record bundles of a test cell (RECORD_MIME, what the judge decides from) are counted apart, up to
+    `per_test_records` a cell, and are kept whole or not at all: a cut record would be read as a wrong one.
+    What was cut is said once per cell (`cut`), in the cell and to the instructor.
+    """
+
+    per_output: int = 2 * MIB
+    per_cell: int = 4 * MIB
+    per_notebook: int = 16 * MIB
+    per_test_records: int = 64 * MIB
+    notebook: int = 0  # bytes kept by the cells before this one
+    cell: int = 0  # bytes kept by this cell
+    records: int = 0  # record bytes kept by this cell
+    cut: list[str] = field(default_factory=list)  # what was cut in this cell
+
+    def next_cell(self) -> None:
+        self.notebook += self.cell
+        self.cell = self.records = 0
+        self.cut = []
+
+    def cleared(self) -> None:
+        """The cell's outputs were cleared (clear_output): their bytes are no longer held."""
+        self.cell = 0
+
+    def _say(self, what: str) -> None:
+        if what not in self.cut:
+            self.cut.append(what)
+
+    def admit(self, kind: str, content: dict, test_cell: bool) -> dict | None:
+        """The content of an output message to keep (maybe cut), or None to drop it."""
+        size = OUTPUT_OVERHEAD + nbytes(content.get("data") if "data" in content else content)
+        if test_cell and kind in ("display_data", "execute_result") and RECORD_MIME in (content.get("data") or {}):
+            if self.records + size > self.per_test_records:
+                self._say(f"this test's records passed the {_mib(self.per_test_records)} limit and were not kept")
+                return None
+            self.records += size
+            return content
+        limits = [(self.per_output, f"an output passed the {_mib(self.per_output)} limit"),
+                  (self.per_cell - self.cell, f"the cell's output passed the {_mib(self.per_cell)} limit"),
+                  (self.per_notebook - self.notebook - self.cell,
+                   f"the notebook's output passed the {_mib(self.per_notebook)} limit")]
+        room, why = min(limits, key=lambda limit: limit[0])
+        if size <= room:
+            self.cell += size
+            return content
+        self._say(why)
+        room -= OUTPUT_OVERHEAD + 100  # the note that replaces what was cut
+        if room <= 0:
+            return None
+        cut = self._cut(kind, content, room)
+        self.cell += OUTPUT_OVERHEAD + nbytes(cut.get("data") if "data" in cut else cut)
+        return cut
+
+    @staticmethod
+    def _cut(kind: str, content: dict, room: int) -> dict:
+        note = "\n... output truncated ...\n"
+        if kind == "stream":
+            return {**content, "text": _prefix(str(content.get("text", "")), room) + note}
+        if kind == "error":
+            lines, left = [], room // 2 - 100
+            for line in content.get("traceback") or []:
+                line = str(line)
+                if nbytes(line) + 1 > left:
+                    break
+                lines.append(line)
+                left -= nbytes(line) + 1
+            return {**content, "ename": _prefix(str(content.get("ename", "Error")), 100),
+                    "evalue": _prefix(str(content.get("evalue", "")), max(0, room // 2 - 150)),
+                    "traceback": lines + [note.strip()]}
+        # a display: its data replaced by a line of text (half an image or half a page of HTML shows nothing)
+        return {**content, "data": {"text/plain": f"[output truncated: {_mib(nbytes(content.get('data')))}]"},
+                "metadata": {}}
+
+
 class RobustExecute(Execute):
-    """nbgrader's Execute with a whole-notebook limit, and no exception when a kernel dies or hangs."""
+    """nbgrader's Execute with a whole-notebook limit, output caps, and no exception when a kernel dies or hangs."""
 
     notebook_timeout = Float(600.0, help="wall-clock seconds for the whole notebook").tag(config=True)
     report_file = Unicode("", help="JSON lines: one record per notebook with its problem, if any").tag(config=True)
     skip_tags = List(Unicode(), help="cells with one of these tags are not run (tests never depend on them)"
                      ).tag(config=True)
     kernel_log = Unicode("", help="file for the kernel process's own stderr (its start-up errors)").tag(config=True)
+    max_output_bytes = Integer(2 * MIB, help="bytes kept of one output (OutputBudget)").tag(config=True)
+    max_cell_output_bytes = Integer(4 * MIB, help="bytes kept of one cell's outputs").tag(config=True)
+    max_notebook_output_bytes = Integer(16 * MIB, help="bytes kept of the notebook's outputs").tag(config=True)
+    max_record_bytes = Integer(64 * MIB, help="bytes kept of one test cell's record bundles (counted apart)"
+                               ).tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(*args, **kwargs)
+        self._interrupted = False
+        self._budget = self._new_budget()
+        self._truncated: list[str] = []
+
+    def _new_budget(self) -> OutputBudget:
+        return OutputBudget(self.max_output_bytes, self.max_cell_output_bytes, self.max_notebook_output_bytes,
+                            self.max_record_bytes)
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
         """Run every code cell; stop at the first death, cell timeout or notebook timeout.
@@ -100,6 +237,7 @@ class RobustExecute(Execute):
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
+        self._budget, self._truncated = self._new_budget(), []
         cell_timeout = self.timeout
         factor = speed.slowness()
         self.iopub_timeout, self.startup_timeout = speed.iopub_timeout(factor), speed.startup_timeout(factor)
@@ -120,23 +258,7 @@ class RobustExecute(Execute):
                         _error(cell, NOT_RUN, f"not run: {problem}")
                         continue
                     self.timeout = max(1, int(min(cell_timeout or left, left)))
-                    try:
-                        self.preprocess_cell(cell, resources, index)
-                    except DeadKernelError:
-                        if self._fork_server_gone():
-                            raise GraderFailure(f"the fork server died under the kernel in cell {index}") from None
-                        problem = f"the kernel died in cell {index} (crash, os._exit or out of memory)"
-                        _error(cell, "DeadKernelError", problem)
-                        continue
-                    except CellTimeoutError:
-                        # A cell that runs too long is interrupted and recorded (error_on_timeout), not raised:
-                        # what raises is nbclient's wait for the cell's last output after its reply.
-                        raise GraderFailure(f"cell {index}'s last output did not arrive within {self.iopub_timeout} s "
-                                            f"of its reply (machine {factor:.1f}x slower than quiet)") from None
-                    if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
-                        # The cell hung; after an interrupt the kernel's state is unknown, so stop here.
-                        limit = "cell" if self.timeout == cell_timeout else "notebook"
-                        problem = f"cell {index} ran past the {limit} time limit ({self.timeout} s)"
+                    problem = self.run_cell(cell, resources, index, cell_timeout, factor)
         except GraderFailure as failure:
             self._report(resources, None, time.monotonic() - started, failure=str(failure))
             raise
@@ -145,6 +267,94 @@ class RobustExecute(Execute):
         self.set_widgets_metadata()
         self._report(resources, problem, time.monotonic() - started)
         return self.nb, self.resources
+
+    def run_cell(self, cell: NotebookNode, resources: Any, index: int, cell_timeout: int | None,
+                 factor: float = 1.0) -> str | None:
+        """Run one code cell: the problem that stops the notebook here (the student's doing), or None.
+
+        Raises GraderFailure for what is not the student's doing. A cell that outlives its limit is the student's
+        whether or not it stops when interrupted: nbclient interrupts the kernel when the cell's execute_reply has
+        not come within the limit (`_interrupted`, a fact, not a guess from the clock). When the interrupt does
+        not stop it either (a long call in C, SIGINT ignored), nbclient then waits in vain for the cell's last
+        output: the kernel is killed, and the cell is scored like any cell past its limit. Only a cell that did
+        reply and whose last output is then late (a message lost or slow on a busy machine) is the grader's.
+        """
+        self._interrupted = False
+        self._budget.next_cell()
+        try:
+            self.preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            if self._fork_server_gone():
+                raise GraderFailure(f"the fork server died under the kernel in cell {index}") from None
+            problem = f"the kernel died in cell {index} (crash, os._exit or out of memory)"
+            _error(cell, "DeadKernelError", problem)
+            return problem
+        except CellTimeoutError:
+            if not self._interrupted:
+                raise GraderFailure(f"cell {index}'s last output did not arrive within {self.iopub_timeout} s "
+                                    f"of its reply (machine {factor:.1f}x slower than quiet)") from None
+            self._kill_kernel()
+            problem = (f"cell {index} ran past the {self._limit(cell_timeout)} time limit ({self.timeout} s) and did "
+                       f"not stop when interrupted: its kernel was killed")
+            _error(cell, "CellTimeoutError", problem)
+            return problem
+        finally:
+            self._say_truncated(cell, index)
+        if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+            # The cell hung and stopped when interrupted; its kernel's state is unknown, so stop here.
+            return f"cell {index} ran past the {self._limit(cell_timeout)} time limit ({self.timeout} s)"
+        return None
+
+    def _limit(self, cell_timeout: int | None) -> str:
+        return "cell" if self.timeout == cell_timeout else "notebook"
+
+    async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> None | dict[str, Any]:
+        """nbclient's: no execute_reply within the limit; it interrupts the kernel (interrupt_on_timeout)."""
+        self._interrupted = True
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def _kill_kernel(self) -> None:
+        """Kill the kernel (its manager's forced shutdown: SIGKILL to the kernel's process, whose sandbox takes its
+        processes with it); the notebook's later cells are not run."""
+        async def kill() -> None:
+            await ensure_async(self.km.shutdown_kernel(now=True))
+
+        try:
+            run_sync(kill)()
+        except Exception as exc:  # noqa: BLE001 - already gone is as good as killed; the cleanup tries again
+            self.log.warning("could not kill the kernel: %s", exc)
+
+    def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> NotebookNode | None:
+        """nbclient's, with every output sized against the caps as it arrives (OutputBudget), so that the worker
+        never holds more of a flood than one message."""
+        kind = msg.get("msg_type")
+        if kind == "clear_output":
+            self._budget.cleared()
+        elif kind in _OUTPUT_MESSAGES:
+            content = self._budget.admit(kind, msg.get("content") or {}, _is_test(cell))
+            if content is None:
+                return None
+            msg = {**msg, "content": content}
+        return super().process_message(msg, cell, cell_index)
+
+    def on_cell_executed(self, **kwargs: Any) -> None:
+        """nbgrader's (the reply's error goes into the cell when no output carried it), with that error cut to one
+        output's cap: the reply bypasses process_message, and its error can be as large as the student makes it."""
+        reply = kwargs.get("execute_reply") or {}
+        content = reply.get("content") or {}
+        if content.get("status") == "error" and nbytes(content) > self.max_output_bytes:
+            kwargs["execute_reply"] = {**reply, "content": OutputBudget._cut("error", content,
+                                                                            self.max_output_bytes // 2)}
+        super().on_cell_executed(**kwargs)
+
+    def _say_truncated(self, cell: NotebookNode, index: int) -> None:
+        """What the caps cut in this cell: an error output the student's feedback shows (a test cell's outputs are
+        replaced by its verdict), and a line for the instructor's report."""
+        if not self._budget.cut:
+            return
+        said = f"output truncated: {'; '.join(self._budget.cut)}"
+        _error(cell, TRUNCATED, said)
+        self._truncated.append(f"cell {index}: {said}")
 
     def _start(self, stack: ExitStack) -> None:
         """Start the kernel and get its first answer, or raise GraderFailure saying why not."""
@@ -191,6 +401,8 @@ class RobustExecute(Execute):
             return
         name = (resources or {}).get("unique_key", "?")
         record = {"notebook": name, "problem": problem, "seconds": round(seconds, 2)}
+        if self._truncated:
+            record["truncated"] = self._truncated
         if failure:
             record = {"notebook": name, "grader_failure": failure}
         with open(self.report_file, "a") as f:

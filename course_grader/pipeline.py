@@ -55,6 +55,13 @@ class Options:
     cell_timeout: int = 90
     notebook_timeout: float = 600.0
     memory_mb: int = 4096
+    # Caps on what a student's kernel sends back, applied as it arrives (kernel.OutputBudget): one output, one
+    # cell's outputs, the notebook's outputs, and one test cell's record bundles (counted apart, for the judge).
+    max_output_bytes: int = 2 << 20
+    max_cell_output_bytes: int = 4 << 20
+    max_notebook_output_bytes: int = 16 << 20
+    max_record_bytes: int = 64 << 20
+    worker_memory_mb: int = 12288  # each grading worker's own limit (RLIMIT_DATA); 0: none
     sandbox: bool = True
     require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
     feedback: bool = True
@@ -431,6 +438,9 @@ def job_for(options: Options, student: str, submission: Path, release: Path, sou
     return Job(student=student, submission=str(submission.resolve()), release=str(release), source=str(source),
                template_db=str(template), scratch=str(work), notebooks=notebooks, cell_timeout=options.cell_timeout,
                notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb, isolate=machine.isolate,
+               max_output_bytes=options.max_output_bytes, max_cell_output_bytes=options.max_cell_output_bytes,
+               max_notebook_output_bytes=options.max_notebook_output_bytes, max_record_bytes=options.max_record_bytes,
+               worker_memory_mb=options.worker_memory_mb,
                expose=machine.expose, feedback=options.feedback, skip_experiments=options.skip_experiments,
                zygote=machine.zygote, claims=claims)
 

@@ -8,9 +8,11 @@ when missing) and Playwright only drives it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import html.parser
 import os
+import re
 import secrets
 import signal
 import socket
@@ -240,3 +242,39 @@ def page_text(page: str) -> str:
     parser = Text()
     parser.feed(page)
     return " ".join(" ".join(parser.parts).split())
+
+
+# Attributes whose URL the browser fetches as the page loads (a link's href waits for a click).
+FETCHED = {"src", "srcset", "data", "poster", "background", "action", "formaction", "xlink:href"}
+ACTIVE_TAGS = {"script", "iframe", "frame", "object", "embed", "applet", "form", "base", "link", "meta", "style",
+               "svg", "math", "template"}
+
+
+def active_elements(page: str) -> collections.Counter:
+    """What in `page` can run script, frame another page or fetch, counted by kind: active elements (script,
+    iframe, object, embed, form, base, link, meta, style, svg...), event-handler attributes, javascript: and
+    data:text/html URLs, URLs fetched as the page loads (other than data: images), CSS url(). A page's own
+    (its template's scripts and stylesheets) are counted too: compare with the same template's page for an
+    honest notebook (Counter subtraction leaves what the student's content added)."""
+    found: collections.Counter = collections.Counter()
+
+    class Parser(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs) -> None:
+            if tag in ACTIVE_TAGS:
+                found[f"<{tag}>"] += 1
+            for name, value in attrs:
+                value = (value or "").strip()
+                if name.startswith("on"):
+                    found[f"{name}= attribute"] += 1
+                if re.match(r"(?i)(javascript|vbscript):|data:text/html", value):
+                    found[f"{name}= script URL"] += 1
+                if (name in FETCHED or (tag == "link" and name == "href")) and value \
+                        and not re.match(r"(?i)data:image/", value):
+                    found[f"<{tag} {name}=> fetched"] += 1
+                if name == "style" and "url(" in value.lower():
+                    found["style= url()"] += 1
+
+    parser = Parser(convert_charrefs=True)
+    parser.feed(page)
+    parser.close()
+    return found

@@ -393,6 +393,25 @@ print(len(threads))
         Attack("forged-named-mistake", Q3, "init", after="batchnorm", code=LAYER_INIT + f'''    def forward(self, x):
         raise ValueError({FORGED_MISTAKE!r})
 '''),
+        # ---- issue 18 items 3-4 (executor): a cell that ignores the interrupt is the student's hang (the kernel is
+        # killed, the cell ran past the time limit), never "not graded"; floods of output are cut as they arrive ----
+        Attack("c-call-past-the-limit", Q1, "blank", after="channel_stats", flagged="time limit",
+               code="sum(range(10**14))\n"),
+        Attack("sigint-ignored", Q1, "ref", after="channel_stats", flagged="time limit", code='''
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+while True:
+    pass
+'''),
+        Attack("print-flood", Q1, "ref", after="channel_stats", flagged="output truncated", code='''
+line = "x" * (1 << 20)
+for _ in range(300):
+    print(line)
+'''),
+        Attack("html-flood", Q1, "ref", after="channel_stats", flagged="output truncated", code='''
+from IPython.display import HTML, display
+display(HTML("<p>" + "x" * (64 << 20) + "</p>"))
+'''),
     ]
 
 

@@ -256,3 +256,40 @@ def test_a_students_text_names_no_mistake_and_no_csv_cell_runs(hostile):
         bad = [c for c in cells if c.startswith(inert.FORMULA) or any(unicodedata.category(ch) in ("Cc", "Cf")
                                                                     for ch in c)]
         assert not bad, (path.name, bad[:5])
+
+
+# ---- issue 18 item 1: student content is inert wherever a person sees it ----
+
+def _pages(course: Path, student: str, notebook: str) -> dict[str, str]:
+    """The pages a person opens for a student's notebook: formgrader's (rendered as it renders the autograded
+    notebook) and the feedback page; none for a notebook that was not graded."""
+    from browser_tools import formgrader_html
+
+    autograded = course / "autograded" / student / "normalization" / f"{notebook}.ipynb"
+    feedback = course / "feedback" / student / "normalization" / f"{notebook}.html"
+    return {**({"formgrader": formgrader_html(autograded)} if autograded.exists() else {}),
+            **({"feedback": feedback.read_text()} if feedback.exists() else {})}
+
+
+def test_no_page_a_person_opens_runs_a_students_content(hostile):
+    """Every attack's autograded notebook as formgrader renders it, and its feedback page: no script, event
+    handler, frame, form or fetch beyond what the same page holds for its base (the same submission without the
+    payload; html-that-runs carries every kind), no payload marker or listener address in an active place; and
+    html-that-runs' written answer is still shown on both."""
+    from browser_tools import active_content, active_elements, page_text
+    from hostile import HARMLESS, MARK
+
+    course, marks = hostile["course"], (MARK, f"127.0.0.1:{hostile['listener'].port}")
+    found, shown = {}, []
+    for student in hostile["students"]:
+        if student.attack is None:
+            continue
+        base = _pages(course, student.expected_base, student.notebook)
+        for kind, page in _pages(course, student.name, student.notebook).items():
+            added = active_elements(page) - active_elements(base.get(kind, ""))
+            if added or active_content(page, *marks):
+                found[f"{kind}: {student.name}"] = (dict(added), active_content(page, *marks)[:3])
+            if student.attack.name == "html-that-runs" and HARMLESS in page_text(page):
+                shown.append(kind)
+    assert not found, found
+    assert sorted(shown) == ["feedback", "formgrader"], shown

@@ -13,6 +13,7 @@ a hostile submission. The browser's view is tests/test_browser_hostile.py.
 from __future__ import annotations
 
 import base64
+import collections
 import copy
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_tools import active_content, formgrader_html, page_text
+from browser_tools import active_content, active_elements, formgrader_html, page_text
 from course_grader.judging import VERDICT_ERROR, verdict_outputs
 from course_grader.sanitise import SanitiseStudentContent, safe_markdown, sanitise
 from course_grader.sanitise import safe_output as sanitise_output
@@ -99,6 +100,16 @@ def test_the_payloads_run_without_the_sanitiser_and_not_with_it(tmp_path, templa
         assert tag not in page, tag
     text = page_text(page)
     assert HARMLESS in text and HARMLESS_OUTPUT in text and "markdown output" in text
+
+
+@pytest.mark.parametrize("template", ["formgrade", "lab"])
+def test_the_sanitised_page_holds_no_more_active_markup_than_an_empty_notebooks(tmp_path, template):
+    """Whatever the payloads' markers: no script, handler, frame, form or fetch beyond the template's own."""
+    empty = active_elements(rendered(nbformat.v4.new_notebook(), tmp_path, template))
+    nb = hostile_notebook()
+    assert active_elements(rendered(nb, tmp_path, template)) - empty  # the attack is real
+    sanitise(nb)
+    assert active_elements(rendered(nb, tmp_path, template)) - empty == collections.Counter()
 
 
 def test_what_the_grader_and_the_instructor_need_stays(tmp_path):
