@@ -53,7 +53,8 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     caps.add_argument("--max-record-bytes", type=int, default=64 << 20,
                       help="bytes kept of one test cell's record bundles (what the judge decides from)")
     p.add_argument("--worker-memory-mb", type=int, default=12288,
-                   help="memory limit of each grading worker process (RLIMIT_DATA; 0: none)")
+                   help="memory limit of each grading worker process (RLIMIT_DATA; never below 3 x --memory-mb; "
+                        "0: none)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")
     p.add_argument("--require-isolation", action="store_true",
                    help="refuse to grade unless every kernel can be isolated (root, Linux namespaces)")

@@ -281,7 +281,10 @@ def limit_memory(mb: int) -> None:
 def run_job(path: Path) -> None:
     """Grade the job in `path` (job.json) and write result.json beside it."""
     job = Job(**json.loads(path.read_text()))
-    limit_memory(job.worker_memory_mb)
+    # Never below three times a kernel's limit: one output message is decoded whole before the caps can cut it, and
+    # a kernel can send one about a third of its memory (the text, its JSON, its bytes): a lower limit would let a
+    # student's single message stop the worker, a grader failure.
+    limit_memory(job.worker_memory_mb and max(job.worker_memory_mb, 3 * job.memory_mb))
     started = time.monotonic()
     result = grade(job)
     result.seconds["total"] = round(time.monotonic() - started, 2)

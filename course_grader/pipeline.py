@@ -61,7 +61,7 @@ class Options:
     max_cell_output_bytes: int = 4 << 20
     max_notebook_output_bytes: int = 16 << 20
     max_record_bytes: int = 64 << 20
-    worker_memory_mb: int = 12288  # each grading worker's own limit (RLIMIT_DATA); 0: none
+    worker_memory_mb: int = 12288  # each grading worker's own limit (RLIMIT_DATA; at least 3 x memory_mb); 0: none
     sandbox: bool = True
     require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
     feedback: bool = True
