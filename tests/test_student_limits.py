@@ -118,6 +118,22 @@ class _Channel:
         raise Empty
 
 
+class _Backlog(_Channel):
+    """A stub IOPub channel whose messages are still on their way when nbclient's wait for them gives up (a student
+    flooded the channel during the cell): the cell's first message (busy) comes, then a poll that never answers,
+    then the rest comes to the next polls."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        super().__init__(messages)
+        self.polls = 0
+
+    async def get_msg(self, timeout: float | None = None) -> dict:
+        self.polls += 1
+        if self.polls == 2:
+            await asyncio.Event().wait()  # cancelled when nbclient's wait ends
+        return await super().get_msg(timeout)
+
+
 class _Client:
     """A stub kernel client: `replies` on the shell channel, `outputs` on IOPub, always alive."""
 
@@ -152,6 +168,10 @@ def _reply() -> dict:
             "content": {"status": "ok", "execution_count": 1}}
 
 
+def _iopub(kind: str, **content) -> dict:
+    return {"parent_header": {"msg_id": "cell-1"}, "msg_type": kind, "header": {"msg_type": kind}, "content": content}
+
+
 def _executor(replies: list[dict], outputs: list[dict]) -> tuple[RobustExecute, _Manager]:
     ex = RobustExecute(timeout=1, iopub_timeout=1)  # the stub answers (or not) at once: no wait is reached
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("while True: pass")])
@@ -175,10 +195,25 @@ def test_a_cell_that_never_replied_is_the_students_and_its_kernel_is_killed():
 def test_a_reply_whose_last_output_is_late_is_the_graders():
     """The cell replied in time; only its last output (the kernel's idle status) did not come: a message lost or
     late on a busy machine, not the student's doing. The kernel was not interrupted; the notebook is retried."""
-    ex, km = _executor(replies=[_reply()], outputs=[])
+    ex, km = _executor(replies=[_reply()], outputs=[_iopub("status", execution_state="busy")])
     with pytest.raises(GraderFailure, match="last output did not arrive"):
         ex.run_cell(ex.nb.cells[0], {}, 0, cell_timeout=1)
     assert km.done == [], km.done
+
+
+def test_a_reply_whose_output_is_still_arriving_is_read_to_its_end():
+    """The cell replied; its output (a flood the student printed) was still arriving when nbclient's wait for the
+    last output ended: the channel is alive, so the rest is read (under the caps) up to the cell's idle status, and
+    the notebook goes on. Not a grader failure: a student's flood must not turn into 'not graded'."""
+    ex, km = _executor(replies=[_reply()], outputs=[])
+    ex.kc.iopub_channel = _Backlog([_iopub("status", execution_state="busy"),
+                                    *[_iopub("stream", name="stdout", text="x" * 1000 + "\n") for _ in range(50)],
+                                    _iopub("status", execution_state="idle")])
+    ex._budget = OutputBudget(per_output=10_000, per_cell=20_000, per_notebook=40_000, per_test_records=1000)
+    cell = ex.nb.cells[0]
+    assert ex.run_cell(cell, {}, 0, cell_timeout=1) is None
+    assert km.done == [] and ex._budget.cell <= 20_000
+    assert any(o.get("ename") == "OutputTruncated" for o in cell.outputs), cell.outputs
 
 
 def test_a_cell_that_stops_when_interrupted_keeps_its_kernel():
