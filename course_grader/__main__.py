@@ -23,6 +23,7 @@ from course_grader.autograde import skip_slow_imports
 
 skip_slow_imports()  # before nbformat is imported (by the pipeline)
 
+from course_grader import inert  # noqa: E402
 from course_grader.pipeline import ZIP_REGEXP, Options, run  # noqa: E402
 from course_grader.report import table  # noqa: E402
 
@@ -130,7 +131,8 @@ def decide(options: Options, decisions: list[tuple[str, str]]) -> int:
     grades_csv = options.csv or root / "grades.csv"
     missing = [row.student for row in rows if not replace_line(grades_csv, row)]
     if missing:
-        print(f"{grades_csv} does not list {' '.join(missing)} (another run's grades): left as it is")
+        print(f"{grades_csv} does not list {' '.join(inert.plain(m) for m in missing)} (another run's grades): "
+              "left as it is")
     if options.report and grades_csv.exists():
         return write_report(options)
     return 0
@@ -153,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     retried = [(student, note) for student, r in outcome.results.items() for note in r.retried]
     if retried:
         print(f"{len(retried)} grader failure(s) were retried with a fresh kernel; scores are unaffected:")
-        print("\n".join(f"  {student}: {note}" for student, note in retried[:20]))
+        print("\n".join(f"  {inert.plain(student)}: {inert.plain(note)}" for student, note in retried[:20]))
     failed = [s for s, r in outcome.results.items() if not r.ok]
     if failed:
         print(f"{len(failed)} student(s) NOT GRADED after retries (the grader's failure, not theirs; no score given): "
-              f"{' '.join(failed)}. Grade them again once the cause is fixed: --student NAME.")
+              f"{' '.join(inert.plain(s) for s in failed)}. Grade them again once the cause is fixed: --student NAME.")
     return 1 if failed else 0
 
 
