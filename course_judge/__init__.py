@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import importlib
 import re
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from course_judge.audit import TORCH_NORMS, Audit, audit
 from course_judge.compare import TORCH_WHY
-from course_judge.records import Fail, Malformed, Missing, Records
-from course_judge.secrets import WITHHELD, scrub, secret_lines
+from course_judge.records import Fail, Malformed, Missing, Records, TooLarge, quote
+from course_judge.secrets import MAX_MESSAGE, TRUNCATED, WITHHELD, bounded, clip, secret_lines
 from course_recorder import GUARD
+from course_recorder.wire import MAX_NAME, MAX_TEXT
 
 QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
 
@@ -102,10 +102,15 @@ def question_of(notebook: str) -> str:
 
 
 def _first_error(outputs: list) -> str:
+    """The first error output's `ename: evalue`, one line of at most 300 characters (cut before it is joined: a
+    kernel's error output can carry megabytes, and its fields need not be strings)."""
     for out in outputs:
-        if out.get("output_type") == "error":
-            text = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip().rstrip(":")
-            return text.splitlines()[0][:300] if text else "an error"
+        if isinstance(out, dict) and out.get("output_type") == "error":
+            ename, evalue = out.get("ename", "Error"), out.get("evalue", "")
+            ename = ename[:MAX_NAME] if isinstance(ename, str) else "Error"
+            evalue = evalue[:MAX_TEXT] if isinstance(evalue, str) else ""
+            text = f"{ename}: {evalue}".strip().rstrip(":")
+            return text.splitlines()[0][:300] if text.strip() else "an error"
     return ""
 
 
@@ -151,7 +156,7 @@ def _refused(spec: Spec, test: str, guards: tuple[str, list] | None) -> Verdict 
         refused = seen.get("refused") if isinstance(seen, dict) else None
         if isinstance(refused, list) and refused:
             why = WHY.get((spec.question, solution), TORCH_WHY)
-            return Verdict(test, False, f"Your {solution} called {str(refused[0])[:70]} while the test ran "
+            return Verdict(test, False, f"Your {solution} called {quote(refused[0], 70)} while the test ran "
                                         f"it. {why}")
     return None
 
@@ -216,17 +221,39 @@ def judge_test(spec: Spec | None, test: str, outputs: list, found: Audit, earlie
     except Missing as err:
         why = f" It stopped early: {stopped}." if stopped else ""
         return Verdict(test, False, f"This test did not record the result it needs ({err.key}).{why}")
+    except TooLarge as err:
+        return Verdict(test, False, f"This test's results are too large to judge: your code gave {err}. A correct "
+                                    f"answer here is far smaller.")
     except Malformed as err:
         return Verdict(test, False, f"This test's results are malformed: {err}.")
     except Fail as err:
         return Verdict(test, False, str(err), mistake=_named(err))
     except Exception as err:  # noqa: BLE001 - a judge that cannot read the results is a grader problem
-        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        return Verdict(test, False, "The grader could not check this test's results; your instructor has been told.",
-                       judge_error=detail[-500:])
+        return _could_not_check(test, err)
     if stopped:  # every check passed on what was recorded, but the probe did not finish
         return Verdict(test, False, f"This test stopped early: {stopped}.")
     return _unproven(spec, test, guards) or Verdict(test, True)
+
+
+def _could_not_check(test: str, err: BaseException) -> Verdict:
+    """A failed test for a verdict function (or the judge around it) that raised: the instructor is told what."""
+    try:
+        text = str(err)
+    except Exception:  # noqa: BLE001 - an exception whose text cannot be made (a huge int in it) is named alone
+        text = ""
+    detail = f"{type(err).__name__}: {text[:500]}".rstrip(": ")
+    return Verdict(test, False, "The grader could not check this test's results; your instructor has been told.",
+                   judge_error=detail)
+
+
+def _audit(nb, release, forbidden: dict[str, frozenset[str]]) -> tuple[Audit, list[str]]:
+    """The audit's findings, and what to hold the notebook for when the audit itself failed: code it cannot read
+    is for the instructor to judge (its scores stand, as the values earned them), never the grader's failure."""
+    try:
+        return audit(nb, release, forbidden), []
+    except Exception as err:  # noqa: BLE001 - RecursionError, MemoryError: the student's code, not a grader fault
+        return Audit(), [f"the audit could not read this notebook's code ({type(err).__name__}): it is held for "
+                         f"review so that an instructor reads it"]
 
 
 def is_test(cell) -> bool:
@@ -239,14 +266,14 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
     """The verdict of every test cell of a graded notebook (`release` is the student's version of it)."""
     question = question_of(notebook)
     load(question)
-    found = audit(nb, release, FORBIDDEN.get(question, {}))
+    found, unread = _audit(nb, release, FORBIDDEN.get(question, {}))
     secrets = secret_lines(nb, release)
     result = NotebookVerdicts()
     if found.tampering:
-        result.notes.append("tampering: " + "; ".join(str(f) for f in found.tampering[:5]))
+        result.notes.append(clip("tampering: " + "; ".join(str(f) for f in found.tampering[:5])))
     for solution, finding in found.delegation.items():
-        result.notes.append(f"delegation: {solution} {finding}")
-    result.review = [scrub(str(f), secrets) for f in found.review]
+        result.notes.append(clip(f"delegation: {solution} {finding}"))
+    result.review = [bounded(str(f), secrets) for f in found.review] + unread
     earlier = ""
     for cell in nb.cells:
         if not is_test(cell):
@@ -256,18 +283,22 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
             continue
         test = cell.metadata["nbgrader"]["grade_id"]
         spec = REGISTRY.get((question, test))
-        v = judge_test(spec, test, cell.get("outputs", []), found, earlier)
+        try:
+            v = judge_test(spec, test, cell.get("outputs", []), found, earlier)
+        except Exception as err:  # noqa: BLE001 - whatever a student produced ends as this test's failure
+            v = _could_not_check(test, err)
         for before, why in (spec.after if spec else {}).items():
             if not v.passed and before in result.verdicts and not result.verdicts[before].passed and why not in v.message:
                 v.message += f"\n{why}"
-        v.message = scrub(v.message, secrets)
+        # Cut before scrubbing: the message quotes the student's text, and scrub's work grows with its length.
+        v.message = bounded(v.message, secrets)
         if v.judge_error:
-            result.notes.append(f"the judge failed on {test}: {v.judge_error}")
+            result.notes.append(clip(f"the judge failed on {test}: {v.judge_error}"))
         if v.note:
-            result.notes.append(f"tampering: {scrub(v.note, secrets)}")
+            result.notes.append(f"tampering: {bounded(v.note, secrets)}")
         result.verdicts[test] = v
     return result
 
 
 __all__ = ["Spec", "Verdict", "NotebookVerdicts", "REGISTRY", "verdict", "forbid", "judge_notebook", "judge_test",
-           "is_test", "question_of", "Fail", "Records", "WITHHELD"]
+           "is_test", "question_of", "Fail", "Records", "WITHHELD", "MAX_MESSAGE", "TRUNCATED"]

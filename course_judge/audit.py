@@ -18,6 +18,12 @@ reads every cell the student wrote or changed, as IPython runs it (after IPython
 
 Reading the machinery (`"google.colab" in sys.modules`), importing IPython or its debugger, timing, plotting,
 reloading code and any magic that only displays or times are ordinary, and never found.
+
+Code too deeply nested to read (a statement whose syntax tree is more than MAX_AST_DEPTH levels deep, which the
+recursive readers here could not walk, or a cell ast.parse itself gives up on) is held for review: Python may
+still run it (a kernel can raise its recursion limit first), so it is not safe to pass over, and it is not
+proof of anything either; the values still decide the scores. The rest of the cell is read as usual. A cell that
+is not Python at all (a syntax error) cannot run, and is not found.
 """
 
 from __future__ import annotations
@@ -88,6 +94,11 @@ ORDINARY_EXTENSIONS = frozenset({"autoreload", "line_profiler", "memory_profiler
                                  "nb_black", "lab_black", "jupyter_black", "rich", "wurlitzer", "ipython_autotime"})
 
 DYNAMIC = "?"  # a name part built at run time
+# The deepest statement the audit reads: its readers recurse about four frames a level, so 100 levels stay far from
+# Python's recursion limit wherever the judge is called from. Honest code is shallow: the deepest cell of the
+# course's notebooks is 12 levels, the deepest module of this project 19.
+MAX_AST_DEPTH = 100
+TOO_DEEP = f"is nested too deeply for the audit to read (more than {MAX_AST_DEPTH} levels)"
 
 
 @dataclass
@@ -100,7 +111,9 @@ class Finding:
     code: str
 
     def __str__(self) -> str:
-        return f"{self.what} (cell {self.cell + 1}, line {self.line}: {' '.join(self.code.split())[:80]})"
+        # `what` can quote the student's names (an attribute chain, an extension's name): cut, as the code is
+        what = self.what if len(self.what) <= 200 else self.what[:200] + "..."
+        return f"{what} (cell {self.cell + 1}, line {self.line}: {' '.join(self.code[:1000].split())[:80]})"
 
 
 @dataclass
@@ -158,6 +171,33 @@ def parse(source: str) -> ast.Module | None:
         return ast.parse(python_of(source))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
+
+
+def depth(node: ast.AST) -> int:
+    """How many levels deep a syntax tree goes (walked without recursion: it may be deeper than Python allows)."""
+    deepest, todo = 0, [(node, 0)]
+    while todo:
+        node, level = todo.pop()
+        deepest = max(deepest, level)
+        todo.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def readable(source: str) -> tuple[ast.Module | None, list[int]]:
+    """The cell's syntax tree without its statements too deep to read, and the lines where those start.
+
+    (None, []) for a cell that is not Python (it cannot run); (None, [1]) for one ast.parse gives up on for its
+    depth or size (RecursionError, MemoryError), which a kernel with a higher recursion limit may still run."""
+    try:
+        tree = ast.parse(python_of(source))
+    except (SyntaxError, ValueError):
+        return None, []
+    except (RecursionError, MemoryError):
+        return None, [1]
+    deep = [stmt for stmt in tree.body if depth(stmt) > MAX_AST_DEPTH]
+    if deep:
+        tree.body = [stmt for stmt in tree.body if all(stmt is not d for d in deep)]
+    return tree, [getattr(stmt, "lineno", 1) for stmt in deep]
 
 
 DEFAULT_ALIASES = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional", "np": "numpy", "sys": "sys",
@@ -414,7 +454,9 @@ class _Reader(_Scoped):
         if text is None:
             self._add(node, what, False)
             return
-        tree = parse(text)
+        tree, deep = readable(text)
+        if deep:
+            self._add(node, f"runs code that {TOO_DEEP}", False)
         if tree is None:
             return
         inner = _Reader(self.names, self.offset + node.lineno - 1 + offset)
@@ -606,9 +648,12 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
     cells = student_cells(nb, release)
     names = Names()
     all_trees: dict[int, ast.Module] = {}
+    too_deep: dict[int, list[int]] = {}  # cell index -> the lines of the statements too deep to read
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            tree = parse(cell.source)
+            tree, deep = readable(cell.source)
+            if deep:
+                too_deep[index] = deep
             if tree is not None:
                 all_trees[index] = tree
                 names.learn(tree)
@@ -620,9 +665,15 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
         text = lines[index][line - 1] if 0 < line <= len(lines[index]) else ""
         return Finding(what, index, line, text)
 
+    for index, _ in cells:
+        for line in too_deep.get(index, []):
+            result.review.append(finding(index, line, f"code that {TOO_DEEP}"))
     for index, tree in trees.items():
         reader = _Reader(names)
-        reader.visit(tree)
+        try:
+            reader.visit(tree)
+        except RecursionError:  # deep and wide at once, or called from deep inside: held, never the grader's failure
+            result.review.append(finding(index, 1, f"code that {TOO_DEEP}"))
         for line, what, certain in reader.found:
             (result.tampering if certain else result.review).append(finding(index, line, what))
     result.tampering = list({(f.what, f.cell, f.line): f for f in result.tampering}.values())
@@ -652,7 +703,11 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
                 continue
             seen.add(id(stmt))
             uses = _Uses(names, banned, own)
-            uses.visit(stmt)
+            try:
+                uses.visit(stmt)
+            except RecursionError:
+                result.review.append(finding(cell_index, getattr(stmt, "lineno", 1), f"{grade_id} uses code that {TOO_DEEP}"))
+                continue
             for node, func in uses.elsewhere[:1]:
                 result.review.append(finding(cell_index, getattr(node, "lineno", 1),
                                              f"{grade_id} runs work in another thread or process ({func}), where "

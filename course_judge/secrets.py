@@ -2,6 +2,11 @@
 
 The judge scrubs every message that quotes the kernel (an exception's text, a repr) with `scrub`, and the
 feedback builder and the tests scan what students receive with `leaks`.
+
+Every message the judge writes is cut to MAX_MESSAGE characters before it is scrubbed (`bounded`): a student's
+exception can carry megabytes, and scrubbing a 2,000,000-character message took 3 s. The cut is said
+(TRUNCATED), and a line the cut splits is withheld from where it starts quoting a secret line, as the whole line
+would be.
 """
 
 from __future__ import annotations
@@ -13,6 +18,11 @@ from pathlib import Path
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 MIN_LENGTH = 16  # shorter lines (`return out`, `import torch`) say nothing and occur everywhere
 WITHHELD = "[withheld: this text quotes the hidden tests]"
+# The longest message the judge writes (the longest a reference or catalogued mistake gets is 681 characters): what
+# a failed test can carry back to the student, student-chosen text included, is at most this many characters.
+MAX_MESSAGE = 2_000
+TRUNCATED = "(truncated)"
+PARTIAL = 8  # the start of a secret line this long at the end of a cut line is withheld
 
 
 def _significant(line: str) -> str | None:
@@ -96,3 +106,36 @@ def leaks(text: str, secrets: frozenset[str]) -> list[str]:
     """The secret lines found in `text` (a whole file a student receives)."""
     lines = {line.strip() for line in text.splitlines()}
     return sorted(s for s in secrets if s in lines or (len(s) >= 24 and s in text))
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` cut to `limit` characters, the cut said (for text no student reads: the instructor's notes)."""
+    return text if len(text) <= limit else f"{text[:limit]} {TRUNCATED}"
+
+
+def _withhold_partial(line: str, secrets: frozenset[str]) -> str:
+    """A line cut short: from the first place where what is left of it begins a secret line, withheld."""
+    start = len(line)
+    for secret in secrets:
+        head = secret[:PARTIAL]
+        at = line.find(head)
+        while 0 <= at < start:
+            if secret.startswith(line[at:]):
+                start = at
+                break
+            at = line.find(head, at + 1)
+    return line if start == len(line) else line[:start] + WITHHELD
+
+
+def bounded(text: str, secrets: frozenset[str], limit: int = MAX_MESSAGE) -> str:
+    """`text` cut to `limit` characters and then scrubbed (scrub never sees more than `limit`); the result is at
+    most `limit` characters and the notice TRUNCATED when anything was cut."""
+    cut = len(text) > limit
+    if cut:
+        lines = text[:limit].split("\n")
+        lines[-1] = _withhold_partial(lines[-1], secrets)
+        text = "\n".join(lines)
+    text = scrub(text, secrets)
+    if len(text) > limit:  # a notice longer than what it replaced: cutting scrubbed text reveals nothing
+        text, cut = text[:limit], True
+    return f"{text} {TRUNCATED}" if cut else text

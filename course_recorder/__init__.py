@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from course_recorder.guard import ACTIVE, Evidence, own_implementation
-from course_recorder.wire import Raised, digest, encode
+from course_recorder.wire import Budget, Raised, digest, encode
 
 MIME = "application/vnd.normalization-course.record+json"
 VERSION = 1
@@ -51,12 +51,13 @@ class Recorder:
     def __init__(self, test: str) -> None:
         self.test = test
         self.records: dict[str, object] = {}
+        self.budget = Budget()  # the tensor elements this test may still record (wire.MAX_TOTAL_ELEMENTS)
 
     def put(self, key: str, value: object) -> None:
         """Record a value (a tensor, a number, a list, a Raised...) under `key`."""
         if key in self.records:
             raise KeyError(f"probe bug: {self.test} records {key!r} twice")
-        self.records[key] = encode(value)
+        self.records[key] = encode(value, budget=self.budget)
 
     def call(self, key: str, fn: Callable, *args: object, own: str | None = None, **kwargs: object) -> object:
         """fn(*args, **kwargs), its result (or the exception it raised) recorded under `key`.
