@@ -118,6 +118,35 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     return c
 
 
+def student_glob(student: str) -> str:
+    """The glob nbgrader is given for `student` (its student_id is a file glob): one that matches exactly the
+    student's folder when the id holds `*`, `?` or `[`. nbgrader reads the id back from the folder it matched, so the
+    gradebook gets the id itself. (Ids it cannot take at all: unusable_id.)"""
+    import glob
+
+    return glob.escape(student)
+
+
+def unusable_id(student: str, db_url: str = "") -> str:
+    """Why nbgrader itself cannot grade a student of this id, or "" (every other id grades, whatever its length up
+    to a folder name's 255 bytes, its script or its shell characters: scratch and socket paths never hold it).
+
+    - blanks at either end: nbgrader's CourseDirectory strips them from the id, and then finds no such student;
+    - a bracket expression (`[ab]`): nbgrader globs the folder it found once more, as a pattern, and `[ab]` does
+      not match itself;
+    - over 128 characters with a database that enforces column lengths (PostgreSQL): nbgrader's gradebook declares
+      the student's id as String(128) (SQLite does not enforce it)."""
+    import fnmatch
+
+    if student != student.strip():
+        return "the student id has blanks at its start or end, which nbgrader strips (rename the folder)"
+    if not fnmatch.fnmatchcase(student, student):
+        return "the student id holds a bracket expression ([...]), which nbgrader reads as a file glob (rename the folder)"
+    if len(student) > 128 and db_url and not db_url.startswith("sqlite"):
+        return f"the student id has {len(student)} characters; nbgrader's gradebook holds at most 128"
+    return ""
+
+
 def _claim(claims: str, name: str) -> bool:
     """True for the one worker that claims notebook `name` first (several workers may share one student)."""
     if not claims:
@@ -205,7 +234,7 @@ def grade(job: Job) -> Result:
                 continue
             for attempt, api in enumerate(apis):
                 api.coursedir.notebook_id = name
-                done = api.autograde(ASSIGNMENT, job.student, force=True, create=True)
+                done = api.autograde(ASSIGNMENT, student_glob(job.student), force=True, create=True)
                 if done["success"]:
                     result.graded.append(name)
                     result.not_graded.pop(name, None)
@@ -223,7 +252,7 @@ def grade(job: Job) -> Result:
             result.graded += ungraded
         if job.feedback and (course / "autograded" / job.student).exists():
             apis[0].coursedir.notebook_id = "*"
-            fb = apis[0].generate_feedback(ASSIGNMENT, job.student, force=True)
+            fb = apis[0].generate_feedback(ASSIGNMENT, student_glob(job.student), force=True)
             if not fb["success"] and not result.not_graded:  # else the missing notebook says why
                 result.notes.append("feedback HTML could not be generated")
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps going (and may retry)

@@ -162,7 +162,7 @@ def grade_task(course_key: str, student: str, submission: dict[str, bytes], note
     (`fresh`: in a new worker process, for a retry after a grader failure)."""
     from distributed import get_worker
 
-    from course_grader.pipeline import Options, job_for, worker_limit
+    from course_grader.pipeline import Options, job_for, scratch_name, worker_limit
 
     plugin: GradingPlugin = get_worker().plugins[PLUGIN]
     if plugin.data.key != course_key:
@@ -175,7 +175,7 @@ def grade_task(course_key: str, student: str, submission: dict[str, bytes], note
         raise RuntimeError(f"worker {plugin.address} cannot isolate kernels ({machine.mode}) and isolation is required")
     folder = plugin.course()
     plugin.tasks += 1
-    work = plugin.scratch / "students" / f"{student}.{plugin.tasks}"
+    work = plugin.scratch / "students" / f"{scratch_name(student)}.{plugin.tasks}"
     _write(submission, work / "submitted")
     options = Options(root=folder, **{k: v for k, v in asdict(settings).items() if k != "fresh_kernels"})
     job = job_for(options, student, work / "submitted", folder / "release", folder / "source", folder / "template.db",
@@ -202,7 +202,7 @@ def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: 
     """Grade every student as a Dask task; yield each student when they are finished (merged, installed)."""
     from distributed import Client, LocalCluster, as_completed
 
-    from course_grader.pipeline import WORKER_RETRIES, _missing
+    from course_grader.pipeline import WORKER_RETRIES, _missing, scratch_name
 
     settings = Settings(cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
                         memory_mb=options.memory_mb, sandbox=options.sandbox,
@@ -229,7 +229,7 @@ def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: 
         done = as_completed(list(tasks))
         for future in done:
             student, files, attempt = tasks.pop(future)
-            work = scratch / "students" / f"{student}.dask{attempt}" / "course"
+            work = scratch / "students" / f"{scratch_name(student)}.dask{attempt}" / "course"
             try:
                 answer = future.result()
                 result = Result(**answer["result"])

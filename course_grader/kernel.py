@@ -21,12 +21,12 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from queue import Empty
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
@@ -59,16 +59,39 @@ class SandboxKernelManager(AsyncKernelManager):
     expose = List(Unicode(), help="paths the kernel may read (besides the system's)").tag(config=True)
     zygote = Unicode("", help="socket of a fork server (zygote.py); empty: a fresh kernel process").tag(config=True)
     socket_root = Unicode("", help="where each isolated kernel's socket folder is made").tag(config=True)
+    uid_base = Integer(0, help="first uid of the isolated kernels' range (0: sandbox.UID_BASE)").tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # A socket left unclosed with messages queued for a kernel that never came (one that could not start) made
+        # the context's teardown (zmq_ctx_term, run by the garbage collector) wait forever: every socket made
+        # from this manager's context, its clients' included, lets go of unsent messages after a second.
+        self.context.setsockopt(zmq.LINGER, 1000)
         self.socket_dir = ""
         if self.isolate:
             if self.socket_root:
                 os.makedirs(self.socket_root, mode=0o700, exist_ok=True)
+            # A fixed-length name: the longest socket path, <folder>/k-<port>, must fit a unix socket address
+            # (107 bytes), whatever the student is called (the worker's scratch is named by a digest).
             self.socket_dir = tempfile.mkdtemp(prefix="kernel-", dir=self.socket_root or None)
             self.transport = "ipc"
             self.ip = os.path.join(self.socket_dir, "k")
+            longest = len(os.fsencode(f"{self.ip}-65535"))
+            if longest > zmq.IPC_PATH_MAX_LEN:
+                os.rmdir(self.socket_dir)
+                raise ValueError(f"the kernel's socket path would be {longest} bytes, over the {zmq.IPC_PATH_MAX_LEN} "
+                                 f"of a unix socket address: socket_root {self.socket_root!r} is too long")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        """jupyter's cleanup, then the socket folder: the tiny filesystem the sandbox mounted on it for the kernel
+        is let go (the supervisor does so when the kernel ends by itself; a killed supervisor cannot) and removed."""
+        await super()._async_cleanup_resources(restart=restart)
+        if self.socket_dir and not restart:
+            from course_grader import sandbox
+
+            sandbox.release_socket_dir(self.socket_dir)
+
+    cleanup_resources = _async_cleanup_resources
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         """The kernel's own command, behind the sandbox launcher."""
@@ -78,6 +101,8 @@ class SandboxKernelManager(AsyncKernelManager):
         prefix = [sys.executable, "-m", *launcher, f"--memory-mb={self.memory_mb}"]
         if self.isolate:
             prefix += ["--isolate", f"--writable={self.socket_dir}", *(f"--expose={p}" for p in self.expose)]
+            if self.uid_base:
+                prefix.append(f"--uid-base={self.uid_base}")
         return prefix + ["--"] + cmd
 
 
@@ -220,7 +245,7 @@ class RobustExecute(Execute):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(*args, **kwargs)
-        self._interrupted, self._cell_msg_id = False, ""
+        self._interrupted = False
         self._budget = self._new_budget()
         self._truncated: list[str] = []
 
@@ -280,7 +305,7 @@ class RobustExecute(Execute):
         output: the kernel is killed, and the cell is scored like any cell past its limit. Only a cell that did
         reply and whose last output is then late (a message lost or slow on a busy machine) is the grader's.
         """
-        self._interrupted, self._cell_msg_id = False, ""
+        self._interrupted = False
         self._budget.next_cell()
         try:
             self.preprocess_cell(cell, resources, index)
@@ -291,8 +316,6 @@ class RobustExecute(Execute):
             _error(cell, "DeadKernelError", problem)
             return problem
         except CellTimeoutError:
-            if not self._interrupted and self._read_on(cell, index):
-                return None
             if not self._interrupted:
                 raise GraderFailure(f"cell {index}'s last output did not arrive within {self.iopub_timeout} s "
                                     f"of its reply (machine {factor:.1f}x slower than quiet)") from None
@@ -307,38 +330,6 @@ class RobustExecute(Execute):
             # The cell hung and stopped when interrupted; its kernel's state is unknown, so stop here.
             return f"cell {index} ran past the {self._limit(cell_timeout)} time limit ({self.timeout} s)"
         return None
-
-    def _read_on(self, cell: NotebookNode, index: int) -> bool:
-        """After nbclient stopped waiting for a replied cell's last output: read on while the cell's output still
-        arrives (each message under the caps), up to its idle status (True). False when nothing of the cell comes
-        within a further `iopub_timeout` (the kernel or the message is lost: the grader's failure).
-
-        A cell can reply while its output is still on its way: a flood printed during the cell takes the worker
-        about as long to decode as it took the kernel to send, and nbclient's wait for the last output is fixed.
-        A student must not turn that into "not graded": output that keeps arriving is the kernel at work.
-        Hand-written because nbclient ends the cell's IOPub poll when its wait ends; this is that poll, resumed.
-        """
-        msg_id = self._cell_msg_id
-        if not msg_id:
-            return False  # nothing of this cell ever arrived
-
-        async def read() -> bool:
-            quiet_until = time.monotonic() + self.iopub_timeout
-            while time.monotonic() < quiet_until:
-                try:
-                    msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=quiet_until - time.monotonic()))
-                except Empty:
-                    return False
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue  # another cell's late output (a thread it left running) does not count as this one's
-                quiet_until = time.monotonic() + self.iopub_timeout
-                try:
-                    self.process_message(msg, cell, index)
-                except CellExecutionComplete:
-                    return True
-            return False
-
-        return run_sync(read)()
 
     def _limit(self, cell_timeout: int | None) -> str:
         return "cell" if self.timeout == cell_timeout else "notebook"
@@ -363,7 +354,6 @@ class RobustExecute(Execute):
         """nbclient's, with every output sized against the caps as it arrives (OutputBudget), so that the worker
         never holds more of a flood than one message."""
         kind = msg.get("msg_type")
-        self._cell_msg_id = msg.get("parent_header", {}).get("msg_id") or self._cell_msg_id
         if kind == "clear_output":
             self._budget.cleared()
         elif kind in _OUTPUT_MESSAGES:

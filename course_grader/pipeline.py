@@ -29,7 +29,7 @@ from pathlib import Path
 
 from course_grader import class_report, gradebook, leftovers, report, reviews
 from course_grader.machine import GRADEBOOKS, Machine
-from course_grader.autograde import ASSIGNMENT, Job, Result
+from course_grader.autograde import ASSIGNMENT, Job, Result, unusable_id
 from course_grader.failures import one_line, root_cause
 from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
 
@@ -331,6 +331,11 @@ def run(options: Options) -> Outcome:
         history = GRADEBOOKS / "seconds.json"
         order = claim_order(names, history)
         parts: dict[str, list[Result]] = {}
+        # A student id nbgrader itself cannot take is not graded, said at once, and no worker is started for it.
+        refused = {s: why for s in folders if (why := unusable_id(s, db_url))}
+        for student, why in refused.items():
+            parts[student] = [Result(student, ok=False, error=why, not_graded={n: why for n in order})]
+        to_grade = {s: folder for s, folder in folders.items() if s not in refused}
 
         def finish(result: Result, work: Path) -> None:
             """Merge one worker's gradebook and install its autograded notebooks and feedback (work: its course)."""
@@ -341,12 +346,12 @@ def run(options: Options) -> Outcome:
             _install(work / "feedback" / result.student, root / "feedback" / result.student)
 
         if local:
-            finished = _grade_here(options, local, folders, order, release, root, template, scratch, finish, parts)
+            finished = _grade_here(options, local, to_grade, order, release, root, template, scratch, finish, parts)
         else:
             from course_grader.distributed import grade_on_dask
 
-            finished = grade_on_dask(options, folders, order, release, root, template, scratch, finish, parts)
-        for _ in _progress(finished, len(folders), options.progress):
+            finished = grade_on_dask(options, to_grade, order, release, root, template, scratch, finish, parts)
+        for _ in _progress(finished, len(to_grade), options.progress):
             pass
         results = {student: _combine(student, parts.get(student, []), order) for student in folders}
         remember(history, results)
@@ -403,7 +408,7 @@ def _grade_here(options: Options, machine: Machine, folders: dict[str, Path], or
     def make_job(student: str, share: int, notebooks: list[str] | None = None) -> Job:
         """Job number `share` of a student: one of the workers sharing its notebooks, or (with `notebooks`)
         a fresh worker grading those alone after a grader failure."""
-        work = scratch / "students" / f"{student}.{share}"
+        work = scratch / "students" / f"{scratch_name(student)}.{share}"
         work.mkdir(parents=True)
         return job_for(options, student, folders[student], release, root / "source", template, work,
                        notebooks or order, machine, claims="" if notebooks else str(scratch / "claims" / student))
@@ -430,6 +435,16 @@ def _grade_here(options: Options, machine: Machine, folders: dict[str, Path], or
             yield job.student
     finally:
         workers.stop()
+
+
+def scratch_name(student: str) -> str:
+    """A student's scratch folder name: a fixed-length digest of the id, never the id itself. An id is whatever the
+    LMS or the class folder says (an e-mail address, 200 characters, unicode, spaces, shell characters): as a folder
+    name it would push a kernel's socket path past the 107 bytes of a unix socket address (the kernel could not
+    start) and, with a suffix, a name past 255 bytes."""
+    import hashlib
+
+    return hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def job_for(options: Options, student: str, submission: Path, release: Path, source: Path, template: Path,

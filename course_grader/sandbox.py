@@ -15,9 +15,16 @@ keep the warm interpreter it was forked from (bwrap can only exec a new program)
   packages a kernel may import, the data (all read-only), its socket folder, and a private, size-limited
   tmpfs for its home, /tmp, /var/tmp and /dev/shm; a minimal /dev and its own /proc. Nothing else of the
   host's filesystem (the course root, source/, the judge, other checkouts, other students) exists there;
-- its own IPC and UTS namespaces; a user id of its own (100000 + the supervisor's host pid, unique among
-  running kernels), no supplementary groups, no_new_privs; resource limits; and, where the host lets root
-  create cgroups, a memory and pids cgroup per kernel (which counts the tmpfs too).
+- its own IPC and UTS namespaces; a user id of its own (UID_BASE + the supervisor's host pid: unique among
+  running kernels, in a range no account or /etc/subuid range uses), no supplementary groups, no_new_privs;
+  resource limits; and, where the host lets root create cgroups, a memory and pids cgroup per kernel (which
+  counts the tmpfs too);
+- everything it can read is read-only down to every submount (mount_setattr(AT_RECURSIVE), or each submount
+  remounted where the kernel is older than 5.12), and its socket folder is a tiny tmpfs of its own, mounted on
+  the host by the supervisor and gone with the kernel, so nothing it writes lands on the host's disk;
+- a seccomp filter (libseccomp, through pyseccomp) that answers EPERM to what a sandboxed process never needs
+  and what widens the kernel's attack surface: new namespaces (unshare, setns, clone with a namespace flag),
+  mounts, bpf, io_uring, the key ring, ptrace, userfaultfd, perf events, modules, kexec... (DENIED).
 
 Three processes: the supervisor (the caller: the process the kernel manager started, or the fork server's
 child) stays on the host, forwards signals and exits with the kernel's status; the init (PID 1 in the new
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import os
 import platform
 import resource
@@ -45,9 +53,36 @@ CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
+# mount_setattr(2) (Linux 5.12): the same number on every architecture (syscalls added since 5.1 share numbers).
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE = 442, -100, 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+# The kernel's socket folder: a few unix sockets (ipykernel binds five), nothing more.
+SOCKET_FS = "size=1m,nr_inodes=64,mode=0700"
+# The system calls an isolated kernel is refused (EPERM), as Docker's and Flatpak's default profiles refuse them:
+# nothing a notebook needs, and each widens what student code can reach of the host's kernel (new namespaces make
+# it root of a user namespace; bpf, io_uring, keyctl, userfaultfd and perf events are where local privilege
+# escalations are found; ptrace and process_vm_* read other processes). Names unknown on this architecture are
+# skipped. clone3 answers ENOSYS, not EPERM: glibc then falls back to clone for threads, whose flags can be checked.
+DENIED = ("unshare", "setns", "mount", "umount", "umount2", "pivot_root", "chroot", "mount_setattr", "open_tree",
+          "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "bpf", "io_uring_setup", "io_uring_enter",
+          "io_uring_register", "keyctl", "add_key", "request_key", "ptrace", "process_vm_readv",
+          "process_vm_writev", "userfaultfd", "perf_event_open", "kexec_load", "kexec_file_load", "init_module",
+          "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "swapon", "swapoff", "reboot",
+          "syslog", "acct", "quotactl", "quotactl_fd", "lookup_dcookie", "iopl", "ioperm", "vm86", "vm86old",
+          "uselib", "nfsservctl", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime",
+          "sethostname", "setdomainname", "fanotify_init", "add_key", "pidfd_getfd")
+NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+# personality(2): plain Linux (0, or 8: PER_LINUX32) only; every flag above turns off address-space randomisation
+# (ADDR_NO_RANDOMIZE), makes data executable (READ_IMPLIES_EXEC) or maps page zero. A filter compares one argument
+# once per rule, so the query (0xffffffff), which nothing a notebook runs makes, is refused too.
+PERSONALITY_MAX = 0x8
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
-UID_BASE = 100000  # kernel uids: UID_BASE + the supervisor's pid (pids are unique among live processes)
+# Kernel uids: UID_BASE + the supervisor's pid (pids are unique among live processes, and below UID_RANGE: the
+# largest pid_max Linux allows). Far above the accounts and the /etc/subuid ranges a system hands out (100000 up):
+# a kernel's uid must be nobody else's, or it could signal or read their processes and files.
+UID_BASE = 2_000_000_000
+UID_RANGE = UID_COUNT = 1 << 22
 SCRATCH_MB = 256  # the kernel's home, /tmp, /var/tmp and /dev/shm together
 HOME = "/home/kernel"
 CONNECTION = f"{HOME}/kernel.json"
@@ -79,6 +114,140 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 def _umount(target: str) -> None:
     _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def _mount_points(under: str) -> list[tuple[str, list[str]]]:
+    """(mount point, its per-mount options) of `under` and every mount below it, from /proc/self/mountinfo."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        # octal escapes (a space is \040) in the mount point
+        point = fields[4].encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
+        if point == under or point.startswith(under.rstrip("/") + "/"):
+            found.append((point, fields[5].split(",")))
+    return found
+
+
+def readonly_tree(path: str, writable: bool = False) -> None:
+    """Make the mount at `path` and every mount below it nosuid, nodev and (unless `writable`) read-only.
+
+    A bind's MS_RDONLY remount changes the top mount only: what is mounted below it (a tmpfs in /usr, /sys's
+    submounts) would stay writable. mount_setattr with AT_RECURSIVE changes the whole tree at once; on a kernel
+    without it (before 5.12), each submount found in /proc/self/mountinfo is remounted."""
+    attr = _MountAttr(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (0 if writable else MOUNT_ATTR_RDONLY), 0, 0, 0)
+    if _libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_long(AT_FDCWD), path.encode(), ctypes.c_uint(AT_RECURSIVE),
+                     ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, f"mount_setattr {path}: {os.strerror(err)}")
+    _remount_each(path, writable)
+
+
+def _remount_each(path: str, writable: bool = False) -> None:
+    """readonly_tree without mount_setattr: every mount of the tree remounted, keeping its noexec."""
+    for point, options in _mount_points(path):
+        flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+        flags |= MS_NOEXEC if "noexec" in options else 0
+        _mount(None, point, None, flags)
+
+
+def unmount_under(folder: str | Path) -> int:
+    """Let go of every mount below `folder` (socket folders whose supervisor was killed); how many."""
+    points = [point for point, _ in _mount_points(str(folder)) if point != str(folder)]
+    for point in sorted(points, key=len, reverse=True):
+        try:
+            _umount(point)
+        except OSError:
+            pass
+    return len(points)
+
+
+def release_socket_dir(path: str) -> None:
+    """Unmount a kernel's socket folder (the tmpfs its supervisor mounted; stacked ones too) and remove it."""
+    for _ in range(8):
+        if not os.path.ismount(path) or _libc.umount2(path.encode(), MNT_DETACH) != 0:
+            break
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- seccomp
+def deny_syscalls() -> None:
+    """Load the seccomp filter of DENIED into this process (inherited by everything it starts, exec included).
+
+    libseccomp (through pyseccomp, a ctypes binding) compiles the rules into a BPF program for this architecture
+    and refuses system calls of any other ABI (32-bit int 0x80, x32), as bwrap and Docker do. Needs no_new_privs
+    (or root): the kernel process sets it first."""
+    import pyseccomp as seccomp
+
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in dict.fromkeys(DENIED):
+        try:
+            rules.add_rule(seccomp.ERRNO(errno.EPERM), name)
+        except (OSError, ValueError):
+            pass  # not a system call on this architecture
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags sit in memory a filter cannot read
+    for flag in NAMESPACE_FLAGS:
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    rules.add_rule(seccomp.ERRNO(errno.EPERM), "personality", seccomp.Arg(0, seccomp.GT, PERSONALITY_MAX))
+    rules.load()
+
+
+def seccomp_mode() -> int:
+    """This process's seccomp mode (/proc/self/status: 0 none, 2 a filter)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Seccomp:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _namespaced(pid: str) -> bool:
+    """True when process `pid` is in another pid namespace than this one (a sandboxed kernel's)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return True  # gone
+
+
+def uid_conflicts(base: int = UID_BASE, size: int = UID_RANGE,
+                  subid_files: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> list[str]:
+    """Who else uses a uid of [base, base + size): accounts, /etc/subuid and /etc/subgid ranges, processes that
+    are not a kernel of ours (a kernel's uid is base + its supervisor's pid, and that supervisor is ours)."""
+    import pwd
+
+    found = [f"account {e.pw_name} ({e.pw_uid})" for e in pwd.getpwall() if base <= e.pw_uid < base + size]
+    found += [f"group {e.gr_name} ({e.gr_gid})" for e in __import__("grp").getgrall() if base <= e.gr_gid < base + size]
+    for path in subid_files:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                start, count = int(parts[1]), int(parts[2])
+                if start < base + size and base < start + count:
+                    found.append(f"{path}: {line.strip()}")
+    for entry in os.listdir("/proc"):
+        try:
+            uids = [int(u) for u in Path(f"/proc/{entry}/status").read_text().split("\nUid:", 1)[1].split()[:4]]
+        except (OSError, IndexError, ValueError):
+            continue
+        for uid in {u for u in uids if base <= u < base + size}:
+            try:
+                supervisor = Path(f"/proc/{uid - base}/cmdline").read_bytes()
+            except OSError:
+                supervisor = b""
+            # A kernel whose supervisor has just gone (it dies with it, a moment later) is in a pid namespace
+            # of its own; a stranger running as that uid is not.
+            if b"course_grader" not in supervisor and not _namespaced(entry):
+                found.append(f"process {entry} (uid {uid})")
+    return found
 
 
 def _prctl(option: int, value: int) -> None:
@@ -187,6 +356,7 @@ def kill_kernels_under(folder: Path) -> int:
                 killed += 1
             except OSError:
                 pass
+    unmount_under(folder)  # the socket folders' tmpfs of the supervisors killed (or killed earlier)
     return killed
 
 
@@ -272,10 +442,8 @@ class View:
             else:
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 Path(dest).touch()
-            flags = MS_BIND | MS_REC | MS_NOSUID | MS_NODEV
-            _mount(f"/proc/self/fd/{fd}", dest, None, flags)
-            if not writable:
-                _mount(None, dest, None, flags | MS_REMOUNT | MS_RDONLY)
+            _mount(f"/proc/self/fd/{fd}", dest, None, MS_BIND | MS_REC)
+            readonly_tree(dest, writable=writable)  # the whole tree: its submounts too
             os.close(fd)
         for target, link in self.links:
             os.makedirs(os.path.dirname(root + target), exist_ok=True)
@@ -393,9 +561,11 @@ def launch(args: argparse.Namespace, environ: dict[str, str] | None,
         index = cmd.index("-f") + 1
         connection = Path(cmd[index]).read_bytes()
         cmd[index] = CONNECTION
-    uid = gid = UID_BASE + os.getpid()
-    for path in args.writable:  # its socket folder
-        os.chown(path, uid, gid)
+    if not 0 < args.uid_base <= 0xFFFFFFFE - UID_RANGE:
+        raise SystemExit(f"--uid-base {args.uid_base}: the range [base, base + {UID_RANGE}) must fit below 2**32 - 1")
+    uid = gid = args.uid_base + os.getpid()
+    for path in args.writable:  # its socket folder: a tiny tmpfs of its own, on the host (the manager connects there)
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"{SOCKET_FS},uid={uid},gid={gid}")
     view = View([Path(p) for p in args.expose], [Path(p) for p in args.writable], uid, gid, args.scratch_mb)
     cgroup = Cgroup(f"course-kernel-{os.getpid()}", args.memory_mb + args.scratch_mb)
     cgroup.enter(os.getpid())
@@ -408,6 +578,11 @@ def launch(args: argparse.Namespace, environ: dict[str, str] | None,
     box.append(init)
     code = _wait_for(init, reap_all=False)
     cgroup.remove()
+    for path in args.writable:  # the sockets' tmpfs goes with the kernel (the manager removes the folder)
+        try:
+            _umount(path)
+        except OSError:
+            pass
     os._exit(code)
 
 
@@ -449,6 +624,7 @@ def _kernel(args, cmd: list[str], environ, start, uid: int, gid: int) -> None:
         die_with_parent()
         set_limits(args.memory_mb)
         os.chdir(HOME)
+        deny_syscalls()  # last: nothing after it needs what it refuses
         start(cmd, kernel_env(HOME, environ))
         code = 0
     except SystemExit as exc:
@@ -471,6 +647,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--isolate", action="store_true", help="namespaces, an allowlist view, a user of its own (root)")
     p.add_argument("--expose", action="append", default=[], help="a folder or file the kernel may read")
     p.add_argument("--writable", action="append", default=[], help="a folder the kernel may write (its sockets)")
+    p.add_argument("--uid-base", type=int, default=UID_BASE, help="kernel uids: this + the supervisor's pid")
     p.add_argument("kernel", nargs=argparse.REMAINDER)
     return p
 
@@ -490,19 +667,28 @@ def probe(expose: list[str] | None = None) -> str:
 
     if os.geteuid() != 0:
         return "NOT ISOLATED (the grader is not root: kernels run as the grader's user and can read what it can)"
+    import tempfile
+
     exposed = [os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)] + list(expose or [])
+    # Every layer of a kernel's sandbox: its user, its network, its processes, the seccomp filter, and a socket
+    # folder (the tmpfs its supervisor mounts on the host).
     code = ("import os, socket; print('sandboxed', os.getuid(), len(socket.if_nameindex()), "
-            "sum(p.isdigit() for p in os.listdir('/proc')) <= 3)")
-    cmd = [sys.executable, "-m", "course_grader.sandbox", "--isolate", *(f"--expose={p}" for p in exposed), "--",
-           sys.executable, "-c", code]
+            "sum(p.isdigit() for p in os.listdir('/proc')) <= 3, "
+            "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')] == ['2'])")
+    sockets = tempfile.mkdtemp(prefix="course-sandbox-probe-")
+    cmd = [sys.executable, "-m", "course_grader.sandbox", "--isolate", *(f"--expose={p}" for p in exposed),
+           f"--writable={sockets}", "--", sys.executable, "-c", code]
     package_root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", env=env, timeout=60)
     except subprocess.TimeoutExpired:
         return "NOT ISOLATED (the sandbox probe did not finish)"
+    finally:
+        release_socket_dir(sockets)
     words = done.stdout.split()
-    if done.returncode == 0 and words[:1] == ["sandboxed"] and int(words[1]) >= UID_BASE and words[3] == "True":
+    if done.returncode == 0 and words[:1] == ["sandboxed"] and int(words[1]) >= UID_BASE and words[3:5] == ["True",
+                                                                                                        "True"]:
         return "isolated"
     why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
     return f"NOT ISOLATED (the sandbox could not start: {why})"

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from course_grader import zygote
+from course_grader import sandbox, zygote
 from course_grader.kernel import SandboxKernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ def fork_server() -> Iterator[tuple[Path, Path, Path]]:
         yield scratch / "zygote.sock", scratch, answer_key
     finally:
         zygote.stop(proc)
+        sandbox.kill_kernels_under(scratch)  # and the socket folders' filesystems a killed supervisor left mounted
         subprocess.run(["rm", "-rf", str(scratch), str(answer_key)], check=False)
 
 

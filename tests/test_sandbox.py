@@ -28,8 +28,17 @@ MODES = [pytest.param(True, id="isolated"), pytest.param(False, id="limits-only"
 
 @pytest.fixture(scope="module")
 def server():
+    _libseccomp()
     with fork_server() as found:
         yield found
+
+
+def _libseccomp() -> None:
+    """The system's libseccomp (pyseccomp's library: the isolated kernels' filter), installed where it is missing."""
+    import ctypes.util
+
+    if os.geteuid() == 0 and not ctypes.util.find_library("seccomp"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "libseccomp2"], check=False, capture_output=True)
 
 
 def _kernel(server, isolate: bool, *sources: str, timeout: int = 60):
@@ -290,3 +299,221 @@ def test_an_interrupt_still_reaches_the_kernel_and_the_kernel_survives(server):
     cells = _kernel(server, True, "import time\ntime.sleep(60)", "print('after')", timeout=3)
     assert [o.get("ename") for o in cells[0].outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
     assert stdout(cells[1]) == "after\n"
+
+
+# ------------------------------------------------------------------------------------- issue 18, item 5 (and 3, 4)
+SYSCALLS = r"""
+import ctypes, errno, json, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+NR = {"unshare": 272, "keyctl": 250, "add_key": 248, "io_uring_setup": 425, "ptrace": 101, "userfaultfd": 323,
+      "perf_event_open": 298, "personality": 135, "bpf": 321, "clone3": 435, "setns": 308, "mount": 165}
+def call(name, *args):
+    ret = libc.syscall(NR[name], *args)
+    return "ok" if ret >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+found = {}
+# a user namespace: root inside it, and the door to every namespaced part of the host's kernel
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if call("unshare", 0x10000000) == "ok" else 1)
+found["unshare(CLONE_NEWUSER)"] = "ok" if os.waitpid(pid, 0)[1] == 0 else "EPERM"
+pid = os.fork()
+if pid == 0:  # PTRACE_TRACEME: the first step of a debugger's attach
+    os._exit(0 if call("ptrace", 0, 0, 0, 0) == "ok" else 1)
+found["ptrace"] = "ok" if os.waitpid(pid, 0)[1] == 0 else "EPERM"
+found["add_key"] = call("add_key", b"user", b"course-test", b"payload", 7, ctypes.c_long(-2))
+found["keyctl"] = call("keyctl", 0, ctypes.c_long(-3), 1)  # KEYCTL_GET_KEYRING_ID of the session keyring
+params = ctypes.create_string_buffer(120)
+found["io_uring_setup"] = call("io_uring_setup", 1, params)
+found["userfaultfd"] = call("userfaultfd", 1 | 0o2000000)  # UFFD_USER_MODE_ONLY | O_CLOEXEC
+attr = ctypes.create_string_buffer(128)
+ctypes.memmove(attr, (1).to_bytes(4, "little") + (128).to_bytes(4, "little") + (0).to_bytes(8, "little"), 16)
+attr[40] = 0x60  # exclude_kernel | exclude_hv: what an unprivileged process may count
+found["perf_event_open"] = call("perf_event_open", attr, 0, -1, -1, 0)
+found["bpf"] = call("bpf", 0, ctypes.create_string_buffer(72), 72)  # BPF_MAP_CREATE
+found["setns"] = call("setns", -1, 0)
+found["personality(ADDR_NO_RANDOMIZE)"] = call("personality", 0x0040000)
+call("personality", 0)
+found["clone3"] = call("clone3", None, 0)
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+print(json.dumps({"found": found, "seccomp": status["Seccomp"].strip()}))
+"""
+# What each attack gets where nothing filters it: root (the limits-only kernel) may do all of it. EBADF (setns on
+# no descriptor), EINVAL (clone3 with no arguments) and bpf's answer show the call reached the kernel's code.
+UNFILTERED = {"unshare(CLONE_NEWUSER)": "ok", "ptrace": "ok", "add_key": "ok", "keyctl": "ok", "io_uring_setup": "ok",
+              "userfaultfd": "ok", "perf_event_open": "ok", "setns": "EBADF", "personality(ADDR_NO_RANDOMIZE)": "ok",
+              "clone3": "EINVAL"}
+
+
+@pytest.mark.parametrize("isolate", MODES)
+def test_a_kernel_cannot_make_the_system_calls_a_sandbox_refuses(server, isolate):
+    """Attack: a user namespace of its own (root inside it), the key ring, io_uring, bpf, ptrace, userfaultfd, perf
+    events, no address-space randomisation: where privilege escalations of the host's kernel start."""
+    found = answer(_kernel(server, isolate, SYSCALLS)[0])
+    if isolate:
+        assert found["seccomp"] == "2", str(found)
+        refused = {name: ("ENOSYS" if name == "clone3" else "EPERM") for name in found["found"]}
+        assert found["found"] == refused, str(found)
+    else:
+        assert {k: found["found"][k] for k in UNFILTERED} == UNFILTERED, str(found)
+
+
+def test_threads_and_the_course_libraries_work_under_the_filter(server):
+    """glibc makes threads with clone3 first and falls back to clone on ENOSYS (never on EPERM): torch's and numpy's
+    thread pools, Python threads, a subprocess, zmq (the kernel itself) and matplotlib all still work."""
+    code = """
+import json, os, subprocess, threading
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+torch.set_num_threads(2)
+x = torch.randn(256, 256)
+ran = []
+t = threading.Thread(target=lambda: ran.append(float((x @ x).sum()) == float((x @ x).sum())))
+t.start(); t.join()
+plt.plot([1, 2]); plt.savefig('/tmp/p.png')
+echo = subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout
+print(json.dumps({"thread": ran, "threads": torch.get_num_threads(), "numpy": round(float(np.linalg.norm(np.eye(3)) ** 2), 6),
+                  "echo": echo, "tasks": len(os.listdir('/proc/self/task')) > 1}))
+"""
+    found = answer(_kernel(server, True, code, timeout=120)[0])
+    assert found == {"thread": [True], "threads": 2, "numpy": 3.0, "echo": "hi\n", "tasks": True}, found
+
+
+@pytest.fixture
+def submounted():
+    """An exposed folder with a writable filesystem mounted inside it (as /sys has submounts, /usr may have)."""
+    top = Path(tempfile.mkdtemp(prefix="test-submount-", dir="/var/tmp"))
+    os.chmod(top, 0o755)
+    (top / "inner").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs", str(top / "inner")], check=True)
+    try:
+        yield top
+    finally:
+        subprocess.run(["umount", "-l", str(top / "inner")], check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("isolate", MODES)
+def test_a_kernel_cannot_write_below_a_read_only_mount(server, submounted, isolate):
+    """Attack: write into a filesystem mounted below an exposed (read-only) folder: only the top mount was made
+    read-only, what is mounted below it stayed writable."""
+    sock, scratch, _ = server
+    km = manager(sock, scratch, isolate=isolate)
+    km.expose = [*km.expose, str(submounted)]
+    code = f"""
+import json
+try:
+    open({str(submounted / 'inner' / 'planted')!r}, 'w').write('x')
+    wrote = True
+except OSError as err:
+    wrote = err.strerror
+print(json.dumps({{"wrote": wrote}}))
+"""
+    found = answer(run(km, code)[0])
+    planted = (submounted / "inner" / "planted").exists()
+    assert planted != isolate and (found["wrote"] is True) != isolate, found
+    if isolate:
+        assert found["wrote"] == "Read-only file system", found
+
+
+def test_the_socket_folder_is_a_small_filesystem_of_its_own(server):
+    """Attack: fill the host's disk through the one host folder a kernel may write, its socket folder (its 256 MiB
+    scratch limit does not cover it). It is a tiny tmpfs, mounted for the kernel and gone with it."""
+    sock, scratch, _ = server
+    km = manager(sock, scratch)
+    code = """
+import json, os
+folder = os.path.dirname(json.load(open(os.path.expanduser('~/kernel.json')))['ip'])
+written, error = 0, None
+try:
+    with open(os.path.join(folder, 'fill'), 'wb') as f:
+        for _ in range(64):
+            f.write(b'0' * (1 << 20))
+            f.flush()
+            written += 1
+except OSError as err:
+    error = err.strerror
+os.remove(os.path.join(folder, 'fill'))
+print(json.dumps({"written_mb": written, "error": error}))
+"""
+    found = answer(run(km, code)[0])
+    assert found["written_mb"] <= 1 and found["error"] == "No space left on device", found
+    assert not os.path.exists(km.socket_dir), "the socket folder outlived its kernel"
+    assert not [p for p, _ in sandbox._mount_points(str(scratch)) if p != str(scratch)], "a mount outlived its kernel"
+
+
+def test_a_killed_supervisors_socket_filesystem_is_swept(tmp_path):
+    """A supervisor killed before it could unmount its kernel's socket tmpfs: the run's sweep lets go of it."""
+    folder = tmp_path / "sockets" / "kernel-abc"
+    folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", sandbox.SOCKET_FS, "tmpfs", str(folder)], check=True)
+    assert os.path.ismount(folder)
+    sandbox.kill_kernels_under(tmp_path)
+    assert not os.path.ismount(folder)
+
+
+def test_kernel_uids_come_from_a_range_nobody_else_uses(server):
+    """The kernels' uids (UID_BASE + a pid) are no account's, in no /etc/subuid or /etc/subgid range (100000 up for
+    the first user: a uid of 100000 + pid was a container's root there), and no process of anyone else runs as one;
+    a configured range is honoured."""
+    assert sandbox.UID_BASE + sandbox.UID_RANGE < 2**32 - 1
+    assert not sandbox.uid_conflicts(), sandbox.uid_conflicts()
+    code = "import json, os; print(json.dumps({'uid': os.getuid()}))"
+    uid = answer(_kernel(server, True, code)[0])["uid"]
+    assert sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_RANGE, uid
+    sock, scratch, _ = server
+    base = 3_000_000_000
+    uid = answer(run(manager(sock, scratch, uid_base=base), code)[0])["uid"]
+    assert base <= uid < base + sandbox.UID_RANGE, uid
+
+
+def test_uid_conflicts_finds_a_subuid_range_and_a_process(tmp_path):
+    """The check itself can fail: a process running as a uid of the range (not a kernel of ours) and the usual
+    /etc/subuid range are found."""
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\n")  # what useradd gives the first user
+    assert [c for c in sandbox.uid_conflicts(100000 + 1000, 4096, (str(subuid),)) if "subuid" in c], "not found"
+    assert not sandbox.uid_conflicts(subid_files=(str(subuid),))
+    stranger = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: os.setuid(sandbox.UID_BASE + 7))
+    try:
+        found = sandbox.uid_conflicts()
+        assert any(f"process {stranger.pid}" in c for c in found), found
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_socket_root_too_long_for_a_unix_socket_fails_at_once(tmp_path):
+    """A socket path past 107 bytes: said when the manager is made, not a kernel that cannot start."""
+    from course_grader.kernel import SandboxKernelManager
+
+    with pytest.raises(ValueError, match="unix socket address"):
+        SandboxKernelManager(isolate=True, socket_root=str(tmp_path / ("x" * 120)))
+
+
+def test_a_kernel_that_cannot_start_does_not_hang_the_worker(server, tmp_path):
+    """A kernel that cannot bind its sockets (as with the old, too long socket path): the start fails and the
+    worker's garbage collection (zmq's context teardown) comes back instead of waiting forever."""
+    sock, scratch, _ = server
+    long_folder = tmp_path / ("y" * 100)
+    long_folder.mkdir()
+    code = f"""
+import gc, sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from pathlib import Path
+from kernel_tools import manager, run
+km = manager({str(sock)!r}, Path({str(scratch)!r}))
+km.ip = {str(long_folder / 'k')!r}
+try:
+    run(km, "print(1)", timeout=20)
+    print("started")
+except Exception as exc:
+    print("failed:", type(exc).__name__)
+del km
+gc.collect()
+print("collected")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=str(ROOT),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "failed:" in done.stdout and "collected" in done.stdout, done.stdout + done.stderr[-3000:]
