@@ -21,12 +21,13 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from queue import Empty
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
@@ -245,7 +246,7 @@ class RobustExecute(Execute):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(*args, **kwargs)
-        self._interrupted = False
+        self._interrupted, self._cell_msg_id = False, ""
         self._budget = self._new_budget()
         self._truncated: list[str] = []
 
@@ -305,7 +306,7 @@ class RobustExecute(Execute):
         output: the kernel is killed, and the cell is scored like any cell past its limit. Only a cell that did
         reply and whose last output is then late (a message lost or slow on a busy machine) is the grader's.
         """
-        self._interrupted = False
+        self._interrupted, self._cell_msg_id = False, ""
         self._budget.next_cell()
         try:
             self.preprocess_cell(cell, resources, index)
@@ -316,6 +317,8 @@ class RobustExecute(Execute):
             _error(cell, "DeadKernelError", problem)
             return problem
         except CellTimeoutError:
+            if not self._interrupted and self._read_on(cell, index):
+                return None
             if not self._interrupted:
                 raise GraderFailure(f"cell {index}'s last output did not arrive within {self.iopub_timeout} s "
                                     f"of its reply (machine {factor:.1f}x slower than quiet)") from None
@@ -330,6 +333,38 @@ class RobustExecute(Execute):
             # The cell hung and stopped when interrupted; its kernel's state is unknown, so stop here.
             return f"cell {index} ran past the {self._limit(cell_timeout)} time limit ({self.timeout} s)"
         return None
+
+    def _read_on(self, cell: NotebookNode, index: int) -> bool:
+        """After nbclient stopped waiting for a replied cell's last output: read on while the cell's output still
+        arrives (each message under the caps), up to its idle status (True). False when nothing of the cell comes
+        within a further `iopub_timeout` (the kernel or the message is lost: the grader's failure).
+
+        A cell can reply while its output is still on its way: a flood printed during the cell takes the worker
+        about as long to decode as it took the kernel to send, and nbclient's wait for the last output is fixed.
+        A student must not turn that into "not graded": output that keeps arriving is the kernel at work.
+        Hand-written because nbclient ends the cell's IOPub poll when its wait ends; this is that poll, resumed.
+        """
+        msg_id = self._cell_msg_id
+        if not msg_id:
+            return False  # nothing of this cell ever arrived
+
+        async def read() -> bool:
+            quiet_until = time.monotonic() + self.iopub_timeout
+            while time.monotonic() < quiet_until:
+                try:
+                    msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=quiet_until - time.monotonic()))
+                except Empty:
+                    return False
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue  # another cell's late output (a thread it left running) does not count as this one's
+                quiet_until = time.monotonic() + self.iopub_timeout
+                try:
+                    self.process_message(msg, cell, index)
+                except CellExecutionComplete:
+                    return True
+            return False
+
+        return run_sync(read)()
 
     def _limit(self, cell_timeout: int | None) -> str:
         return "cell" if self.timeout == cell_timeout else "notebook"
@@ -354,6 +389,7 @@ class RobustExecute(Execute):
         """nbclient's, with every output sized against the caps as it arrives (OutputBudget), so that the worker
         never holds more of a flood than one message."""
         kind = msg.get("msg_type")
+        self._cell_msg_id = msg.get("parent_header", {}).get("msg_id") or self._cell_msg_id
         if kind == "clear_output":
             self._budget.cleared()
         elif kind in _OUTPUT_MESSAGES:
