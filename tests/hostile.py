@@ -144,6 +144,77 @@ def look(path):
 '''
 
 
+# issue 18 item 5: system calls a sandboxed kernel is refused (seccomp): each one that works is found.
+SYSCALL_PAYLOAD = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+found = []
+def works(name, nr, *args):
+    if libc.syscall(nr, *args) >= 0:
+        found.append(name)
+for name, nr, args in (("unshare(CLONE_NEWUSER)", 272, (0x10000000,)), ("ptrace(TRACEME)", 101, (0, 0, 0, 0))):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if libc.syscall(nr, *args) == 0 else 1)
+    if os.waitpid(pid, 0)[1] == 0:
+        found.append(name)
+works("add_key", 248, b"user", b"k", b"v", 1, ctypes.c_long(-2))
+works("keyctl", 250, 0, ctypes.c_long(-3), 1)
+works("io_uring_setup", 425, 1, ctypes.create_string_buffer(120))
+works("userfaultfd", 323, 1 | 0o2000000)
+works("bpf", 321, 0, ctypes.create_string_buffer(72), 72)
+works("personality(ADDR_NO_RANDOMIZE)", 135, 0x0040000)
+print(json.dumps({"found": found}))
+"""
+# issue 18 item 5: every mount the kernel sees, written where it is not the kernel's own (home, /tmp...): a submount
+# of a read-only bind (of /sys, /usr) that stayed writable is found.
+SUBMOUNT_PAYLOAD = r"""
+import json, os
+found = []
+own = ("/home/kernel", "/tmp", "/var/tmp", "/dev/shm", "/proc")
+for line in open("/proc/self/mountinfo"):
+    point = line.split(" ")[4].encode().decode("unicode_escape")
+    if point == "/" or point.startswith(own) or not os.path.isdir(point):
+        continue
+    target = os.path.join(point, f".planted-{os.getpid()}")
+    try:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.remove(target)
+        found.append(point)
+    except OSError:
+        pass
+print(json.dumps({"found": found[:20]}))
+"""
+# issue 18 item 4: the one host folder an isolated kernel may write, its socket folder, filled (it was on the host's
+# disk: 1,000 MiB went there); more than 1 MiB there is found.
+SOCKET_FILL_PAYLOAD = r"""
+import json, os
+found = []
+try:
+    folder = os.path.dirname(json.load(open(os.path.expanduser("~/kernel.json")))["ip"])
+except (OSError, ValueError, KeyError):
+    folder = None  # a kernel with limits only talks TCP: no socket folder
+written = 0
+if folder and os.path.isdir(folder):
+    try:
+        with open(os.path.join(folder, "fill"), "wb") as f:
+            for _ in range(300):
+                f.write(b"0" * (1 << 20))
+                f.flush()
+                written += 1
+    except OSError:
+        pass
+    try:
+        os.remove(os.path.join(folder, "fill"))
+    except OSError:
+        pass
+if written > 1:
+    found.append(f"{written} MiB in the socket folder")
+print(json.dumps({"found": found}))
+"""
+
+
 def corpus(root: Path, class_dir: Path, other_checkout: Path, port: int) -> list[Attack]:
     """Every attack, with the paths and the port it aims at baked into its code."""
     tamper = "tampering"
@@ -412,6 +483,37 @@ for _ in range(300):
 from IPython.display import HTML, display
 display(HTML("<p>" + "x" * (64 << 20) + "</p>"))
 '''),
+        # ---- issue 18 item 5: the sandbox at bubblewrap's bar (seccomp, recursive read-only binds) and item 4 (the
+        # socket folder on a tiny tmpfs of its own); item 3: a classmate whose id is long, unicode and full of shell
+        # characters (its socket path once passed 107 bytes: the kernel could not start and the worker hung) ----
+        Attack("refused-system-calls", Q1, "ref", after="channel_stats", prints_found=True, code=SYSCALL_PAYLOAD),
+        Attack("write-below-read-only-mounts", Q1, "ref", after="channel_stats", prints_found=True,
+               code=SUBMOUNT_PAYLOAD),
+        Attack("fill-the-socket-folder", Q1, "ref", after="channel_stats", prints_found=True, code=SOCKET_FILL_PAYLOAD),
+        Attack("long-id-Zoë Łukasz 山田 o'brien; $(id) `id` [a]*? " + "x" * 90, Q1, "ref"),
+        # ---- issue 18 items 3-4 (judge): code too deep for the audit's readers (it crashed the audit: "not graded"),
+        # a forged record bundle with an unreadable __aborted__ as the cell's only bundle (it crashed the judge), an
+        # exception with a 2,000,000-character type name and message, a 4,000,000-element attribute the probes record ----
+        Attack("deep-syntax-tree", Q3, "ref", after="batchnorm", flagged="too deeply",
+               code="x = " + " + ".join(["1"] * 600) + "\n"),
+        Attack("forged-aborted-record", Q3, "init", after="batchnorm", code=LAYER_INIT + """    def forward(self, x):
+        from IPython.display import display
+        import os
+        display({"application/vnd.normalization-course.record+json": {
+            "test": "test_parameters_and_buffers", "version": 1,
+            "records": {"__aborted__": {"t": "raised", "type": None, "bases": 7}, "nf1": [[[[]]]] * 3}}}, raw=True)
+        os._exit(0)
+"""),
+        Attack("huge-exception", Q3, "init", after="batchnorm", code=LAYER_INIT + """    def forward(self, x):
+        raise type("E" * 2_000_000, (ValueError,), {})("M" * 2_000_000)
+"""),
+        Attack("huge-attribute", Q3, "ref", after="batchnorm", code="""
+_init = BatchNorm.__init__
+def _huge(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.count = torch.zeros(4_000_000)
+BatchNorm.__init__ = _huge
+"""),
     ]
 
 
