@@ -517,3 +517,33 @@ print("collected")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=str(ROOT),
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert "failed:" in done.stdout and "collected" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+def test_without_mount_setattr_every_submount_is_remounted_read_only(submounted):
+    """The fallback for kernels older than 5.12 (no mount_setattr): each mount of the tree, found in mountinfo, is
+    remounted read-only. In a mount namespace of its own, a recursive bind of the folder is writable below its top
+    until then (the attack), and read-only after."""
+    code = f"""
+import ctypes, os, sys, tempfile
+sys.path.insert(0, {str(ROOT)!r})
+from course_grader import sandbox
+dest = tempfile.mkdtemp(dir="/var/tmp")
+sandbox._mount(None, "/", None, sandbox.MS_REC | sandbox.MS_PRIVATE)
+sandbox._mount({str(submounted)!r}, dest, None, sandbox.MS_BIND | sandbox.MS_REC)
+def writable():
+    try:
+        open(os.path.join(dest, "inner", "planted"), "w").write("x")
+        os.remove(os.path.join(dest, "inner", "planted"))
+        return True
+    except OSError:
+        return False
+before = writable()
+sandbox._remount_each(dest)
+after = writable()
+sandbox._umount(dest)
+os.rmdir(dest)
+print(before, after)
+"""
+    done = subprocess.run(["unshare", "--mount", sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr
