@@ -63,6 +63,10 @@ _LINK = re.compile(r"(?i)^(https?:|mailto:|#)")
 _IMAGE_DATA = re.compile(r"(?i)^data:image/(png|jpeg|gif|webp|svg\+xml);base64,[a-z0-9+/=\s]*$")
 KEPT_OUTPUTS = {"text/plain", "image/png", "image/jpeg", "image/gif", RECORD_MIME}
 IMAGES = ("image/png", "image/jpeg", "image/gif")
+# A page with more tags than this is shown as text, unparsed: the HTML parser (html5ever's, in nh3, as a
+# browser's) takes time that grows with the square of how deeply elements nest (100,000 nested <div>s: 16 s),
+# so a student's output must not be able to stall the worker. A displayed pandas table (60 rows) has ~2,500.
+MAX_TAGS = 10_000
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]*$")
 # The TeX commands with which MathJax (loaded by nbconvert's templates, typesetting every `$...$` in the page's
 # text, wherever it came from) makes links, sets CSS (`url()` fetches), or loads code: a page holding one of them
@@ -85,7 +89,9 @@ def _relative(url: str) -> str | None:
 
 
 def clean_html(html: str) -> str:
-    """`html` as nh3 (ammonia) cleans it under this module's policy: safe markup only."""
+    """`html` as nh3 (ammonia) cleans it under this module's policy: safe markup only. (Lone surrogates, which
+    JSON can carry but UTF-8 cannot, become `?`: nh3 takes UTF-8.)"""
+    html = html.encode("utf-8", "replace").decode("utf-8")
     return nh3.clean(html, tags=TAGS, clean_content_tags=DROPPED_WITH_CONTENT, attributes=ATTRIBUTES,
                      attribute_filter=_attribute, url_schemes=URL_SCHEMES, url_relative=_relative,
                      filter_style_properties=STYLE_PROPERTIES, strip_comments=True)
@@ -133,6 +139,8 @@ class _Inspector(IPythonRenderer):
 def safe_markdown(source: str, attachments: dict | None = None) -> str:
     """The markdown `source` itself when nbconvert renders all of it escaped and its URLs are allowed;
     otherwise its rendered HTML cleaned by nh3, as one line that markdown passes through as an HTML block."""
+    if source.count("<") > MAX_TAGS:
+        return _block(as_text(source))
     # Already made safe (the feedback is built from the autograded copy, sanitised before): kept as it is.
     if _one_block(source) and _block(source[len("<div>"):-len("</div>")]) == source and (
             _text_only(source[len("<div>"):-len("</div>")]) or not _ACTIVE_TEX.search(unescape(source))):
@@ -194,8 +202,11 @@ def safe_output(output: dict) -> dict:
             shown[mime] = value
         elif mime == "text/html":
             html = "".join(value) if isinstance(value, list) else str(value)
-            cleaned = clean_html(html)
-            shown[mime] = as_text(html) if _ACTIVE_TEX.search(unescape(cleaned)) and not _text_only(html) else cleaned
+            if _text_only(html):
+                shown[mime] = html
+                continue
+            cleaned = clean_html(html) if html.count("<") <= MAX_TAGS else as_text(html)
+            shown[mime] = as_text(html) if _ACTIVE_TEX.search(unescape(cleaned)) else cleaned
         elif mime == "text/markdown":
             shown[mime] = safe_markdown("".join(value) if isinstance(value, list) else str(value))
     if "image/svg+xml" in data and "text/html" not in shown:
@@ -204,7 +215,7 @@ def safe_output(output: dict) -> dict:
     if removed and not set(shown) - {RECORD_MIME}:
         shown["text/plain"] = f"[not shown: {', '.join(removed)} output]"
     output["data"] = shown
-    metadata = output.get("metadata", {})
+    metadata = output.get("metadata", {}) if isinstance(output.get("metadata"), dict) else {}
     output["metadata"] = {mime: {k: v for k, v in metadata[mime].items() if k in ("width", "height") and _size(v)}
                           for mime in IMAGES
                           if mime in shown and isinstance(metadata.get(mime), dict)}
@@ -215,13 +226,33 @@ def sanitise(nb) -> None:
     """Make every cell and output of notebook `nb` inert (in place)."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            cell.source = safe_markdown(cell.source, cell.get("attachments"))
-        elif cell.cell_type == "raw":
-            cell.source = clean_html(cell.source)
-        elif cell.cell_type == "code":
-            for output in cell.get("outputs", []):
-                safe_output(output)
+        try:
+            _sanitise_cell(cell)
+        except Exception:  # noqa: BLE001 - content that breaks a parser is shown as text; grading never fails
+            _as_plain_text(cell)
+
+
+def _sanitise_cell(cell) -> None:
+    if cell.cell_type == "markdown":
+        cell.source = safe_markdown(str(cell.source), cell.get("attachments"))
+    elif cell.cell_type == "raw":
+        source = str(cell.source)
+        cell.source = clean_html(source) if source.count("<") <= MAX_TAGS else as_text(source)
+    elif cell.cell_type == "code":
+        for output in cell.get("outputs", []):
+            safe_output(output)
+
+
+def _as_plain_text(cell) -> None:
+    """The fallback (no parser involved): a text cell's source escaped in <pre>, a code cell's outputs as text."""
+    if cell.cell_type == "code":
+        cell.outputs = [o if o.get("output_type") in ("stream", "error") else
+                        {**o, "metadata": {}, "data": {"text/plain": str(o.get("data", {}).get("text/plain", "")),
+                                                       **{k: v for k, v in o.get("data", {}).items() if k == RECORD_MIME}}}
+                        for o in cell.get("outputs", []) if isinstance(o, dict)]
+    else:
+        text = escape(str(cell.get("source", ""))).replace("\r", "&#13;").replace("\n", "&#10;")
+        cell.source = f"<div><pre>{text}</pre></div>"
 
 
 class SanitiseStudentContent(NbGraderPreprocessor):

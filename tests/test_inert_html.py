@@ -216,3 +216,52 @@ def test_the_worker_writes_an_inert_autograded_notebook_and_feedback_page(tmp_pa
         assert active_content(feedback, MARK, LISTENER) == []
         assert HARMLESS in page_text(feedback)
 
+
+
+def test_html_too_large_to_parse_safely_is_shown_as_text_unparsed(monkeypatch):
+    """A parser's time grows with the square of the nesting depth (100,000 nested <div>s: 16 s in nh3): markup with
+    more than MAX_TAGS tags is never given to a parser, only escaped."""
+    from course_grader import sanitise as module
+
+    def refuse(html):
+        raise AssertionError("a parser was given the nested markup")
+
+    monkeypatch.setattr(module, "clean_html", refuse)
+    monkeypatch.setattr(module, "MarkdownWithMath", refuse)
+    deep = "<div>" * (module.MAX_TAGS + 1) + f"<script>{js('deep')}</script>"
+    nb = nbformat.v4.new_notebook()
+    output = nbformat.v4.new_output("display_data", data={"text/html": deep})
+    nb.cells = [nbformat.v4.new_markdown_cell(deep), nbformat.v4.new_code_cell(outputs=[output]),
+                nbformat.v4.new_raw_cell(deep)]
+    sanitise(nb)
+    shown = [nb.cells[0].source, nb.cells[1].outputs[0].data["text/html"], nb.cells[2].source]
+    assert shown[0].startswith("<div><pre>&lt;div&gt;") and shown[1].startswith("<pre>&lt;div&gt;")
+    assert shown[2].startswith("<pre>&lt;div&gt;")
+    assert all(active_content(page, MARK) == [] for page in shown)
+
+
+def test_content_that_breaks_the_sanitiser_is_shown_as_text(monkeypatch):
+    """Whatever a student's content does to a parser (an exception, a lone surrogate nh3 cannot take), the
+    notebook is still sanitised and graded: that cell is shown as escaped text, its outputs as their text."""
+    from course_grader import sanitise as module
+
+    assert module.clean_html("a\ud800<b>b</b>") == "a?<b>b</b>"
+
+    def broken(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(module, "safe_markdown", broken)
+    monkeypatch.setattr(module, "safe_output", broken)
+    nb = hostile_notebook()
+    sanitise(nb)
+    assert nb.cells[0].source.startswith("<div><pre>### Batch statistics&#10;")
+    assert active_content(rendered_text(nb), MARK, LISTENER) == []
+    assert all(set(o.get("data", {})) <= {"text/plain"} for o in nb.cells[1].outputs)
+    assert nb.cells[2].outputs[1]["data"][MIME] == RECORD  # the judge's record bundle stays
+
+
+def rendered_text(nb: nbformat.NotebookNode) -> str:
+    """The notebook's markdown sources and output values, joined: what a page would take from them."""
+    parts = [c.source for c in nb.cells if c.cell_type != "code"]
+    parts += [str(v) for c in nb.cells if c.cell_type == "code" for o in c.outputs for v in o.get("data", {}).values()]
+    return "\n".join(parts)
