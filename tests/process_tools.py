@@ -206,9 +206,22 @@ def shared_leftovers(folders=SHARED) -> set[tuple[str, str]]:
                 owner = os.lstat(os.path.join(folder, name)).st_uid
             except OSError:
                 continue
-            if is_kernel_uid(owner) or (owner == os.geteuid() and name.startswith(GRADER_PREFIXES)):
+            if is_kernel_uid(owner) or (owner == os.geteuid() and name.startswith(GRADER_PREFIXES)
+                                        and not _held_by_another(os.path.join(folder, name))):
                 found.add((folder, name))
     return found
+
+
+def _held_by_another(path: str) -> bool:
+    """True for a grader's scratch folder whose owner (leftovers.LOCK names it) is another live process: a
+    concurrent run's, not this one's and not a leftover."""
+    from course_grader import leftovers
+
+    try:
+        pid = int(Path(path, leftovers.LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return pid != os.getpid() and os.path.exists(f"/proc/{pid}")
 
 
 def kernel_processes(since: float = 0.0) -> list[int]:

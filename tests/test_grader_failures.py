@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
 from kernel_tools import gone
-from process_tools import (age, children, cpu_burners, job_folder, kernels_inside, killer, processes, running_as,
-                           uid_of, with_marker)
+from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, killer, processes,
+                           running_as, uid_of, with_marker)
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -89,25 +90,31 @@ def test_a_class_graded_beside_cpu_burners_gets_the_quiet_scores(graded, course)
     assert [r.reasons for r in busy.rows] == [r.reasons for r in graded.rows]
 
 
-def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course):
+def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course, tmp_path):
     """The fork server dies while its kernels run student code: those notebooks are graded again with fresh
-    kernels, and the students keep exactly their points."""
+    kernels, and the students keep exactly their points. The kill comes at a known point: when a kernel forked
+    from the server says it is inside a cell (a first cell that marks it, then works 3 s), not after a delay."""
     students = ["reference", "alice", "bob"]
+    notebooks = graded_notebooks(course)
+    class_dir = tmp_path / "class"
+    for student in students:
+        shutil.copytree(course / "submitted" / student, class_dir / student)
+    with_marker(course / "submitted", class_dir, ["reference"], notebooks[:1], seconds=3)
 
-    # The fork server, once one of its kernels has run a while: a Q9 kernel runs for seconds, a Q1 kernel for under
-    # one, so a kill timed from any kernel can fall between two and hit no kernel at all.
-    def busy_server():
-        for pid in processes("course_grader.zygote", "serve"):
-            if any(age(kernel) > 1.5 for kernel in children(pid)):
-                return pid
+    def server_under_a_kernel_inside_a_cell():
+        servers = set(processes("course_grader.zygote", "serve"))
+        for kernel in kernels_inside(os.getpid()):
+            found = servers.intersection(ancestors(kernel))
+            if found:
+                return found.pop()
         return None
 
-    with killer(busy_server, settle=0.3) as killed:
-        outcome = run(Options(root=course, jobs=2, students=students, notebooks=graded_notebooks(course),
+    with killer(server_under_a_kernel_inside_a_cell, settle=0.0) as killed:
+        outcome = run(Options(root=course, class_dir=class_dir, jobs=2, students=students, notebooks=notebooks,
                               csv=course / "server-killed.csv", feedback=False, **LIMITS))
-    assert killed, "the fork server was never seen with kernels"
-    _same_scores(outcome, graded, students, graded_notebooks(course))
-    retried = [note for s in students for note in outcome.results[s].retried]
+    assert killed, "no forked kernel was ever seen inside its cell"
+    _same_scores(outcome, graded, students, notebooks)
+    retried = outcome.results["reference"].retried
     assert any("fork server died" in note for note in retried), retried
 
 
@@ -199,3 +206,32 @@ def test_a_killed_grading_run_leaves_no_kernel_and_the_next_run_sweeps_its_scrat
         assert not list(tmp.glob("course-grade-*")), "the next run left the killed one's scratch folder"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_killed_grading_worker_takes_its_kernel_with_it(course, tmp_path):
+    """A local grading worker (autograde --serve) SIGKILLed while its kernel is inside a cell: the kernel goes at
+    once, while the run goes on (its retry still grading), not when the run's end sweeps what is left."""
+    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
+    class_dir = with_marker(q1, tmp_path / "class", ["slow"], [q1.stem], seconds=600)  # ends at the cell limit
+    seen: dict[str, int] = {}
+
+    def worker_under_a_kernel_inside_a_cell():  # one student, one job: the run's one grading worker
+        kernels = kernels_inside(os.getpid())  # forked from the fork server: the worker runs its client
+        workers = set(children(os.getpid())).intersection(processes("course_grader.autograde"))
+        if kernels and len(workers) == 1:
+            seen["uid"] = uid_of(kernels[0])
+            return workers.pop()
+        return None
+
+    outcome: list = []
+    grading = threading.Thread(target=lambda: outcome.append(run(Options(
+        root=course, class_dir=class_dir, jobs=1, notebooks=["Q1"], cell_timeout=20, notebook_timeout=120,
+        skip_experiments=True, progress=False, feedback=False, report=False, csv=tmp_path / "grades.csv"))),
+        daemon=True)
+    with killer(worker_under_a_kernel_inside_a_cell, settle=0.0) as killed:
+        grading.start()
+        assert poll(lambda: killed), "no grading worker was seen with a kernel inside its cell"
+        assert gone(lambda: running_as(seen["uid"])), "the kernel outlived its grading worker"
+        assert grading.is_alive(), "the run ended first: its end-of-run sweep, not the worker's death, did it"
+    grading.join(600)
+    assert outcome and outcome[0].results["slow"].graded == [q1.stem], outcome

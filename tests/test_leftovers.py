@@ -71,10 +71,11 @@ def test_the_shared_folders_check_ignores_other_processes_and_sees_a_kernels_fil
     for folder in folders:
         folder.mkdir()
     naive = [sorted(os.listdir(folder)) for folder in folders]  # what the check listed before (issue 18)
+    concurrent, _ = _owner(folders[0])  # another grading run's live scratch folder (same user, same prefix)
     before = shared_leftovers(folders)
     writer = subprocess.run([sys.executable, "-c", "import sys, tempfile\nfor d in sys.argv[1:]:\n"
                              "    tempfile.mkstemp(dir=d); tempfile.mkdtemp(dir=d)\n", *map(str, folders)], check=True)
-    assert writer.returncode == 0 and len(list(folders[0].iterdir())) == 2
+    assert writer.returncode == 0 and len(list(folders[0].iterdir())) == 3
     assert [sorted(os.listdir(folder)) for folder in folders] != naive  # the old check failed here
     assert shared_leftovers(folders) == before, "another process's files were counted"
     planted = folders[0] / "exfiltrated.txt"
@@ -82,7 +83,10 @@ def test_the_shared_folders_check_ignores_other_processes_and_sees_a_kernels_fil
     os.chown(planted, sandbox.UID_BASE + 4242, sandbox.UID_BASE + 4242)
     (folders[2] / f"{leftovers.PREFIX}abcd").mkdir()
     after = shared_leftovers(folders)
+    concurrent.kill()
+    concurrent.wait()
     assert after - before == {(str(folders[0]), "exfiltrated.txt"), (str(folders[2]), f"{leftovers.PREFIX}abcd")}
+    assert before == set(), before  # the concurrent run's folder was never counted
 
 
 def test_the_leftover_kernel_check_counts_this_runs_kernels_only(tmp_path):
