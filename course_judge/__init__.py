@@ -20,7 +20,7 @@ from course_judge.compare import TORCH_WHY
 from course_judge.records import Fail, Malformed, Missing, Records, TooLarge, quote
 from course_judge.secrets import MAX_MESSAGE, TRUNCATED, WITHHELD, bounded, clip, secret_lines
 from course_recorder import GUARD
-from course_recorder.wire import MAX_NAME, MAX_TEXT
+from course_recorder.wire import MAX_NAME, MAX_TEXT, cut
 
 QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
 
@@ -107,10 +107,10 @@ def _first_error(outputs: list) -> str:
     for out in outputs:
         if isinstance(out, dict) and out.get("output_type") == "error":
             ename, evalue = out.get("ename", "Error"), out.get("evalue", "")
-            ename = ename[:MAX_NAME] if isinstance(ename, str) else "Error"
-            evalue = evalue[:MAX_TEXT] if isinstance(evalue, str) else ""
+            ename = cut(ename, MAX_NAME) if isinstance(ename, str) else "Error"
+            evalue = cut(evalue, MAX_TEXT) if isinstance(evalue, str) else ""
             text = f"{ename}: {evalue}".strip().rstrip(":")
-            return text.splitlines()[0][:300] if text.strip() else "an error"
+            return cut(text.splitlines()[0], 300) if text.strip() else "an error"
     return ""
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from course_recorder import ABORTED, MIME
-from course_recorder.wire import MAX_BASES, MAX_ELEMENTS, MAX_INT_BITS, MAX_ITEMS, MAX_NAME, MAX_TEXT, TOO_LARGE
+from course_recorder.wire import (MAX_BASES, MAX_ELEMENTS, MAX_INT_BITS, MAX_ITEMS, MAX_NAME, MAX_TEXT, TOO_LARGE,
+                                  cut)
 
 MAX_RECORDS = 2_000  # records in one test's bundle (the most a probe makes is 190)
 MAX_DEPTH = 10  # nesting of one record (a probe's deepest is 3)
@@ -59,9 +60,10 @@ def quote(value: object, limit: int = 60) -> str:
 
 
 def _cut(value: object, limit: int, what: str) -> str:
+    """A claimed text, in at most `limit` characters (the cut said, as the recorder says it)."""
     if not isinstance(value, str):
         raise Malformed(f"a record's {what} is {quote(value)}, not text")
-    return value if len(value) <= limit else value[:limit] + "... (truncated)"
+    return cut(value, limit)
 
 
 @dataclass(frozen=True)

@@ -61,16 +61,24 @@ def _too_large(what: str, size: int, **facts: object) -> dict:
     return {"t": TOO_LARGE, "what": what, "size": int(size), **facts}
 
 
+CUT = "... (truncated)"
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, saying so when it was cut."""
+    return text if len(text) <= limit else text[:limit - len(CUT)] + CUT
+
+
 def _name(cls: type) -> str:
     try:
-        return str(cls.__name__)[:MAX_NAME]
+        return cut(str(cls.__name__), MAX_NAME)
     except Exception:  # noqa: BLE001 - a metaclass can make even the name raise
         return "?"
 
 
 def _message(exc: BaseException) -> str:
     try:
-        return str(exc)[:MAX_TEXT]
+        return cut(str(exc), MAX_TEXT)
     except Exception:  # noqa: BLE001 - a __str__ that raises still leaves the type as evidence
         return "?"
 
@@ -113,7 +121,7 @@ def encode(value: object, depth: int = 0, budget: Budget | None = None) -> objec
             return _too_large("dict", len(value), limit=MAX_ITEMS)
         return {"t": "dict", "items": {str(k)[:MAX_TEXT]: encode(v, depth + 1, budget) for k, v in value.items()}}
     try:
-        text = repr(value)[:MAX_TEXT]
+        text = cut(repr(value), MAX_TEXT)
     except Exception:  # noqa: BLE001 - a repr that raises is still evidence of a wrong type
         text = "?"
     return {"t": "object", "type": _name(type(value)), "repr": text}

@@ -227,6 +227,7 @@ def test_a_huge_exception_is_quoted_cut_and_scrubbed_short():
     for test in ("test_train_mode_output", "test_eval_mode_output"):
         verdict = judged.verdicts[test]
         assert not verdict.passed and "E" * JUDGE_MAX_TEXT not in verdict.message, verdict.message[:200]
+        assert TRUNCATED in verdict.message, verdict.message  # the student is told their text was cut
     _bounded(judged)
 
 
@@ -264,7 +265,7 @@ def test_a_huge_exception_type_is_recorded_short():
     huge = type("E" * BIG, (ValueError,), {})
     encoded = wire.encode(wire.Raised(huge("M" * BIG)))
     assert len(json.dumps(encoded)) < 4 * wire.MAX_TEXT + 64 * wire.MAX_NAME, len(json.dumps(encoded))
-    assert "ValueError" in encoded["bases"]
+    assert "ValueError" in encoded["bases"] and encoded["type"].endswith(wire.CUT) and encoded["message"].endswith(wire.CUT)
 
 
 def test_the_largest_honest_records_fit_the_caps():
