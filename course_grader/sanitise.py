@@ -40,6 +40,7 @@ import re
 import time
 from html import escape, unescape
 
+import nbformat
 import nh3
 from nbconvert.filters.markdown_mistune import InvalidNotebook, IPythonRenderer, MarkdownWithMath
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -244,23 +245,19 @@ def _sanitise_cell(cell) -> None:
 
 
 def _as_plain_text(cell) -> None:
-    """The fallback (no parser involved): a text cell's source escaped in <pre>, a code cell's outputs as text."""
-    if cell.cell_type == "code":
-        cell.outputs = [o if o.get("output_type") in ("stream", "error") else
-                        {**o, "metadata": {}, "data": {"text/plain": str(o.get("data", {}).get("text/plain", "")),
-                                                       **{k: v for k, v in o.get("data", {}).items() if k == RECORD_MIME}}}
-                        for o in cell.get("outputs", []) if isinstance(o, dict)]
-    else:
+    """The fallback (no parser involved): a text cell's source escaped in <pre>, a code cell's rich outputs as their
+    text (the judge's record bundles kept)."""
+    if cell.cell_type != "code":
         text = escape(str(cell.get("source", ""))).replace("\r", "&#13;").replace("\n", "&#10;")
         cell.source = f"<div><pre>{text}</pre></div>"
-
-
-class SanitiseStudentContent(NbGraderPreprocessor):
-    """Make a graded notebook's student content inert for the browser that renders it (module docstring)."""
-
-    def preprocess(self, nb, resources):
-        started = time.perf_counter()
-        sanitise(nb)
-        self.log.debug("sanitised %s in %.1f ms", (resources or {}).get("unique_key", "a notebook"),
-                       1000 * (time.perf_counter() - started))
-        return nb, resources
+        return
+    outputs = []
+    for output in cell.get("outputs", []):
+        if isinstance(output, dict) and output.get("output_type") not in ("stream", "error"):
+            data = output.get("data", {}) if isinstance(output.get("data"), dict) else {}
+            kept = {"text/plain": str(data.get("text/plain", ""))}
+            if RECORD_MIME in data:
+                kept[RECORD_MIME] = data[RECORD_MIME]
+            output = nbformat.from_dict({**output, "data": kept, "metadata": {}})
+        outputs.append(output)
+    cell.outputs = outputs
