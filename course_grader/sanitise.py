@@ -261,3 +261,14 @@ def _as_plain_text(cell) -> None:
             output = nbformat.from_dict({**output, "data": kept, "metadata": {}})
         outputs.append(output)
     cell.outputs = outputs
+
+
+class SanitiseStudentContent(NbGraderPreprocessor):
+    """Make a graded notebook's student content inert for the browser that renders it (module docstring)."""
+
+    def preprocess(self, nb, resources):
+        started = time.perf_counter()
+        sanitise(nb)
+        self.log.debug("sanitised %s in %.1f ms", (resources or {}).get("unique_key", "a notebook"),
+                       1000 * (time.perf_counter() - started))
+        return nb, resources
