@@ -34,6 +34,7 @@ AFTER = "test_channel_stats_contract"  # the attack runs after these tests have 
 EARNED = ("test_channel_stats_values", "test_channel_stats_contract")
 MIB = 1 << 20
 # Small caps, so that a flood passes them quickly; the defaults are larger (pipeline.Options).
+feedback: dict[str, str] = {}  # student -> the feedback pages' HTML (filled by the fixture)
 CAPS = dict(max_output_bytes=MIB // 8, max_cell_output_bytes=MIB // 2, max_notebook_output_bytes=2 * MIB)
 
 ATTACKS = {
@@ -66,6 +67,8 @@ def limits():
         course = courses[0]
         sizes = {student: sum(p.stat().st_size for p in (course / "autograded" / student).rglob("*.ipynb"))
                  for student in graded if (course / "autograded" / student).exists()}
+        feedback.update({student: "".join(p.read_text(errors="replace") for p in (course / "feedback" / student)
+                                          .rglob("*.html")) for student in graded})
         yield graded, outcome, sizes
 
 
@@ -86,6 +89,12 @@ def test_the_attack_is_scored_in_one_run_and_said(limits, attack):
     said = graded[attack].findings
     assert any(SAYS[kind].search(s) for s in said), said
     assert not any("not graded" in s for s in said), said
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_the_student_is_told_in_the_feedback(limits, attack):
+    """The student's feedback page says why: the cell that ran past the limit, or the output that was cut."""
+    assert SAYS[ATTACKS[attack][1]].search(feedback[attack]), feedback[attack][-2000:]
 
 
 @pytest.mark.parametrize("attack", [a for a, (_, kind) in ATTACKS.items() if kind == "output"])
