@@ -490,7 +490,7 @@ display(HTML("<p>" + "x" * (64 << 20) + "</p>"))
         Attack("write-below-read-only-mounts", Q1, "ref", after="channel_stats", prints_found=True,
                code=SUBMOUNT_PAYLOAD),
         Attack("fill-the-socket-folder", Q1, "ref", after="channel_stats", prints_found=True, code=SOCKET_FILL_PAYLOAD),
-        Attack("long-id-Zoë Łukasz 山田 o'brien; $(id) `id` [a]*? " + "x" * 90, Q1, "ref"),
+        Attack("long-id-Zoë Łukasz 山田 o'brien; $(id) `id` *? a[1 " + "x" * 90, Q1, "ref"),
         # ---- issue 18 items 3-4 (judge): code too deep for the audit's readers (it crashed the audit: "not graded"),
         # a forged record bundle with an unreadable __aborted__ as the cell's only bundle (it crashed the judge), an
         # exception with a 2,000,000-character type name and message, a 4,000,000-element attribute the probes record ----
