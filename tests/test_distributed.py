@@ -6,16 +6,21 @@ killed while it grades: Dask runs its task again on the other worker, and no stu
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from demo_class import LIMITS, graded_notebooks, scores_of
-from process_tools import children, job_folder, killer, processes
+from kernel_tools import gone
+from process_tools import children, job_folder, kernels_inside, killer, processes, running_as, uid_of, with_marker
 
 from course_grader.pipeline import Options, run
 
@@ -83,3 +88,67 @@ def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is
     for student in students:  # the autograded notebooks and the feedback came back as data
         assert len(list((course / "autograded" / student / "normalization").glob("*.ipynb"))) >= 2, student
         assert len(list((course / "feedback" / student / "normalization").glob("*.html"))) >= 2, student
+
+
+def _poll(find, limit: float = 300.0):
+    """What `find()` returns once truthy (polled), or None after `limit` s: a bound on a wait, not a measurement."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
+def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sweeps_its_scratch(course, tmp_path):
+    """A Dask worker SIGKILLed while its kernel is inside a cell (the kernel said so): no process of that kernel is
+    left, and the worker that joins next removes the killed one's scratch folder (the student's work and a gradebook
+    with the hidden tests) before grading the task again. The workers use a temporary folder of their own, so the
+    test sees their folders alone."""
+    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
+    class_dir = with_marker(q1, tmp_path / "class", ["slow"], [q1.stem], seconds=600)  # ends at the 5 s cell limit
+    tmp = Path(tempfile.mkdtemp(prefix="cg-"))  # short: the kernels' socket paths are under it
+    env = dict(os.environ, TMPDIR=str(tmp))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    log = open(tmp_path / "cluster.log", "w")
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                               address.rsplit(":", 1)[1], "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)]
+
+    def worker(name: str) -> subprocess.Popen:
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
+                                       "--no-dashboard", "--name", name, "--local-directory", str(tmp_path / name)],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env))
+        return procs[-1]
+
+    outcome: list = []
+    grading = threading.Thread(target=lambda: outcome.append(run(Options(
+        root=course, class_dir=class_dir, scheduler=address, notebooks=["Q1"], cell_timeout=5, notebook_timeout=120,
+        skip_experiments=True, progress=False, feedback=False, report=False, csv=tmp_path / "dask.csv"))), daemon=True)
+    try:
+        victim = worker("victim")
+        grading.start()
+        kernels = _poll(lambda: kernels_inside(victim.pid))
+        assert kernels, "the worker's kernel never got inside its first cell"
+        uids = {uid_of(pid) for pid in kernels}
+        victim.kill()
+        victim.wait()
+        assert gone(lambda: [pid for uid in uids for pid in running_as(uid)]), "a kernel outlived its Dask worker"
+        left = list(tmp.glob("course-grade-dask-*"))
+        assert left, "the killed worker's scratch folder is not where the test looks"
+        worker("next")  # its setup sweeps, then it grades the task again
+        grading.join(600)
+        log.flush()
+        assert outcome and outcome[0].results["slow"].graded == [q1.stem], \
+            (outcome and outcome[0].results["slow"].error, (tmp_path / "cluster.log").read_text()[-3000:])
+        assert not any(folder.exists() for folder in left), "the next worker left the killed one's scratch folder"
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
