@@ -399,3 +399,21 @@ def test_any_outputs_never_raise_and_never_pass(data, outputs):
     judged = _judged(nb, Q3)
     assert not judged.verdicts[test].passed
     _bounded(judged)
+
+
+def test_a_statement_just_under_the_depth_cap_is_read_from_a_deep_stack():
+    """The cap leaves room: a statement MAX_AST_DEPTH - 5 levels deep (an attribute chain, which the readers walk
+    twice over) is read in full, tampering found, even with 300 frames already on the stack (nbgrader's
+    preprocessors call the judge from deep inside)."""
+    from course_judge.audit import TORCH_NORMS, audit, depth
+
+    code = "import sys\nsys.modules" + ".a" * (MAX_AST_DEPTH - 8) + ".append(1)\n"
+    assert MAX_AST_DEPTH - 5 <= depth(__import__("ast").parse(code).body[1]) <= MAX_AST_DEPTH
+    nb = _with_cell(_executed(Q3), code)
+
+    def deep(frames: int):
+        return deep(frames - 1) if frames else audit(nb, _release(Q3), {"batchnorm": TORCH_NORMS})
+
+    found = deep(300)
+    assert any("sys.modules" in f.what for f in found.tampering), (found.tampering, found.review)
+    assert not any("too deeply" in f.what for f in found.review), found.review
