@@ -85,3 +85,16 @@ def test_scratch_and_socket_paths_do_not_grow_with_the_id():
     names = {scratch_name(s) for s in IDS.values()}
     assert len(names) == len(IDS) and len({len(n) for n in names}) == 1, names
     assert all(n.isascii() and n.isalnum() for n in names), names
+
+
+def test_what_nbgrader_cannot_take_is_named():
+    """autograde.unusable_id, case by case: nbgrader strips blanks around an id, globs the folder it found (a bracket
+    expression does not match itself), and its gradebook's student id is String(128), which PostgreSQL enforces."""
+    from course_grader.autograde import unusable_id
+
+    assert all(not unusable_id(s) for s in IDS.values())
+    assert "blanks" in unusable_id("alice ") and "blanks" in unusable_id("\talice")
+    assert "bracket" in unusable_id("a[bc]d") and not unusable_id("a[b") and not unusable_id("a]b[")
+    assert not unusable_id(LONG_200, "sqlite:///gradebook.db")
+    assert "128" in unusable_id(LONG_200, "postgresql+psycopg2://grader@db/gradebook")
+    assert not unusable_id("x" * 128, "postgresql+psycopg2://grader@db/gradebook")
