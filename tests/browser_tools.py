@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,9 @@ def formgrader_html(path: Path, template: str = "formgrade") -> str:
     resources = {"assignment_id": "normalization", "notebook_id": path.stem, "submission_id": "1", "index": 0,
                  "total": 1, "base_url": "", "student": "student", "last_name": None, "first_name": None,
                  "notebook_path": str(path)}
-    page, _ = HTMLExporter(config=config).from_filename(str(path), resources=resources)
+    with warnings.catch_warnings():  # a record bundle alone "is not able to be represented": data, never shown
+        warnings.filterwarnings("ignore", message="Your element with mimetype", category=UserWarning)
+        page, _ = HTMLExporter(config=config).from_filename(str(path), resources=resources)
     return page
 
 
