@@ -53,6 +53,8 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                       help="bytes kept of a notebook's outputs")
     caps.add_argument("--max-record-bytes", type=int, default=64 << 20,
                       help="bytes kept of one test cell's record bundles (what the judge decides from)")
+    caps.add_argument("--max-submission-bytes", type=int, default=64 << 20,
+                      help="a submitted notebook file larger than this is not read: not graded, and told why")
     p.add_argument("--worker-memory-mb", type=int, default=12288,
                    help="memory limit of each grading worker process (RLIMIT_DATA; never below 3 x --memory-mb; "
                         "0: none)")
@@ -86,7 +88,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                    notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
                    max_output_bytes=a.max_output_bytes, max_cell_output_bytes=a.max_cell_output_bytes,
                    max_notebook_output_bytes=a.max_notebook_output_bytes, max_record_bytes=a.max_record_bytes,
-                   worker_memory_mb=a.worker_memory_mb,
+                   max_submission_bytes=a.max_submission_bytes, worker_memory_mb=a.worker_memory_mb,
                    require_isolation=a.require_isolation,
                    feedback=a.feedback, skip_experiments=a.skip_experiments,
                    fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,

@@ -42,6 +42,7 @@ class Job:
     max_cell_output_bytes: int = 4 << 20
     max_notebook_output_bytes: int = 16 << 20
     max_record_bytes: int = 64 << 20
+    max_submission_bytes: int = 64 << 20  # a notebook file larger is not read (repair.py)
     worker_memory_mb: int = 12288  # this worker's own memory limit (limit_memory); 0: none
     isolate: bool = False
     expose: list[str] = field(default_factory=list)  # what an isolated kernel may read (sandbox.py)
@@ -228,7 +229,7 @@ def grade(job: Job) -> Result:
                 result.notes.append(f"{name}: not submitted")
                 ungraded.append(name)
                 continue
-            result.notes += repair(path, release / f"{name}.ipynb", inbox / path.name)
+            result.notes += repair(path, release / f"{name}.ipynb", inbox / path.name, job.max_submission_bytes)
             if not (inbox / path.name).exists():
                 ungraded.append(name)  # malformed
                 continue

@@ -42,6 +42,11 @@ VERDICT_ERROR = "TestFailed"
 VERDICTS_KEY = "course_verdicts"
 # The graded notebook's metadata key for what the audit is unsure of (a list of findings), read by StudentCopy.
 REVIEW_KEY = "course_review"
+# A failed test's record bundle is kept for the instructor up to this size (an honest one is under 300 kB; a forged one
+# may be as large as the executor's record cap): a larger one is replaced by a line saying so.
+KEPT_RECORD_BYTES = 1 << 20
+# The feedback shows a student's cell source up to this many characters (scrubbing costs about 1 s per 4 MB).
+SHOWN_SOURCE = 100_000
 REVIEW_NOTE = ("The grader found code in this notebook that it does not judge by itself: {found}. Your instructor "
                "will look at it; your scores below stand unless they decide otherwise.")
 
@@ -72,6 +77,23 @@ def verdict_data(grade_id: str, verdict: Verdict, max_points: object) -> dict:
             "mistake": verdict.mistake if not verdict.passed else None, "message": verdict.message}
 
 
+def _kept(output: dict) -> dict:
+    """A failed test's record bundle as the autograded copy keeps it: whole, or a line when it is too large."""
+    size = len(json.dumps(output["data"][MIME], default=str))
+    if size <= KEPT_RECORD_BYTES:
+        return output
+    return nbformat.v4.new_output("stream", name="stdout", text=f"(the test's records, {size} bytes, are over the "
+                                  f"{KEPT_RECORD_BYTES} bytes kept: not kept)\n")
+
+
+def _shown(source: str) -> str:
+    """A student's cell source cut to SHOWN_SOURCE characters, before it is scrubbed."""
+    source = str(source)
+    if len(source) <= SHOWN_SOURCE:
+        return source
+    return source[:SHOWN_SOURCE] + f"\n# ... (truncated: {len(source) - SHOWN_SOURCE} more characters)"
+
+
 class JudgeVerdicts(NbGraderPreprocessor):
     """Replace every test cell's outputs by the judge's verdict (course_judge), before scoring."""
 
@@ -87,7 +109,7 @@ class JudgeVerdicts(NbGraderPreprocessor):
                 continue
             verdict = judged.verdicts[cell.metadata.nbgrader["grade_id"]]
             # The records of a failed test stay, as evidence for the instructor (a passed one needs none).
-            records = [o for o in cell.outputs if MIME in o.get("data", {})][:1] if not verdict.passed else []
+            records = [_kept(o) for o in cell.outputs if MIME in o.get("data", {})][:1] if not verdict.passed else []
             cell.outputs = verdict_outputs(verdict.passed, verdict.message) + records
             data.append(verdict_data(cell.metadata.nbgrader["grade_id"], verdict, cell.metadata.nbgrader.get("points")))
         # A submission may carry the key itself: only the judge's verdicts are kept under it.
@@ -132,7 +154,7 @@ class StudentCopy(NbGraderPreprocessor):
         findings = nb.metadata.pop(REVIEW_KEY, None)
         for cell in nb.cells:
             if cell.cell_type != "code":
-                cell.source = scrub(cell.source, secrets)
+                cell.source = scrub(_shown(cell.source), secrets)
                 continue
             if is_test(cell):
                 cell.source = visible.get(cell.metadata.nbgrader["grade_id"], "")
@@ -144,7 +166,7 @@ class StudentCopy(NbGraderPreprocessor):
                 cell.outputs = kept
             else:
                 cell.outputs = _error_note(cell.outputs, secrets)
-                cell.source = scrub(cell.source, secrets)
+                cell.source = scrub(_shown(cell.source), secrets)
             cell.execution_count = None
         if isinstance(findings, list) and findings:
             nb.cells.insert(0, review_note(findings, secrets))

@@ -61,6 +61,7 @@ class Options:
     max_cell_output_bytes: int = 4 << 20
     max_notebook_output_bytes: int = 16 << 20
     max_record_bytes: int = 64 << 20
+    max_submission_bytes: int = 64 << 20  # a submitted notebook file larger is not graded (repair.py)
     worker_memory_mb: int = 12288  # each grading worker's own limit (RLIMIT_DATA; at least 3 x memory_mb); 0: none
     sandbox: bool = True
     require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
@@ -455,7 +456,7 @@ def job_for(options: Options, student: str, submission: Path, release: Path, sou
                notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb, isolate=machine.isolate,
                max_output_bytes=options.max_output_bytes, max_cell_output_bytes=options.max_cell_output_bytes,
                max_notebook_output_bytes=options.max_notebook_output_bytes, max_record_bytes=options.max_record_bytes,
-               worker_memory_mb=options.worker_memory_mb,
+               max_submission_bytes=options.max_submission_bytes, worker_memory_mb=options.worker_memory_mb,
                expose=machine.expose, feedback=options.feedback, skip_experiments=options.skip_experiments,
                zygote=machine.zygote, claims=claims)
 

@@ -42,9 +42,19 @@ def _restore_metadata(nb: nbformat.NotebookNode, release: nbformat.NotebookNode,
     return notes
 
 
-def repair(submitted: Path, release: Path | None, out: Path) -> list[str]:
-    """Write a gradable copy of `submitted` to `out`; return notes (empty when nothing was wrong)."""
+MAX_SUBMISSION_BYTES = 64 << 20  # a notebook file read for grading (its outputs included; they are cleared)
+
+
+def repair(submitted: Path, release: Path | None, out: Path, max_bytes: int = MAX_SUBMISSION_BYTES) -> list[str]:
+    """Write a gradable copy of `submitted` to `out`; return notes (empty when nothing was wrong).
+
+    A file over `max_bytes` is not read at all (its source would reach the autograded notebook, the judge's audit and
+    the feedback whole): it is not graded, and the note says why and what to do."""
     name = submitted.stem
+    size = submitted.stat().st_size
+    if max_bytes and size > max_bytes:
+        return [f"{name}: the notebook file is over the {max_bytes / (1 << 20):.0f} MiB a submission may be: not graded "
+                f"(clear its outputs and submit it again)"]
     try:
         nb = nbformat.read(submitted, as_version=4)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the student's, not the grader's, problem
