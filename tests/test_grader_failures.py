@@ -78,7 +78,9 @@ def _same_scores(outcome, graded, students, notebooks) -> None:
     """Every student graded, with exactly the quiet run's points on `notebooks`, test by test."""
     for student in students:
         assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
-        assert scores_of(outcome, student) == {nb: scores_of(graded, student)[nb] for nb in notebooks}, student
+        assert scores_of(outcome, student) == {nb: scores_of(graded, student)[nb] for nb in notebooks}, \
+            (student, outcome.results[student].problems, outcome.results[student].retried,
+             next((r.reasons for r in outcome.rows if r.student == student), None))
 
 
 def test_a_class_graded_beside_cpu_burners_gets_the_quiet_scores(graded, course):
@@ -102,11 +104,12 @@ def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course, 
     with_marker(course / "submitted", class_dir, ["reference"], notebooks[:1], seconds=3)
 
     def server_under_a_kernel_inside_a_cell():
+        # A kernel's supervisor is forked from the server and has its command line: the server is the farthest one.
         servers = set(processes("course_grader.zygote", "serve"))
         for kernel in kernels_inside(os.getpid()):
-            found = servers.intersection(ancestors(kernel))
+            found = [pid for pid in ancestors(kernel) if pid in servers]
             if found:
-                return found.pop()
+                return found[-1]
         return None
 
     with killer(server_under_a_kernel_inside_a_cell, settle=0.0) as killed:
