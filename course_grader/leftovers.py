@@ -46,7 +46,10 @@ class Scratch:
         os.rename(partial, self.path / LOCK)  # seen under its name only once locked
 
     def remove(self) -> None:
-        """Remove the folder, then let go of it."""
+        """Remove the folder (the socket filesystems of kernels under it unmounted first), then let go of it."""
+        from course_grader import sandbox
+
+        sandbox.unmount_under(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         if self.fd >= 0:
             os.close(self.fd)

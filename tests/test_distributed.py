@@ -22,6 +22,7 @@ from demo_class import LIMITS, graded_notebooks, scores_of
 from kernel_tools import gone
 from process_tools import children, job_folder, kernels_inside, killer, processes, running_as, uid_of, with_marker
 
+from course_grader import sandbox
 from course_grader.pipeline import Options, run
 
 BIN = Path(sys.executable).parent
@@ -151,4 +152,5 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
+        sandbox.kill_kernels_under(tmp)  # and their socket filesystems: nothing of the run stays mounted
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from course_grader import speed
+from course_grader import sandbox, speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
@@ -208,6 +208,7 @@ def test_a_killed_grading_run_leaves_no_kernel_and_the_next_run_sweeps_its_scrat
             run(Options(root=tmp_path / "empty", progress=False))
         assert not list(tmp.glob("course-grade-*")), "the next run left the killed one's scratch folder"
     finally:
+        sandbox.kill_kernels_under(tmp)  # and their socket filesystems: nothing of the run stays mounted
         shutil.rmtree(tmp, ignore_errors=True)
 
 
