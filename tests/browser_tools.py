@@ -225,8 +225,8 @@ def active_content(page: str, *marks: str) -> list[str]:
     return parser.found
 
 
-def page_text(page: str) -> str:
-    """The text a reader sees in `page` (script and style content left out), whitespace collapsed."""
+def page_parts(page: str) -> list[str]:
+    """The pieces of text a reader sees in `page` (script and style content left out), as they are."""
     class Text(html.parser.HTMLParser):
         def __init__(self) -> None:
             super().__init__(convert_charrefs=True)
@@ -244,7 +244,28 @@ def page_text(page: str) -> str:
 
     parser = Text()
     parser.feed(page)
-    return " ".join(" ".join(parser.parts).split())
+    return parser.parts
+
+
+def page_text(page: str) -> str:
+    """The text a reader sees in `page`, whitespace collapsed."""
+    return " ".join(" ".join(page_parts(page)).split())
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """One headless Chromium (Debian's), driven by Playwright. Root needs --no-sandbox; a container's small
+    /dev/shm (Docker gives 64 MiB) would crash a tab without --disable-dev-shm-usage."""
+    from playwright.sync_api import sync_playwright
+
+    executable = ensure_chromium()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(executable),
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 # Attributes whose URL the browser fetches as the page loads (a link's href waits for a click).

@@ -138,6 +138,17 @@ def ancestors(pid: int) -> list[int]:
     return found
 
 
+def poll(find, limit: float = 300.0):
+    """What `find()` returns once it is truthy, polled; None after `limit` s (a bound on a wait, not a measurement)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
 def kernels_inside(root: int) -> list[int]:
     """Kernel processes (a user of their own) below `root` whose kernel is inside marker_cell."""
     from course_grader import sandbox

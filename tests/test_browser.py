@@ -24,9 +24,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from browser_tools import ROOT, Lab, ensure_chromium, screenshot, screenshot_on_failure, start_lab
+from browser_tools import ROOT, Lab, chromium_browser, screenshot, screenshot_on_failure, start_lab
 from course_grader.demo import solve
 from course_mutation import find
 from student_env import student_bin
@@ -46,14 +46,9 @@ UI_MS = 15_000
 
 @pytest.fixture(scope="module")
 def browser() -> Browser:
-    """One headless Chromium (Debian's) for the whole module. Root needs --no-sandbox; a container's small
-    /dev/shm (Docker gives 64 MiB) would crash a tab without --disable-dev-shm-usage."""
-    executable = ensure_chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable),
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+    """One headless Chromium (Debian's) for the whole module (browser_tools.chromium_browser)."""
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

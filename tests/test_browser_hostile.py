@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from browser_tools import ROOT, ensure_chromium, screenshot, screenshot_on_failure, start_lab
+from browser_tools import ROOT, chromium_browser, screenshot, screenshot_on_failure, start_lab
 from hostile import HARMLESS, HARMLESS_OUTPUT, MARK, build, corpus
 from kernel_tools import Listener
 from submissions import graded_class, notebook_name
@@ -34,12 +34,8 @@ SETTLE_MS = 2_000  # after the load event: time for handlers that fire late (SVG
 @pytest.fixture(scope="module")
 def browser() -> Browser:
     """One headless Chromium (Debian's) for the module, as in test_browser.py."""
-    executable = ensure_chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable),
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ import pytest
 
 from demo_class import LIMITS, graded_notebooks, scores_of
 from kernel_tools import gone
-from process_tools import children, job_folder, kernels_inside, killer, processes, running_as, uid_of, with_marker
+from process_tools import (children, job_folder, kernels_inside, killer, poll, processes, running_as, uid_of,
+                           with_marker)
 
 from course_grader import sandbox
 from course_grader.pipeline import Options, run
@@ -54,14 +55,19 @@ def dask_cluster(tmp_path_factory):
             client.wait_for_workers(2, timeout=120)
         yield address, procs[1:]
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        _stop(procs, log)
+
+
+def _stop(procs: list, log) -> None:
+    """Terminate a cluster's processes (the scheduler first in the list, stopped last), killing any that linger."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log.close()
 
 
 def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is_killed(graded, course, dask_cluster):
@@ -91,17 +97,6 @@ def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is
         assert len(list((course / "feedback" / student / "normalization").glob("*.html"))) >= 2, student
 
 
-def _poll(find, limit: float = 300.0):
-    """What `find()` returns once truthy (polled), or None after `limit` s: a bound on a wait, not a measurement."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.05)
-    return None
-
-
 def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sweeps_its_scratch(course, tmp_path):
     """A Dask worker SIGKILLed while its kernel is inside a cell (the kernel said so): no process of that kernel is
     left, and the worker that joins next removes the killed one's scratch folder (the student's work and a gradebook
@@ -129,7 +124,7 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
     try:
         victim = worker("victim")
         grading.start()
-        kernels = _poll(lambda: kernels_inside(victim.pid))
+        kernels = poll(lambda: kernels_inside(victim.pid))
         assert kernels, "the worker's kernel never got inside its first cell"
         uids = {uid_of(pid) for pid in kernels}
         victim.kill()
@@ -144,13 +139,6 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
             (outcome and outcome[0].results["slow"].error, (tmp_path / "cluster.log").read_text()[-3000:])
         assert not any(folder.exists() for folder in left), "the next worker left the killed one's scratch folder"
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        _stop(procs, log)
         sandbox.kill_kernels_under(tmp)  # and their socket filesystems: nothing of the run stays mounted
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
 from kernel_tools import gone
-from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, killer, processes,
+from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, killer, poll, processes,
                            running_as, uid_of, with_marker)
 
 
@@ -161,17 +160,6 @@ def test_kernels_that_cannot_start_leave_the_student_not_graded_with_the_cause(c
     assert reason.startswith(f"not graded: {notebook.split('_')[0]}: the kernel did not start: "), reason
     assert "Kernel died before replying to kernel_info" in reason and "\n" not in reason and len(reason) < 260
     assert "WARNING" not in reason and "[IPKernelApp]" not in reason
-
-
-def poll(find, limit: float = 300.0):
-    """What `find()` returns once it is truthy, polled; None after `limit` s (a bound on a wait, not a measurement)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.05)
-    return None
 
 
 KILLED_RUN = """

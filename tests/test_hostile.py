@@ -172,27 +172,10 @@ def test_nothing_outside_the_students_output_folders_changes(hostile):
 
 
 def _text(html: str) -> str:
-    from html.parser import HTMLParser
+    """The text of a page as a reader sees it (script and style left out), its whitespace as it is."""
+    from browser_tools import page_parts
 
-    class Text(HTMLParser):
-        def __init__(self) -> None:
-            super().__init__()
-            self.parts: list[str] = []
-            self.skip = False
-
-        def handle_starttag(self, tag, attrs) -> None:
-            self.skip = tag in ("style", "script")
-
-        def handle_endtag(self, tag) -> None:
-            self.skip = False
-
-        def handle_data(self, data) -> None:
-            if not self.skip:
-                self.parts.append(data)
-
-    parser = Text()
-    parser.feed(html)
-    return "".join(parser.parts)
+    return "".join(page_parts(html))
 
 
 def test_no_hidden_line_reaches_what_students_receive(hostile):
