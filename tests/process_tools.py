@@ -40,7 +40,7 @@ def processes(*words: str) -> list[int]:
 
 
 def job_folder(pid: int) -> str:
-    """The job folder (<scratch>/students/<student>.<n>) a grading worker is at work in, or "" (the process gone,
+    """The job folder (<scratch>/students/<digest of the student>.<n>) a grading worker is at work in, or "" (the process gone,
     the folder deleted, or elsewhere). A worker works in its job's folder or below it."""
     try:
         folder = os.readlink(f"/proc/{pid}/cwd")

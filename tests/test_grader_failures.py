@@ -24,7 +24,7 @@ import pytest
 
 from course_grader import sandbox, speed
 from course_grader.failures import root_cause
-from course_grader.pipeline import Options, run
+from course_grader.pipeline import Options, run, scratch_name
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
 from kernel_tools import gone
 from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, killer, poll, processes,
@@ -125,10 +125,10 @@ def test_a_killed_worker_is_replaced_and_a_student_never_graded_gets_no_score(gr
     of carol's workers is killed: carol is 'not graded' with the cause, and no total."""
     notebooks = graded_notebooks(course)[:1]
 
-    def worker_of(student):  # a grading worker of this process at work in <scratch>/students/<student>.<share>/
+    def worker_of(student):  # a grading worker of this process at work in <scratch>/students/<digest>.<share>/
         def find():
             pids = [pid for pid in set(children(os.getpid())) & set(processes("course_grader.autograde"))
-                    if f"/students/{student}." in job_folder(pid)]
+                    if f"/students/{scratch_name(student)}." in job_folder(pid)]
             return min(pids) if pids else None
         return find
 
