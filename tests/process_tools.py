@@ -149,6 +149,19 @@ def poll(find, limit: float = 300.0):
     return None
 
 
+def kill_inside_a_cell(proc: subprocess.Popen, what: str) -> None:
+    """SIGKILL `proc` (a grader, a Dask worker) once a kernel below it says it is inside a cell, then check that every
+    kernel it had goes with it (polled, bounded)."""
+    from kernel_tools import gone
+
+    kernels = poll(lambda: kernels_inside(proc.pid))
+    assert kernels, f"the {what}'s kernel never got inside its first cell"
+    uids = {uid_of(pid) for pid in kernels}
+    proc.kill()
+    proc.wait()
+    assert gone(lambda: [pid for uid in uids for pid in running_as(uid)]), f"a kernel outlived its {what}"
+
+
 def kernels_inside(root: int) -> list[int]:
     """Kernel processes (a user of their own) below `root` whose kernel is inside marker_cell."""
     from course_grader import sandbox

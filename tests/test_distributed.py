@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 
 from demo_class import LIMITS, graded_notebooks, scores_of
-from kernel_tools import gone
-from process_tools import (children, job_folder, kernels_inside, killer, poll, processes, running_as, uid_of,
-                           with_marker)
+from process_tools import children, job_folder, kill_inside_a_cell, killer, processes, with_marker
 
 from course_grader import sandbox
 from course_grader.pipeline import Options, run
@@ -124,12 +122,7 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
     try:
         victim = worker("victim")
         grading.start()
-        kernels = poll(lambda: kernels_inside(victim.pid))
-        assert kernels, "the worker's kernel never got inside its first cell"
-        uids = {uid_of(pid) for pid in kernels}
-        victim.kill()
-        victim.wait()
-        assert gone(lambda: [pid for uid in uids for pid in running_as(uid)]), "a kernel outlived its Dask worker"
+        kill_inside_a_cell(victim, "Dask worker")
         left = list(tmp.glob("course-grade-dask-*"))
         assert left, "the killed worker's scratch folder is not where the test looks"
         worker("next")  # its setup sweeps, then it grades the task again

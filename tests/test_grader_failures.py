@@ -27,8 +27,8 @@ from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run, scratch_name
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
 from kernel_tools import gone
-from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, killer, poll, processes,
-                           running_as, uid_of, with_marker)
+from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, kill_inside_a_cell, killer,
+                           poll, processes, running_as, uid_of, with_marker)
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -183,12 +183,7 @@ def test_a_killed_grading_run_leaves_no_kernel_and_the_next_run_sweeps_its_scrat
     try:
         grader = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(ROOT), str(course), str(class_dir),
                                    str(tmp_path / "grades.csv")], env=dict(os.environ, TMPDIR=str(tmp)))
-        kernels = poll(lambda: kernels_inside(grader.pid))
-        assert kernels, "the grader's kernel never got inside its first cell"
-        uids = {uid_of(pid) for pid in kernels}
-        grader.kill()
-        grader.wait()
-        assert gone(lambda: [pid for uid in uids for pid in running_as(uid)]), "a kernel outlived its grader"
+        kill_inside_a_cell(grader, "grader")
         assert list(tmp.glob("course-grade-*")), "the killed grader's scratch folder is not where the test looks"
         monkeypatch.setattr(tempfile, "tempdir", str(tmp))
         (tmp_path / "empty").mkdir()
