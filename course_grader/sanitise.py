@@ -20,7 +20,7 @@ notebook itself, so the page is safe whatever template or exporter settings rend
   as they are; anything else (application/javascript, widgets, text/latex, unknown types) is removed, with a
   line saying so when nothing else is left. Output metadata keeps only numeric image sizes (nbconvert turns
   `text/html: {isolated: true}` into an iframe).
-- Raw cells are cleaned by nh3; the notebook's widget state (which makes nbconvert load scripts from a CDN)
+- Raw cells (which nbconvert's HTML exporter renders as HTML) are cleaned as `text/html` outputs are; the notebook's widget state (which makes nbconvert load scripts from a CDN)
   is dropped.
 - MathJax (which both pages load) typesets every `$...$` of the page's text, and some TeX commands link
   (`\\href`), set CSS (`\\style`, `\\bbox`: url() fetches) or load code (`\\require`): a cell or HTML output
@@ -137,6 +137,17 @@ class _Inspector(IPythonRenderer):
         return bool(_IMAGE_DATA.match(url))
 
 
+def safe_html(html: str) -> str:
+    """`html` as nh3 cleans it; shown as its text instead when it has too many tags to parse (MAX_TAGS) or holds an
+    active TeX command (which MathJax would typeset). Text already shown that way is kept as it is."""
+    if _text_only(html):
+        return html
+    if html.count("<") > MAX_TAGS:
+        return as_text(html)
+    cleaned = clean_html(html)
+    return as_text(html) if _ACTIVE_TEX.search(unescape(cleaned)) else cleaned
+
+
 def safe_markdown(source: str, attachments: dict | None = None) -> str:
     """The markdown `source` itself when nbconvert renders all of it escaped and its URLs are allowed;
     otherwise its rendered HTML cleaned by nh3, as one line that markdown passes through as an HTML block."""
@@ -163,7 +174,12 @@ def _block(html: str) -> str:
     """`html` cleaned by nh3 as one line `<div>...</div>`: an HTML block ends at a blank line, after which markdown
     would read the rest as markdown again, so newlines become character references, which the browser reads
     back as newlines (in <pre> too)."""
-    return "<div>" + clean_html(html).strip().replace("\r", "&#13;").replace("\n", "&#10;") + "</div>"
+    return "<div>" + _one_line(clean_html(html).strip()) + "</div>"
+
+
+def _one_line(html: str) -> str:
+    """`html` with its newlines as character references (see _block)."""
+    return html.replace("\r", "&#13;").replace("\n", "&#10;")
 
 
 def _one_block(source: str) -> bool:
@@ -202,12 +218,7 @@ def safe_output(output: dict) -> dict:
         if mime in KEPT_OUTPUTS:
             shown[mime] = value
         elif mime == "text/html":
-            html = "".join(value) if isinstance(value, list) else str(value)
-            if _text_only(html):
-                shown[mime] = html
-                continue
-            cleaned = clean_html(html) if html.count("<") <= MAX_TAGS else as_text(html)
-            shown[mime] = as_text(html) if _ACTIVE_TEX.search(unescape(cleaned)) else cleaned
+            shown[mime] = safe_html("".join(value) if isinstance(value, list) else str(value))
         elif mime == "text/markdown":
             shown[mime] = safe_markdown("".join(value) if isinstance(value, list) else str(value))
     if "image/svg+xml" in data and "text/html" not in shown:
@@ -237,8 +248,7 @@ def _sanitise_cell(cell) -> None:
     if cell.cell_type == "markdown":
         cell.source = safe_markdown(str(cell.source), cell.get("attachments"))
     elif cell.cell_type == "raw":
-        source = str(cell.source)
-        cell.source = clean_html(source) if source.count("<") <= MAX_TAGS else as_text(source)
+        cell.source = safe_html(str(cell.source))  # nbconvert renders raw cells into the page as HTML
     elif cell.cell_type == "code":
         for output in cell.get("outputs", []):
             safe_output(output)
@@ -248,8 +258,7 @@ def _as_plain_text(cell) -> None:
     """The fallback (no parser involved): a text cell's source escaped in <pre>, a code cell's rich outputs as their
     text (the judge's record bundles kept)."""
     if cell.cell_type != "code":
-        text = escape(str(cell.get("source", ""))).replace("\r", "&#13;").replace("\n", "&#10;")
-        cell.source = f"<div><pre>{text}</pre></div>"
+        cell.source = "<div>" + _one_line(as_text(str(cell.get("source", "")))) + "</div>"
         return
     outputs = []
     for output in cell.get("outputs", []):

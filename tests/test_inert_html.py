@@ -168,6 +168,14 @@ def test_mathjax_commands_that_link_style_or_load_are_shown_as_text():
         assert safe_markdown(shown) == shown
     output = nbformat.v4.new_output("display_data", data={"text/html": "<i>$\\unicode{x41}$</i>"})
     assert sanitise_output(output).data["text/html"] == "<pre>&lt;i&gt;$\\unicode{x41}$&lt;/i&gt;</pre>"
+    # A raw cell reaches the page as HTML too (nbconvert's HTML exporter renders raw cells with no format or an
+    # HTML one), so MathJax typesets it like the rest.
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_raw_cell("<i>$\\href{javascript:alert(1)}{x}$</i>"),
+                nbformat.v4.new_raw_cell("$\\require{x}$", metadata={"raw_mimetype": "text/html"})]
+    sanitise(nb)
+    assert [cell.source for cell in nb.cells] == ["<pre>&lt;i&gt;$\\href{javascript:alert(1)}{x}$&lt;/i&gt;</pre>",
+                                                  "<pre>$\\require{x}$</pre>"]
 
 
 def test_sanitising_again_changes_nothing():
