@@ -70,7 +70,7 @@ DENIED = ("unshare", "setns", "mount", "umount", "umount2", "pivot_root", "chroo
           "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "swapon", "swapoff", "reboot",
           "syslog", "acct", "quotactl", "quotactl_fd", "lookup_dcookie", "iopl", "ioperm", "vm86", "vm86old",
           "uselib", "nfsservctl", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime",
-          "sethostname", "setdomainname", "fanotify_init", "add_key", "pidfd_getfd")
+          "sethostname", "setdomainname", "fanotify_init", "pidfd_getfd")
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 # personality(2): plain Linux (0, or 8: PER_LINUX32) only; every flag above turns off address-space randomisation
 # (ADDR_NO_RANDOMIZE), makes data executable (READ_IMPLIES_EXEC) or maps page zero. A filter compares one argument
@@ -186,7 +186,7 @@ def deny_syscalls() -> None:
     import pyseccomp as seccomp
 
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    for name in dict.fromkeys(DENIED):
+    for name in DENIED:
         try:
             rules.add_rule(seccomp.ERRNO(errno.EPERM), name)
         except (OSError, ValueError):
@@ -196,14 +196,6 @@ def deny_syscalls() -> None:
         rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     rules.add_rule(seccomp.ERRNO(errno.EPERM), "personality", seccomp.Arg(0, seccomp.GT, PERSONALITY_MAX))
     rules.load()
-
-
-def seccomp_mode() -> int:
-    """This process's seccomp mode (/proc/self/status: 0 none, 2 a filter)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("Seccomp:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _namespaced(pid: str) -> bool:
@@ -218,10 +210,11 @@ def uid_conflicts(base: int = UID_BASE, size: int = UID_RANGE,
                   subid_files: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> list[str]:
     """Who else uses a uid of [base, base + size): accounts, /etc/subuid and /etc/subgid ranges, processes that
     are not a kernel of ours (a kernel's uid is base + its supervisor's pid, and that supervisor is ours)."""
+    import grp
     import pwd
 
     found = [f"account {e.pw_name} ({e.pw_uid})" for e in pwd.getpwall() if base <= e.pw_uid < base + size]
-    found += [f"group {e.gr_name} ({e.gr_gid})" for e in __import__("grp").getgrall() if base <= e.gr_gid < base + size]
+    found += [f"group {e.gr_name} ({e.gr_gid})" for e in grp.getgrall() if base <= e.gr_gid < base + size]
     for path in subid_files:
         try:
             lines = Path(path).read_text().splitlines()
