@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from course_judge.audit import TORCH_NORMS, Audit, audit
 from course_judge.compare import TORCH_WHY
 from course_judge.records import Fail, Malformed, Missing, Records, TooLarge, quote
-from course_judge.secrets import MAX_MESSAGE, TRUNCATED, WITHHELD, bounded, clip, secret_lines
+from course_judge.secrets import WITHHELD, bounded, clip, secret_lines
 from course_recorder import GUARD
 from course_recorder.wire import MAX_NAME, MAX_TEXT, cut
 
@@ -301,4 +301,4 @@ def judge_notebook(nb, release, notebook: str) -> NotebookVerdicts:
 
 
 __all__ = ["Spec", "Verdict", "NotebookVerdicts", "REGISTRY", "verdict", "forbid", "judge_notebook", "judge_test",
-           "is_test", "question_of", "Fail", "Records", "WITHHELD", "MAX_MESSAGE", "TRUNCATED"]
+           "is_test", "question_of", "Fail", "Records", "WITHHELD"]

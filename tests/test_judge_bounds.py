@@ -34,10 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import course_judge
-from course_judge import MAX_MESSAGE, NotebookVerdicts, is_test, judge_notebook
+from course_judge import NotebookVerdicts, is_test, judge_notebook
 from course_judge.audit import MAX_AST_DEPTH
 from course_judge.records import MAX_TEXT as JUDGE_MAX_TEXT
-from course_judge.secrets import TRUNCATED
+from course_judge.secrets import MAX_MESSAGE, TRUNCATED
 from course_mutation.harness import RunResult, _execute, notebook_path
 from course_recorder import ABORTED, MIME, Recorder, wire
 from course_recorder.probes import module_facts
