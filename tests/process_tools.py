@@ -61,18 +61,6 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def age(pid: int) -> float:
-    """Seconds since `pid` started (0 when it is gone)."""
-    try:
-        # Field 22 of /proc/PID/stat (counted after the command's closing parenthesis) is the start time in
-        # clock ticks since boot.
-        start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return uptime - start / os.sysconf("SC_CLK_TCK")
-
-
 @contextmanager
 def killer(find, times: int = 1, settle: float = 1.0):
     """A thread that SIGKILLs what `find()` returns (a pid or None), `times` times, `settle` s after it appears."""
@@ -246,26 +234,6 @@ def _held_by_another(path: str) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return pid != os.getpid() and os.path.exists(f"/proc/{pid}")
-
-
-def kernel_processes(since: float = 0.0) -> list[int]:
-    """Live processes of kernel users started after `since` (seconds since boot, as /proc/uptime counts): a run's
-    kernels, never a process that was there before it."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and is_kernel_uid(uid_of(int(entry))) and running_as(uid_of(int(entry))):
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] != "Z" and int(fields[19]) / os.sysconf("SC_CLK_TCK") >= since:
-                found.append(int(entry))
-    return found
-
-
-def uptime() -> float:
-    """Seconds since boot (the clock /proc's process start times use)."""
-    return float(Path("/proc/uptime").read_text().split()[0])
 
 
 class KernelWatch:
