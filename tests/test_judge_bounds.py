@@ -19,6 +19,7 @@ whose records are honest), changed by hand.
 
 from __future__ import annotations
 
+import ast
 import base64
 import copy
 import functools
@@ -35,9 +36,9 @@ from hypothesis import strategies as st
 
 import course_judge
 from course_judge import NotebookVerdicts, is_test, judge_notebook
-from course_judge.audit import MAX_AST_DEPTH
+from course_judge.audit import MAX_AST_DEPTH, TORCH_NORMS, audit, depth
 from course_judge.records import MAX_TEXT as JUDGE_MAX_TEXT
-from course_judge.secrets import MAX_MESSAGE, TRUNCATED
+from course_judge.secrets import MAX_MESSAGE, TRUNCATED, WITHHELD, bounded, secret_lines
 from course_mutation.harness import RunResult, _execute, notebook_path
 from course_recorder import ABORTED, MIME, Recorder, wire
 from course_recorder.probes import module_facts
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "normalization"
 Q3 = "Q3_batchnorm"
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "source" / "normalization").glob("Q*.ipynb"))
+LONGEST = MAX_MESSAGE + len(TRUNCATED) + 1  # a message cut to its cap, with the cap's notice
 
 
 @functools.cache
@@ -74,9 +76,9 @@ def _test_cells(nb: nbformat.NotebookNode) -> list:
 def _bounded(judged: NotebookVerdicts) -> None:
     """Every message the judge wrote is within its cap (the cap's own notice included)."""
     for verdict in judged.verdicts.values():
-        assert len(verdict.message) <= MAX_MESSAGE + len(TRUNCATED) + 1, len(verdict.message)
+        assert len(verdict.message) <= LONGEST, len(verdict.message)
     for text in [*judged.notes, *judged.review]:
-        assert len(text) <= MAX_MESSAGE + len(TRUNCATED) + 1, len(text)
+        assert len(text) <= LONGEST, len(text)
 
 
 def test_the_honest_notebooks_pass():
@@ -223,7 +225,7 @@ def test_a_huge_exception_is_quoted_cut_and_scrubbed_short():
 
     with mock.patch.object(course_judge.secrets, "scrub", scrub):
         judged = _judged(nb, Q3)
-    assert seen and max(seen) <= MAX_MESSAGE + len(TRUNCATED) + 1, max(seen)
+    assert seen and max(seen) <= LONGEST, max(seen)
     for test in ("test_train_mode_output", "test_eval_mode_output"):
         verdict = judged.verdicts[test]
         assert not verdict.passed and "E" * JUDGE_MAX_TEXT not in verdict.message, verdict.message[:200]
@@ -233,8 +235,6 @@ def test_a_huge_exception_is_quoted_cut_and_scrubbed_short():
 
 def test_a_cut_message_does_not_leak_the_start_of_a_hidden_line():
     """Cutting a message can split a quoted hidden line; the part before the cut is withheld like the whole."""
-    from course_judge.secrets import WITHHELD, bounded, secret_lines
-
     source = nbformat.read(ROOT / "source" / "normalization" / f"{Q3}.ipynb", as_version=4)
     secrets = secret_lines(source, _release(Q3))
     hidden = max((line for line in secrets if "q3." in line), key=len)
@@ -405,10 +405,8 @@ def test_a_statement_just_under_the_depth_cap_is_read_from_a_deep_stack():
     """The cap leaves room: a statement MAX_AST_DEPTH - 5 levels deep (an attribute chain, which the readers walk
     twice over) is read in full, tampering found, even with 300 frames already on the stack (nbgrader's
     preprocessors call the judge from deep inside)."""
-    from course_judge.audit import TORCH_NORMS, audit, depth
-
     code = "import sys\nsys.modules" + ".a" * (MAX_AST_DEPTH - 8) + ".append(1)\n"
-    assert MAX_AST_DEPTH - 5 <= depth(__import__("ast").parse(code).body[1]) <= MAX_AST_DEPTH
+    assert MAX_AST_DEPTH - 5 <= depth(ast.parse(code).body[1]) <= MAX_AST_DEPTH
     nb = _with_cell(_executed(Q3), code)
 
     def deep(frames: int):
