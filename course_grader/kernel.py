@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from queue import Empty
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any
 
 import zmq
@@ -139,6 +139,11 @@ def nbytes(value: Any) -> int:
     return total
 
 
+def _kept_bytes(content: dict) -> int:
+    """What an output message's content costs in the notebook: its data (a display) or its fields, and its keys."""
+    return OUTPUT_OVERHEAD + nbytes(content.get("data") if "data" in content else content)
+
+
 def _mib(n: int) -> str:
     return f"{n / MIB:.3g} MiB" if n >= MIB // 10 else f"{n} bytes"
 
@@ -185,7 +190,7 @@ class OutputBudget:
 
     def admit(self, kind: str, content: dict, test_cell: bool) -> dict | None:
         """The content of an output message to keep (maybe cut), or None to drop it."""
-        size = OUTPUT_OVERHEAD + nbytes(content.get("data") if "data" in content else content)
+        size = _kept_bytes(content)
         if test_cell and kind in ("display_data", "execute_result") and RECORD_MIME in (content.get("data") or {}):
             if self.records + size > self.per_test_records:
                 self._say(f"this test's records passed the {_mib(self.per_test_records)} limit and were not kept")
@@ -205,7 +210,7 @@ class OutputBudget:
         if room <= 0:
             return None
         cut = self._cut(kind, content, room)
-        self.cell += OUTPUT_OVERHEAD + nbytes(cut.get("data") if "data" in cut else cut)
+        self.cell += _kept_bytes(cut)
         return cut
 
     @staticmethod
