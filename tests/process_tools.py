@@ -12,6 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from course_grader import leftovers, sandbox
+
 
 @contextmanager
 def cpu_burners(n: int):
@@ -152,20 +154,8 @@ def kill_inside_a_cell(proc: subprocess.Popen, what: str) -> None:
 
 def kernels_inside(root: int) -> list[int]:
     """Kernel processes (a user of their own) below `root` whose kernel is inside marker_cell."""
-    from course_grader import sandbox
-
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            uid = os.stat(f"/proc/{entry}").st_uid
-            if uid >= sandbox.UID_BASE and os.path.exists(f"/proc/{entry}/root/tmp/{INSIDE}") \
-                    and root in ancestors(int(entry)):
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and is_kernel_uid(uid_of(int(entry)))
+            and os.path.exists(f"/proc/{entry}/root/tmp/{INSIDE}") and root in ancestors(int(entry))]
 
 
 def uid_of(pid: int) -> int:
@@ -191,11 +181,7 @@ def running_as(uid: int) -> list[int]:
 
 def is_kernel_uid(uid: int) -> bool:
     """A grading kernel's user (sandbox.py gives each kernel one of its own, from its range)."""
-    from course_grader import sandbox
-
-    low = getattr(sandbox, "UID_BASE", 100000)
-    count = getattr(sandbox, "UID_COUNT", None)  # a bounded range, where the sandbox has one
-    return uid >= low and (count is None or uid < low + count)
+    return sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_RANGE
 
 
 # What the grader itself makes in the shared temporary folders (its scratch folders; kernels' socket folders).
@@ -227,8 +213,6 @@ def shared_leftovers(folders=SHARED) -> set[tuple[str, str]]:
 def _held_by_another(path: str) -> bool:
     """True for a grader's scratch folder whose owner (leftovers.LOCK names it) is another live process: a
     concurrent run's, not this one's and not a leftover."""
-    from course_grader import leftovers
-
     try:
         pid = int(Path(path, leftovers.LOCK).read_text().split()[0])
     except (OSError, ValueError, IndexError):
