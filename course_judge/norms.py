@@ -96,20 +96,24 @@ def _by_channel(t: Tensor) -> Tensor:
     return t.detach().double().transpose(0, 1).reshape(t.shape[1], -1)
 
 
-def per_channel_fit(out: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-    """The per-channel scale and shift that best map z onto out (least squares over examples and positions)."""
+def _fit(out: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """out and z by channel, each row less its mean, and the per-channel scale and shift that best map z onto out
+    (least squares over examples and positions)."""
     o, zz = _by_channel(out), _by_channel(z)
     oc, zc = o - o.mean(1, keepdim=True), zz - zz.mean(1, keepdim=True)
     scale = (zc * oc).sum(1) / (zc * zc).sum(1).clamp_min(1e-300)
-    return scale, o.mean(1) - scale * zz.mean(1)
+    return oc, zc, scale, o.mean(1) - scale * zz.mean(1)
+
+
+def per_channel_fit(out: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-channel scale and shift that best map z onto out (least squares over examples and positions)."""
+    return _fit(out, z)[2:]
 
 
 def fit_residual(out: Tensor, z: Tensor) -> float:
     """The share of out's spread (per channel, dim 1) that no per-channel scale and shift of z explains: 0 when out
     is z scaled and shifted channel by channel, near 1 when it has nothing to do with z."""
-    o, zz = _by_channel(out), _by_channel(z)
-    oc, zc = o - o.mean(1, keepdim=True), zz - zz.mean(1, keepdim=True)
-    scale, _ = per_channel_fit(out, z)
+    oc, zc, scale, _ = _fit(out, z)
     left = oc - scale[:, None] * zc
     total = (oc * oc).sum()
     if total <= 1e-24:  # a constant output explains nothing unless the normalised input is constant too
