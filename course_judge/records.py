@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from course_recorder import ABORTED, MIME
-from course_recorder.wire import (MAX_BASES, MAX_ELEMENTS, MAX_INT_BITS, MAX_ITEMS, MAX_NAME, MAX_TEXT, TOO_LARGE,
-                                  cut)
+from course_recorder.wire import (CUT, MAX_BASES, MAX_ELEMENTS, MAX_INT_BITS, MAX_ITEMS, MAX_NAME, MAX_TEXT,
+                                  TOO_LARGE, cut)
 
 MAX_RECORDS = 2_000  # records in one test's bundle (the most a probe makes is 190)
 MAX_DEPTH = 10  # nesting of one record (a probe's deepest is 3)
@@ -53,7 +53,7 @@ def quote(value: object, limit: int = 60) -> str:
     """A claimed value as text for a message, never longer than `limit` (+ a notice): only strings and small
     numbers are quoted, anything else by its type (str() of a huge int or a deep list can raise, or take long)."""
     if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + "... (truncated)"
+        return value if len(value) <= limit else value[:limit] + CUT
     if isinstance(value, (bool, float)) or value is None or (isinstance(value, int) and value.bit_length() <= 64):
         return repr(value)
     return f"a {type(value).__name__}"
