@@ -107,14 +107,14 @@ class JudgeVerdicts(NbGraderPreprocessor):
         for cell in nb.cells:
             if not is_test(cell):
                 continue
-            verdict = judged.verdicts[cell.metadata.nbgrader["grade_id"]]
+            grade_id = cell.metadata.nbgrader["grade_id"]
+            verdict = judged.verdicts[grade_id]
             # The records of a failed test stay, as evidence for the instructor (a passed one needs none).
             records = [_kept(o) for o in cell.outputs if MIME in o.get("data", {})][:1] if not verdict.passed else []
             cell.outputs = verdict_outputs(verdict.passed, verdict.message) + records
-            data.append(verdict_data(cell.metadata.nbgrader["grade_id"], verdict, cell.metadata.nbgrader.get("points")))
-        # A submission may carry the key itself: only the judge's verdicts are kept under it.
+            data.append(verdict_data(grade_id, verdict, cell.metadata.nbgrader.get("points")))
+        # A submission may carry either key itself: only the judge's verdicts and findings are kept under them.
         nb.metadata[VERDICTS_KEY] = data
-        # A submission may carry the key itself: only the judge's findings are kept under it.
         nb.metadata.pop(REVIEW_KEY, None)
         if judged.review:
             nb.metadata[REVIEW_KEY] = list(judged.review)
