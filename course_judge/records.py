@@ -104,7 +104,7 @@ def _too_large(value: dict) -> TooLarge:
     shape = value.get("shape")
     shown = f" of shape {[s for s in shape[:8] if isinstance(s, int) and s.bit_length() <= 64]}" \
         if isinstance(shape, list) and what == "tensor" else ""
-    count = f" of {size} elements" if isinstance(size, int) and 0 <= size.bit_length() <= 64 else ""
+    count = f" of {size} elements" if isinstance(size, int) and size.bit_length() <= 64 else ""
     return TooLarge(f"a {what}{shown}{count} (the grader records at most {MAX_ELEMENTS} elements of a tensor and "
                     f"{MAX_ITEMS} items of a list)")
 
