@@ -165,14 +165,6 @@ def python_of(source: str) -> str:
         return source
 
 
-def parse(source: str) -> ast.Module | None:
-    """The cell's syntax tree after IPython's transformation, or None when even IPython could not run it."""
-    try:
-        return ast.parse(python_of(source))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
 def depth(node: ast.AST) -> int:
     """How many levels deep a syntax tree goes (walked without recursion: it may be deeper than Python allows)."""
     deepest, todo = 0, [(node, 0)]
@@ -638,7 +630,7 @@ class _Uses(_Scoped):
 
 def _stub_names(release_cell) -> set[str]:
     """The names a solution cell's stub defines: what the tests use."""
-    tree = parse(release_cell.source) if release_cell is not None else None
+    tree = readable(release_cell.source)[0] if release_cell is not None else None
     return set(_definitions(tree)) if tree is not None else set()
 
 
