@@ -9,7 +9,6 @@ not start and the worker hung in zmq's teardown. Scratch folders and socket path
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import nbformat
 import pytest
