@@ -15,6 +15,7 @@ import pytest
 
 from course_grader.pipeline import Options, run
 from hostile import Q3, notebook
+from submissions import release_and_source
 
 LONG_46 = "firstname.middlename.lastname.1234@example.edu"  # 46 characters, as LMS ids and e-mails are
 LONG_200 = ("a-very-long-lms-identifier-" * 8)[:200]
@@ -38,7 +39,7 @@ def test_the_ids_are_what_they_claim():
 @pytest.fixture(scope="module")
 def graded(course, tmp_path_factory):
     class_dir = tmp_path_factory.mktemp("ids") / "class"
-    nb = notebook(course / "release" / "normalization", course / "source" / "normalization", Q3, "ref")
+    nb = notebook(*release_and_source(course), Q3, "ref")
     for student in [*IDS.values(), *(student for student, _ in REFUSED.values())]:
         folder = class_dir / student / "normalization"
         folder.mkdir(parents=True)
