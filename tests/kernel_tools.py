@@ -19,6 +19,7 @@ from nbclient import NotebookClient
 
 from course_grader import sandbox, zygote
 from course_grader.kernel import SandboxKernelManager
+from process_tools import processes_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "postgresql://grader:s3cret@db/gradebook"
@@ -82,21 +83,9 @@ def status(pid: int) -> dict[str, str]:
     return {key: value.strip() for key, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
 
 
-def uid_of(pid: int) -> int:
-    """A host process's real uid, or -1 when it is gone."""
-    uid = status(pid).get("Uid", "").split()[:1]
-    return int(uid[0]) if uid else -1
-
-
 def state_of(pid: int) -> str:
     """A host process's state letter (R, S, T for stopped...), or '' when it is gone."""
     return (status(pid).get("State", "").split() or [""])[0]
-
-
-def processes_of(uid: int) -> list[int]:
-    """Host pids of the live processes running as `uid` (a kernel's own user)."""
-    return [int(entry) for entry in os.listdir("/proc")
-            if entry.isdigit() and uid_of(int(entry)) == uid and state_of(int(entry)) not in ("Z", "")]
 
 
 class Listener:
@@ -175,16 +164,3 @@ def kernel_owner(sock: Path | str, scratch: Path) -> Iterator[tuple[subprocess.P
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-
-
-def gone(pids_now, limit: float = 60.0) -> bool:
-    """Poll until `pids_now()` is empty (True), or give up after `limit` s (False). A bound on a wait, not a
-    measurement: a process that is killed goes within milliseconds, an orphan stays for good."""
-    import time
-
-    deadline = time.monotonic() + limit
-    while pids_now():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

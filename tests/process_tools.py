@@ -139,17 +139,21 @@ def poll(find, limit: float = 300.0):
     return None
 
 
+def gone(pids_now, limit: float = 60.0) -> bool:
+    """Whether `pids_now()` is empty within `limit` s, polled. A bound on a wait, not a measurement: a process that is
+    killed goes within milliseconds, an orphan stays for good."""
+    return poll(lambda: not pids_now(), limit) is not None
+
+
 def kill_inside_a_cell(proc: subprocess.Popen, what: str) -> None:
     """SIGKILL `proc` (a grader, a Dask worker) once a kernel below it says it is inside a cell, then check that every
     kernel it had goes with it (polled, bounded)."""
-    from kernel_tools import gone
-
     kernels = poll(lambda: kernels_inside(proc.pid))
     assert kernels, f"the {what}'s kernel never got inside its first cell"
     uids = {uid_of(pid) for pid in kernels}
     proc.kill()
     proc.wait()
-    assert gone(lambda: [pid for uid in uids for pid in running_as(uid)]), f"a kernel outlived its {what}"
+    assert gone(lambda: [pid for uid in uids for pid in processes_of(uid)]), f"a kernel outlived its {what}"
 
 
 def kernels_inside(root: int) -> list[int]:
@@ -159,14 +163,16 @@ def kernels_inside(root: int) -> list[int]:
 
 
 def uid_of(pid: int) -> int:
+    """A process's uid (its /proc folder's owner: the effective uid; a kernel's real one is the same, it drops root
+    with setuid and can change neither), or -1 when it is gone."""
     try:
         return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return -1
 
 
-def running_as(uid: int) -> list[int]:
-    """Live (not zombie) processes of `uid`."""
+def processes_of(uid: int) -> list[int]:
+    """Pids of the live (not zombie) processes running as `uid` (a kernel's own user)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and uid_of(int(entry)) == uid:
@@ -250,4 +256,4 @@ class KernelWatch:
 
     def left(self) -> dict[int, list[int]]:
         """{kernel uid: its live processes} for the watched kernels that still have some."""
-        return {uid: pids for uid in sorted(self.uids) if (pids := running_as(uid))}
+        return {uid: pids for uid in sorted(self.uids) if (pids := processes_of(uid))}

@@ -26,9 +26,8 @@ from course_grader import sandbox, speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run, scratch_name
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
-from kernel_tools import gone
-from process_tools import (ancestors, children, cpu_burners, job_folder, kernels_inside, kill_inside_a_cell, killer,
-                           poll, processes, running_as, uid_of, with_marker)
+from process_tools import (ancestors, children, cpu_burners, gone, job_folder, kernels_inside, kill_inside_a_cell,
+                           killer, poll, processes, processes_of, uid_of, with_marker)
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -218,7 +217,7 @@ def test_a_killed_grading_worker_takes_its_kernel_with_it(course, tmp_path):
     with killer(worker_under_a_kernel_inside_a_cell, settle=0.0) as killed:
         grading.start()
         assert poll(lambda: killed), "no grading worker was seen with a kernel inside its cell"
-        assert gone(lambda: running_as(seen["uid"])), "the kernel outlived its grading worker"
+        assert gone(lambda: processes_of(seen["uid"])), "the kernel outlived its grading worker"
         assert grading.is_alive(), "the run ended first: its end-of-run sweep, not the worker's death, did it"
     grading.join(600)
     assert outcome and outcome[0].results["slow"].graded == [q1.stem], outcome

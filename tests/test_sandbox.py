@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from course_grader import sandbox
-from kernel_tools import ROOT, Listener, answer, fork_server, manager, processes_of, run, state_of, stdout
+from kernel_tools import ROOT, Listener, answer, fork_server, manager, run, state_of, stdout
+from process_tools import processes_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs root (CI runs as root)")
 MODES = [pytest.param(True, id="isolated"), pytest.param(False, id="limits-only")]

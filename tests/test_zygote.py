@@ -17,7 +17,8 @@ import pytest
 from nbclient import NotebookClient
 
 from course_grader import sandbox, zygote
-from kernel_tools import SECRET, fork_server, gone, kernel_owner, manager, processes_of, run, stdout
+from kernel_tools import SECRET, fork_server, kernel_owner, manager, run, stdout
+from process_tools import gone, processes_of
 
 
 @pytest.fixture(scope="module")
