@@ -191,7 +191,7 @@ def is_kernel_uid(uid: int) -> bool:
 
 
 # What the grader itself makes in the shared temporary folders (its scratch folders; kernels' socket folders).
-GRADER_PREFIXES = ("course-grade-", "kernel-")
+GRADER_PREFIXES = (leftovers.PREFIX, "kernel-")
 SHARED = ("/tmp", "/var/tmp", "/dev/shm")
 
 
