@@ -151,6 +151,7 @@ def kernel_owner(sock: Path | str, scratch: Path) -> Iterator[tuple[subprocess.P
     fork server's client falling back to exec."""
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(ROOT), str(ROOT / "tests"), str(sock), str(scratch)],
                              stdout=subprocess.PIPE, text=True)
+    uid = None
     try:
         line = owner.stdout.readline().split()  # blocks until the kernel is inside its cell (or the owner died)
         assert line[:1] == ["inside"], f"the kernel never said it was inside its cell: {line}"
@@ -159,7 +160,7 @@ def kernel_owner(sock: Path | str, scratch: Path) -> Iterator[tuple[subprocess.P
     finally:
         owner.kill()
         owner.wait()
-        for pid in processes_of(uid) if "uid" in locals() else []:  # a failed test leaves no orphan to later ones
+        for pid in processes_of(uid) if uid is not None else []:  # a failed test leaves no orphan to later ones
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
