@@ -20,11 +20,12 @@ the instructor's, since its judge would then grade with other tests.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from functools import cached_property
 import shutil
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import course_grader
@@ -93,18 +94,12 @@ class Course:
         return digest.hexdigest()[:16]
 
 
-@dataclass
-class Settings:
-    """The grading options a worker applies (the CLI's, as the instructor gave them)."""
-
-    cell_timeout: int
-    notebook_timeout: float
-    memory_mb: int
-    sandbox: bool
-    require_isolation: bool
-    feedback: bool
-    skip_experiments: bool
-    fresh_kernels: bool
+def for_workers(options):
+    """The instructor's options as the Dask workers get them: all that decides how a notebook is graded (limits,
+    output caps, sandbox, feedback...), whatever is added to Options later; nothing that names the instructor's
+    files or gradebook (its URL may hold a password). Each worker grades with them in its own course folder."""
+    return dataclasses.replace(options, root=Path("."), class_dir=None, zip_dir=None, students=[], db_url=None,
+                               csv=None, scheduler="")
 
 
 try:
@@ -118,7 +113,8 @@ class GradingPlugin(WorkerPlugin):
 
     name = PLUGIN
 
-    def __init__(self, settings: Settings, course: Course) -> None:
+    def __init__(self, settings, course: Course) -> None:
+        """`settings`: the run's options, for_workers."""
         self.settings = settings
         self.data = course  # sent with the plugin to every worker, those that join later too
         self.machine = None
@@ -163,12 +159,12 @@ class GradingPlugin(WorkerPlugin):
 
 
 def grade_task(course_key: str, student: str, submission: dict[str, bytes], notebooks: list[str],
-               settings: Settings, fresh: bool = False) -> dict:
+               settings, fresh: bool = False) -> dict:
     """One student on this Dask worker: the local pipeline's worker process, its outputs returned as bytes
     (`fresh`: in a new worker process, for a retry after a grader failure)."""
     from distributed import get_worker
 
-    from course_grader.pipeline import Options, job_for, scratch_name, worker_limit
+    from course_grader.pipeline import job_for, scratch_name, worker_limit
 
     plugin: GradingPlugin = get_worker().plugins[PLUGIN]
     if plugin.data.key != course_key:
@@ -183,7 +179,7 @@ def grade_task(course_key: str, student: str, submission: dict[str, bytes], note
     plugin.tasks += 1
     work = plugin.scratch / "students" / f"{scratch_name(student)}.{plugin.tasks}"
     _write(submission, work / "submitted")
-    options = Options(root=folder, **{k: v for k, v in asdict(settings).items() if k != "fresh_kernels"})
+    options = dataclasses.replace(settings, root=folder)
     job = job_for(options, student, work / "submitted", folder / "release", folder / "source", folder / "template.db",
                   work, notebooks, machine)
     work.mkdir(parents=True, exist_ok=True)
@@ -210,10 +206,7 @@ def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: 
 
     from course_grader.pipeline import WORKER_RETRIES, _missing, scratch_name
 
-    settings = Settings(cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout,
-                        memory_mb=options.memory_mb, sandbox=options.sandbox,
-                        require_isolation=options.require_isolation, feedback=options.feedback,
-                        skip_experiments=options.skip_experiments, fresh_kernels=options.fresh_kernels)
+    settings = for_workers(options)
     cluster = None
     if options.scheduler:
         client = Client(options.scheduler, timeout=60)

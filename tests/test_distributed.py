@@ -7,11 +7,9 @@ killed while it grades: Dask runs its task again on the other worker, and no stu
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from demo_class import LIMITS, graded_notebooks, scores_of
-from process_tools import children, job_folder, kill_inside_a_cell, killer, processes, with_marker
+from process_tools import children, job_folder, kill_inside_a_cell, killer, processes, run_tmp, slow_class
 
-from course_grader import sandbox
 from course_grader.pipeline import Options, run
 
 BIN = Path(sys.executable).parent
@@ -100,38 +97,62 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
     left, and the worker that joins next removes the killed one's scratch folder (the student's work and a gradebook
     with the hidden tests) before grading the task again. The workers use a temporary folder of their own, so the
     test sees their folders alone."""
-    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
-    class_dir = with_marker(q1, tmp_path / "class", ["slow"], [q1.stem], seconds=600)  # ends at the 5 s cell limit
-    tmp = Path(tempfile.mkdtemp(prefix="cg-"))  # short: the kernels' socket paths are under it
-    env = dict(os.environ, TMPDIR=str(tmp))
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    log = open(tmp_path / "cluster.log", "w")
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)]
+    q1, class_dir = slow_class(course, tmp_path / "class")  # its marker cell ends at the 5 s cell limit
+    with run_tmp() as tmp:
+        env = dict(os.environ, TMPDIR=str(tmp))
+        address = f"tcp://127.0.0.1:{_free_port()}"
+        log = open(tmp_path / "cluster.log", "w")
+        procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                                   address.rsplit(":", 1)[1], "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)]
 
-    def worker(name: str) -> subprocess.Popen:
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
-                                       "--no-dashboard", "--name", name, "--local-directory", str(tmp_path / name)],
-                                      stdout=log, stderr=subprocess.STDOUT, env=env))
-        return procs[-1]
+        def worker(name: str) -> subprocess.Popen:
+            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
+                                           "--no-dashboard", "--name", name, "--local-directory", str(tmp_path / name)],
+                                          stdout=log, stderr=subprocess.STDOUT, env=env))
+            return procs[-1]
 
-    outcome: list = []
-    grading = threading.Thread(target=lambda: outcome.append(run(Options(
-        root=course, class_dir=class_dir, scheduler=address, notebooks=["Q1"], cell_timeout=5, notebook_timeout=120,
-        skip_experiments=True, progress=False, feedback=False, report=False, csv=tmp_path / "dask.csv"))), daemon=True)
-    try:
-        victim = worker("victim")
-        grading.start()
-        kill_inside_a_cell(victim, "Dask worker")
-        left = list(tmp.glob("course-grade-dask-*"))
-        assert left, "the killed worker's scratch folder is not where the test looks"
-        worker("next")  # its setup sweeps, then it grades the task again
-        grading.join(600)
-        log.flush()
-        assert outcome and outcome[0].results["slow"].graded == [q1.stem], \
-            (outcome and outcome[0].results["slow"].error, (tmp_path / "cluster.log").read_text()[-3000:])
-        assert not any(folder.exists() for folder in left), "the next worker left the killed one's scratch folder"
-    finally:
-        _stop(procs, log)
-        sandbox.kill_kernels_under(tmp)  # and their socket filesystems: nothing of the run stays mounted
-        shutil.rmtree(tmp, ignore_errors=True)
+        outcome: list = []
+        grading = threading.Thread(target=lambda: outcome.append(run(Options(
+            root=course, class_dir=class_dir, scheduler=address, notebooks=["Q1"], cell_timeout=5, notebook_timeout=120,
+            skip_experiments=True, progress=False, feedback=False, report=False, csv=tmp_path / "dask.csv"))), daemon=True)
+        try:
+            victim = worker("victim")
+            grading.start()
+            kill_inside_a_cell(victim, "Dask worker")
+            left = list(tmp.glob("course-grade-dask-*"))
+            assert left, "the killed worker's scratch folder is not where the test looks"
+            worker("next")  # its setup sweeps, then it grades the task again
+            grading.join(600)
+            log.flush()
+            assert outcome and outcome[0].results["slow"].graded == [q1], \
+                (outcome and outcome[0].results["slow"].error, (tmp_path / "cluster.log").read_text()[-3000:])
+            assert not any(folder.exists() for folder in left), "the next worker left the killed one's scratch folder"
+        finally:
+            _stop(procs, log)
+
+
+def test_dask_workers_grade_with_every_option_the_instructor_gave_and_none_of_their_paths():
+    """Every option that decides how a notebook is graded reaches the workers as the instructor set it (the output
+    caps and the worker's memory limit were once lost on the way: a hand-written subset carried the rest), while the
+    instructor's own paths and the gradebook's URL (it may hold a password) stay on their machine."""
+    import dataclasses
+
+    from course_grader.distributed import for_workers
+
+    defaults = Options(root=Path("/course"))
+    given = {}
+    for f in dataclasses.fields(Options):
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            given[f.name] = not value
+        elif isinstance(value, (int, float)):
+            given[f.name] = value + 3
+    given.update(db_url="postgresql://teacher:secret@db/course", csv=Path("/course/g.csv"), students=["a"],
+                 class_dir=Path("/course/class"), scheduler="tcp://10.0.0.1:8786")
+    instructor = dataclasses.replace(defaults, **given)
+    sent = for_workers(instructor)
+    private = {"root", "class_dir", "zip_dir", "students", "db_url", "csv", "scheduler"}
+    for f in dataclasses.fields(Options):
+        if f.name not in private:
+            assert getattr(sent, f.name) == getattr(instructor, f.name), f.name
+    assert "secret" not in repr(sent) and "/course" not in repr(sent)
