@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,6 +117,26 @@ def with_marker(submitted: Path, dest: Path, students: list[str], notebooks: lis
             nb.cells.insert(0, nbformat.v4.new_code_cell(marker_cell(seconds)))
             nbformat.write(nb, folder / f"{name}.ipynb")
     return dest
+
+
+def slow_class(course: Path, dest: Path) -> tuple[str, Path]:
+    """(Q1's notebook name, a class folder at `dest`) with one student, "slow": Q1 as released, marker_cell first,
+    working 600 s (the run's cell limit ends it)."""
+    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
+    return q1.stem, with_marker(q1, dest, ["slow"], [q1.stem], seconds=600)
+
+
+@contextmanager
+def run_tmp() -> Iterator[Path]:
+    """A temporary folder of the test's own for a run's TMPDIR (the test sees the run's folders alone), short (the
+    kernels' socket paths are under it). Afterwards every kernel under it is killed and their socket filesystems
+    let go of (nothing of the run stays mounted), and it is removed."""
+    tmp = Path(tempfile.mkdtemp(prefix="cg-"))
+    try:
+        yield tmp
+    finally:
+        sandbox.kill_kernels_under(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ancestors(pid: int) -> list[int]:

@@ -18,16 +18,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 
-from course_grader import sandbox, speed
+from course_grader import speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run, scratch_name
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
 from process_tools import (ancestors, children, cpu_burners, gone, job_folder, kernels_inside, kill_inside_a_cell,
-                           killer, poll, processes, processes_of, uid_of, with_marker)
+                           killer, poll, processes, processes_of, run_tmp, slow_class, uid_of, with_marker)
 
 
 def test_the_root_cause_is_one_line_without_kernel_noise():
@@ -176,10 +175,8 @@ def test_a_killed_grading_run_leaves_no_kernel_and_the_next_run_sweeps_its_scrat
     """The whole grader SIGKILLed while its kernel is inside a cell (the kernel said so): the kernel goes with it,
     and the scratch folder it could not remove (the students' work, a gradebook with the hidden tests) is removed
     by the next run to start. The run uses a temporary folder of its own, so the test sees its folders alone."""
-    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
-    class_dir = with_marker(q1, tmp_path / "class", ["slow"], [q1.stem], seconds=600)
-    tmp = Path(tempfile.mkdtemp(prefix="cg-"))  # short: the kernels' socket paths are under it
-    try:
+    _, class_dir = slow_class(course, tmp_path / "class")
+    with run_tmp() as tmp:
         grader = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(ROOT), str(course), str(class_dir),
                                    str(tmp_path / "grades.csv")], env=dict(os.environ, TMPDIR=str(tmp)))
         kill_inside_a_cell(grader, "grader")
@@ -189,16 +186,12 @@ def test_a_killed_grading_run_leaves_no_kernel_and_the_next_run_sweeps_its_scrat
         with pytest.raises(SystemExit, match="has no notebooks"):  # the next run: it stops early, having swept
             run(Options(root=tmp_path / "empty", progress=False))
         assert not list(tmp.glob("course-grade-*")), "the next run left the killed one's scratch folder"
-    finally:
-        sandbox.kill_kernels_under(tmp)  # and their socket filesystems: nothing of the run stays mounted
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_a_killed_grading_worker_takes_its_kernel_with_it(course, tmp_path):
     """A local grading worker (autograde --serve) SIGKILLed while its kernel is inside a cell: the kernel goes at
     once, while the run goes on (its retry still grading), not when the run's end sweeps what is left."""
-    q1 = next((course / "release" / "normalization").glob("Q1_*.ipynb"))
-    class_dir = with_marker(q1, tmp_path / "class", ["slow"], [q1.stem], seconds=600)  # ends at the cell limit
+    q1, class_dir = slow_class(course, tmp_path / "class")
     seen: dict[str, int] = {}
 
     def worker_under_a_kernel_inside_a_cell():  # one student, one job: the run's one grading worker
@@ -220,4 +213,4 @@ def test_a_killed_grading_worker_takes_its_kernel_with_it(course, tmp_path):
         assert gone(lambda: processes_of(seen["uid"])), "the kernel outlived its grading worker"
         assert grading.is_alive(), "the run ended first: its end-of-run sweep, not the worker's death, did it"
     grading.join(600)
-    assert outcome and outcome[0].results["slow"].graded == [q1.stem], outcome
+    assert outcome and outcome[0].results["slow"].graded == [q1], outcome
