@@ -250,19 +250,18 @@ def _held_by_another(path: str) -> bool:
 
 
 class KernelWatch:
-    """The users of the kernels started below `root` (this process) while the block runs, sampled: afterwards,
+    """The users of the kernels started below this process while the block runs, sampled (every 0.1 s): afterwards,
     `left()` is every live process of those users (a kernel or a daemon it started that outlived the run). Another
     process's kernels (a shared machine) are never counted, whatever their uid."""
 
-    def __init__(self, root: int | None = None, every: float = 0.1) -> None:
-        self.root = root or os.getpid()
-        self.every = every
+    def __init__(self) -> None:
+        self.root = os.getpid()
         self.uids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.every):
+        while not self._stop.wait(0.1):
             for entry in os.listdir("/proc"):
                 if entry.isdigit():
                     uid = uid_of(int(entry))
