@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from course_grader import leftovers, sandbox
-from process_tools import shared_leftovers
+from process_tools import KernelWatch, shared_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = """
@@ -93,7 +94,6 @@ def test_the_leftover_kernel_check_counts_this_runs_kernels_only(tmp_path):
     """A process of a kernel's uid that this process did not start (another run's kernel on a shared machine) is
     never counted; a kernel this process started, still running, is."""
     from kernel_tools import fork_server, kernel_owner
-    from process_tools import KernelWatch
 
     # Not this process's child: started by a shell that exits at once (as another run's kernel would be).
     stranger = int(subprocess.run(["sh", "-c", f"setpriv --reuid={sandbox.UID_BASE + 4243} --regid="
@@ -103,7 +103,7 @@ def test_the_leftover_kernel_check_counts_this_runs_kernels_only(tmp_path):
         with fork_server() as (sock, scratch, _), KernelWatch() as watch:
             with kernel_owner(sock, scratch) as (owner, uid):
                 while uid not in watch.uids:  # sampled: seen within a few samples (the owner waits in its cell)
-                    watch._stop.wait(0.05)
+                    time.sleep(0.05)
                 left = watch.left()
                 assert list(left) == [uid] and left[uid], left  # ours, still running; nothing else counted
         assert not watch.left(), watch.left()  # gone with its kernel manager; the stranger is not counted
