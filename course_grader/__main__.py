@@ -47,15 +47,16 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     p.add_argument("--notebook-timeout", type=float, default=600.0, help="wall-clock seconds per notebook")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
     caps = p.add_argument_group("caps on what a student's kernel sends back, applied as it arrives")
-    caps.add_argument("--max-output-bytes", type=int, default=2 << 20, help="bytes kept of one output")
-    caps.add_argument("--max-cell-output-bytes", type=int, default=4 << 20, help="bytes kept of one cell's outputs")
-    caps.add_argument("--max-notebook-output-bytes", type=int, default=16 << 20,
+    caps.add_argument("--max-output-bytes", type=int, default=Options.max_output_bytes, help="bytes kept of one output")
+    caps.add_argument("--max-cell-output-bytes", type=int, default=Options.max_cell_output_bytes,
+                      help="bytes kept of one cell's outputs")
+    caps.add_argument("--max-notebook-output-bytes", type=int, default=Options.max_notebook_output_bytes,
                       help="bytes kept of a notebook's outputs")
-    caps.add_argument("--max-record-bytes", type=int, default=64 << 20,
+    caps.add_argument("--max-record-bytes", type=int, default=Options.max_record_bytes,
                       help="bytes kept of one test cell's record bundles (what the judge decides from)")
-    caps.add_argument("--max-submission-bytes", type=int, default=64 << 20,
+    caps.add_argument("--max-submission-bytes", type=int, default=Options.max_submission_bytes,
                       help="a submitted notebook file larger than this is not read: not graded, and told why")
-    p.add_argument("--worker-memory-mb", type=int, default=12288,
+    p.add_argument("--worker-memory-mb", type=int, default=Options.worker_memory_mb,
                    help="memory limit of each grading worker process (RLIMIT_DATA; never below 3 x --memory-mb; "
                         "0: none)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false", help="kernels with limits only")

@@ -242,11 +242,12 @@ class RobustExecute(Execute):
     skip_tags = List(Unicode(), help="cells with one of these tags are not run (tests never depend on them)"
                      ).tag(config=True)
     kernel_log = Unicode("", help="file for the kernel process's own stderr (its start-up errors)").tag(config=True)
-    max_output_bytes = Integer(2 * MIB, help="bytes kept of one output (OutputBudget)").tag(config=True)
-    max_cell_output_bytes = Integer(4 * MIB, help="bytes kept of one cell's outputs").tag(config=True)
-    max_notebook_output_bytes = Integer(16 * MIB, help="bytes kept of the notebook's outputs").tag(config=True)
-    max_record_bytes = Integer(64 * MIB, help="bytes kept of one test cell's record bundles (counted apart)"
-                               ).tag(config=True)
+    max_output_bytes = Integer(OutputBudget.per_output, help="bytes kept of one output (OutputBudget)").tag(config=True)
+    max_cell_output_bytes = Integer(OutputBudget.per_cell, help="bytes kept of one cell's outputs").tag(config=True)
+    max_notebook_output_bytes = Integer(OutputBudget.per_notebook, help="bytes kept of the notebook's outputs"
+                                        ).tag(config=True)
+    max_record_bytes = Integer(OutputBudget.per_test_records,
+                               help="bytes kept of one test cell's record bundles (counted apart)").tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)

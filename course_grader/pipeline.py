@@ -57,12 +57,13 @@ class Options:
     memory_mb: int = 4096
     # Caps on what a student's kernel sends back, applied as it arrives (kernel.OutputBudget): one output, one
     # cell's outputs, the notebook's outputs, and one test cell's record bundles (counted apart, for the judge).
-    max_output_bytes: int = 2 << 20
-    max_cell_output_bytes: int = 4 << 20
-    max_notebook_output_bytes: int = 16 << 20
-    max_record_bytes: int = 64 << 20
-    max_submission_bytes: int = 64 << 20  # a submitted notebook file larger is not graded (repair.py)
-    worker_memory_mb: int = 12288  # each grading worker's own limit (RLIMIT_DATA; at least 3 x memory_mb); 0: none
+    # The defaults are the worker's (autograde.Job).
+    max_output_bytes: int = Job.max_output_bytes
+    max_cell_output_bytes: int = Job.max_cell_output_bytes
+    max_notebook_output_bytes: int = Job.max_notebook_output_bytes
+    max_record_bytes: int = Job.max_record_bytes
+    max_submission_bytes: int = Job.max_submission_bytes  # a submitted notebook file larger is not graded (repair.py)
+    worker_memory_mb: int = Job.worker_memory_mb  # each grading worker's own limit (at least 3 x memory_mb); 0: none
     sandbox: bool = True
     require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
     feedback: bool = True

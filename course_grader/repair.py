@@ -14,6 +14,8 @@ from pathlib import Path
 import nbformat
 from nbgrader import utils
 
+from course_grader.autograde import Job
+
 
 def _graded_ids(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
     return {c.metadata.nbgrader["grade_id"]: c for c in nb.cells
@@ -42,10 +44,7 @@ def _restore_metadata(nb: nbformat.NotebookNode, release: nbformat.NotebookNode,
     return notes
 
 
-MAX_SUBMISSION_BYTES = 64 << 20  # a notebook file read for grading (its outputs included; they are cleared)
-
-
-def repair(submitted: Path, release: Path | None, out: Path, max_bytes: int = MAX_SUBMISSION_BYTES) -> list[str]:
+def repair(submitted: Path, release: Path | None, out: Path, max_bytes: int = Job.max_submission_bytes) -> list[str]:
     """Write a gradable copy of `submitted` to `out`; return notes (empty when nothing was wrong).
 
     A file over `max_bytes` is not read at all (its source would reach the autograded notebook, the judge's audit and

@@ -213,3 +213,18 @@ def test_postgresql_gradebook(graded, course, postgres):
     assert outcome.sandbox == graded.sandbox == "isolated"
     stored = gradebook.scores(gradebook.driver_url(postgres), students)
     assert {s: stored[s][first].tests for s in students} == {s: graded.scores[s][first].tests for s in students}
+
+
+def test_the_command_line_the_pipeline_and_the_kernel_have_the_same_output_caps():
+    """The caps are declared by the worker's job (autograde.Job) and by the kernel's executor (kernel.OutputBudget,
+    which the worker's process imports but the parent never does): the command line's defaults must be theirs."""
+    from course_grader.__main__ import parse
+    from course_grader.kernel import OutputBudget, RobustExecute
+
+    options = parse(["--root", "."])[0]
+    executor = RobustExecute()
+    budget = OutputBudget()
+    assert (options.max_output_bytes, options.max_cell_output_bytes, options.max_notebook_output_bytes,
+            options.max_record_bytes) == (executor.max_output_bytes, executor.max_cell_output_bytes,
+                                          executor.max_notebook_output_bytes, executor.max_record_bytes) == (
+        budget.per_output, budget.per_cell, budget.per_notebook, budget.per_test_records)
