@@ -27,6 +27,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from course_grader import sandbox
+
 PREFIX = "course-grade-"  # every scratch folder of the grader: course-grade-XXXX (a run), course-grade-dask-XXXX
 LOCK = ".owner.lock"
 
@@ -47,8 +49,6 @@ class Scratch:
 
     def remove(self) -> None:
         """Remove the folder (the socket filesystems of kernels under it unmounted first), then let go of it."""
-        from course_grader import sandbox
-
         sandbox.unmount_under(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         if self.fd >= 0:
@@ -75,8 +75,6 @@ def _owner_gone(folder: Path) -> int:
 def sweep(base: str | Path | None = None, prefix: str = PREFIX) -> list[Path]:
     """Remove the scratch folders under `base` (the temporary folder) whose owner is gone, after killing any kernel
     still running from them; the folders removed."""
-    from course_grader import sandbox
-
     base = Path(base or tempfile.gettempdir())
     removed = []
     try:
