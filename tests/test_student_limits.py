@@ -34,7 +34,6 @@ AFTER = "test_channel_stats_contract"  # the attack runs after these tests have 
 EARNED = ("test_channel_stats_values", "test_channel_stats_contract")
 MIB = 1 << 20
 # Small caps, so that a flood passes them quickly; the defaults are larger (pipeline.Options).
-feedback: dict[str, str] = {}  # student -> the feedback pages' HTML (filled by the fixture)
 CAPS = dict(max_output_bytes=MIB // 8, max_cell_output_bytes=MIB // 2, max_notebook_output_bytes=2 * MIB)
 
 ATTACKS = {
@@ -50,7 +49,8 @@ SAYS = {"time": re.compile(r"ran past the (cell |notebook )?time limit"), "outpu
 
 @pytest.fixture(scope="module")
 def limits():
-    """The attacks and an honest classmate graded as one class, with a 15 s cell limit and small output caps."""
+    """The attacks and an honest classmate graded as one class, with a 15 s cell limit and small output caps: the
+    outcome, each student's autograded notebooks' size and their feedback pages' HTML."""
     courses = []
 
     def make(release: Path, source: Path):
@@ -67,14 +67,14 @@ def limits():
         course = courses[0]
         sizes = {student: sum(p.stat().st_size for p in (course / "autograded" / student).rglob("*.ipynb"))
                  for student in graded if (course / "autograded" / student).exists()}
-        feedback.update({student: "".join(p.read_text(errors="replace") for p in (course / "feedback" / student)
-                                          .rglob("*.html")) for student in graded})
-        yield graded, outcome, sizes
+        feedback = {student: "".join(p.read_text(errors="replace") for p in (course / "feedback" / student)
+                                     .rglob("*.html")) for student in graded}
+        yield graded, outcome, sizes, feedback
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_the_attack_is_scored_in_one_run_and_said(limits, attack):
-    graded, outcome, sizes = limits
+    graded, outcome, _, _ = limits
     result = outcome.results[attack]
     assert result.ok and not result.not_graded, result.not_graded
     assert not result.retried, result.retried  # one notebook run: the student's doing is never retried
@@ -94,18 +94,19 @@ def test_the_attack_is_scored_in_one_run_and_said(limits, attack):
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_the_student_is_told_in_the_feedback(limits, attack):
     """The student's feedback page says why: the cell that ran past the limit, or the output that was cut."""
+    _, _, _, feedback = limits
     assert SAYS[ATTACKS[attack][1]].search(feedback[attack]), feedback[attack][-2000:]
 
 
 @pytest.mark.parametrize("attack", [a for a, (_, kind) in ATTACKS.items() if kind == "output"])
 def test_the_autograded_notebook_stays_under_the_cap(limits, attack):
-    _, _, sizes = limits
+    _, _, sizes, _ = limits
     # the notebook's outputs are capped; the cells' source, metadata and the notes take a few KiB more
     assert 0 < sizes[attack] < CAPS["max_notebook_output_bytes"] + 512 * 1024, sizes
 
 
 def test_the_honest_classmate_is_untouched(limits):
-    graded, outcome, _ = limits
+    graded, outcome, _, _ = limits
     assert outcome.results["honest"].ok and not outcome.results["honest"].retried
     assert graded["honest"].total == graded["honest"].max_total, graded["honest"]
     assert not any(SAYS["output"].search(s) or SAYS["time"].search(s) for s in graded["honest"].findings)
