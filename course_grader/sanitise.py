@@ -154,9 +154,10 @@ def safe_markdown(source: str, attachments: dict | None = None) -> str:
     if source.count("<") > MAX_TAGS:
         return _block(as_text(source))
     # Already made safe (the feedback is built from the autograded copy, sanitised before): kept as it is.
-    if _one_block(source) and _block(source[len("<div>"):-len("</div>")]) == source and (
-            _text_only(source[len("<div>"):-len("</div>")]) or not _ACTIVE_TEX.search(unescape(source))):
-        return source
+    if _one_block(source):
+        inner = source[len("<div>"):-len("</div>")]
+        if _block(inner) == source and (_text_only(inner) or not _ACTIVE_TEX.search(unescape(source))):
+            return source
     inspector = _Inspector(attachments or {})
     try:
         html = MarkdownWithMath(renderer=inspector).render(source)
