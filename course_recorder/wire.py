@@ -95,9 +95,9 @@ def encode(value: object, depth: int = 0, budget: Budget | None = None) -> objec
     if isinstance(value, torch.Tensor):
         with torch._C.DisableTorchFunctionSubclass():  # a subclass's numel/shape are not consulted
             size, shape = torch.Tensor.numel(value), [int(s) for s in torch.Tensor.size(value)][:16]
-        if size > min(MAX_ELEMENTS, budget.elements):
-            return _too_large("tensor", size, shape=shape, dtype=str(value.dtype)[:MAX_NAME],
-                              limit=min(MAX_ELEMENTS, budget.elements))
+        limit = min(MAX_ELEMENTS, budget.elements)
+        if size > limit:
+            return _too_large("tensor", size, shape=shape, dtype=str(value.dtype)[:MAX_NAME], limit=limit)
         budget.elements -= size
         plain = _plain_tensor(value)
         wide = plain.to(torch.float64) if plain.is_floating_point() or plain.is_complex() else plain.to(torch.int64)
