@@ -42,6 +42,7 @@ from course_judge.secrets import MAX_MESSAGE, TRUNCATED, WITHHELD, bounded, secr
 from course_mutation.harness import RunResult, _execute, notebook_path
 from course_recorder import ABORTED, MIME, Recorder, wire
 from course_recorder.probes import module_facts
+from submissions import add_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "normalization"
@@ -95,8 +96,7 @@ def test_the_honest_notebooks_pass():
 def _with_cell(nb: nbformat.NotebookNode, code: str) -> nbformat.NotebookNode:
     """`nb` with a student cell of `code` after the layer's solution cell."""
     nb = copy.deepcopy(nb)
-    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "batchnorm")
-    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
+    add_cell(nb, code, after="batchnorm")
     return nb
 
 
