@@ -42,7 +42,7 @@ from course_judge.secrets import MAX_MESSAGE, TRUNCATED, WITHHELD, bounded, secr
 from course_mutation.harness import RunResult, _execute, notebook_path
 from course_recorder import ABORTED, MIME, Recorder, wire
 from course_recorder.probes import module_facts
-from submissions import add_cell
+from submissions import add_cell, cell_index
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "normalization"
@@ -162,7 +162,7 @@ def test_a_long_finding_is_cut():
 def _replace_records(nb: nbformat.NotebookNode, test: str, change) -> nbformat.NotebookNode:
     """`nb` with the bundle of `test` changed by `change(bundle)` (in place, or returning a new bundle)."""
     nb = copy.deepcopy(nb)
-    cell = next(c for c in _test_cells(nb) if c.metadata.nbgrader.grade_id == test)
+    cell = nb.cells[cell_index(nb, test)]
     for out in cell.outputs:
         if MIME in out.get("data", {}):
             new = change(out["data"][MIME])
@@ -214,7 +214,7 @@ def test_a_huge_exception_is_quoted_cut_and_scrubbed_short():
         bundle["records"] = {"fresh": raised, "fresh#in": [], ABORTED: raised}
 
     nb = _replace_records(_executed(Q3), "test_train_mode_output", forge)
-    cell = next(c for c in _test_cells(nb) if c.metadata.nbgrader.grade_id == "test_eval_mode_output")
+    cell = nb.cells[cell_index(nb, "test_eval_mode_output")]
     cell.outputs = [nbformat.v4.new_output("error", ename="E" * BIG, evalue="M" * BIG, traceback=[])]
     seen: list[int] = []
     real = course_judge.secrets.scrub
@@ -340,7 +340,7 @@ def _one_test(name: str, index: int) -> tuple[nbformat.NotebookNode, str]:
 
 
 def _records_of(nb: nbformat.NotebookNode, test: str) -> dict:
-    cell = next(c for c in _test_cells(nb) if c.metadata.nbgrader.grade_id == test)
+    cell = nb.cells[cell_index(nb, test)]
     return next(o["data"][MIME] for o in cell.outputs if MIME in o.get("data", {}))["records"]
 
 
@@ -393,7 +393,7 @@ def test_any_outputs_never_raise_and_never_pass(data, outputs):
     bundle = data.draw(st.fixed_dictionaries({
         "test": st.sampled_from([test, 3, None]),
         "records": VALUES | st.dictionaries(st.sampled_from(["fresh", "fresh#in", ABORTED]), VALUES)}))
-    cell = next(c for c in _test_cells(nb) if c.metadata.nbgrader.grade_id == test)
+    cell = nb.cells[cell_index(nb, test)]
     cell.outputs = [nbformat.from_dict(o) for o in outputs] + [
         nbformat.from_dict({"output_type": "display_data", "data": {MIME: bundle}, "metadata": {}})]
     judged = _judged(nb, Q3)
