@@ -58,7 +58,6 @@ def build(habit: Habit, release: Path, source: Path) -> tuple[str, nbformat.Note
 
 Q3_NORMALISE = "        return (x - mean) / torch.sqrt(var + self.eps) * self.mults + self.adds"
 Q7_NORMALISE = "        return (x - mean) / torch.sqrt(var + self.eps) * self.mults + self.adds"
-Q9_RETURN = "        return (x - mean) / (var + self.eps).sqrt() * self.mults + self.adds"
 Q9_TRAINING = "        if self.training:\n            bs, nf = x.shape[0], x.shape[1]"
 
 HABITS: list[Habit] = [
