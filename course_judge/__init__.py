@@ -22,8 +22,6 @@ from course_judge.secrets import WITHHELD, bounded, clip, secret_lines
 from course_recorder import GUARD
 from course_recorder.wire import MAX_NAME, MAX_TEXT, cut
 
-QUESTIONS = tuple(f"Q{i}" for i in range(1, 10))
-
 
 @dataclass
 class Spec:
