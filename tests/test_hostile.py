@@ -24,7 +24,7 @@ from course_judge.secrets import leaks, package_lines, notebook_lines, visible_l
 from course_mutation.harness import run_notebook, run_variant
 from hostile import class_of, corpus, wrong_variant, write_class
 from kernel_tools import Listener
-from process_tools import SHARED, KernelWatch, shared_leftovers
+from process_tools import KernelWatch, shared_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "hunter2"  # a secret in the grader's environment that no kernel may see
@@ -45,11 +45,10 @@ def _tree(folder: Path) -> set[tuple[str, int, int]]:
 
 
 def _snapshot(course: Path, class_dir: Path, other: Path) -> dict:
-    # In the machine's shared temporary folders, only what the grader and its kernels' users made: other processes
-    # on a shared CI machine write there at any time (process_tools.shared_leftovers; tests/test_leftovers.py).
-    shared = {folder: sorted(name for f, name in shared_leftovers() if f == folder) for folder in SHARED}
     course_files = {f for f in _tree(course) if not f[0].startswith(OUTPUTS)}
-    return {"course": course_files, "class": _tree(class_dir), "other": _tree(other), "shared": shared,
+    # "shared": in the machine's shared temporary folders, only what the grader and its kernels' users made: other
+    # processes on a shared CI machine write there at any time (process_tools.shared_leftovers; test_leftovers.py).
+    return {"course": course_files, "class": _tree(class_dir), "other": _tree(other), "shared": shared_leftovers(),
             "packages": _tree(ROOT / "course_lib") | _tree(ROOT / "course_recorder")}
 
 
@@ -164,10 +163,7 @@ def test_nothing_could_be_read_written_or_sent(hostile):
 
 def test_nothing_outside_the_students_output_folders_changes(hostile):
     before, after = hostile["before"], hostile["after"]
-    changed = {key: sorted(set(before[key]) ^ set(after[key]))[:10] if key != "shared" else
-               {f: sorted(set(before[key][f]) ^ set(after[key][f])) for f in before[key]
-                if before[key][f] != after[key][f]}
-               for key in before if before[key] != after[key]}
+    changed = {key: sorted(set(before[key]) ^ set(after[key]))[:10] for key in before if before[key] != after[key]}
     assert not changed, changed
 
 
