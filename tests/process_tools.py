@@ -1,4 +1,6 @@
-"""Processes for the grader-failure tests: CPU burners beside a run, finding the grader's processes, killing them."""
+"""Processes for the tests, seen from the host: CPU burners beside a run, finding the grader's processes and killing
+them (at a known point: a cell that says its kernel is inside it), the processes of a kernel's user, and what a run
+leaves behind (in the shared temporary folders; its kernels' users' processes)."""
 
 from __future__ import annotations
 
