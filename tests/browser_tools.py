@@ -1,6 +1,6 @@
 """Helpers for the browser tests (test_browser.py, test_browser_hostile.py): Debian's Chromium, a private
-JupyterLab server, screenshots; and for the tests of inert student content (test_inert_html.py): a notebook
-rendered as formgrader renders it, and the active markup a page still holds.
+JupyterLab server, screenshots; and for the tests of inert student content (test_inert_html.py, test_hostile.py): a
+notebook rendered as formgrader renders it, the active markup a page still holds, and the text a reader sees.
 
 Nothing here downloads a browser: Chromium comes from Debian's `chromium` package (installed with apt-get
 when missing) and Playwright only drives it.
