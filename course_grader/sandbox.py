@@ -82,7 +82,7 @@ SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 # largest pid_max Linux allows). Far above the accounts and the /etc/subuid ranges a system hands out (100000 up):
 # a kernel's uid must be nobody else's, or it could signal or read their processes and files.
 UID_BASE = 2_000_000_000
-UID_RANGE = UID_COUNT = 1 << 22
+UID_RANGE = 1 << 22
 SCRATCH_MB = 256  # the kernel's home, /tmp, /var/tmp and /dev/shm together
 HOME = "/home/kernel"
 CONNECTION = f"{HOME}/kernel.json"
