@@ -1,9 +1,11 @@
 """What the corpora of submissions share (tests/hostile.py, habits.py, routes.py): filling a release notebook with
 solutions, adding a student's cell or editing a solution cell, grading a class of one-notebook students through
-the real pipeline, and reading back each student's points and what the grader said about them."""
+the real pipeline, and reading back each student's points and what the grader said about them (and the cells of
+the CSV files it wrote)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import tempfile
@@ -122,3 +124,9 @@ def graded_class(make: Callable[[Path, Path], dict[str, tuple[str, nbformat.Note
 
 def release_and_source(course_or_root: Path) -> tuple[Path, Path]:
     return course_or_root / "release" / "normalization", course_or_root / "source" / "normalization"
+
+
+def csv_cells(path: Path) -> list[str]:
+    """Every cell of a CSV file the grader wrote, row after row."""
+    with open(path, newline="") as f:
+        return [cell for row in csv.reader(f) for cell in row]

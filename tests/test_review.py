@@ -28,7 +28,7 @@ from course_grader.report import Row, table, write_csv
 from course_judge import NotebookVerdicts, Verdict, is_test
 from demo_class import LIMITS, points_per_test
 from hostile import notebook
-from submissions import release_and_source
+from submissions import csv_cells, release_and_source
 
 HELD, OTHER = "Q1_bn_learns_and_measures", "Q2_bn_pros_and_cons"
 SCRIPT = '<script>alert("feedback")</script>'
@@ -68,11 +68,6 @@ def _lines(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _cells(path: Path) -> list[str]:
-    with open(path, newline="") as f:
-        return [cell for line in csv.reader(f) for cell in line]
-
-
 @pytest.fixture(scope="module")
 def held(course, tmp_path_factory):
     """eve's Q1 held with hostile findings, her Q2 not; what the run wrote, read right after it."""
@@ -85,7 +80,7 @@ def held(course, tmp_path_factory):
     html, table_csv = paths(grades)
     return dict(outcome=outcome, findings=findings, klass=klass, grades=grades, course=course,
                 grades_text=grades.read_text(), html=html.read_text(), report_csv=table_csv.read_text(),
-                report_cells=_cells(table_csv), grades_cells=_cells(grades),
+                report_cells=csv_cells(table_csv), grades_cells=csv_cells(grades),
                 feedback={name: (course / "feedback" / "eve" / demo.ASSIGNMENT / f"{name}.html").read_text()
                           for name in (HELD, OTHER)})
 
@@ -269,7 +264,7 @@ def test_status_priority_and_inert_text(tmp_path):
     assert Row("x").status == "ok"
     hostile = Row(FORMULA, scores={"Q1": 1.0}, total=1.0, max_total=7.0, held={"Q1": [f"{ESCAPE}\u202e{SCRIPT}"]})
     write_csv([hostile], tmp_path / "g.csv")
-    assert not any(cell.startswith(inert.FORMULA) for cell in _cells(tmp_path / "g.csv"))
+    assert not any(cell.startswith(inert.FORMULA) for cell in csv_cells(tmp_path / "g.csv"))
     printed = table([hostile])
     assert "\x1b" not in printed and "\u202e" not in printed
     assert len(inert.plain("x" * 10_000)) == inert.LIMIT
