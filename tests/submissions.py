@@ -1,7 +1,7 @@
 """What the corpora of submissions share (tests/hostile.py, habits.py, routes.py): filling a release notebook with
 solutions, adding a student's cell or editing a solution cell, grading a class of one-notebook students through
 the real pipeline, and reading back each student's points and what the grader said about them (and the cells of
-the CSV files it wrote)."""
+the CSV files it wrote, and whether each is inert)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader import demo
+from course_grader import demo, inert
 from course_grader.pipeline import Options, run
 from demo_class import points_per_test
 
@@ -130,3 +131,12 @@ def csv_cells(path: Path) -> list[str]:
     """Every cell of a CSV file the grader wrote, row after row."""
     with open(path, newline="") as f:
         return [cell for row in csv.reader(f) for cell in row]
+
+
+def not_inert(cell: str) -> str | None:
+    """Why a CSV cell is not inert text (a formula, a control character), or None when it is."""
+    if cell.startswith(inert.FORMULA):
+        return "formula"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in cell):
+        return "control character"
+    return None

@@ -29,7 +29,7 @@ from course_judge.q3 import batch_stats, train_mistakes
 from course_judge.records import Fail
 from course_recorder import MIME, Recorder, q3
 from course_recorder.inputs import seeded_input
-from submissions import csv_cells
+from submissions import csv_cells, not_inert
 
 NB, TEST, OTHER = "Q3_batchnorm", "test_train_mode_output", "test_eval_mode_output"
 # A real catalogued mistake of Q3's training-mode test (course_judge.q3.train_mistakes).
@@ -196,22 +196,13 @@ def test_a_students_text_never_makes_a_named_mistake(course):
     assert sorted(test.unnamed) == sorted(["forger", FORMULA + ESCAPES, "old"]), test.unnamed
 
 
-def _bad_cell(cell: str) -> str | None:
-    """Why a CSV cell is not inert text (None when it is)."""
-    if cell.startswith(inert.FORMULA):
-        return "formula"
-    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in cell):
-        return "control character"
-    return None
-
-
 def test_report_csv_has_no_formula_and_no_control_character(course):
     root, db_url = course
     student = FORMULA + ESCAPES
     why = f"-1 {FORMULA} {ESCAPES}"
     write_csv([Row(student, scores={"Q3": 1.0}, total=1.0, max_total=3.0, reasons=[why])], root / "grades.csv")
     html, table_csv, _ = class_report.write(root, db_url, root / "grades.csv")
-    bad = [(cell, _bad_cell(cell)) for cell in csv_cells(table_csv) if _bad_cell(cell)]
+    bad = [(cell, not_inert(cell)) for cell in csv_cells(table_csv) if not_inert(cell)]
     assert not bad, bad
     assert SCRIPT not in html.read_text()
     # grades.csv's inert cells are read back: the student is found, and the reason keeps its text (without escapes)
@@ -228,7 +219,7 @@ def test_terminal_escapes_and_formulas_never_reach_grades_csv_or_the_table(tmp_p
               confirmed={"Q1": [f"-{ESCAPES}"]})
     other = Row("-2+3", scores={"Q3": 3.0}, total=3.0, max_total=3.0)
     write_csv([row, other], tmp_path / "grades.csv")
-    bad = [(cell, _bad_cell(cell)) for cell in csv_cells(tmp_path / "grades.csv") if _bad_cell(cell)]
+    bad = [(cell, not_inert(cell)) for cell in csv_cells(tmp_path / "grades.csv") if not_inert(cell)]
     assert not bad, bad
     shown = table([row, other])
     controls = sorted({f"U+{ord(ch):04X}" for ch in shown if ch != "\n" and unicodedata.category(ch) in ("Cc", "Cf")})
