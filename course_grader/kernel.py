@@ -14,6 +14,7 @@ kernel from a slow one scale with the machine's measured slowness (speed.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -255,6 +256,7 @@ class RobustExecute(Execute):
         self._interrupted, self._cell_msg_id = False, ""
         self._budget = self._new_budget()
         self._truncated: list[str] = []
+        self._receiving: asyncio.Future | None = None  # the IOPub receive in progress (_next_output)
 
     def _new_budget(self) -> OutputBudget:
         return OutputBudget(self.max_output_bytes, self.max_cell_output_bytes, self.max_notebook_output_bytes,
@@ -270,7 +272,7 @@ class RobustExecute(Execute):
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
-        self._budget, self._truncated = self._new_budget(), []
+        self._budget, self._truncated, self._receiving = self._new_budget(), [], None
         cell_timeout = self.timeout
         factor = speed.slowness()
         self.iopub_timeout, self.startup_timeout = speed.iopub_timeout(factor), speed.startup_timeout(factor)
@@ -297,6 +299,9 @@ class RobustExecute(Execute):
             raise
         finally:
             self.timeout = cell_timeout
+            if self._receiving is not None:  # its channel is closed with the kernel
+                self._receiving.cancel()
+                self._receiving = None
         self.set_widgets_metadata()
         self._report(resources, problem, time.monotonic() - started)
         return self.nb, self.resources
@@ -358,7 +363,7 @@ class RobustExecute(Execute):
             quiet_until = time.monotonic() + self.iopub_timeout
             while time.monotonic() < quiet_until:
                 try:
-                    msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=quiet_until - time.monotonic()))
+                    msg = await self._next_output(quiet_until - time.monotonic())
                 except Empty:
                     return False
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
@@ -371,6 +376,39 @@ class RobustExecute(Execute):
             return False
 
         return run_sync(read)()
+
+    async def _next_output(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next IOPub message (Empty after `timeout` seconds), from a receive that a cancellation cannot lose.
+
+        nbclient cancels its IOPub poll (below) when its wait for a replied cell's last output ends. A cancellation
+        landing after the receive has taken a message off the socket, before the poll resumes with it (on a busy
+        machine, any time), threw that message away: the cell's idle status (an honest cell "not graded") or an
+        output (a test's records). So the receive is a task of its own, which the cancellation does not reach
+        (asyncio.shield), and whoever reads next (_read_on, the next cell's poll) takes its message first."""
+        if self._receiving is None or self._receiving.cancelled():
+            self._receiving = asyncio.ensure_future(ensure_async(self.kc.iopub_channel.get_msg(timeout=None)))
+        receiving = self._receiving
+        try:
+            msg = await asyncio.wait_for(asyncio.shield(receiving), timeout)
+        except asyncio.TimeoutError:
+            raise Empty from None  # the receive goes on, for the next reader
+        except asyncio.CancelledError:
+            raise  # the receive goes on, for the next reader
+        except BaseException:
+            self._receiving = None  # the receive itself failed (a closed channel)
+            raise
+        self._receiving = None
+        return msg
+
+    async def _async_poll_output_msg(self, parent_msg_id: str, cell: NotebookNode, cell_index: int) -> None:
+        """nbclient's IOPub poll for a cell (nbclient 0.11), receiving through _next_output."""
+        while True:
+            msg = await self._next_output()
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return
 
     def _limit(self, cell_timeout: int | None) -> str:
         return "cell" if self.timeout == cell_timeout else "notebook"

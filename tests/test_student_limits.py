@@ -130,8 +130,8 @@ class _Channel:
 
 class _Backlog(_Channel):
     """A stub IOPub channel whose messages are still on their way when nbclient's wait for them gives up (a student
-    flooded the channel during the cell): the cell's first message (busy) comes, then a poll that never answers,
-    then the rest comes to the next polls."""
+    flooded the channel during the cell): the cell's first message (busy) comes, then nothing until after nbclient's
+    1 s wait (iopub_timeout) has ended, then the rest."""
 
     def __init__(self, messages: list[dict]) -> None:
         super().__init__(messages)
@@ -140,7 +140,20 @@ class _Backlog(_Channel):
     async def get_msg(self, timeout: float | None = None) -> dict:
         self.polls += 1
         if self.polls == 2:
-            await asyncio.Event().wait()  # cancelled when nbclient's wait ends
+            await asyncio.sleep(1.5)
+        return await super().get_msg(timeout)
+
+
+class _TakenLate(_Channel):
+    """A stub IOPub channel on a busy machine: the receive takes the cell's last message (its idle status) off the
+    socket just before nbclient's wait for it ends, and hands it over only after (asyncio resumes the receiving task
+    later): the wait's cancellation lands in between."""
+
+    async def get_msg(self, timeout: float | None = None) -> dict:
+        if len(self.messages) == 1:
+            taken = self.messages.pop(0)
+            await asyncio.sleep(1.5)  # past nbclient's 1 s wait (iopub_timeout), within _read_on's next 1 s
+            return taken
         return await super().get_msg(timeout)
 
 
@@ -224,6 +237,19 @@ def test_a_reply_whose_output_is_still_arriving_is_read_to_its_end():
     assert ex.run_cell(cell, {}, 0, cell_timeout=1) is None
     assert km.done == [] and ex._budget.cell <= 20_000
     assert any(o.get("ename") == "OutputTruncated" for o in cell.outputs), cell.outputs
+
+
+def test_a_message_taken_as_the_wait_ends_is_not_lost():
+    """nbclient cancels its IOPub poll when its wait for the cell's last output ends. A message the poll had already
+    received by then (the idle status, or an output with the test's records) must still be read: lost, it would
+    make an honest cell "not graded", or cost a test its evidence."""
+    ex, km = _executor(replies=[_reply()], outputs=[])
+    ex.kc.iopub_channel = _TakenLate([_iopub("status", execution_state="busy"),
+                                      _iopub("stream", name="stdout", text="done\n"),
+                                      _iopub("status", execution_state="idle")])
+    cell = ex.nb.cells[0]
+    assert ex.run_cell(cell, {}, 0, cell_timeout=1) is None
+    assert km.done == [] and [o.get("text") for o in cell.outputs] == ["done\n"], cell.outputs
 
 
 def test_a_cell_that_stops_when_interrupted_keeps_its_kernel():
