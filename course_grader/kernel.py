@@ -185,7 +185,7 @@ class OutputBudget:
         """The cell's outputs were cleared (clear_output): their bytes are no longer held."""
         self.cell = 0
 
-    def _say(self, what: str) -> None:
+    def say(self, what: str) -> None:
         if what not in self.cut:
             self.cut.append(what)
 
@@ -194,7 +194,7 @@ class OutputBudget:
         size = _kept_bytes(content)
         if test_cell and kind in ("display_data", "execute_result") and RECORD_MIME in (content.get("data") or {}):
             if self.records + size > self.per_test_records:
-                self._say(f"this test's records passed the {_mib(self.per_test_records)} limit and were not kept")
+                self.say(f"this test's records passed the {_mib(self.per_test_records)} limit and were not kept")
                 return None
             self.records += size
             return content
@@ -206,7 +206,7 @@ class OutputBudget:
         if size <= room:
             self.cell += size
             return content
-        self._say(why)
+        self.say(why)
         room -= OUTPUT_OVERHEAD + 100  # the note that replaces what was cut
         if room <= 0:
             return None
@@ -347,26 +347,36 @@ class RobustExecute(Execute):
 
     def _read_on(self, cell: NotebookNode, index: int) -> bool:
         """After nbclient stopped waiting for a replied cell's last output: read on while the cell's output still
-        arrives (each message under the caps), up to its idle status (True). False when nothing of the cell comes
-        within a further `iopub_timeout` (the kernel or the message is lost: the grader's failure).
+        arrives (each message under the caps), up to its idle status, or up to the kernel's status for a request
+        sent now (True). False when nothing of either comes within a further `iopub_timeout` (the kernel or the
+        channel is lost: the grader's failure).
 
         A cell can reply while its output is still on its way: a flood printed during the cell takes the worker
         about as long to decode as it took the kernel to send, and nbclient's wait for the last output is fixed.
-        A student must not turn that into "not graded": output that keeps arriving is the kernel at work.
+        A student must not turn that into "not graded": output that keeps arriving is the kernel at work. And
+        IOPub is a zmq PUB socket, which drops what its reader cannot take in time (its high-water mark): a flood on
+        a busy machine loses messages, the cell's idle status among them (12,000 displays beside CPU burners: 500
+        lost). So a kernel_info request goes to the kernel, which answers it after the cell and says so on IOPub
+        (busy, then idle, with the request as parent): once that idle arrives, all the cell sent before it has
+        arrived or was dropped, and the cell is done, its loss said in the cell as a cut is.
         Hand-written because nbclient ends the cell's IOPub poll when its wait ends; this is that poll, resumed.
         """
         msg_id = self._cell_msg_id
-        if not msg_id:
-            return False  # nothing of this cell ever arrived
 
         async def read() -> bool:
+            request = self.kc.kernel_info()
             quiet_until = time.monotonic() + self.iopub_timeout
             while time.monotonic() < quiet_until:
                 try:
                     msg = await self._next_output(quiet_until - time.monotonic())
                 except Empty:
                     return False
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                parent = msg.get("parent_header", {}).get("msg_id")
+                if parent == request and msg.get("msg_type") == "status" and \
+                        (msg.get("content") or {}).get("execution_state") == "idle":
+                    self._budget.say("the cell sent output faster than the grader could take it: some of it was lost")
+                    return True
+                if not msg_id or parent != msg_id:
                     continue  # another cell's late output (a thread it left running) does not count as this one's
                 quiet_until = time.monotonic() + self.iopub_timeout
                 try:

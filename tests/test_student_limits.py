@@ -42,7 +42,10 @@ ATTACKS = {
     "print-flood": ('line = "x" * (1 << 20)\nfor _ in range(300):\n    print(line)\n', "output"),
     "html-flood": ("from IPython.display import HTML, display\n"
                    "display(HTML('<p>' + 'x' * (64 << 20) + '</p>'))\n", "output"),
-    "many-outputs": ("from IPython.display import display\nfor i in range(12000):\n    display(i)\n", "output"),
+    # Outputs of 1 kB, so that the cell's cap is passed within the first 600: zmq drops IOPub messages its reader
+    # cannot take in time (a flood on a busy machine), and the cap must be passed by messages that arrive.
+    "many-outputs": ("from IPython.display import display\nfor i in range(12000):\n    display('x' * 1000)\n",
+                     "output"),
 }
 SAYS = {"time": re.compile(r"ran past the (cell |notebook )?time limit"), "output": re.compile(r"output truncated")}
 
@@ -114,7 +117,8 @@ def test_the_honest_classmate_is_untouched(limits):
 
 # ------------------------------------------------------------------ a hang or a late output: decided by the facts
 class _Channel:
-    """A stub channel: the messages given, then nothing (Empty once the caller's wait is over)."""
+    """A stub channel: the messages given (and any added later), then nothing (Empty once the caller's wait is
+    over)."""
 
     def __init__(self, messages: list[dict]) -> None:
         self.messages = messages
@@ -123,8 +127,10 @@ class _Channel:
         await asyncio.sleep(0)  # let nbclient's other task (the IOPub poll) run, as a real wait would
         if self.messages:
             return self.messages.pop(0)
-        if timeout is None:  # nbclient's IOPub poll waits without a limit: it is cancelled from outside
-            await asyncio.Event().wait()
+        while timeout is None:  # a receive without a limit: until a message comes (or it is cancelled)
+            await asyncio.sleep(0.01)
+            if self.messages:
+                return self.messages.pop(0)
         raise Empty
 
 
@@ -158,13 +164,21 @@ class _TakenLate(_Channel):
 
 
 class _Client:
-    """A stub kernel client: `replies` on the shell channel, `outputs` on IOPub, always alive."""
+    """A stub kernel client: `replies` on the shell channel, `outputs` on IOPub, always alive; with `answers`, a
+    kernel_info request puts its status (busy, idle) on IOPub after everything before it, as ipykernel does."""
 
-    def __init__(self, replies: list[dict], outputs: list[dict]) -> None:
+    def __init__(self, replies: list[dict], outputs: list[dict], answers: bool = False) -> None:
         self.shell_channel, self.iopub_channel = _Channel(replies), _Channel(outputs)
+        self.answers = answers
 
     def execute(self, code: str, **_: object) -> str:
         return "cell-1"
+
+    def kernel_info(self) -> str:
+        if self.answers:
+            self.iopub_channel.messages += [{"parent_header": {"msg_id": "info-1"}, "msg_type": "status", "header": {},
+                                             "content": {"execution_state": state}} for state in ("busy", "idle")]
+        return "info-1"
 
     async def is_alive(self) -> bool:
         return True
@@ -216,8 +230,9 @@ def test_a_cell_that_never_replied_is_the_students_and_its_kernel_is_killed():
 
 
 def test_a_reply_whose_last_output_is_late_is_the_graders():
-    """The cell replied in time; only its last output (the kernel's idle status) did not come: a message lost or
-    late on a busy machine, not the student's doing. The kernel was not interrupted; the notebook is retried."""
+    """The cell replied in time; then nothing more came from the kernel: not its idle status, not its answer to a
+    request (the kernel or the channel is lost), not the student's doing. The kernel was not interrupted; the
+    notebook is retried."""
     ex, km = _executor(replies=[_reply()], outputs=[_iopub("status", execution_state="busy")])
     with pytest.raises(GraderFailure, match="last output did not arrive"):
         ex.run_cell(ex.nb.cells[0], {}, 0, cell_timeout=1)
@@ -250,6 +265,19 @@ def test_a_message_taken_as_the_wait_ends_is_not_lost():
     cell = ex.nb.cells[0]
     assert ex.run_cell(cell, {}, 0, cell_timeout=1) is None
     assert km.done == [] and [o.get("text") for o in cell.outputs] == ["done\n"], cell.outputs
+
+
+def test_a_cells_idle_status_dropped_in_a_flood_ends_the_cell_when_the_kernel_answers():
+    """IOPub is a zmq PUB socket: a flood on a busy machine drops messages its reader cannot take in time, the cell's
+    idle status among them. The kernel's status for a request sent after the cell comes after all the cell sent:
+    the cell is done (the student is told some output was lost), not "not graded"."""
+    ex, km = _executor(replies=[_reply()], outputs=[])
+    ex.kc = _Client([_reply()], [_iopub("status", execution_state="busy"),
+                                 _iopub("stream", name="stdout", text="x\n")], answers=True)
+    cell = ex.nb.cells[0]
+    assert ex.run_cell(cell, {}, 0, cell_timeout=1) is None
+    assert km.done == [] and cell.outputs[0].get("text") == "x\n", cell.outputs
+    assert any(o.get("ename") == "OutputTruncated" and "was lost" in o.get("evalue", "") for o in cell.outputs)
 
 
 def test_a_cell_that_stops_when_interrupted_keeps_its_kernel():
