@@ -210,12 +210,10 @@ def test_a_students_text_names_no_mistake_and_no_csv_cell_runs(hostile):
     """The forged-named-mistake student's exception text is the judge's sentence for a real mistake, a formula, a
     script and escapes: the judge quotes it, but its data names no mistake, so the class report names none for the
     student; no cell of hostile.csv or its report.csv is a formula or holds a control character."""
-    import csv
-    import unicodedata
-
-    from course_grader import class_report, gradebook, inert
+    from course_grader import class_report, gradebook
     from course_grader.judging import VERDICTS_KEY
     from hostile import FORGED_SENTENCE
+    from submissions import csv_cells, not_inert
 
     course = hostile["course"]
     forgers = [s for s in hostile["students"] if s.attack and s.attack.name == "forged-named-mistake"]
@@ -230,10 +228,7 @@ def test_a_students_text_names_no_mistake_and_no_csv_cell_runs(hostile):
     named = [(t.test, m, who) for t, m, who in report.named if names & set(who)]
     assert not named, named
     for path in (course / "hostile.csv", class_report.paths(course / "hostile.csv")[1]):
-        with open(path, newline="") as f:
-            cells = [cell for row in csv.reader(f) for cell in row]
-        bad = [c for c in cells if c.startswith(inert.FORMULA) or any(unicodedata.category(ch) in ("Cc", "Cf")
-                                                                    for ch in c)]
+        bad = [c for c in csv_cells(path) if not_inert(c)]
         assert not bad, (path.name, bad[:5])
 
 
