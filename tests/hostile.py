@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 from course_grader.demo import reference_code, solve
+from course_judge import is_test
 from course_mutation import Variant, find
 from course_mutation.harness import solution_source
 from submissions import add_cell, cell_index
@@ -73,8 +74,7 @@ def build(attack: Attack, release: Path, source: Path) -> nbformat.NotebookNode:
 
 
 def _test_cells(nb) -> list:
-    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
-            and not c.metadata["nbgrader"].get("solution")]
+    return [c for c in nb.cells if is_test(c)]
 
 
 def _edit_tests_to_pass(nb) -> None:
