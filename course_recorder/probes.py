@@ -41,16 +41,15 @@ def module_facts(layer: object) -> dict:
 
 
 def shared_tensors(a: object, b: object, names: tuple[str, ...] = ()) -> list[str]:
-    """The names of the tensors two layers hold in the very same memory, name by name: their parameters and
-    buffers, and the attributes `names` (a layer's own tensors, registered or not)."""
+    """The names of `a`'s tensors whose memory `b` holds too, under any name: their parameters and buffers, and the
+    attributes `names` (a layer's own tensors, registered or not)."""
     def tensors(layer: object) -> dict[str, Tensor]:
         found = {**dict(layer.named_parameters()), **dict(layer.named_buffers())} if isinstance(layer, nn.Module) else {}
         found.update({n: getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), Tensor)})
         return found
 
-    mine, theirs = tensors(a), tensors(b)
-    return sorted(name for name, t in mine.items() if name in theirs and t.numel()
-                  and t.untyped_storage().data_ptr() == theirs[name].untyped_storage().data_ptr())
+    theirs = {t.untyped_storage().data_ptr() for t in tensors(b).values() if t.numel()}
+    return sorted(name for name, t in tensors(a).items() if t.numel() and t.untyped_storage().data_ptr() in theirs)
 
 
 def own_parameters(rec: Recorder, make: Callable[[], nn.Module], values: dict[str, Tensor]) -> None:
