@@ -228,9 +228,9 @@ q3.clear_errors(BatchNorm)
 # %% [markdown]
 # ## Part B (1 point) — BatchNorm in the lesson's CNN
 #
-# The block below is the lesson's `conv_layer`: a convolution (no bias when a norm follows: the norm
-# subtracts the channel mean, which would cancel a bias, and adds its own shift), the lesson's
-# `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the activation. `norm` picks
+# The block below is the lesson's `conv_layer`: a convolution without a bias when a norm follows (the
+# lesson's `bias=not bn`; with the norm after the activation the norm does not cancel a bias: Q4 shows
+# why), the lesson's `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the activation. `norm` picks
 # the norm layer; by default it is your `BatchNorm`. Every block has stride 2, so the maps shrink
 # 28 → 14 → 7 → 4 → 2 → 1. Nothing to write here: the test checks that your layer trains the CNN
 # like `nn.BatchNorm2d` does (same weights, same batches, 30 steps).

@@ -204,8 +204,9 @@ q6.gradients_probe(LayerNorm)
 # %% [markdown]
 # ## Part C (1 point) — LayerNorm in the lesson's CNN
 #
-# The block below is the lesson's `conv_layer`: a convolution (no bias when a norm follows: the norm
-# removes any constant the bias would add), the lesson's `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)`,
+# The block below is the lesson's `conv_layer`: a convolution without a bias when a norm follows (the
+# lesson's choice, `bias=not bn`: LayerNorm subtracts one mean over all channels, so it would not cancel
+# a per-channel bias even right after the conv; see Q4), the lesson's `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)`,
 # then the norm, **after** the activation. Here the norm is your `LayerNorm` (the lesson's `conv_ln`);
 # `norm` lets a test swap in another layer. Every block has stride 2, so the maps shrink
 # 28 → 14 → 7 → 4 → 2 → 1. Nothing to write: the test checks that your layer trains the CNN like a

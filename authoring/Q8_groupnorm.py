@@ -241,8 +241,9 @@ q8.state_dict(GroupNorm)
 # %% [markdown]
 # ## Part B (1 point) — GroupNorm in the lesson's CNN
 #
-# The block below is the lesson's `conv_layer`: a convolution (no bias when a norm follows: the norm
-# removes each group's mean, and the norm's own `bias` takes over the shift), the lesson's
+# The block below is the lesson's `conv_layer`: a convolution without a bias when a norm follows (the
+# lesson's choice, `bias=not bn`: GroupNorm subtracts one mean per group of channels, so it would not
+# cancel a per-channel bias even right after the conv; see Q4), the lesson's
 # `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the activation. Every block has
 # stride 2, so the maps shrink 28 → 14 → 7 → 4 → 2 → 1.
 #

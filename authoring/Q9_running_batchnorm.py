@@ -38,7 +38,7 @@ nfs = [8, 16, 32, 64, 64]
 def conv_layer(ni: int, nf: int, ks: int = 3, stride: int = 2, bn: bool = True, norm=nn.BatchNorm2d,
                leak: float = 0.1, sub: float = 0.4, maxv: float = 6.0) -> nn.Sequential:
     """The lesson's block: conv -> GeneralRelu -> norm(nf) (the norm after the activation)."""
-    # A norm layer subtracts the mean right after, so a conv bias would be wasted: bias only without a norm.
+    # The lesson's choice: a conv bias only without a norm (bias=not bn; Q4 says when a norm cancels it).
     layers = [nn.Conv2d(ni, nf, kernel_size=ks, padding=ks // 2, stride=stride, bias=not bn),
               GeneralRelu(leak=leak, sub=sub, maxv=maxv)]
     if bn:

@@ -46,8 +46,8 @@ def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn:
         raise Fail(f"{what}: the Conv2d has padding {conv['padding']}; expected {(ks // 2, ks // 2)}: padding=ks//2 keeps "
                    f"the map size for odd kernels (before the stride).")
     if bn and conv["bias"]:
-        raise Fail(f"{what}: the Conv2d has a bias; with a BatchNorm after it the bias is useless (the norm subtracts the "
-                   f"mean and adds its own beta): use bias=not bn.")
+        raise Fail(f"{what}: the Conv2d has a bias; the lesson's block has none when a BatchNorm follows: use "
+                   f"bias=not bn.")
     if not bn and not conv["bias"]:
         raise Fail(f"{what}: the Conv2d has no bias; without a norm the conv needs its bias: use bias=not bn.")
     for key_ in ("leak", "sub", "maxv"):
