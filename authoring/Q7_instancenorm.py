@@ -211,8 +211,8 @@ def lesson_cnn(norm: Callable[[int], nn.Module] | None = None, bn: bool = True) 
 #
 # We train the CNN for one epoch on a fixed subset of 8,192 training images (16 batches of 512; the
 # subset keeps this cell to a few seconds — more data changes nothing, as you will see), once with
-# your `InstanceNorm` at the lesson's learning rate 0.8, and once without normalization at 0.4 for
-# comparison. A hook records the last block's output on the validation images.
+# your `InstanceNorm` at learning rate 0.8 (the lesson's rate for LayerNorm; its InstanceNorm run used
+# 0.1), and once without normalization at 0.4 for comparison. A hook records the last block's output on the validation images.
 
 # %% [experiment]
 x_train, y_train, x_valid, y_valid = get_data()
