@@ -411,7 +411,9 @@ class RobustExecute(Execute):
         return msg
 
     async def _async_poll_output_msg(self, parent_msg_id: str, cell: NotebookNode, cell_index: int) -> None:
-        """nbclient's IOPub poll for a cell (nbclient 0.11), receiving through _next_output."""
+        """nbclient's IOPub poll for a cell (nbclient 0.11), receiving through _next_output; the cell's request id is
+        kept for _read_on."""
+        self._cell_msg_id = parent_msg_id
         while True:
             msg = await self._next_output()
             if msg["parent_header"].get("msg_id") == parent_msg_id:
@@ -443,7 +445,6 @@ class RobustExecute(Execute):
         """nbclient's, with every output sized against the caps as it arrives (OutputBudget), so that the worker
         never holds more of a flood than one message."""
         kind = msg.get("msg_type")
-        self._cell_msg_id = msg.get("parent_header", {}).get("msg_id") or self._cell_msg_id
         if kind == "clear_output":
             self._budget.cleared()
         elif kind in _OUTPUT_MESSAGES:
