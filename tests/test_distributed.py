@@ -38,19 +38,29 @@ def dask_cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dask")
     address = f"tcp://127.0.0.1:{_free_port()}"
     log = open(folder / "cluster.log", "w")
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                               "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)]
+    procs = [_scheduler(address, log)]
     time.sleep(1.0)
     for i in range(2):
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
-                                       "--no-dashboard", "--name", f"grader-{i}", "--local-directory",
-                                       str(folder / f"worker-{i}")], stdout=log, stderr=subprocess.STDOUT))
+        procs.append(_worker(address, f"grader-{i}", folder / f"worker-{i}", log))
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
         yield address, procs[1:]
     finally:
         _stop(procs, log)
+
+
+def _scheduler(address: str, log) -> subprocess.Popen:
+    """A Dask scheduler on loopback at `address` (tcp://127.0.0.1:PORT)."""
+    return subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                             "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)
+
+
+def _worker(address: str, name: str, folder: Path, log, env: dict | None = None) -> subprocess.Popen:
+    """A single-threaded Dask worker without a nanny (a killed one stays dead), its files in `folder`."""
+    return subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                             "--name", name, "--local-directory", str(folder)], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
 
 
 def _stop(procs: list, log) -> None:
@@ -102,13 +112,10 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
         env = dict(os.environ, TMPDIR=str(tmp))
         address = f"tcp://127.0.0.1:{_free_port()}"
         log = open(tmp_path / "cluster.log", "w")
-        procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                                   address.rsplit(":", 1)[1], "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT)]
+        procs = [_scheduler(address, log)]
 
         def worker(name: str) -> subprocess.Popen:
-            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
-                                           "--no-dashboard", "--name", name, "--local-directory", str(tmp_path / name)],
-                                          stdout=log, stderr=subprocess.STDOUT, env=env))
+            procs.append(_worker(address, name, tmp_path / name, log, env))
             return procs[-1]
 
         outcome: list = []
