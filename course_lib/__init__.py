@@ -1,9 +1,11 @@
-"""course_lib: the data, training loop, callbacks, schedulers and hooks of fast.ai's 2019 lesson 10."""
+"""course_lib: the data, training loop, callbacks, schedulers and hooks of fast.ai's 2019 lesson 10, and the
+course's picture of what each norm reduces over (figures.py)."""
 from .callbacks import (AvgStats, AvgStatsCallback, BatchTransformXCallback, CudaCallback, DeviceCallback,
                         ParamScheduler, ProgressCallback, Recorder, default_device)
 from .data import (GRADING_N_TRAIN, GRADING_N_VALID, GRADING_SEED, DataBunch, Dataset, MNISTDataError,
                    accuracy, cache_dir, get_data, get_dls, get_mnist_databunch, grading_mode,
                    mnist_pickle_path, mnist_view, normalize, normalize_to, view_tfm)
+from .figures import draw_norm_axes, reduction_set
 from .hooks import (Hook, Hooks, append_stats, append_stats_hist, get_hist, get_min, plot_hists,
                     plot_layer_stats, plot_mins)
 from .model import GeneralRelu, Lambda, flatten, get_cnn_layers, get_cnn_model, init_cnn, set_seed
@@ -27,6 +29,8 @@ __all__ = [
     # hooks
     "Hook", "Hooks", "append_stats", "append_stats_hist", "get_hist", "get_min",
     "plot_layer_stats", "plot_hists", "plot_mins",
+    # figures
+    "draw_norm_axes", "reduction_set",
     # model
     "Lambda", "flatten", "GeneralRelu", "init_cnn", "get_cnn_layers", "get_cnn_model", "set_seed",
 ]
