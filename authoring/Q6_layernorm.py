@@ -3,12 +3,13 @@
 #
 # BatchNorm (Ioffe & Szegedy, 2015) normalises each channel with statistics taken across the whole
 # mini-batch. Layer normalization (Ba, Kiros & Hinton, 2016) turns the reduction around: each example
-# is normalised with the mean and variance of its *own* activations, so it never looks at the other
-# examples in the batch.
+# is normalised with the mean and variance of its *own* activations in the layer, so it never looks at the
+# other examples in the batch.
 #
 # In **Part A** you explain the difference in words. In **Part B** you write the lesson's LayerNorm for
 # convolutional activations, and in **Part C** you train the lesson's CNN with it. (The lesson's own
-# LayerNorm run printed a NaN loss; the experiment at the end shows why, and yours trains.)
+# LayerNorm run printed a NaN loss; the experiment at the end lets you find out why, and **Part D** asks what
+# your runs show.)
 
 # %% [setup]
 %matplotlib inline
@@ -28,6 +29,48 @@ from course_lib import (AvgStatsCallback, BatchTransformXCallback, DataBunch, Da
 set_seed(42)
 
 # %% [markdown]
+# ## What each one averages over
+#
+# Write the conv activations as $x_{nchw}$, of shape `(N, C, H, W)`.
+#
+# **BatchNorm** (Ioffe & Szegedy, 2015, Algorithm 1; §3.2 for conv layers, where all positions of a feature map
+# share its statistics): one mean and one variance per channel $c$, over the batch and every position,
+#
+# $$\mu_c = \frac{1}{NHW}\sum_{n=1}^{N}\sum_{h=1}^{H}\sum_{w=1}^{W} x_{nchw}, \qquad
+# \sigma_c^2 = \frac{1}{NHW}\sum_{n,h,w}\left(x_{nchw}-\mu_c\right)^2, \qquad
+# y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_c}{\sqrt{\sigma_c^2+\epsilon}} + \beta_c .$$
+#
+# **LayerNorm** (Ba, Kiros & Hinton, 2016, §3, eq. 3): for one example, over the summed inputs $a_i$ of the
+# $H$ hidden units of a layer (the paper's $H$),
+#
+# $$\mu = \frac{1}{H}\sum_{i=1}^{H} a_i, \qquad \sigma = \sqrt{\frac{1}{H}\sum_{i=1}^{H}\left(a_i-\mu\right)^2},$$
+#
+# then (§3.1, eq. 4) $\frac{\mathbf{g}}{\sigma}\odot(\mathbf{a}-\mu)+\mathbf{b}$, with a gain $\mathbf{g}$ and a
+# bias $\mathbf{b}$ that have one entry per hidden unit. In a conv layer the hidden units of example $n$ are its
+# $C\cdot H\cdot W$ values ($H$ is the height again): one mean and one variance per example $n$,
+#
+# $$\mu_n = \frac{1}{CHW}\sum_{c=1}^{C}\sum_{h=1}^{H}\sum_{w=1}^{W} x_{nchw}, \qquad
+# \sigma_n^2 = \frac{1}{CHW}\sum_{c,h,w}\left(x_{nchw}-\mu_n\right)^2, \qquad
+# y_{nchw} = \frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}}\cdot \mathrm{mult} + \mathrm{add} .$$
+#
+# The last formula is the layer you write in Part B, and its affine is **the lesson's choice**: one scalar
+# `mult` and one scalar `add` for the whole layer. The paper's gain and bias, and the `weight` and `bias` of
+# `nn.LayerNorm(normalized_shape)`, have one entry per element of the normalised shape (here `(C, H, W)`), and
+# `nn.GroupNorm(1, C)` computes the same $\mu_n$ and $\sigma_n$ with one weight and bias per channel (Q8). The
+# normalisation is the same in all of them; the learned scale and shift are not. (The paper puts no $\epsilon$
+# in $\sigma$; torch, and this course, add it inside the square root.)
+#
+# The figure draws the activation as a block with the batch (`N`), the channels (`C`) and the `H*W` positions
+# of a feature map (flattened) on its three axes, and shades the values that *one* statistic of each norm is
+# computed from (the picture of Wu & He, 2018, Figure 2).
+
+# %% [experiment]
+from course_lib import draw_norm_axes
+
+draw_norm_axes("batch", "layer")
+plt.show()
+
+# %% [markdown]
 # ## Part A (3 points) — what each one normalises over
 #
 # Answer in a few sentences each:
@@ -35,7 +78,8 @@ set_seed(42)
 # 1. For conv activations of shape `(N, C, H, W)`, over which values does BatchNorm compute one mean
 #    and variance, and over which does LayerNorm?
 # 2. Why does LayerNorm need no running statistics, and why does it work with a batch of one example?
-# 3. Why is LayerNorm, not BatchNorm, the normalization of RNNs and transformers?
+# 3. Why do RNNs and transformers normalise with LayerNorm (or, in most recent large language models, its
+#    variant RMSNorm) rather than with BatchNorm?
 #
 # Cite the papers you rely on.
 
@@ -45,33 +89,46 @@ set_seed(42)
 # examples of the batch. LayerNorm (Ba, Kiros & Hinton, 2016) computes one mean and variance *per
 # example*, over all of that example's activations in the layer: over `(C, H, W)`, so `N` pairs, each
 # belonging to one example. (In an RNN or a transformer: over the hidden features of one example at one
-# time step / one token.) Both then apply a learned scale and shift.
+# time step / one token.) Both then apply a learned scale and shift: BatchNorm one per channel; LayerNorm,
+# in the paper (§3.1) and in `nn.LayerNorm`, one per element it normalises over, while the lesson's LayerNorm
+# (Part B) has a single scalar of each.
 #
 # **2. No running statistics, batch size 1.** An example's LayerNorm statistics depend only on that
 # example, so the computation is identical in training and at inference: there is nothing to estimate
 # from the training set and no train/test discrepancy, hence no running averages. BatchNorm needs them
 # because at inference a prediction must not depend on which other examples share the batch (and a
 # batch may hold a single example). For the same reason LayerNorm works with a batch of one: the
-# `C*H*W` values of that one example still give a meaningful mean and variance, while BatchNorm's batch
-# statistics from one example are very noisy (and undefined for a single value per channel, e.g. a 1x1 map).
+# `C*H*W` values of that one example still give a meaningful mean and variance (Ba et al., §3: it "can be used
+# in the pure online regime with batch size 1"), while BatchNorm's batch statistics from one example are very
+# noisy, and degenerate when a channel holds a single value (one example with a 1x1 map: its variance is 0 and
+# every output equals the shift; `nn.BatchNorm2d` refuses such an input in training).
 #
 # **3. RNNs and transformers.** With BatchNorm in an RNN the statistics differ from time step to time
 # step, so each step would need its own running statistics, and sequences have different lengths: at
 # test time a sequence longer than any training sequence has steps with no statistics at all. LayerNorm
 # normalises each example at each step over its hidden units, the same computation at every step and
-# for every length and batch size (Ba et al., 2016, applied it to RNNs for exactly this reason).
+# for every length and batch size (Ba et al., 2016, §3.1, applied it to RNNs for exactly this reason).
 # Transformers normalise each token's feature vector the same way; the batch holds padded sequences of
-# varying length, and the result must not depend on batch composition. The price for convnets: all
-# channels of an example share one mean and variance, which is a stronger constraint than BatchNorm's
-# per-channel statistics, and Ba et al. report it works less well than BatchNorm there.
+# varying length, and the result must not depend on batch composition. The original Transformer (Vaswani
+# et al., 2017, §3.1) applies LayerNorm after each residual addition, `LayerNorm(x + Sublayer(x))`
+# ("post-norm"), as BERT (Devlin et al., 2019) does; GPT-2 (Radford et al., 2019, §2.3) moved it to the input
+# of each sub-block ("pre-norm"), which keeps the gradients well-behaved at initialisation (Xiong et al.,
+# 2020). Most recent large language models (LLaMA, Touvron et al., 2023, §2.2, and its successors) use
+# **RMSNorm** (Zhang & Sennrich, 2019) in the pre-norm position: it divides each token's vector $\mathbf{a}$ by
+# its root mean square $\sqrt{\frac{1}{d}\sum_i a_i^2}$ and multiplies by a learned gain, with no mean
+# subtracted and no shift, which is cheaper and trains about as well. The argument against BatchNorm is the
+# same for all of them. The price for convnets: all channels of an example share one mean and variance,
+# which is a stronger constraint than BatchNorm's per-channel statistics, and Ba et al. (§6.7) found that
+# BatchNorm outperforms LayerNorm there (units near the image boundary have very different statistics).
 #
 # **Mark scheme** (3 points)
 # - 1 point: BN over `(N, H, W)` per channel (across the batch); LN over `(C, H, W)` per example.
 # - 1 point: LN's statistics come from the example itself, so training and inference compute the
 #   same thing (no running statistics), and a single example has `C*H*W` values to normalise with.
 # - 1 point: RNNs: statistics per time step / varying sequence lengths break BN, LN is the same at every
-#   step (or transformers: per-token normalization independent of batch and padding); papers cited.
-#   No point for "BN cannot handle shared weights".
+#   step (or transformers: per-token normalization independent of batch and padding; the same reason holds
+#   for RMSNorm); papers cited. No point for "BN cannot handle shared weights". RMSNorm, pre- and post-norm
+#   are not required; a claim that transformers use BatchNorm loses the point.
 
 # %% [markdown]
 # ## Part B (7 points) — the layer
@@ -80,10 +137,10 @@ set_seed(42)
 # **contract** is in the docstring below. In numbers it is
 # `F.layer_norm(x, x.shape[1:], eps=eps) * mult + add`: torch's layer norm over everything but the
 # batch dimension, followed by the lesson's *single* learned scale and shift (one number each, not one
-# per channel or per position). Two details:
+# per channel or per position as in `nn.LayerNorm` and the paper). Two details:
 #
-# - Use the **biased** variance (divide by `n = C*H*W`), and put `eps` **inside** the square root.
-#   (The lesson used the unbiased variance; we follow torch's `layer_norm`.)
+# - Use the **biased** variance (divide by `n = C*H*W`, as the paper's eq. 3 does), and put `eps` **inside**
+#   the square root. (The lesson used the unbiased variance; we follow torch's `layer_norm`.)
 # - `mult` and `add` are learned, so they are `nn.Parameter`s. There are no buffers: every example
 #   brings its own statistics, in training and in eval mode alike.
 #
@@ -204,10 +261,16 @@ q6.gradients_probe(LayerNorm)
 # %% [markdown]
 # ## Part C (1 point) — LayerNorm in the lesson's CNN
 #
-# The block below is the lesson's `conv_layer`: a convolution without a bias when a norm follows (the
-# lesson's choice, `bias=not bn`: LayerNorm subtracts one mean over all channels, so it would not cancel
-# a per-channel bias even right after the conv; see Q4), the lesson's `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)`,
-# then the norm, **after** the activation. Here the norm is your `LayerNorm` (the lesson's `conv_ln`);
+# The block below is the lesson's `conv_layer` with your `LayerNorm` as its norm: a convolution, the
+# activation, then the norm, **after** the activation (the lesson's order; Q4 discusses it). Two of its
+# details are the course's choices, not the lesson's:
+#
+# - The conv has no bias when a norm follows (`bias=not bn`, as in the lesson's `conv_layer` for BatchNorm);
+#   the lesson's own LayerNorm block, `conv_ln`, kept it (`bias=True`). LayerNorm subtracts one mean over all
+#   channels, so it would not cancel a per-channel bias even right after the conv (Q4).
+# - The activation is `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)`, which the course takes from lesson 06. The
+#   lesson's 07 runs called `get_learn_run` without these arguments, so their `GeneralRelu()` was a plain ReLU.
+#
 # `norm` lets a test swap in another layer. Every block has stride 2, so the maps shrink
 # 28 → 14 → 7 → 4 → 2 → 1. Nothing to write: the test checks that your layer trains the CNN like a
 # reference LayerNorm (same weights, same batches, 30 steps at learning rate 0.2) and that the loss stays finite.
@@ -246,16 +309,21 @@ q6.training_curve(lesson_cnn)
 # %% [markdown]
 # ## The experiment: where the lesson's NaN came from
 #
-# The lesson trained this CNN with LayerNorm at learning rate **0.8** and printed `nan` for the loss.
-# Its layer used the unbiased variance, but that is not the cause: with `C*H*W >= 64` values per
-# example, dividing by `n - 1` instead of `n` changes the variance by less than 2 %. The cause is the
-# learning rate. We show it in two runs, each with progress bars:
+# The lesson trained its LayerNorm CNN at learning rate **0.8** and printed `nan` for the loss (its block:
+# a plain ReLU, a conv bias, and the unbiased variance in the layer). Two suspects: the unbiased variance,
+# and the learning rate. Note for the first that every block here has `C*H*W >= 64` values per example
+# (the last one: 64 channels of 1x1), so dividing by `n - 1` instead of `n` changes a variance by a factor
+# of at most 64/63.
 #
-# 1. lr 0.8 on a capped subset of 20 batches of 512 images (enough to see it; a few seconds): the loss
-#    grows by orders of magnitude; trained longer, it overflows float32 to `inf` and then `nan` — the lesson's run;
-# 2. lr 0.4 for one full epoch (98 batches of 512 images; 10 s to a minute on a 2-core laptop CPU): it trains.
+# Two runs of this notebook's CNN with your `LayerNorm` (biased variance), each with progress bars:
+#
+# 1. lr 0.8 on a capped subset of 20 batches of 512 images (a few seconds);
+# 2. lr 0.4 for one full epoch (98 batches of 512 images; a few seconds on a 2-core laptop CPU).
 #
 # When the notebook is graded both runs use the small grading subset and take a second or two.
+#
+# **Predict before you run** (not graded): write down what you expect each loss curve to do, and which of the
+# two suspects you think caused the lesson's `nan`.
 
 # %% [experiment]
 x_train, y_train, x_valid, y_valid = get_data()
@@ -293,12 +361,42 @@ for name, run in (("lr 0.8", run_fast), ("lr 0.4", run_ok)):
           f"valid loss {history['valid_loss']:.4g}  valid accuracy {history['valid_accuracy']:.3f}")
 
 # %% [markdown]
-# **What to look for.** At lr 0.8 the loss explodes after about ten batches: normalization keeps each
-# block's output at a fixed scale, but not the size of the steps SGD takes on the weights, and this
-# learning rate is simply too large for this model — the same happens with the lesson's unbiased
-# variance. At lr 0.4 the loss falls steadily and stays finite: this LayerNorm trains the CNN (compare
-# the lesson's anchors: no normalization about 97 % after 2 epochs, BatchNorm about 97 % after 3).
-# What LayerNorm buys is independence from the batch: the same model trains and predicts with any batch
-# size, including one. What it costs in a convnet is that all channels of an example share one mean
-# and variance, a stronger constraint than BatchNorm's per-channel statistics (Ba, Kiros & Hinton, 2016,
-# found it less effective than BatchNorm for convnets).
+# ## Part D (2 points) — what your runs show
+#
+# Answer from **your own** plots and printout:
+#
+# 1. What does the training loss do at lr 0.8, and from about which batch? What does it do at lr 0.4?
+# 2. Your layer uses the biased variance. What does that tell you about the cause of the lesson's `nan`?
+#    Would you expect the lesson's unbiased variance to change the outcome at lr 0.8? Give a reason.
+
+# %% [answer id=answer_lr_experiment points=2]
+# **1. The curves.** At lr 0.8 (left, log scale) the loss stays around 2 for about ten batches (2.4 at batch 0,
+# 3.0 at batch 10), passes 10 at batch 12 (21.7) and then grows more than tenfold per batch, to 3.1e9 at batch
+# 19, the last of the capped subset; the validation loss is 7e10 and the accuracy 0.098, chance. Trained longer,
+# such a run overflows float32 to `inf` and then `nan`: the lesson's printout. At lr 0.4 (right) the loss falls
+# from 2.4 to below 0.5 within about 20 batches and ends the epoch at 0.096, finite throughout; validation
+# accuracy 0.961 after one epoch.
+#
+# **2. The cause.** The run at lr 0.8 uses the *biased* variance and still blows up, so the unbiased variance is
+# not needed for it. Nor can it change much: with at least 64 values per example it rescales each variance by
+# at most 64/63 (less than 2 %), so the normalised activations change by less than 1 %. The learning rate is
+# the cause: normalization fixes the scale of each block's *output*, not the size of the steps SGD takes on the
+# weights, and 0.8 is too large a step for this model. It is at the edge, not far past it, so a small change
+# can tip one run either way, but not the odds. Measured over three seeds and one epoch of the full data
+# (`bench/measure_layernorm_lr.py`, one CPU thread): 9 of 12 runs at lr 0.8 reached `inf` within 12 to 26
+# batches (the course's block: 2 of 3 with either variance; the lesson's block, plain ReLU and conv bias: 3 of 3
+# with the biased variance, 2 of 3 with the unbiased one), while all 12 runs at lr 0.4 trained (last losses
+# 0.06 to 0.36). Switching the lesson's layer to the biased variance would not have saved its run; a smaller
+# learning rate would have. What LayerNorm buys is independence from the batch (any batch size, including one);
+# what it costs in a convnet is one shared mean and variance for all channels, a stronger constraint than
+# BatchNorm's per-channel statistics (Ba, Kiros & Hinton, 2016, §6.7, found BatchNorm better for convnets).
+# The lesson's anchors for comparison: no normalization about 97 % after 2 epochs, BatchNorm about 97 % after 3.
+#
+# **Mark scheme** (2 points)
+# - 1 point: an honest reading of the student's own plots with numbers from them: at lr 0.8 the loss rises by
+#   orders of magnitude (the log scale) after some batch, ending `inf`/`nan` or huge; at lr 0.4 it falls and
+#   stays finite, with the printed validation accuracy. The runs are seeded, so the curves should look like
+#   the model answer's; accept whatever the student's plot actually shows, described correctly.
+# - 1 point: the cause is the learning rate, not the variance: the biased-variance run diverges too, and
+#   `n/(n-1) <= 64/63` is too small a change to decide it; normalization does not bound the weight updates.
+#   Half a point for "the learning rate" without a reason; no point for blaming the unbiased variance.

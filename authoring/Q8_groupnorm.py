@@ -6,18 +6,26 @@
 # and normalises each group with its own mean and variance, computed over the group's channels and
 # every position:
 #
-# - `G = 1`: one group holds all channels — that is **LayerNorm** over `(C, H, W)` (Ba, Kiros & Hinton, 2016);
-# - `G = C`: every channel is its own group — that is **InstanceNorm** (Ulyanov, Vedaldi & Lempitsky, 2016);
-# - in between, channels that tend to respond to related features are normalised together.
+# - `G = 1`: one group holds all channels — the normalisation of **LayerNorm** over `(C, H, W)` (Ba, Kiros &
+#   Hinton, 2016). Only the normalisation: GroupNorm's learned scale and shift are per channel, while
+#   `nn.LayerNorm((C, H, W))`'s (and the paper's) are per element, and the lesson's LayerNorm (Q6) has one
+#   scalar of each;
+# - `G = C`: every channel is its own group — that is **InstanceNorm** (Ulyanov, Vedaldi & Lempitsky, 2016),
+#   with the same per-channel scale and shift as Q7's layer;
+# - in between, each example's channels are normalised in groups. Wu & He (§3) motivate this with classical
+#   features such as SIFT and HOG, which are normalised group-wise; in a network, which channels share a group
+#   is fixed by their index, and training can adapt to it.
 #
 # Like LayerNorm and InstanceNorm it never mixes examples, so it behaves the same in training and
-# evaluation, needs no running statistics and works for any batch size — which is why Wu & He proposed
-# it for detection and segmentation, where a GPU holds only one or two images and BatchNorm's batch
-# statistics (Ioffe & Szegedy, 2015) become too noisy. The 2019 lesson only described it; here you
-# implement it, check the two equivalences numerically, and train the lesson's CNN with it.
+# evaluation, needs no running statistics and works for any batch size. Wu & He (abstract, §1) motivate it with
+# detection, segmentation and video, where memory limits a GPU to one or two images and BatchNorm's batch
+# statistics (Ioffe & Szegedy, 2015) become too noisy: with 2 images per GPU their ResNet-50's ImageNet error
+# is 10.6 points lower with GroupNorm than with BatchNorm (24.1 % against 34.7 %, §4.1, Figure 1). The 2019
+# lesson only described it; here you implement it, check the two equivalences numerically, and train the
+# lesson's CNN with it.
 #
 # In **Part A** you write the layer, with exactly the rules (and parameter names) of `nn.GroupNorm`.
-# In **Part B** it goes into the lesson's CNN.
+# In **Part B** it goes into the lesson's CNN. In **Part C** you read what three groupings do to one activation.
 
 # %% [setup]
 %matplotlib inline
@@ -34,6 +42,38 @@ from course_lib import (AvgStatsCallback, BatchTransformXCallback, DeviceCallbac
                         mnist_view, set_seed)
 
 set_seed(42)
+
+# %% [markdown]
+# ## One formula, four sets
+#
+# Wu & He (2018, §3.1, eqs. 1-7) write all four normalizations as one computation. For an activation $x$ of
+# shape `(N, C, H, W)` and an index $i = (i_N, i_C, i_H, i_W)$,
+#
+# $$\hat{x}_i = \frac{x_i - \mu_i}{\sigma_i}, \qquad \mu_i = \frac{1}{m}\sum_{k\in\mathcal{S}_i} x_k, \qquad
+# \sigma_i = \sqrt{\frac{1}{m}\sum_{k\in\mathcal{S}_i}\left(x_k-\mu_i\right)^2 + \epsilon},$$
+#
+# where $\mathcal{S}_i$ is the set of values that share $x_i$'s statistics and $m$ is its size (eqs. 1-2). The
+# norms differ only in that set (eqs. 3, 4, 5 and 7):
+#
+# | norm | $\mathcal{S}_i$ | $m$ | statistics |
+# |---|---|---|---|
+# | BatchNorm | $\{k \mid k_C = i_C\}$ | $NHW$ | one pair per channel |
+# | LayerNorm | $\{k \mid k_N = i_N\}$ | $CHW$ | one pair per example |
+# | InstanceNorm | $\{k \mid k_N = i_N,\ k_C = i_C\}$ | $HW$ | one pair per example and channel |
+# | GroupNorm | $\{k \mid k_N = i_N,\ \lfloor k_C/(C/G) \rfloor = \lfloor i_C/(C/G) \rfloor\}$ | $(C/G)HW$ | one pair per example and group |
+#
+# The floor in GroupNorm's set is what makes the groups **contiguous**: channels $0 \dots C/G-1$ form group 0,
+# and so on. Then each channel $c$ gets its own learned scale and shift, $y_i = \gamma_{i_C}\hat{x}_i + \beta_{i_C}$
+# (eq. 6: the paper's per-channel affine, as in `nn.GroupNorm`). The paper's default is $G = 32$.
+#
+# The figure shades the values that *one* statistic of each norm is computed from (the paper's Figure 2),
+# with 2 groups for GroupNorm.
+
+# %% [experiment]
+from course_lib import draw_norm_axes
+
+draw_norm_axes("batch", "layer", "instance", "group", groups=2)
+plt.show()
 
 # %% [markdown]
 # ## Part A (12 points) — the layer
@@ -243,16 +283,19 @@ q8.state_dict(GroupNorm)
 #
 # The block below is the lesson's `conv_layer`: a convolution without a bias when a norm follows (the
 # lesson's choice, `bias=not bn`: GroupNorm subtracts one mean per group of channels, so it would not
-# cancel a per-channel bias even right after the conv; see Q4), the lesson's
-# `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the activation. Every block has
-# stride 2, so the maps shrink 28 → 14 → 7 → 4 → 2 → 1.
+# cancel a per-channel bias even right after the conv; see Q4), the activation and then the norm, **after**
+# the activation (the lesson's order). The activation is `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)`, the
+# course's choice, taken from lesson 06; the lesson's 07 runs used a plain ReLU (`GeneralRelu()`). Every block
+# has stride 2, so the maps shrink 28 → 14 → 7 → 4 → 2 → 1.
 #
 # We use **2 groups** in every block (8, 16, 32, 64 and 64 channels all divide by 2). The number of
-# groups matters at the end of the network: the last block's map is 1x1, so a group of `k` channels
-# has only `k` values there. With one channel per group (InstanceNorm) that is one value, whose
-# normalised output is always 0 — the model could not classify. With 2 groups of 32 channels every
-# group still holds 32 values. Nothing to write here: the test checks that your layer trains the CNN
-# like `nn.GroupNorm` does (same weights, same batches, 30 steps).
+# groups matters at the end of the network, where the last block's norm is followed by global average
+# pooling. With one channel per group (InstanceNorm) every channel's normalised map has mean 0, so each
+# pooled feature equals that channel's learned shift, whatever the image and whatever the map size (Q7): the
+# logits could not depend on the input. With 2 groups only the *average* of each group's 32 pooled features
+# (before the scale and shift) is fixed, at 0; the individual channels still carry the image. Nothing to
+# write here: the test checks that your layer trains the CNN like `nn.GroupNorm` does (same weights, same
+# batches, 30 steps).
 
 # %% [setup]
 NFS = [8, 16, 32, 64, 64]
@@ -298,6 +341,9 @@ q8.training_curve(lesson_cnn)
 # 1. **3 groups of 2 channels**, against `nn.GroupNorm(3, 6)`;
 # 2. **6 groups** (one channel each), against `F.instance_norm` — InstanceNorm;
 # 3. **1 group**, against `F.layer_norm(x, (6, 10, 10))` — LayerNorm over `(C, H, W)`.
+#
+# **Predict before you run** (not graded): for example 0, which grouping will leave channel 5's mean above
+# channel 0's, and in which will every channel end with mean 0 and standard deviation 1?
 
 # %% [experiment]
 generator = torch.Generator().manual_seed(0)
@@ -337,20 +383,50 @@ for name, t in normalised.items():
           f"stds {pairs.std(1, correction=0).numpy().round(3) + 0.0}")
 
 # %% [markdown]
-# **What to look for.** InstanceNorm (6 groups) sets every channel's mean to 0 and std to 1: the
-# differences between channels — which channel fired strongly in this image — are gone. LayerNorm
-# (1 group) keeps them: channel 5 stays well above channel 0; only the example as a whole has mean 0
-# and std 1. With 3 groups each *pair* of neighbouring channels has mean 0 and std 1 together, while
-# the two channels of a pair keep their relative levels. That is GroupNorm's compromise: more
-# independence between groups than LayerNorm, more information kept than InstanceNorm.
+# ## Part C (2 points) — what the groupings did
 #
+# Answer from **your own** bar plots and printout (example 0):
+#
+# 1. In which grouping does every channel end with mean 0 and standard deviation 1, and in which do the
+#    channels keep different means? Quote two numbers.
+# 2. With 3 groups, what exactly has mean 0 and standard deviation 1, and what differences are kept? What does
+#    that make GroupNorm, compared with the other two?
+
+# %% [answer id=answer_groupings points=2]
+# **1.** With 6 groups (InstanceNorm) every channel of example 0 has mean 0 and std 1: the bars sit at 0 and 1,
+# and the printout gives pair means `[0, 0, 0]` and stds `[1, 1, 1]`. Which channel responded more strongly in
+# this image is gone. With 1 group (LayerNorm) the channels keep their order: the channel means run from -0.95
+# (channel 0) to 0.84 (channel 5) and the stds from 0.19 to 1.17; the pair means are -0.78, 0.04 and 0.74. Only
+# the example as a whole has mean 0 and std 1.
+#
+# **2.** With 3 groups each *pair* of neighbouring channels, (0, 1), (2, 3) and (4, 5), has mean 0 and std 1
+# together (pair means `[0, 0, 0]`, stds `[1, 1, 1]`), while inside a pair the two channels keep their relative
+# level (channel 0 at -0.55 and channel 1 at 0.55; channels 4 and 5 at -0.08 and 0.08). The differences between
+# pairs are removed. GroupNorm is a compromise: groups are normalised independently of each other, unlike
+# LayerNorm's single mean and variance for all channels, while within a group the channels keep the relative
+# levels that InstanceNorm throws away. On ImageNet, Wu & He (2018, §4.1, Table 3) found every G > 1 they tried
+# better than G = 1 (LayerNorm), and 2 channels per group much better than 1 (InstanceNorm): 25.6 % against
+# 28.4 % error.
+#
+# **Mark scheme** (2 points)
+# - 1 point: read from the student's own plot or printout: 6 groups (InstanceNorm) gives every channel mean 0
+#   and std 1; 1 group (LayerNorm) keeps the channels' different means (channel 5 above channel 0), with only
+#   the example as a whole normalised; at least one number quoted. The data are seeded, so the numbers
+#   should match the model answer's; accept whatever the student's printout shows, read correctly.
+# - 1 point: 3 groups: each pair of neighbouring channels has mean 0 and std 1 *together* (the printed pair
+#   statistics), the two channels of a pair keep their relative level, the differences between pairs are
+#   removed; hence a compromise between LayerNorm and InstanceNorm (Wu & He, 2018, §3.1).
+
+# %% [markdown]
 # ## Training the CNN with GroupNorm
 #
 # One epoch of the lesson's CNN with your `GroupNorm` (2 groups per block) at learning rate 0.4,
-# recording the training loss of every batch. One epoch is 98 batches of 512 images, about 30-45 s
-# on a 2-core laptop CPU (when the notebook is graded it uses the small grading subset and takes a
-# second or two). One epoch is enough to see it train; for reference, the lesson's BatchNorm reached
-# about 97 % after 3 epochs.
+# recording the training loss of every batch. One epoch is 98 batches of 512 images, a few seconds on a
+# 2-core laptop CPU (when the notebook is graded it uses the small grading subset and takes a second or
+# two). For reference, the lesson's BatchNorm reached about 97 to 98 % after 3 epochs.
+#
+# **Predict before you run** (not graded): the lesson's LayerNorm and InstanceNorm runs printed `nan`. Will
+# this one stay finite, and roughly what validation accuracy do you expect after one epoch?
 
 # %% [experiment]
 data = get_mnist_databunch(bs=512)
@@ -366,7 +442,8 @@ history = run.avg_stats.history[-1]
 print(f"GroupNorm: valid loss {history['valid_loss']:.3f}  valid accuracy {history['valid_accuracy']:.3f}")
 
 # %% [markdown]
-# The loss falls steadily and stays finite — unlike the lesson's LayerNorm and InstanceNorm runs,
-# which printed NaN. GroupNorm's output does not depend on the batch, so the same model could be
-# trained with a batch of 2 images, where BatchNorm collapses (Q9); Wu & He (2018) report that at
-# large batches BatchNorm is still a little better, and GroupNorm keeps its accuracy as the batch shrinks.
+# **What to check**: whether every loss on your curve is finite, and how your prediction compares with the
+# printed accuracy. GroupNorm's output does not depend on the batch, so the same model could be trained with a
+# batch of 2 images, where BatchNorm collapses (Q9). Wu & He (2018, §4.1) report that with 32 images per GPU
+# BatchNorm is still a little better on ImageNet (ResNet-50: 23.6 % against GroupNorm's 24.1 % error, Table 1),
+# and that GroupNorm keeps its accuracy as the batch shrinks while BatchNorm's degrades (Figure 1, Table 2).

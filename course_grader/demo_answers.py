@@ -64,6 +64,25 @@ ANSWERS: dict[str, dict[str, str]] = {
                    "running statistics because it doesn't use the batch.",
         "weak": "LayerNorm is the same as BatchNorm but for transformers.",
     },
+    "answer_lr_experiment": {
+        "good": "1. At lr 0.8 the loss is around 2 for about ten batches, then shoots up: above 20 at batch 12 "
+                "and about 3e9 at the end of the 20 batches, with validation accuracy 0.098. At lr 0.4 it "
+                "drops below 0.5 after about 20 batches and ends at 0.096, accuracy 0.96. 2. My layer uses the "
+                "biased variance and still blows up at 0.8, so the unbiased variance was not the cause; with "
+                "at least 64 values it changes the variance by under 2 % anyway. The step size is too big.",
+        "partial": "The 0.8 run explodes and the 0.4 run trains. So it was the learning rate.",
+        "weak": "The lesson got NaN because the unbiased variance divides by n - 1.",
+    },
+    "answer_groupings": {
+        "good": "1. With 6 groups every channel has mean 0 and std 1 (all the bars are the same). With 1 group "
+                "the channels keep different means, from about -0.95 for channel 0 to 0.84 for channel 5. "
+                "2. With 3 groups each pair of channels has mean 0 and std 1 together (the printout says "
+                "[0, 0, 0] and [1, 1, 1]), but inside a pair channel 0 is at -0.55 and channel 1 at 0.55. So "
+                "it is in between LayerNorm and InstanceNorm.",
+        "partial": "InstanceNorm makes all channels the same. LayerNorm keeps the differences. GroupNorm is "
+                   "in between.",
+        "weak": "All three give mean 0 and std 1, so they are the same.",
+    },
     "answer_why_not_classify": {
         "good": "InstanceNorm removes each image's per-channel mean and contrast, which is what style transfer "
                 "wants gone but is exactly the evidence a classifier uses. On the last 1x1 map every channel "
@@ -83,6 +102,17 @@ ANSWERS: dict[str, dict[str, str]] = {
         "partial": "Because the sums are more accurate than the means. The debias factor cancels out. It helps "
                    "small batches because they have more noise.",
         "weak": "It is the same as BatchNorm but with a different momentum.",
+    },
+    "rbn_batch_stats": {
+        "good": "1. In my plot the batch variance jumps between about 1e-5 and 10 (median 0.02) while running_var "
+                "stays between 0.6 and 3 (median 1.2), and the batch means jump between -1.4 and 5.7 while "
+                "running_mean stays near 0. 2. So BatchNorm trains with one normalisation and is evaluated with "
+                "another, about seven times smaller in scale and around another mean; the next layers never saw "
+                "such inputs, which is why its validation loss was huge (81677) while RunningBatchNorm's was 1.33. "
+                "My layer uses the same smoothed statistics in training and in eval.",
+        "partial": "The batch statistics jump around a lot and the running ones are smooth, so BatchNorm is "
+                   "noisy with batches of two.",
+        "weak": "The orange line is higher than the green one.",
     },
 }
 
