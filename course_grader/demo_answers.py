@@ -114,6 +114,17 @@ ANSWERS: dict[str, dict[str, str]] = {
                    "noisy with batches of two.",
         "weak": "The orange line is higher than the green one.",
     },
+    "rbn_batch_stats": {
+        "good": "1. In my plot the batch variance jumps between about 1e-5 and 10 (median 0.02) while running_var "
+                "stays between 0.6 and 3 (median 1.2), and the batch means jump between -1.4 and 5.7 while "
+                "running_mean stays near 0. 2. So BatchNorm trains with one normalisation and is evaluated with "
+                "another, about seven times smaller in scale and around another mean; the next layers never saw "
+                "such inputs, which is why its validation loss was huge (81677) while RunningBatchNorm's was 1.33. "
+                "My layer uses the same smoothed statistics in training and in eval.",
+        "partial": "The batch statistics jump around a lot and the running ones are smooth, so BatchNorm is "
+                   "noisy with batches of two.",
+        "weak": "The orange line is higher than the green one.",
+    },
 }
 
 
