@@ -409,16 +409,18 @@ for what, curves in series.items():
 # This batch's variance jumps from step to step over six orders of magnitude, from 7.3e-6 to 10.3 (median
 # 0.023), while `running_var` stays between 0.62 and 2.9 (median 1.2): the median batch variance is about 50
 # times smaller. The batch means jump between -1.4 and 5.7 (median -0.63) while `running_mean` stays between
-# -0.46 and 0.67. My layer's smoothed mean moves as smoothly as `running_mean`; its variance (median 3.4)
-# is even above `running_var`, because `sqrs / count - mean**2` also counts how much the batch means vary,
-# which an average of within-batch variances leaves out (Part C, question 1).
+# -0.46 and 0.67. My layer's smoothed mean is smooth too, and close to `running_mean` after about 20
+# steps (before that `running_mean` still remembers its starting 0, while `sums / count` is not pulled
+# towards 0: the count is smoothed alike). Its variance (median 3.4) is even above `running_var`, because
+# `sqrs / count - mean**2` also counts how much the batch means vary, which an average of within-batch
+# variances leaves out (Part C, question 1).
 #
 # **2. What it means.** In training `nn.BatchNorm2d` divides by the square root of the batch's variance:
 # with two values per channel its output is about ±1 whatever they are (unless they nearly coincide), i.e.
 # it only tells the next layer which of the two images is larger, and the next layers learn from that. In
 # eval it subtracts `running_mean` and divides by `sqrt(running_var)`, typically about 7 times more
 # (sqrt(50)), around another mean: the layers after it get inputs unlike anything they were trained on.
-# Hence its validation loss of 81677 (accuracy 0.165, near chance) against 1.33 (0.624) with
+# Hence its validation loss of 81677 (accuracy 0.165, little better than guessing) against 1.33 (0.624) with
 # RunningBatchNorm in the first experiment. My layer normalises with the smoothed curves in training and in
 # eval alike (in training they include the current batch, with weight mom1 = 0.1 at batch size 2), so
 # evaluation sees the normalisation the network was trained with, and no batch of two can move it far.
