@@ -167,7 +167,7 @@ images = x_train[:97].view(-1, 1, 28, 28)
 conv = nn.Conv2d(1, 4, 5, stride=2, padding=2)
 bn = nn.BatchNorm2d(4)
 with torch.no_grad():
-    for start in range(0, 48 * 20, 48):  # some training-mode batches so the running statistics mean something
+    for start in range(0, 48 * 20, 48):  # 20 training-mode batches: the running statistics move off 0 and 1
         bn(conv(x_train[start:start + 48].view(-1, 1, 28, 28)))
     features = conv(images)
 example, pools = features[0], [features[1:33], features[33:65], features[65:97]]
