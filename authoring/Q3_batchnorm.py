@@ -3,8 +3,10 @@
 #
 # Batch normalization (Ioffe & Szegedy, 2015) normalises every channel of a layer's activations with
 # the mean and variance of the current mini-batch, then lets the network re-scale and re-shift them
-# with two learned per-channel parameters. For inference it keeps exponentially weighted running
-# averages of those statistics, so that a prediction does not depend on the other examples in its batch.
+# with two learned per-channel parameters. For inference it uses estimates of the statistics of the whole
+# training set instead, so that a prediction does not depend on the other examples in its batch (the
+# paper, §3.1: "we want the output to depend only on the input, deterministically"); PyTorch, and this
+# notebook, keep them as exponentially weighted running averages, which the paper names as an option there.
 #
 # In **Part A** you write the layer, following exactly the rules of PyTorch's `nn.BatchNorm2d`.
 # In **Part B** you put it into the lesson's CNN and use hooks to watch what it does to the
@@ -29,19 +31,68 @@ set_seed(42)
 # %% [markdown]
 # ## Part A (11 points) — the layer
 #
+# **The math.** The paper's transform (Ioffe & Szegedy 2015, Algorithm 1 in §3) for a convolution's
+# activations $x$ of shape $(N, C, H, W)$: each channel $c$ is normalised with one mean and one variance
+# computed over the batch **and** every position, $m = N \cdot H \cdot W$ values (§3.2: "we jointly normalize
+# all the activations in a mini-batch, over all locations", so that every position of a feature map is
+# normalised the same way):
+#
+# $$\mu_c = \frac{1}{NHW}\sum_{n,h,w} x_{nchw}, \qquad
+# \sigma_c^2 = \frac{1}{NHW}\sum_{n,h,w} \left(x_{nchw} - \mu_c\right)^2,$$
+#
+# $$\hat x_{nchw} = \frac{x_{nchw} - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}, \qquad
+# y_{nchw} = \gamma_c \, \hat x_{nchw} + \beta_c ,$$
+#
+# with one learned scale $\gamma_c$ (`mults`) and shift $\beta_c$ (`adds`) per channel. $\sigma_c^2$ divides
+# by $NHW$: it is the *biased* variance, as in Algorithm 1 and `nn.BatchNorm2d`. For inference the layer
+# keeps running estimates $\bar\mu_c$ and $\bar\sigma_c^2$, updated at every training batch with the momentum
+# `mom` as the new batch's weight, the variance in its *unbiased* form (divide by $NHW - 1$), as PyTorch
+# stores it and as the paper's inference rule uses it (§3.1, Algorithm 2: $\mathrm{Var}[x] = \frac{m}{m-1}
+# \mathrm{E}_\mathcal{B}[\sigma_\mathcal{B}^2]$):
+#
+# $$\bar\mu_c \leftarrow (1 - \mathrm{mom})\,\bar\mu_c + \mathrm{mom}\;\mu_c, \qquad
+# \bar\sigma_c^2 \leftarrow (1 - \mathrm{mom})\,\bar\sigma_c^2 + \mathrm{mom}\;\frac{NHW}{NHW - 1}\,\sigma_c^2 ,$$
+#
+# and in eval mode $y_{nchw} = \gamma_c \, (x_{nchw} - \bar\mu_c) / \sqrt{\bar\sigma_c^2 + \epsilon} + \beta_c$.
+# The figure below shades the values one pair $(\mu_c, \sigma_c^2)$ is computed from.
+
+# %% [experiment]
+# The N x C x (H*W) block of one batch: BatchNorm's statistics for one channel use every example and every position.
+from course_lib import draw_norm_axes
+
+draw_norm_axes("batch")
+plt.show()
+
+# %% [markdown]
 # Write `BatchNorm(nf, mom=0.1, eps=1e-5)` for activations of shape `(N, C, H, W)` with `C == nf`.
 # Its **contract** is in the docstring below; it is the computation `nn.BatchNorm2d(nf, eps=eps,
-# momentum=mom)` does, written with the lesson's names. Three details are easy to get wrong:
+# momentum=mom)` does, written with the lesson's names. Four details are easy to get wrong:
 #
 # - **Two variances.** The output is normalised with the *biased* batch variance (divide by
 #   `n = N*H*W`), but the running variance stores the *unbiased* one (divide by `n - 1`). (The lesson's
-#   own BatchNorm normalised with the unbiased variance; we follow PyTorch.)
+#   own BatchNorm normalised with the unbiased variance; we follow PyTorch, whose documentation of
+#   `nn.BatchNorm2d` states both estimators.)
 # - **Momentum is the weight of the new batch**: `running = (1 - mom) * running + mom * batch`
 #   (that is `running.lerp_(batch, mom)`), so with `mom=0.1` a new batch moves the average by 10 %.
 # - **Parameters vs buffers.** `mults` and `adds` are learned by gradient descent (`nn.Parameter`);
 #   `means` and `vars` are measured from data, so they are *buffers* (`self.register_buffer`): saved in
 #   `state_dict`, moved by `.to(device)` and `.double()`, but never given to the optimiser, and updated
 #   without autograd history.
+# - **The gradient goes through the batch statistics.** In training mode $\mu_c$ and $\sigma_c^2$ are
+#   functions of $x$, and the output's gradient must include that dependence (the paper backpropagates
+#   through them, §3); only the *buffer update* is done without autograd. The lesson did otherwise: its
+#   `forward` ran `with torch.no_grad(): m,v = self.update_stats(x)` and normalised with the returned `m`
+#   and `v`, so autograd treated the batch's mean and variance as constants. Why that matters is the
+#   paper's argument for normalising inside the network (§2): for a layer that adds a learned bias $b$,
+#   $x = u + b$, normalised as $\hat x = x - \mathrm{E}[x]$, "if a gradient descent step ignores the
+#   dependence of E[x] on b, then it will update $b \leftarrow b + \Delta b$, where
+#   $\Delta b \propto -\partial\ell/\partial\hat x$. Then $u + (b + \Delta b) - \mathrm{E}[u + (b + \Delta b)]
+#   = u + b - \mathrm{E}[u + b]$. Thus, the combination of the update to b and subsequent change in
+#   normalization led to no change in the output of the layer nor, consequently, the loss. As the training
+#   continues, b will grow indefinitely while the loss remains fixed." It "can get worse if the
+#   normalization not only centers but also scales the activations": in their first experiments "the model
+#   blows up when the normalization parameters are computed outside the gradient descent step". The
+#   lesson's short runs still trained; the contract asks for the gradient `nn.BatchNorm2d` has.
 #
 # The layer reads its mode from `self.training`, which `model.train()` and `model.eval()` set.
 # Write the math yourself with tensor operations: calling torch's own batch norm gets no points.
@@ -228,11 +279,20 @@ q3.clear_errors(BatchNorm)
 # %% [markdown]
 # ## Part B (1 point) — BatchNorm in the lesson's CNN
 #
-# The block below is the lesson's `conv_layer`: a convolution without a bias when a norm follows (the
-# lesson's `bias=not bn`; with the norm after the activation the norm does not cancel a bias: Q4 shows
-# why), the lesson's `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the activation. `norm` picks
-# the norm layer; by default it is your `BatchNorm`. Every block has stride 2, so the maps shrink
-# 28 → 14 → 7 → 4 → 2 → 1. Nothing to write here: the test checks that your layer trains the CNN
+# The block below is the lesson's `conv_layer` with the course's activation: a convolution without a bias
+# when a norm follows (the lesson's `bias=not bn`; with the norm after the activation the norm does not
+# cancel a bias: Q4 shows why), `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` and then the norm, **after** the
+# activation. Two of these are choices, not rules:
+#
+# - **The activation is the course's.** The lesson's 07 runs called `conv_layer` without keyword arguments,
+#   so their `GeneralRelu()` was a plain ReLU; `GeneralRelu(leak=0.1, sub=0.4, maxv=6.)` is what lesson 06
+#   trained with, and this course uses it in every notebook.
+# - **The order conv → activation → norm is the lesson's.** The paper puts BatchNorm *before* the
+#   nonlinearity: it normalises $Wu + b$, whose distribution is "more Gaussian" than the previous
+#   nonlinearity's output $u$ (Ioffe & Szegedy 2015, §3.2). Q4 trains both orders side by side.
+#
+# `norm` picks the norm layer; by default it is your `BatchNorm`. Every block has stride 2, so the maps
+# shrink 28 → 14 → 7 → 4 → 2 → 1. Nothing to write here: the test checks that your layer trains the CNN
 # like `nn.BatchNorm2d` does (same weights, same batches, 30 steps).
 
 # %% [setup]
@@ -272,15 +332,22 @@ q3.training_curve(lesson_cnn)
 # %% [markdown]
 # ## The experiment: what BatchNorm does to the activations
 #
-# We train the CNN for one epoch twice, with a hook on each of the five blocks that records the
-# mean and standard deviation of the block's output at every training batch (`append_stats`):
+# We train the CNN for one epoch, with a hook on each of the five blocks that records the mean and
+# standard deviation of the block's output at every training batch (`append_stats`):
 #
-# 1. without normalization, at the lesson's learning rate 0.4 (its anchor: about 97 % after 2 epochs);
-# 2. with your `BatchNorm`, at learning rate 1.0 (its anchor: about 97 % after 3 epochs).
+# 1. without normalization, at the lesson's learning rate 0.4 (the lesson's anchor, with its plain ReLU:
+#    about 97 % after 2 epochs);
+# 2. with your `BatchNorm`, at learning rate 1.0 (the lesson's anchor for its own BatchNorm at 1.0: about
+#    97 % after 3 epochs; its hooks run used 0.9);
+# 3. without normalization again, at BatchNorm's learning rate 1.0 (only its accuracy is printed).
 #
-# On the full data one epoch is 98 batches of 512 images: a few seconds to half a minute per run on
-# a laptop CPU, on the GPU when there is one (when the notebook is graded, both runs use the small
-# grading subset and take a second or two).
+# Both runs with hooks start from the same weights and see the same batches. On the full data one epoch
+# is 98 batches of 512 images: a few seconds per run on a laptop CPU, on the GPU when there is one (when
+# the notebook is graded, the runs use the small grading subset and take a second or two).
+#
+# **Predict first** (not graded): before you run the next cells, write down in a line or two what you
+# expect the five blocks' output means and stds to do over the first batches and over the epoch, without
+# normalization and with your BatchNorm, and whether the network without a norm will train at 1.0.
 
 # %% [experiment]
 data = get_mnist_databunch(bs=512)
@@ -300,6 +367,7 @@ def train_with_hooks(lr: float, bn: bool) -> tuple[list, dict]:
 
 stats_plain, history_plain = train_with_hooks(lr=0.4, bn=False)
 stats_bn, history_bn = train_with_hooks(lr=1.0, bn=True)
+_, history_plain_fast = train_with_hooks(lr=1.0, bn=False)
 
 # %% [experiment]
 def plot_side_by_side(runs: dict[str, list], n_batches: int | None, title: str) -> None:
@@ -321,18 +389,59 @@ def plot_side_by_side(runs: dict[str, list], n_batches: int | None, title: str) 
 runs = {"no normalization, lr 0.4": stats_plain, "your BatchNorm, lr 1.0": stats_bn}
 plot_side_by_side(runs, 10, "The first 10 batches")
 plot_side_by_side(runs, None, "The whole epoch")
-for name, history in (("no normalization", history_plain), ("BatchNorm", history_bn)):
-    print(f"{name:17s} valid loss {history['valid_loss']:.3f}  valid accuracy {history['valid_accuracy']:.3f}")
+for name, history in (("no normalization, lr 0.4", history_plain), ("BatchNorm, lr 1.0", history_bn),
+                      ("no normalization, lr 1.0", history_plain_fast)):
+    print(f"{name:24s} valid loss {history['valid_loss']:.3f}  valid accuracy {history['valid_accuracy']:.3f}")
 
 # %% [markdown]
-# **What to look for.** Without normalization the statistics of the five blocks differ from block to
-# block, swing over the first batches (the deepest block's std can double within a few steps) and keep
-# drifting during the whole epoch: every layer is trained on inputs whose distribution keeps moving
-# under it, and the learning rate has to stay small. With BatchNorm every block's output starts at
-# mean 0 and std 1 by construction (`adds` = 0, `mults` = 1) and stays close to that, moving only as
-# fast as the network learns `mults` and `adds`: each block hands the next one inputs with a stable
-# distribution, and a learning rate of 1.0 trains without trouble. Ioffe & Szegedy (2015) called the
-# moving input distribution *internal covariate shift*; later work (Santurkar et al., 2018) argues
-# that BatchNorm helps mainly by making the loss surface smoother. The statistics plotted are the
-# training batches' own; in eval mode the layer uses its running averages instead. Plot the two
-# columns on separate scales (drop `sharey`) to see how much the BatchNorm curves move.
+# The statistics plotted are the training batches' own (the hook records only in training mode); in eval
+# mode the layer would use its running averages instead. To see how much the BatchNorm curves move, plot the
+# two columns on separate scales (drop `sharey`).
+#
+# ## Part C (2 points) — what your plots show
+#
+# Answer from your own figures and printout (quote a value or two you read off them):
+#
+# 1. How do the five blocks' output means and stds behave without normalization and with your BatchNorm,
+#    over the first 10 batches and over the whole epoch?
+# 2. What in your layer makes the BatchNorm curves look the way they do, and what does that mean for the
+#    input each block's convolution receives? What does the third run (no normalization at 1.0) add?
+
+# %% [answer id=q3_hooks_reading points=2]
+# **What the plots show** (the notebook's run on the full data, on a CPU; `bench/measure_q3_q5_runs.py`
+# prints the same figures):
+#
+# - **Without normalization** the five blocks' statistics differ from block to block (at the first batch
+#   the stds run from 0.47 in block 5 to 1.16 in block 2), swing over the first batches (block 5's std
+#   goes from 0.42 to 1.10 within the first 10 batches, more than doubling) and keep drifting during the
+#   whole epoch: at the last batch the means are 0.10 to 0.46 and the stds 1.26 to 1.57, all higher than
+#   at the start. Every layer is trained on inputs whose distribution keeps moving under it.
+# - **With BatchNorm** every block's output has mean 0.00 and std 1.00 from the first batch and stays
+#   there; only block 5's std creeps up, to 1.10 by the end of the epoch.
+#
+# **Why.** The BatchNorm curves are flat *by construction*: in training mode each channel of the output
+# is $\gamma_c \hat x + \beta_c$, where $\hat x$ has mean 0 and variance 1 over the batch whatever the
+# weights before it do; with `mults` = 1 and `adds` = 0 at the start, the block's output has mean 0 and
+# std 1, and it moves only as fast as the network learns `mults` and `adds` (block 5's drift is its
+# `mults` and `adds` moving away from 1 and 0). So the curves do not show the network learning; they show
+# that each block hands the next convolution an input whose per-channel centre and scale stay put while
+# the earlier weights change.
+# Ioffe & Szegedy (2015, §1-2) call the moving input distribution *internal covariate shift* and argue
+# that removing it speeds up training and allows higher learning rates (§3.3); Santurkar et al. (2018)
+# argue that BatchNorm helps mainly by making the loss surface smoother, not by fixing the distribution.
+# The third run shows the learning-rate part on this network: without a norm, lr 1.0 diverges (valid loss
+# nan, accuracy 0.099: chance), while with BatchNorm it reaches 0.956 after one epoch, as the plain
+# network does at 0.4 (0.952).
+#
+# **Mark scheme**
+# - 1 point: an honest reading of the student's own plots: without normalization the blocks' means and
+#   stds differ between blocks, jump over the first batches and drift over the epoch; with BatchNorm they
+#   stay near mean 0 and std 1. Accept other values and another block as the most variable (a GPU run
+#   differs a little), as long as the description matches the plots; a description with no value read
+#   from the plots, or one that contradicts them, gets 0.
+# - 1 point: the BatchNorm curves are fixed by construction (batch-normalised output, `mults` = 1 and
+#   `adds` = 0 at the start; they move only as those are learned), so each block's input keeps a stable
+#   per-channel distribution (the paper's internal covariate shift, or an equivalent statement); and the
+#   third run: without a norm the network does not train at lr 1.0 (or, if the student's run did train,
+#   an honest report of what it printed). Saying that flat curves prove the network learns better gets 0
+#   for this point.
