@@ -10,7 +10,8 @@
 #
 # In **Part A** you write the layer, following exactly the rules of PyTorch's `nn.BatchNorm2d`.
 # In **Part B** you put it into the lesson's CNN and use hooks to watch what it does to the
-# activations while the model trains, beside the same CNN without normalization.
+# activations while the model trains, beside the same CNN without normalization; in **Part C** you say
+# what your own plots show.
 
 # %% [setup]
 %matplotlib inline
@@ -341,7 +342,7 @@ q3.training_curve(lesson_cnn)
 #    97 % after 3 epochs; its hooks run used 0.9);
 # 3. without normalization again, at BatchNorm's learning rate 1.0 (only its accuracy is printed).
 #
-# Both runs with hooks start from the same weights and see the same batches. On the full data one epoch
+# The three runs start from the same weights and see the same batches. On the full data one epoch
 # is 98 batches of 512 images: a few seconds per run on a laptop CPU, on the GPU when there is one (when
 # the notebook is graded, the runs use the small grading subset and take a second or two).
 #
