@@ -114,8 +114,8 @@ ANSWERS: dict[str, dict[str, str]] = {
         "weak": "The lesson got NaN because the unbiased variance divides by n - 1.",
     },
     "q4_loss_curve": {
-        "good": "1. The loss drops from 2.4 to about 0.7 in five batches, has a small bump around batch 6 and is "
-                "under 0.5 from about batch 10; after that it goes down slowly to about 0.05 and never jumps back "
+        "good": "1. The loss drops from 2.4 to about 0.65 in five batches, has a small bump at batch 6 and is "
+                "under 0.5 from about batch 8; after that it goes down slowly to about 0.05 and never jumps back "
                 "up. I got 0.979 validation accuracy, the lesson had 0.981. 2. BatchNorm makes each layer's output "
                 "the same whatever the scale of the weights, and bigger weights get smaller gradients, so a big "
                 "learning rate cannot blow the activations up (paper section 3.3).",

@@ -26,7 +26,9 @@ def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn:
     if names != expected:
         message = f"{what}: expected the parts {expected} in this order, got {names}"
         if bn and names == ["Conv2d", "BatchNorm2d", "GeneralRelu"]:
-            message += "\nThe norm goes after the activation in this lesson (conv -> GeneralRelu -> BatchNorm2d)."
+            message += ("\nThe norm goes after the activation in this lesson's block (conv -> GeneralRelu -> BatchNorm2d). "
+                        "The paper's order, BatchNorm before the activation, is the common one elsewhere, but this "
+                        "contract follows the lesson.")
         elif not bn and "BatchNorm2d" in names:
             message += "\nWith bn=False the block must not contain a BatchNorm: you add the norm even when bn is False."
         elif bn and "BatchNorm2d" not in names and any("Norm" in n for n in names):
@@ -49,7 +51,8 @@ def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn:
         raise Fail(f"{what}: the Conv2d has a bias; the lesson's block has none when a BatchNorm follows: use "
                    f"bias=not bn.")
     if not bn and not conv["bias"]:
-        raise Fail(f"{what}: the Conv2d has no bias; without a norm the conv needs its bias: use bias=not bn.")
+        raise Fail(f"{what}: the Conv2d has no bias; without a norm the conv keeps its bias (no norm's shift takes "
+                   f"its place): use bias=not bn.")
     for key_ in ("leak", "sub", "maxv"):
         if relu.get(key_) != kwargs.get(key_):
             raise Fail(f"{what}: GeneralRelu has {key_}={relu.get(key_)}; expected {kwargs.get(key_)}: pass **kwargs on "
