@@ -222,7 +222,7 @@ plt.show()
 #
 # The two cells below train the same CNN, built from your `conv_layer`'s layers, for one epoch in each order
 # (same seed, same learning rate 1.0, batches of 64) on a fixed subset of 4,096 training and 1,024 validation
-# images (the grading subset, in every mode, so it costs a few seconds); then they drop the conv's bias in each
+# images (the grading subset, in every mode, so it costs about a second); then they drop the conv's bias in each
 # order on one batch and print how much the block's output changes.
 #
 # **Predict first** (write it down; no points): (1) which order will reach the lower loss after one epoch, or
