@@ -451,9 +451,9 @@ for name, (runner, learner, pooled) in (("InstanceNorm, all", (run_in, learn_in,
 # content image's: removing it per image is the point. For a classifier "this feature fires strongly in this
 # image" is part of the evidence, so it loses information, and it classifies **worse**, not never: with
 # ResNet-50 on ImageNet (32 images per GPU) Wu & He (2018, Table 1) report 28.4 % top-1 validation error with
-# InstanceNorm against 23.6 % with BatchNorm (25.3 % LayerNorm, 24.1 % GroupNorm). IBN-Net (Pan et al., 2018) puts
-# InstanceNorm into classifiers on purpose, in the shallow layers, with BatchNorm in the deep ones, for robustness
-# to appearance (colour, style) changes.
+# InstanceNorm against 23.6 % with BatchNorm (25.3 % LayerNorm, 24.1 % GroupNorm). IBN-Net (Pan et al., 2018) mixes
+# InstanceNorm into classifiers on purpose: beside BatchNorm in the shallow layers of a ResNet, BatchNorm alone in
+# the deep ones, so that the features depend less on appearance (colour, style) while keeping the content.
 #
 # **2. Why the lesson's model learns nothing.** Its last block *ends* with InstanceNorm and global average pooling
 # follows. The mean over the map of a normalised map is 0, whatever `H` and `W`, so the pooled feature of channel
