@@ -65,12 +65,17 @@ def draw_norm_axes(*kinds: str, groups: int = 2, color: str = "tab:blue"):
     fig = plt.figure(figsize=(3.4 * len(kinds), 3.8))
     for i, (kind, mask) in enumerate(zip(kinds, masks)):
         ax = fig.add_subplot(1, len(kinds), i + 1, projection="3d")
-        # voxels() takes the array's axes as (x, y, z): H*W across, C into the page, N upwards.
-        # Two calls: voxels() draws only the outer faces of what it fills, so one call over the whole block would
-        # hide the shaded set's faces where it touches the rest.
-        shaded = mask.transpose(2, 1, 0)
-        ax.voxels(~shaded, facecolors=(0.85, 0.85, 0.85, 0.05), edgecolor=(0.3, 0.3, 0.3, 0.3), linewidth=0.4)
-        ax.voxels(shaded, facecolors=(*_rgb(color), 0.9), edgecolor=(0.1, 0.1, 0.1, 0.5), linewidth=0.4)
+        # The axes of the picture are (x, y, z) = (H*W across, C into the page, N upwards). Each shaded set is a
+        # box of whole cells, so the block and the set are drawn as two boxes with their cells' lines on their
+        # faces: a handful of polygons, where voxels() would draw six per cell (several times slower).
+        cells = np.argwhere(mask.transpose(2, 1, 0))
+        lo, hi = cells.min(0), cells.max(0) + 1
+        # Drawn in this order (not by mplot3d's depth sort, which orders whole collections): the see-through block,
+        # then the opaque set, which always holds the front corner, with the lines of the faces this view shows.
+        ax.computed_zorder = False
+        _box(ax, (0, 0, 0), (HW, C, N), face=(0.85, 0.85, 0.85, 0.08), edge=(0.3, 0.3, 0.3, 0.3), zorder=1)
+        _box(ax, lo, hi, face=(*_rgb(color), 1.0), edge=(0.1, 0.1, 0.1, 0.6), zorder=2, seen=True)
+        ax.set(xlim=(0, HW), ylim=(0, C), zlim=(0, N))
         ax.set_xlabel("H, W", labelpad=-12)
         ax.set_ylabel("C", labelpad=-12)
         ax.set_zlabel("N", labelpad=-12)
@@ -81,6 +86,33 @@ def draw_norm_axes(*kinds: str, groups: int = 2, color: str = "tab:blue"):
         ax.set_title(title, fontsize=11)
     fig.suptitle("shaded: the values one mean and one variance are computed over", fontsize=10)
     return fig
+
+
+def _box(ax, lo, hi, face, edge, zorder: int, seen: bool = False) -> None:
+    """Draw the box [lo, hi] (x, y, z corners, whole cells) with its faces and the lines between its cells.
+
+    seen: only the lines of the three faces the view shows (front y = lo, right x = hi, top z = hi)."""
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
+
+    (x0, y0, z0), (x1, y1, z1) = lo, hi
+    corners = np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)], dtype=float)
+    faces = [corners[list(f)] for f in ((0, 1, 3, 2), (4, 5, 7, 6), (0, 1, 5, 4), (2, 3, 7, 6), (0, 2, 6, 4),
+                                          (1, 3, 7, 5))]
+    ax.add_collection3d(Poly3DCollection(faces, facecolors=face, edgecolors="none", zorder=zorder))
+    shown = {(1, lo[1]), (0, hi[0]), (2, hi[2])}
+    lines = []
+    # Lines parallel to each axis, one per cell boundary along a second axis, on the two faces the third axis bounds.
+    for axis, a, b in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
+        for pos_a in range(int(lo[a]), int(hi[a]) + 1):
+            for pos_b in (lo[b], hi[b]):
+                if seen and (b, pos_b) not in shown:
+                    continue
+                start, stop = np.zeros(3), np.zeros(3)
+                start[axis], stop[axis] = lo[axis], hi[axis]
+                start[a] = stop[a] = pos_a
+                start[b] = stop[b] = pos_b
+                lines.append([start, stop])
+    ax.add_collection3d(Line3DCollection(lines, colors=[edge], linewidths=0.5, zorder=zorder))
 
 
 def _rgb(color: str) -> tuple[float, float, float]:
