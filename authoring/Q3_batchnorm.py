@@ -278,6 +278,75 @@ q3.clear_errors(BatchNorm)
 ### END HIDDEN TESTS
 
 # %% [markdown]
+# ### The gradient through the statistics, seen (not graded)
+#
+# The cell below takes one batch `x` and a random loss `(w * out).sum()`, and computes the gradient with
+# respect to `x` twice: through PyTorch's training-mode batch norm, where the mean and variance are functions
+# of `x` (the gradient your layer must have), and the lesson's way, with the batch's mean and variance
+# computed under `torch.no_grad()` and then used as constants. It prints, for each channel, the sum of the
+# gradient over the batch and the positions: that sum is also the gradient with respect to a bias $b_c$
+# added to the channel before the norm ($x = u + b$, the paper's §2 example).
+#
+# **Predict before you run:** adding the same constant to every value of one channel does not change that
+# channel's normalised output. What, then, should each channel's gradient sum be, and which of the two
+# gradients will have it? If a gradient step moves $b$ by the other gradient, what happens to $b$ and to the
+# loss over many steps?
+
+# %% [experiment]
+torch.manual_seed(0)
+x_demo = (torch.randn(16, 3, 5, 5, dtype=torch.float64) * 2 + 1).requires_grad_(True)
+w_demo = torch.randn(16, 3, 5, 5, dtype=torch.float64)  # a random loss: (w_demo * out).sum()
+
+(grad_true,) = torch.autograd.grad((w_demo * F.batch_norm(x_demo, None, None, training=True)).sum(), x_demo)
+with torch.no_grad():  # the lesson's update_stats: the batch's statistics as constants
+    mean_c, var_c = x_demo.mean((0, 2, 3)), x_demo.var((0, 2, 3), correction=0)
+(grad_lesson,) = torch.autograd.grad((w_demo * F.batch_norm(x_demo, mean_c, var_c, training=False)).sum(), x_demo)
+print("each channel's gradient sum, through the statistics:", [f"{s:.1e}" for s in grad_true.sum((0, 2, 3)).tolist()])
+print("each channel's gradient sum, statistics as constants:", [f"{s:.2f}" for s in grad_lesson.sum((0, 2, 3)).tolist()])
+print(f"largest difference between the two gradients: {(grad_true - grad_lesson).abs().max().item():.2f}")
+
+# Twenty gradient steps on a per-channel bias b (here `bias`) added before the norm, with the lesson's gradient.
+bias = torch.zeros(1, 3, 1, 1, dtype=torch.float64)
+for step in range(20):
+    x_shifted = (x_demo.detach() + bias).requires_grad_(True)
+    with torch.no_grad():
+        mean_c, var_c = x_shifted.mean((0, 2, 3)), x_shifted.var((0, 2, 3), correction=0)
+    loss = (w_demo * F.batch_norm(x_shifted, mean_c, var_c, training=False)).sum()
+    (grad,) = torch.autograd.grad(loss, x_shifted)
+    bias -= 0.5 * grad.sum((0, 2, 3), keepdim=True)  # dloss/db is the channel's gradient sum
+    if step in (0, 19):
+        print(f"step {step + 1:2d}: loss {loss.item():.6f}, bias = {[round(t, 2) for t in bias.flatten().tolist()]}")
+
+# %% [markdown]
+# ### Optional challenge (not graded): BatchNorm's backward by hand
+#
+# CS231n's assignment 2 asks for BatchNorm's backward pass on paper. Here: write it as a
+# `torch.autograd.Function` for the training-mode normalisation alone (no `mults`/`adds`), with
+# `forward(ctx, x, eps)` returning $\hat x$ (per channel over $(N, H, W)$, biased variance) and
+# `backward(ctx, grad_out)` returning `(grad_x, None)`; keep what `backward` needs with
+# `ctx.save_for_backward`. The check compares your forward with `F.batch_norm` and your backward with finite
+# differences (`torch.autograd.gradcheck`, float64). Hint: write $\hat x = (x - \mu)\,s$ with
+# $s = (\sigma^2 + \epsilon)^{-1/2}$ and follow $x$ through all three of $x$, $\mu$ and $\sigma^2$.
+
+# %% [experiment]
+from course_lib.backward import check_batchnorm_function
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """Training-mode batch normalisation of (N, C, H, W) without scale or shift, with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float = 1e-5) -> Tensor:
+        raise NotImplementedError("optional: write the forward pass, saving what backward needs")
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple:
+        raise NotImplementedError("optional: return (grad_x, None)")
+
+
+check_batchnorm_function(BatchNormFunction)
+
+# %% [markdown]
 # ## Part B (1 point) — BatchNorm in the lesson's CNN
 #
 # The block below is the lesson's `conv_layer` with the course's activation: a convolution without a bias
