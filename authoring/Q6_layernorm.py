@@ -8,8 +8,9 @@
 #
 # In **Part A** you explain the difference in words. In **Part B** you write the lesson's LayerNorm for
 # convolutional activations, and in **Part C** you train the lesson's CNN with it. (The lesson's own
-# LayerNorm run printed a NaN loss; the experiment at the end lets you find out why, and **Part D** asks what
-# your runs show.)
+# LayerNorm run printed a NaN loss; the experiment after it lets you find out why, and **Part D** asks what
+# your runs show.) Beyond the lesson, **Part E** has you write RMSNorm, the LayerNorm without the mean that
+# today's large language models use, and **Part F** asks what it leaves out and why they use it.
 
 # %% [setup]
 %matplotlib inline
@@ -400,3 +401,152 @@ for name, run in (("lr 0.8", run_fast), ("lr 0.4", run_ok)):
 # - 1 point: the cause is the learning rate, not the variance: the biased-variance run diverges too, and
 #   `n/(n-1) <= 64/63` is too small a change to decide it; normalization does not bound the weight updates.
 #   Half a point for "the learning rate" without a reason; no point for blaming the unbiased variance.
+
+# %% [markdown]
+# ## Part E (4 points) — RMSNorm, the norm of today's transformers
+#
+# Most recent large language models (LLaMA, Touvron et al., 2023, §2.2, and its successors) normalise each token
+# with **RMSNorm** (Zhang & Sennrich, 2019), a LayerNorm with two things taken out: no mean is subtracted and
+# there is no shift. For the $d$ values $a_1, \dots, a_d$ it normalises over (a token's features: the trailing
+# dimensions `normalized_shape`, as in `nn.LayerNorm`), with a learned gain $g_i$ per feature,
+#
+# $$\mathrm{RMS}(\mathbf{a}) = \sqrt{\frac{1}{d}\sum_{i=1}^{d} a_i^2 + \epsilon}, \qquad
+# y_i = \frac{a_i}{\mathrm{RMS}(\mathbf{a})}\, g_i .$$
+#
+# Compare LayerNorm: $y_i = \frac{a_i - \mu}{\sqrt{\sigma^2 + \epsilon}}\, g_i + b_i$. The root mean square is the
+# standard deviation only when the mean is 0. (The paper writes $\sqrt{\frac{1}{n}\sum_i a_i^2}$ without
+# $\epsilon$; torch's `F.rms_norm` and this course put $\epsilon$ inside the root, as for the other norms.)
+#
+# Write `RMSNorm(normalized_shape, eps=1e-6)`. Its **contract** is in the docstring. In numbers it is
+# `F.rms_norm(x, normalized_shape, weight, eps)` (pass eps: with `eps=None`, `F.rms_norm` uses the dtype's
+# machine epsilon). Write the math yourself with tensor operations: calling torch's own `rms_norm` or
+# `layer_norm` (or `nn.RMSNorm`) gets no points.
+
+# %% [solution id=rmsnorm]
+class RMSNorm(nn.Module):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019) over the trailing dimensions of x.
+
+    RMSNorm(normalized_shape, eps=1e-6):
+        normalized_shape  an int d (the last dimension) or a tuple of ints (the last len(normalized_shape)
+                          dimensions). Store it as self.normalized_shape, ALWAYS a tuple: RMSNorm(8) has (8,).
+        eps               store it as self.eps.
+
+    Learned parameter (nn.Parameter), one value per feature:
+        self.weight  shape normalized_shape (e.g. (8,) or (3, 4)), starts as ones.  (the gain g)
+    Nothing else: no bias, no buffers.
+
+    forward(x): x of any shape whose LAST dimensions equal normalized_shape; else raise ValueError (say which
+    shapes). Returns a tensor of the same shape and dtype as x. Over those trailing dimensions (d values):
+        ms  = the mean of x**2                         (NOT the sum; the mean is NOT subtracted)
+        out = x / sqrt(ms + eps) * weight               (eps INSIDE the root)
+    That is F.rms_norm(x, normalized_shape, weight, eps). Training and eval mode compute the same thing.
+    """
+
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-6) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(self.normalized_shape))
+        ### END SOLUTION
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Divide x by the root mean square of its trailing normalized_shape values, then multiply by weight."""
+        ### BEGIN SOLUTION
+        k = len(self.normalized_shape)
+        if tuple(x.shape[x.dim() - k:]) != self.normalized_shape or x.dim() < k:
+            raise ValueError(f"RMSNorm({self.normalized_shape}): the input's last dimensions must be "
+                             f"{self.normalized_shape}, got an input of shape {tuple(x.shape)}")
+        dims = tuple(range(-k, 0))
+        ms = (x * x).mean(dim=dims, keepdim=True)
+        return x / torch.sqrt(ms + self.eps) * self.weight
+        ### END SOLUTION
+
+# %% [demo]
+# Your RMSNorm against torch's rms_norm in float64, on a batch of 2 sequences of 5 tokens with 8 features.
+x = torch.randn(2, 5, 8, dtype=torch.float64) * 3 + 1
+rms = RMSNorm(8).double()
+with torch.no_grad():
+    rms.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    gap = (rms(x) - F.rms_norm(x, (8,), rms.weight, 1e-6)).abs().max().item()
+    mean_after = rms(x).mean(-1).abs().max().item()
+print(f"largest difference from F.rms_norm: {gap:.1e}")
+print(f"a token's mean after RMSNorm is not 0 (it keeps the input's mean direction): up to {mean_after:.2f}")
+print("parameters:", {name: tuple(p.shape) for name, p in rms.named_parameters()})
+
+# %% [test id=test_rms_parameters points=1]
+"""self.normalized_shape a tuple, self.eps, and one weight of shape normalized_shape starting at ones (no bias, no buffers)."""
+from course_lib.checks import check_rmsnorm
+
+check_rmsnorm(RMSNorm, "arguments")
+### BEGIN HIDDEN TESTS
+from course_recorder import q6
+
+q6.rms_parameters(RMSNorm)
+### END HIDDEN TESTS
+
+# %% [test id=test_rms_output points=2]
+"""x / sqrt(mean(x**2 over the trailing dims) + eps) * weight, on other shapes, float32 and float64, other memory layouts."""
+from course_lib.checks import check_rmsnorm
+
+check_rmsnorm(RMSNorm, "output")
+### BEGIN HIDDEN TESTS
+from course_recorder import q6
+
+q6.rms_output(RMSNorm)
+### END HIDDEN TESTS
+
+# %% [test id=test_rms_errors points=1]
+"""An input whose trailing dimensions are not normalized_shape raises ValueError; a right one does not."""
+from course_lib.checks import check_rmsnorm
+
+check_rmsnorm(RMSNorm, "errors")
+### BEGIN HIDDEN TESTS
+from course_recorder import q6
+
+q6.rms_errors(RMSNorm)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Part F (2 points) — what RMSNorm leaves out, and why transformers use it
+#
+# Answer in a few sentences each:
+#
+# 1. What does RMSNorm drop compared with LayerNorm, and what property of LayerNorm goes with it? What do
+#    Zhang & Sennrich (2019) argue that the model keeps, and what do they gain?
+# 2. Where in a transformer block do recent models put the norm ("pre-norm"), and why (Xiong et al., 2020)?
+#
+# Cite the papers you rely on.
+
+# %% [answer id=answer_rmsnorm points=2]
+# **1. What it drops.** RMSNorm drops the *re-centering*: LayerNorm subtracts the mean of the token's features
+# and adds a learned bias $b$; RMSNorm subtracts nothing and has only the gain $g$. With the mean goes LayerNorm's
+# invariance to shifting all inputs by the same amount (re-centering invariance); what stays is the invariance to
+# *re-scaling* the inputs (and the weights that produce them): multiplying $\mathbf{a}$ by $\delta$ leaves
+# $\mathbf{a}/\mathrm{RMS}(\mathbf{a})$ unchanged (Zhang & Sennrich, 2019, their invariance analysis). Their
+# hypothesis (abstract) is that LayerNorm's re-centering invariance is dispensable and its re-scaling invariance is
+# what helps; in their experiments (machine translation among other tasks and architectures) RMSNorm reaches
+# LayerNorm's quality while it needs one statistic instead of two and no mean subtraction, which cut the running
+# time by 7 %–64 % depending on the model (abstract). In the code it is one reduction (`mean(x**2)`) instead of two and no shift.
+#
+# **2. Pre-norm.** The original Transformer (Vaswani et al., 2017) normalises after each residual addition,
+# `Norm(x + Sublayer(x))` (post-norm); GPT-2 and most models since normalise the input of each sub-block,
+# `x + Sublayer(Norm(x))` (pre-norm). Xiong et al. (2020) show that at initialisation the post-norm Transformer's
+# expected gradients of the parameters near the output are large, which is why it needs a learning-rate warm-up,
+# while in the pre-norm Transformer the gradients are well-behaved and the warm-up can be removed (faster
+# training). In pre-norm the residual stream itself is never normalised, so the norm only has to give each
+# sub-block an input of a fixed scale: exactly what RMSNorm's re-scaling does, and cheaper. LLaMA (Touvron et al.,
+# 2023, §2.2) combines the two: pre-normalisation with RMSNorm.
+#
+# **Mark scheme** (2 points)
+# - 1 point: RMSNorm does not subtract the mean (and has no bias/shift), so it loses re-centering (shift)
+#   invariance and keeps re-scaling invariance; Zhang & Sennrich (2019) argue re-centering is not needed for the
+#   benefit and report similar quality with less computation (a speed-up; 7–64 % if a number is given). Half a
+#   point for "no mean subtraction, cheaper" with no invariance or source; no point for "it has no gain" or "it
+#   normalises over the batch".
+# - 1 point: pre-norm = the norm at the input of each sub-block inside the residual branch, x + F(Norm(x)), as
+#   opposed to post-norm Norm(x + F(x)); Xiong et al. (2020): well-behaved gradients at initialisation, no
+#   warm-up needed (post-norm has large gradients near the output). Half a point for the placement without the
+#   reason.

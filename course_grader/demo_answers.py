@@ -113,6 +113,17 @@ ANSWERS: dict[str, dict[str, str]] = {
         "partial": "The 0.8 run explodes and the 0.4 run trains. So it was the learning rate.",
         "weak": "The lesson got NaN because the unbiased variance divides by n - 1.",
     },
+    "answer_rmsnorm": {
+        "good": "1. RMSNorm does not subtract the mean and has no bias, only a gain per feature: it divides by the "
+                "root mean square. So it loses LayerNorm's invariance to shifting the inputs but keeps the invariance "
+                "to rescaling them. Zhang & Sennrich (2019) argue the re-centering is not what makes LayerNorm work; "
+                "they get the same quality with 7-64 % less running time. 2. Pre-norm puts the norm at the input of "
+                "each sub-block, x + F(Norm(x)), instead of after the residual sum. Xiong et al. (2020) show that "
+                "the gradients are then well-behaved at initialisation, so no learning-rate warm-up is needed; "
+                "LLaMA uses pre-norm with RMSNorm.",
+        "partial": "RMSNorm skips the mean so it is faster. Transformers put the norm before the attention.",
+        "weak": "RMSNorm is LayerNorm for transformers.",
+    },
     "q4_loss_curve": {
         "good": "1. The loss drops from 2.4 to about 0.65 in five batches, has a small bump at batch 6 and is "
                 "under 0.5 from about batch 8; after that it goes down slowly to about 0.05 and never jumps back "

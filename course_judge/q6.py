@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import expect_close, tensor
+from course_judge.compare import delegation_message, expect_close, expect_raises, tensor
 from course_judge.diagnose import normalisation
 from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistakes, dropped_keepdim,
                                 expect_examples_independent, expect_fresh, expect_layer_gradients,
@@ -197,3 +197,128 @@ def training_curve(r: Records) -> None:
     reference = reference_losses("Q6-layernorm", partial(lesson_cnn, lambda nf: ReferenceLayerNorm()), **q6.TRAINING)
     expect_training(r, "losses", reference, "training the lesson's CNN with your LayerNorm (lr 0.2, bs 64, 30 steps)",
                     rtol=0.05)
+
+
+# ---- Part E: RMSNorm ----
+RMS_USES = ("rmsnorm",)
+forbid("Q6", "rmsnorm")
+
+
+def _tuple(ns) -> tuple[int, ...]:
+    return (ns,) if isinstance(ns, int) else tuple(ns)
+
+
+def _rms(x: Tensor, dims: tuple[int, ...], eps: float, *, total: bool = False, eps_outside: bool = False) -> Tensor:
+    ms = (x * x).sum(dims, keepdim=True) if total else (x * x).mean(dims, keepdim=True)
+    return x / (ms.sqrt() + eps) if eps_outside else x / (ms + eps).sqrt()
+
+
+def rms_mistakes(x: Tensor, ns: tuple[int, ...], weight: Tensor, eps: float) -> dict[str, Tensor]:
+    """What RMSNorm(ns, eps) with this weight returns on x under each known mistake."""
+    dims = tuple(range(-len(ns), 0))
+    found = {
+        "you subtracted the mean (x - mean) / sqrt(var + eps): that is LayerNorm. RMSNorm divides x itself by "
+        "sqrt(mean(x**2) + eps), with no mean subtracted.": F.layer_norm(x, ns, weight, eps=eps),
+        "you divided by the standard deviation (the variance subtracts the mean): RMSNorm uses mean(x**2), "
+        "not the variance.": x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
+        "you put eps outside the square root: divide by sqrt(mean(x**2) + eps), not by sqrt(mean(x**2)) + eps.":
+            _rms(x, dims, eps, eps_outside=True) * weight,
+        "you left out eps: divide by sqrt(mean(x**2) + eps).": _rms(x, dims, 0.0) * weight,
+        "you used the SUM of x**2 over the normalised dimensions instead of its mean: divide by "
+        "sqrt(mean(x**2) + eps).": _rms(x, dims, eps, total=True) * weight,
+        f"you did not multiply by the weight: the output is x / sqrt(mean(x**2) + eps) * weight.": _rms(x, dims, eps),
+        "you returned the input unchanged: the layer must normalise it.": x,
+        "you only multiplied the input by the weight: divide it by sqrt(mean(x**2) + eps) first.": x * weight,
+    }
+    if len(ns) > 1:
+        found[f"you reduced over the LAST dimension only: with normalized_shape {ns} the mean of x**2 is over the "
+              f"last {len(ns)} dimensions, {dims}."] = _rms(x, (-1,), eps) * weight
+    if x.dim() > len(ns) + 1:
+        every = tuple(range(1, x.dim()))
+        found[f"you reduced over every dimension but the first, {every}: RMSNorm reduces over the trailing "
+              f"normalized_shape {ns} only, {dims}."] = _rms(x, every, eps) * weight
+    return distinguishable(found, F.rms_norm(x, ns, weight, eps))
+
+
+def _rms_set(r: Records, key: str, ns: tuple[int, ...]) -> None:
+    if isinstance(r.get(key), Raised):
+        raise Fail(f"RMSNorm({ns}).weight must be an nn.Parameter with one value per feature, shape {ns}; the test could "
+                   f"not set it ({r.get(key)}). A single scalar weight is not RMSNorm's gain.")
+
+
+@verdict("Q6", "test_rms_parameters")
+def rms_parameters(r: Records) -> None:
+    for i, (ns, eps) in enumerate(q6.RMS_PARAMETERS):
+        built = f"RMSNorm({ns!r}, eps={eps})"
+        facts = r.get(f"eps{i}")
+        if not facts.get("module"):
+            raise Fail(f"{built} should be an nn.Module")
+        if facts["attributes"].get("eps") != eps:
+            raise Fail(f"{built} should store eps as self.eps")
+        shape = r.get(f"eps{i}/shape")
+        if not isinstance(shape, tuple) or shape != _tuple(ns):
+            raise Fail(f"{built} should store self.normalized_shape as the tuple {_tuple(ns)}, got {shape!r} "
+                       f"(an int becomes a one-element tuple)")
+        params = facts["parameters"]
+        if set(params) != {"weight"}:
+            raise Fail(f"{built}: the only learned parameter must be weight (no bias), got {sorted(params)}")
+        weight = tensor(params["weight"], "RMSNorm.weight")
+        if tuple(weight.shape) != _tuple(ns):
+            raise Fail(f"{built}.weight must have one value per feature, shape {_tuple(ns)}; got shape "
+                       f"{tuple(weight.shape)} (a single scalar weight is not RMSNorm's gain)")
+        if weight.dtype != torch.float32:
+            raise Fail(f"{built}.weight should start as float32, got {weight.dtype}")
+        if not torch.all(weight == 1):
+            raise Fail(f"{built}.weight must start as ones")
+        expect_no_buffers(sorted(facts["buffers"]), "RMSNorm")
+        double = r.get(f"eps{i}/double")
+        if isinstance(double, Raised) or tensor(double["parameters"].get("weight"), "weight").dtype != torch.float64:
+            raise Fail("after .double(), weight should be float64")
+    default = r.get("default")["attributes"].get("eps")
+    if default != 1e-6:
+        raise Fail(f"RMSNorm(4) should default to eps=1e-6 (the stub's signature); got eps={default}")
+    expect_own_parameters(r.get("first/set"), r.get("second")["parameters"], {"weight": 1.0}, "RMSNorm")
+
+
+@verdict("Q6", "test_rms_output", uses=RMS_USES)
+def rms_output(r: Records) -> None:
+    shape, ns, eps, seed = q6.RMS_FRESH
+    ns = _tuple(ns)
+    x = seeded_input(*shape, seed=seed)
+    ones = torch.ones(ns, dtype=torch.float64)
+    expect_fresh(r.get("fresh/facts")["parameters"], {"weight": 1.0}, f"RMSNorm({ns}, eps={eps})")
+    expect_close(r.get("fresh"), F.rms_norm(x, ns, ones, eps), f"output of a fresh RMSNorm({ns}, eps={eps}) (weight "
+                 f"ones) on an input of shape {shape}", mistakes=rms_mistakes(x, ns, ones, eps))
+    for i, (shape, ns, eps, seed) in enumerate(q6.RMS_CASES):
+        ns = _tuple(ns)
+        _rms_set(r, f"case{i}/set", ns)
+        x, weight = seeded_input(*shape, seed=seed), q6.rms_weight(ns, seed)
+        expect_close(r.get(f"case{i}"), F.rms_norm(x, ns, weight, eps), f"output of RMSNorm({ns}, eps={eps}) with a "
+                     f"random weight on an input of shape {shape}", mistakes=rms_mistakes(x, ns, weight, eps))
+    shape, ns, seed = q6.RMS_FLOAT32
+    x32 = seeded_input(*shape, seed=seed, dtype=torch.float32)
+    expect_close(r.get("float32"), F.rms_norm(x32.double(), _tuple(ns), None, 1e-6).float(),
+                 "output for a float32 input", atol=1e-5, rtol=1e-4)
+    for kind, shape, ns, eps, seed in q6.RMS_LAYOUTS:
+        ns = _tuple(ns)
+        _rms_set(r, f"{kind}/set", ns)
+        x, weight = seeded_input(*shape, seed=seed), q6.rms_weight(ns, seed)
+        layout_failure(r.get(kind), kind)
+        expect_close(r.get(kind), F.rms_norm(x, ns, weight, eps), f"output of RMSNorm({ns}, eps={eps}) for "
+                     f"{LAYOUT_WHAT[kind]} of shape {shape}", mistakes=rms_mistakes(x, ns, weight, eps))
+
+
+@verdict("Q6", "test_rms_errors", uses=RMS_USES)
+def rms_errors(r: Records) -> None:
+    for i, (ns, shape) in enumerate(q6.RMS_BAD):
+        expect_raises(r.get(f"bad{i}"), f"RMSNorm({ns!r}) on an input of shape {shape} (its last dimensions are not "
+                      f"{_tuple(ns)})")
+    for i, (ns, shape) in enumerate(q6.RMS_GOOD):
+        got = r.get(f"good{i}")
+        if isinstance(got, Raised):
+            if got.is_a("DelegationError"):
+                raise Fail(delegation_message(got.message))
+            raise Fail(f"RMSNorm({ns!r}) on an input of shape {shape} (its last dimensions are {_tuple(ns)}, as they "
+                       f"must be) raised {got}")
+        if tuple(got) != shape:
+            raise Fail(f"RMSNorm({ns!r}) on an input of shape {shape} returned shape {tuple(got)}, not the input's")

@@ -565,6 +565,80 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
     }, "layernorm")
 
 
+def check_rmsnorm(RMSNorm: type, *aspects: str) -> None:
+    """Check a Q6 RMSNorm class against F.rms_norm; aspects: arguments, output, errors."""
+    __tracebackhide__ = True
+    shape, ns = (3, 2, 4, 5), (4, 5)
+    x = _input(*shape, seed=62) + 0.8  # a mean far from 0, so that subtracting it shows
+    weight = torch.linspace(0.5, 2.0, 20, dtype=torch.float64).view(ns)
+    dims = (-2, -1)
+
+    def rms(t: Tensor, eps: float, over: tuple[int, ...] = dims, total: bool = False) -> Tensor:
+        __tracebackhide__ = True
+        ms = (t * t).sum(over, keepdim=True) if total else (t * t).mean(over, keepdim=True)
+        return t / (ms + eps).sqrt()
+
+    def output() -> None:
+        __tracebackhide__ = True
+        for eps in (1e-6, BIG_EPS):
+            layer = _scaled(RMSNorm, (ns,), {"eps": None if eps == 1e-6 else eps}, {"weight": weight})
+            want = F.rms_norm(x, ns, weight, eps)
+            found = {
+                "the mean subtracted, (x - mean) / sqrt(var + eps) * weight: that is LayerNorm; RMSNorm divides x "
+                "itself by its root mean square.": lambda: F.layer_norm(x, ns, weight, eps=eps),
+                "eps added OUTSIDE the square root, x / (sqrt(mean(x**2)) + eps): it goes inside, "
+                "x / sqrt(mean(x**2) + eps).": lambda: x / ((x * x).mean(dims, keepdim=True).sqrt() + eps) * weight,
+                "no eps at all: add eps to mean(x**2) inside the square root.": lambda: rms(x, 0.0) * weight,
+                "the mean of x**2 over the LAST dimension only: with normalized_shape (4, 5) it is over the last "
+                "TWO dimensions, dims (-2, -1).": lambda: rms(x, eps, (-1,)) * weight,
+                "the mean of x**2 over every dimension but the batch: only over the trailing normalized_shape dims.":
+                    lambda: rms(x, eps, (1, 2, 3)) * weight,
+                "the SUM of x**2 instead of its mean: divide by sqrt(mean(x**2) + eps).":
+                    lambda: rms(x, eps, total=True) * weight,
+                "x divided by its standard deviation (the mean subtracted inside the variance only): RMSNorm uses "
+                "mean(x**2), not the variance.": lambda: x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
+                "eps = 1e-6 (the default) although the layer was built with another eps: store the eps you are given "
+                "and use self.eps.": lambda: rms(x, 1e-6) * weight,
+                "the normalised input without the weight: multiply by self.weight last.": lambda: rms(x, eps),
+            }
+            what = f"RMSNorm({ns}{'' if eps == 1e-6 else f', eps={eps}'}) on an input of shape {shape}"
+            _expect(what, layer(x), want, found, "F.rms_norm(x, normalized_shape, weight, eps)")
+        float32 = _build(RMSNorm, 5).float()
+        x32 = x.float()
+        _expect("RMSNorm(5) on a float32 input", float32(x32), F.rms_norm(x32, (5,), None, 1e-6))
+        _layouts(f"RMSNorm({ns}, eps={BIG_EPS})", _scaled(RMSNorm, (ns,), {"eps": BIG_EPS}, {"weight": weight}), x,
+                 F.rms_norm(x, ns, weight, BIG_EPS))
+
+    def arguments() -> None:
+        __tracebackhide__ = True
+        _stored(RMSNorm(8), "RMSNorm(8)", {"normalized_shape": (8,), "eps": 1e-6})
+        _stored(RMSNorm((3, 4), eps=0.01), "RMSNorm((3, 4), eps=0.01)", {"normalized_shape": (3, 4), "eps": 0.01})
+        layer = RMSNorm((3, 4))
+        params = dict(layer.named_parameters())
+        if set(params) != {"weight"}:
+            raise CheckFailed(f"RMSNorm((3, 4)): the only learned parameter must be weight (no bias), got {sorted(params)}")
+        if tuple(params["weight"].shape) != (3, 4):
+            raise CheckFailed(f"RMSNorm((3, 4)).weight should have one value per feature, shape (3, 4); it has shape "
+                              f"{tuple(params['weight'].shape)} (a single scalar weight is not RMSNorm's gain)")
+        if not torch.all(params["weight"] == 1):
+            raise CheckFailed("RMSNorm((3, 4)).weight should start as ones")
+        _no_buffers("RMSNorm((3, 4))", layer)
+        _own_parameters("RMSNorm(8)", lambda: RMSNorm(8))
+
+    def errors() -> None:
+        __tracebackhide__ = True
+        _raises("RMSNorm(5) on an input of shape (2, 3, 4)", lambda: RMSNorm(5)(torch.randn(2, 3, 4)))
+        _raises("RMSNorm((4, 5)) on an input of shape (2, 5, 4)", lambda: RMSNorm((4, 5))(torch.randn(2, 5, 4)))
+        _raises("RMSNorm((4, 5)) on an input of shape (5,)", lambda: RMSNorm((4, 5))(torch.randn(5)))
+        try:
+            RMSNorm((4, 5))(torch.randn(4, 5))
+        except Exception as err:  # noqa: BLE001 - any exception is the mistake being named
+            raise CheckFailed(f"RMSNorm((4, 5)) on an input of shape (4, 5) (no batch dimension, but the right trailing "
+                              f"shape) raised {type(err).__name__}: {err}") from None
+
+    _aspects(aspects, {"arguments": arguments, "output": output, "errors": errors}, "rmsnorm")
+
+
 # ---- Q7: InstanceNorm ---------------------------------------------------------------------------------------
 
 def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:

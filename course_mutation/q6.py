@@ -123,3 +123,88 @@ VARIANTS = [
             edits=((_PARAMS, "self.mult = nn.Parameter(torch.full((), 1.0))\n"
                              "        self.add = nn.Parameter(torch.zeros(()))"),)),
 ]
+
+# ---- Part E: RMSNorm ----
+RMS = "rmsnorm"
+_MS = "ms = (x * x).mean(dim=dims, keepdim=True)"
+_RMS_OUT = "return x / torch.sqrt(ms + self.eps) * self.weight"
+_WEIGHT = "self.weight = nn.Parameter(torch.ones(self.normalized_shape))"
+_CHECK = ("if tuple(x.shape[x.dim() - k:]) != self.normalized_shape or x.dim() < k:\n"
+          "            raise ValueError(f\"RMSNorm({self.normalized_shape}): the input's last dimensions must be \"\n"
+          "                             f\"{self.normalized_shape}, got an input of shape {tuple(x.shape)}\")\n")
+
+VARIANTS += [
+    # ---- known mistakes ----
+    Variant("rms_mean_subtracted", RMS, mistake="subtracts the mean and divides by the std: LayerNorm",
+            fails=("test_rms_output",), says="that is LayerNorm",
+            edits=((_MS, "x = x - x.mean(dim=dims, keepdim=True)\n        " + _MS),)),
+    Variant("rms_eps_outside_root", RMS, mistake="divides by sqrt(mean(x**2)) + eps",
+            fails=("test_rms_output",), says="eps outside the square root",
+            edits=((_RMS_OUT, "return x / (torch.sqrt(ms) + self.eps) * self.weight"),)),
+    Variant("rms_no_eps", RMS, mistake="leaves out eps", fails=("test_rms_output",), says="left out eps",
+            edits=((_RMS_OUT, "return x / torch.sqrt(ms) * self.weight"),)),
+    Variant("rms_last_dim_only", RMS, mistake="reduces over the last dimension only, whatever normalized_shape",
+            fails=("test_rms_output",), says="LAST dimension only",
+            edits=((_MS, "ms = (x * x).mean(dim=-1, keepdim=True)"),)),
+    Variant("rms_all_but_batch", RMS, mistake="reduces over every dimension but the batch",
+            fails=("test_rms_output",), says="every dimension but the first",
+            edits=((_MS, "ms = (x * x).mean(dim=tuple(range(1, x.dim())), keepdim=True)"),)),
+    Variant("rms_scalar_weight", RMS, mistake="one scalar weight for the whole layer",
+            fails=("test_rms_parameters", "test_rms_output"), says="scalar weight",
+            edits=((_WEIGHT, "self.weight = nn.Parameter(torch.tensor(1.0))"),)),
+    Variant("rms_sum_not_mean", RMS, mistake="the square root of the sum of x**2 instead of its mean",
+            fails=("test_rms_output",), says="SUM of x**2",
+            edits=((_MS, "ms = (x * x).sum(dim=dims, keepdim=True)"),)),
+    Variant("rms_divides_by_std", RMS, mistake="divides x (not centred) by its standard deviation",
+            fails=("test_rms_output",), says="standard deviation",
+            edits=((_MS, "ms = x.var(dim=dims, keepdim=True, correction=0)"),)),
+    Variant("rms_weight_forgotten", RMS, mistake="never multiplies by the weight",
+            fails=("test_rms_output",), says="did not multiply by the weight",
+            edits=((_RMS_OUT, "return x / torch.sqrt(ms + self.eps)"),)),
+    Variant("rms_with_bias", RMS, mistake="adds a learned bias (LayerNorm's shift) as a second parameter",
+            fails=("test_rms_parameters",), says="no bias",
+            edits=((_WEIGHT, _WEIGHT + "\n        self.bias = nn.Parameter(torch.zeros(self.normalized_shape))"),
+                   (_RMS_OUT, "return x / torch.sqrt(ms + self.eps) * self.weight + self.bias"))),
+    Variant("rms_no_shape_check", RMS, mistake="never checks the input's trailing shape (broadcasting may hide it)",
+            fails=("test_rms_errors",), says="expected ValueError",
+            edits=((_CHECK + "        ", ""),)),
+    Variant("rms_shape_kept_as_int", RMS, mistake="stores normalized_shape as given (an int stays an int)",
+            fails=("test_rms_parameters",), says="as the tuple",
+            edits=(("self.normalized_shape = tuple(normalized_shape)",
+                    "self.normalized_shape = tuple(normalized_shape)\n        self._shape = self.normalized_shape\n"
+                    "        self.normalized_shape = original"),
+                   ("        if isinstance(normalized_shape, int):", "        original = normalized_shape\n"
+                    "        if isinstance(normalized_shape, int):"),
+                   ("k = len(self.normalized_shape)", "k = len(self._shape)"),
+                   ("!= self.normalized_shape or", "!= self._shape or"))),
+    Variant("rms_default_eps", RMS, mistake="defaults to eps=1e-5 (LayerNorm's), not the stub's 1e-6",
+            fails=("test_rms_parameters",), says="default to eps=1e-6",
+            edits=(("eps: float = 1e-6", "eps: float = 1e-5"),)),
+    Variant("rms_delegates", RMS, mistake="calls F.rms_norm", fails=("test_rms_output", "test_rms_errors"),
+            says="delegating to torch's own normalization",
+            edits=((_MS + "\n        " + _RMS_OUT,
+                    "return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)"),)),
+    Variant("rms_view_flatten", RMS, mistake="flattens the trailing dims with .view(), which refuses a transposed input",
+            fails=("test_rms_output",), says="calls .view()",
+            edits=((_MS, "ms = (x * x).view(*x.shape[:x.dim() - k], -1).mean(dim=-1)"
+                         ".view(*x.shape[:x.dim() - k], *([1] * k))"),)),
+    # ---- correct alternatives, written differently ----
+    Variant("rms_rsqrt_pow", RMS,
+            edits=((_MS + "\n        " + _RMS_OUT,
+                    "return self.weight * x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + self.eps)"),)),
+    Variant("rms_float64_cast_back", RMS,
+            edits=((_MS + "\n        " + _RMS_OUT,
+                    "x64 = x.double()\n"
+                    "        scale = (x64.square().mean(dims, keepdim=True) + self.eps).rsqrt()\n"
+                    "        return (x64 * scale * self.weight.double()).to(x.dtype)"),)),
+    Variant("rms_flatten_norm", RMS,
+            edits=((_MS + "\n        " + _RMS_OUT,
+                    "flat = x.reshape(*x.shape[:x.dim() - k], -1)\n"
+                    "        n = flat.shape[-1]\n"
+                    "        norm = torch.linalg.vector_norm(flat, dim=-1, keepdim=True)\n"
+                    "        return (flat / torch.sqrt(norm ** 2 / n + self.eps)).reshape(x.shape) * self.weight"),)),
+    Variant("rms_einsum_check_by_endswith", RMS,
+            edits=((_CHECK, "if x.shape[x.dim() - k:] != torch.Size(self.normalized_shape) or x.dim() < k:\n"
+                            "            raise ValueError(f'expected trailing dims {self.normalized_shape}, got {tuple(x.shape)}')\n"),
+                   (_MS, "ms = torch.mean(torch.square(x), dim=dims, keepdim=True)"))),
+]

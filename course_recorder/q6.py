@@ -88,3 +88,61 @@ def gradients_probe(LayerNorm) -> None:
 def training_curve(lesson_cnn) -> None:
     with recording("test_training_curve") as rec:
         train(rec, "losses", lesson_cnn, own=OWN, **TRAINING)
+
+
+# ---- Part E: RMSNorm ----
+RMS_OWN = "RMSNorm"
+RMS_PARAMETERS = ((6, 1e-6), ((3, 4), 0.5))  # (normalized_shape, eps)
+# (input shape, normalized_shape, eps, seed); the weight is seeded from the seed too
+RMS_FRESH = ((2, 3, 7), 7, 0.5, 20)
+RMS_CASES = (((2, 5, 6), 6, 1e-6, 21), ((3, 4, 3, 5), (3, 5), 0.5, 22), ((2, 3, 4), (2, 3, 4), 1e-3, 23),
+             ((4, 9), (9,), 0.5, 24), ((2, 2, 3, 4), (4,), 1e-6, 25))
+RMS_FLOAT32 = ((3, 4, 8), 8, 26)
+RMS_LAYOUTS = (("channels_last", (2, 3, 4, 2), (4, 2), 0.5, 27), ("transposed", (2, 3, 3, 5), (3, 5), 0.5, 28))
+# (normalized_shape, bad input shape): the trailing dimensions do not match
+RMS_BAD = ((5, (2, 3, 4)), ((4, 5), (2, 5, 4)), ((4, 5), (5,)), ((2, 3), (3, 2, 4)))
+RMS_GOOD = (((4, 5), (4, 5)), (3, (3,)), ((2, 3), (1, 1, 2, 3)))
+
+
+def rms_weight(normalized_shape, seed: int) -> torch.Tensor:
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    return seeded_normal(*shape, seed=seed + 1000) * 0.5 + 1.0
+
+
+def rms_parameters(RMSNorm) -> None:
+    with recording("test_rms_parameters") as rec:
+        for i, (ns, eps) in enumerate(RMS_PARAMETERS):
+            layer = RMSNorm(ns, eps=eps)
+            rec.put(f"eps{i}", module_facts(layer))
+            rec.put(f"eps{i}/shape", getattr(layer, "normalized_shape", None))
+            rec.call(f"eps{i}/double", lambda layer=layer: module_facts(layer.double()))
+        rec.put("default", module_facts(RMSNorm(4)))
+        own_parameters(rec, lambda: RMSNorm((2, 3)), {"weight": rms_weight((2, 3), 0)})
+
+
+def rms_output(RMSNorm) -> None:
+    with recording("test_rms_output") as rec:
+        shape, ns, eps, seed = RMS_FRESH
+        fresh = RMSNorm(ns, eps=eps).double()
+        rec.put("fresh/facts", module_facts(fresh))
+        rec.call("fresh", fresh, seeded_input(*shape, seed=seed), own=RMS_OWN)
+        for i, (shape, ns, eps, seed) in enumerate(RMS_CASES):
+            layer = RMSNorm(ns, eps=eps).double()
+            rec.call(f"case{i}/set", set_params, layer, {"weight": rms_weight(ns, seed)})
+            rec.call(f"case{i}", layer, seeded_input(*shape, seed=seed), own=RMS_OWN)
+        shape, ns, seed = RMS_FLOAT32
+        rec.call("float32", RMSNorm(ns), seeded_input(*shape, seed=seed, dtype=torch.float32), own=RMS_OWN)
+        for kind, shape, ns, eps, seed in RMS_LAYOUTS:
+            layer = RMSNorm(ns, eps=eps).double()
+            rec.call(f"{kind}/set", set_params, layer, {"weight": rms_weight(ns, seed)})
+            rec.call(kind, layer, laid_out(seeded_input(*shape, seed=seed), kind), own=RMS_OWN)
+
+
+def rms_errors(RMSNorm) -> None:
+    with recording("test_rms_errors") as rec:
+        for i, (ns, shape) in enumerate(RMS_BAD):
+            rec.call(f"bad{i}", lambda x, ns=ns: RMSNorm(ns).double()(x) and None, seeded_input(*shape, seed=i),
+                     own=RMS_OWN)
+        for i, (ns, shape) in enumerate(RMS_GOOD):
+            rec.call(f"good{i}", lambda x, ns=ns: tuple(RMSNorm(ns).double()(x).shape), seeded_input(*shape, seed=i),
+                     own=RMS_OWN)
