@@ -12,7 +12,9 @@
 # - **Part B** train the lesson's CNN with batches of **two** images, with `nn.BatchNorm2d` and with your
 #   layer (3 points, autograded), watch what each layer normalises with, and explain your plot
 #   (2 points, written); then train at batch size 32 with a learning-rate schedule;
-# - **Part C** explain why the layer is built this way (3 points, written).
+# - **Part C** explain why the layer is built this way (3 points, written);
+# - **Part D** recalibrate a BatchNorm network's running statistics (3 points, autograded) and measure how much
+#   of the batch-of-two collapse they caused.
 
 # %% [setup]
 %matplotlib inline
@@ -313,12 +315,12 @@ q9.gradients_probe(RunningBatchNorm)
 
 # %% [experiment]
 small_n = 200 if grading_mode() else 2000
-results = {}
+results, trained = {}, {}
 for name, norm in (("nn.BatchNorm2d", nn.BatchNorm2d), ("RunningBatchNorm", RunningBatchNorm)):
     set_seed(0)
     learn, run = get_learn_run(nfs, mnist_data(2, small_n), 0.4, conv_layer, cbs=callbacks(), norm=norm)
     run.fit(1, learn)
-    results[name] = run
+    results[name], trained[name] = run, learn.model  # Part D recalibrates the nn.BatchNorm2d model
 for name, run in results.items():
     row = run.avg_stats.history[-1]
     print(f"bs=2, {name:17s} valid loss {row['valid_loss']:10.3f}  valid accuracy {row['valid_accuracy']:.3f}")
@@ -546,3 +548,122 @@ q9.bs2_collapses(lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=Runn
 # - 1 point: the same (smoothed) statistics in training and eval remove the train/inference mismatch
 #   and the noise of tiny batches (small mom1 for small bs; variance floor early on). Half a point for
 #   "less noise" without the train/eval consistency.
+
+# %% [markdown]
+# ## Part D (3 points) — recalibrating running statistics
+#
+# `nn.BatchNorm2d`'s running statistics are exponential averages collected **while the weights changed**: the
+# early batches saw other weights, and at batch size 2 every batch's statistics are noisy. Once training is
+# over the weights are fixed, so the statistics can simply be computed again: run some training batches through
+# the trained network in training mode, with no parameter update, and average each layer's batch statistics.
+# Wu & Johnson (2021, *Rethinking "Batch" in BatchNorm*, arXiv:2105.07576, §3) call this **Precise BatchNorm**;
+# `torch.optim.swa_utils.update_bn` does the same for weight-averaged models. PyTorch's BatchNorm averages
+# cumulatively when `momentum=None`: after $k$ batches `running_mean` is the mean of the $k$ batch means and
+# `running_var` the mean of the $k$ **unbiased** batch variances (the `nn.BatchNorm2d` documentation: the
+# running variance uses the unbiased estimator).
+#
+# Write `recalibrate_bn` as its stub says (do not call `update_bn`: it restores only the model's own mode,
+# and the test checks every submodule's).
+
+# %% [solution id=recalibrate_bn]
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """Recompute every BatchNorm layer's running statistics as a cumulative average over `batches`.
+
+    model: any nn.Module; the layers concerned are its modules that are torch's BatchNorm layers
+      (nn.modules.batchnorm._BatchNorm: BatchNorm1d/2d/3d) with track_running_stats.
+    batches: an iterable of input tensors (a list or a generator: iterate it once), each passed as model(x).
+    1. No batch at all: raise ValueError, before changing anything.
+    2. For each such layer: reset_running_stats() (mean 0, var 1, num_batches_tracked 0) and momentum = None
+       (PyTorch's cumulative average: running_mean = the average of the batch means, running_var = the average
+       of the unbiased batch variances, num_batches_tracked = the number of batches).
+    3. Run every batch through the model in training mode (model.train(): every submodule) under torch.no_grad().
+    4. Restore each layer's own momentum and every module's own training flag (a submodule may have been in eval
+       while the model was not). No parameter changes: no optimizer, no backward, no .grad.
+    A model without BatchNorm is left as it was (its parameters and modes). Returns the model itself.
+    Do not call torch.optim.swa_utils.update_bn.
+    """
+    ### BEGIN SOLUTION
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("recalibrate_bn needs at least one batch")
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    modes = [(m, m.training) for m in model.modules()]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(first)
+        for x in it:
+            model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    for m, mode in modes:
+        m.training = mode
+    return model
+    ### END SOLUTION
+
+# %% [test id=test_recalibrate_bn points=3]
+"""recalibrate_bn: cumulative statistics over the batches, momentum and every module's mode restored, no parameter
+changed, no gradients, ValueError without batches."""
+from course_lib.checks import check_recalibrate_bn
+
+check_recalibrate_bn(recalibrate_bn)  # every aspect; stands aside when graded
+### BEGIN HIDDEN TESTS
+from course_recorder import q9
+
+q9.recalibrate(recalibrate_bn)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### How much of the collapse was stale statistics?
+#
+# The cell below takes Part B's network trained at batch size 2 with `nn.BatchNorm2d`, evaluates it on the
+# validation images, recalibrates it with your `recalibrate_bn` on training images in batches of 64 (512 images;
+# 256 when graded) and evaluates it again, next to the RunningBatchNorm network of Part B.
+#
+# **Predict before you run** (not graded): after recalibration, will the BatchNorm network's validation loss
+# fall to about RunningBatchNorm's, land in between, stay where it is, or rise?
+
+# %% [experiment]
+def evaluate(model: nn.Module) -> tuple[float, float]:
+    """Validation loss and accuracy of `model` in eval mode on the first 2,000 validation images."""
+    n = min(2000, len(x_valid))
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x_valid[i:min(i + 500, n)].view(-1, 1, 28, 28).to(device))
+                         for i in range(0, n, 500)]).cpu()
+    return F.cross_entropy(out, y_valid[:n]).item(), accuracy(out, y_valid[:n]).item()
+
+
+bn_model = trained["nn.BatchNorm2d"]
+n_recal = 256 if grading_mode() else 512
+device = next(bn_model.parameters()).device
+scores = {"nn.BatchNorm2d, bs=2": evaluate(bn_model)}
+recalibrate_bn(bn_model, (x_train[i:i + 64].view(-1, 1, 28, 28).to(device) for i in range(0, n_recal, 64)))
+scores["the same, recalibrated"] = evaluate(bn_model)
+scores["RunningBatchNorm, bs=2"] = evaluate(trained["RunningBatchNorm"])
+for name, (loss, acc) in scores.items():
+    print(f"{name:24s} valid loss {loss:10.3f}  valid accuracy {acc:.3f}")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+for ax, k, what in ((axes[0], 0, "validation loss (log scale)"), (axes[1], 1, "validation accuracy")):
+    ax.bar(range(len(scores)), [v[k] for v in scores.values()], color=["C0", "C2", "C1"])
+    ax.set_xticks(range(len(scores)), list(scores), fontsize=8)
+    ax.set_title(what)
+axes[0].set_yscale("log")
+plt.show()
+
+# %% [markdown]
+# **Read it against your prediction.** Recalibration gives each layer the statistics of the whole training
+# distribution for the final weights: if stale running averages had caused the collapse, it would be gone. If
+# the loss did not come down, the statistics were not the problem: in training each layer divided by **two
+# images'** statistics (on the 1x1 map, about ±1 whatever the values), and the layers after it learned from that
+# output; no choice of fixed statistics, however precise, reproduces it at inference. Wu & Johnson (2021) separate
+# the two issues: how to estimate the population statistics (§3, where PreciseBN fixes the exponential average's
+# errors) and the inconsistency between normalising with a mini-batch in training and with population statistics
+# at inference (§4), which grows as the batch shrinks. RunningBatchNorm attacks the second: it normalises with
+# smoothed statistics in training too.

@@ -9,6 +9,7 @@ training batch uses mean 0 and var 1; eval reads the state and never changes it.
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from course_judge import forbid, verdict
 from course_judge.compare import (NAMED_MISTAKE, close, expect_close, expect_gradients, expect_no_error,
                                   layout_mistake, tensor)
-from course_judge.records import Fail, Raised, Records
+from course_judge.records import Fail, Raised, Records, quote
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
 from course_recorder import q9
 from course_recorder.inputs import seeded_input
@@ -495,3 +496,169 @@ def bs2_collapses(r: Records) -> None:
     if not bn_loss > 2 * rbn_loss:
         raise Fail(f"validation loss after {steps} steps at batch size 2 (lr {lr}): nn.BatchNorm2d {bn_loss:.3f}, your "
                    f"RunningBatchNorm {rbn_loss:.3f}; expected RunningBatchNorm to be far better (less than half)")
+
+
+# ---- Part D: recalibrate_bn ----------------------------------------------------------------------------------
+
+forbid("Q9", "recalibrate_bn", frozenset({"update_bn", "swa_utils"}),
+       "torch.optim.swa_utils.update_bn already recalibrates BatchNorm statistics: write the loop yourself")
+RECAL = {
+    "momentum_kept": "you recalibrated with each layer's own momentum (an exponential average weighted towards the last "
+                     "batches); set momentum = None while the batches run, for the cumulative average of all of them.",
+    "momentum_default": "you recalibrated with momentum 0.1 (an exponential average weighted towards the last batches); set "
+                        "momentum = None while the batches run, for the cumulative average of all of them.",
+    "not_reset": "you did not reset the running statistics first (reset_running_stats()): with momentum None the old "
+                 "statistics and num_batches_tracked count as earlier batches.",
+    "untouched": "this layer kept its old statistics: it was not in training mode while the batches ran (put the whole "
+                 "model in train mode, model.train(), which sets every submodule), or it was not found (handle every "
+                 "_BatchNorm in model.modules(), not only the first).",
+    "eval_pass": "this layer was reset but never updated: it was in eval while the batches ran; put the whole model in "
+                 "train mode (model.train() sets every submodule) for the pass.",
+    "skipped": "this layer went on with its old statistics and its own momentum: it was neither reset nor given "
+               "momentum None (handle every _BatchNorm in model.modules(), not only the first).",
+    "biased": "you averaged the biased batch variances; PyTorch's running_var (and the contract) averages the unbiased "
+              "ones, n / (n - 1) times larger.",
+}
+
+
+def _norms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _fmt(t: object) -> str:
+    if not isinstance(t, Tensor) or t.numel() > 8:
+        return quote(t)
+    return "[" + ", ".join(f"{float(v):.4g}" for v in t.flatten()) + "]"
+
+
+@functools.lru_cache(maxsize=None)
+def recal_reference(kind: int) -> dict[str, object]:
+    """Each BatchNorm's input per batch (in training mode, as the contract runs them), the contract's statistics
+    (the average over batches of the batch means and of the unbiased batch variances) and the named mistakes'."""
+    model = q9.recal_model(kind)
+    norms = _norms(model)
+    old = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked), m.momentum) for m in norms]
+    inputs: list[list[Tensor]] = [[] for _ in norms]
+    hooks = [m.register_forward_hook(lambda mod, args, out, i=i: inputs[i].append(args[0].detach().clone()))
+             for i, m in enumerate(norms)]
+    with torch.no_grad():
+        model.train()
+        for x in q9.recal_batches(kind):
+            model(x)
+    for h in hooks:
+        h.remove()
+    out = []
+    for i, xs in enumerate(inputs):
+        dims = [d for d in range(xs[0].dim()) if d != 1]
+        means = [x.mean(dims) for x in xs]
+        unbiased = [x.var(dims, correction=1) for x in xs]
+        biased = [x.var(dims, correction=0) for x in xs]
+        mean0, var0, n0, mom = old[i]
+
+        def ema(m: float, stats: list[Tensor], start: Tensor) -> Tensor:
+            r = start.clone()
+            for s in stats:
+                r = (1 - m) * r + m * s
+            return r
+
+        def cumulative(stats: list[Tensor], start: Tensor, n: int) -> Tensor:
+            r = start.clone()
+            for s in stats:
+                n += 1
+                r = r + (s - r) / n
+            return r
+
+        cases = {
+            None: (torch.stack(means).mean(0), torch.stack(unbiased).mean(0)),
+            "not_reset": (cumulative(means, mean0, n0), cumulative(unbiased, var0, n0)),
+            "momentum_default": (ema(0.1, means, torch.zeros_like(mean0)), ema(0.1, unbiased, torch.ones_like(var0))),
+            "untouched": (mean0, var0),
+            "eval_pass": (torch.zeros_like(mean0), torch.ones_like(var0)),
+            "skipped": ((cumulative(means, mean0, n0), cumulative(unbiased, var0, n0)) if mom is None else
+                        (ema(mom, means, mean0), ema(mom, unbiased, var0))),
+            "biased": (torch.stack(means).mean(0), torch.stack(biased).mean(0)),
+        }
+        if mom is not None and mom != 0.1:
+            cases["momentum_kept"] = (ema(mom, means, torch.zeros_like(mean0)), ema(mom, unbiased, torch.ones_like(var0)))
+        out.append({"cases": cases, "momentum": mom, "batches": len(xs)})
+    return {"norms": out, "modes": [[name, m.training] for name, m in q9.recal_model(kind).named_modules()],
+            "params": [p.detach().clone() for p in q9.recal_model(kind).parameters()]}
+
+
+def _expect_after(after: object, ref: dict, where: str, statistics: bool = True) -> None:
+    if not isinstance(after, dict) or not isinstance(after.get("norms"), list):
+        raise Fail(f"{where}: the model's state after the call was not recorded")
+    params = after.get("params") or []
+    if len(params) != len(ref["params"]) or not all(isinstance(p, Tensor) and p.shape == q.shape and torch.equal(p.double(), q)
+                                                    for p, q in zip(params, ref["params"])):
+        raise Fail(f"{where}: the model's parameters changed: recalibration changes only the BatchNorm layers' "
+                   f"running statistics (no optimizer step, no parameter update).\n{NAMED_MISTAKE}you updated the "
+                   f"parameters.", mistake="parameters updated")
+    seen = after.get("seen") or []
+    if any(isinstance(s, list) and s and s[0] for s in seen):
+        raise Fail(f"{where}: autograd was on while the batches ran through the model: run them under torch.no_grad() "
+                   f"(recalibration computes no gradients; with autograd on every forward pass builds a graph for "
+                   f"nothing).\n{NAMED_MISTAKE}you computed gradients (no torch.no_grad()).",
+                   mistake="gradients computed")
+    grads = after.get("grads") or []
+    if any(grads):
+        raise Fail(f"{where}: a parameter has a .grad after the call: recalibration must not compute gradients "
+                   f"(no backward, no optimizer).\n{NAMED_MISTAKE}you computed gradients.", mistake="gradients computed")
+    if statistics:
+        for i, (got, want) in enumerate(zip(after["norms"], ref["norms"])):
+            what = f"{where}, BatchNorm layer {i + 1} of {len(ref['norms'])}"
+            mean, var = got.get("running_mean"), got.get("running_var")
+            if not (isinstance(mean, Tensor) and isinstance(var, Tensor)):
+                raise Fail(f"{what}: running_mean / running_var are not tensors")
+            right_mean, right_var = want["cases"][None]
+            if not (close(mean, right_mean, 1e-9, 1e-7) and close(var, right_var, 1e-9, 1e-7)):
+                named = next((k for k, (m, v) in want["cases"].items() if k is not None and close(mean, m, 1e-9, 1e-7)
+                              and close(var, v, 1e-9, 1e-7)), None)
+                msg = (f"{what}: after {want['batches']} batches running_mean should be {_fmt(right_mean)} and "
+                       f"running_var {_fmt(right_var)} (the average of the batch means and of the unbiased batch "
+                       f"variances); got {_fmt(mean)} and {_fmt(var)}")
+                if named:
+                    raise Fail(f"{msg}\n{NAMED_MISTAKE}{RECAL[named]}", mistake=RECAL[named])
+                raise Fail(msg)
+            if got.get("num_batches_tracked") != want["batches"]:
+                raise Fail(f"{what}: num_batches_tracked should be {want['batches']} (reset, then one per batch); got "
+                           f"{quote(got.get('num_batches_tracked'))}.\n{NAMED_MISTAKE}{RECAL['not_reset']}",
+                           mistake=RECAL["not_reset"])
+    for i, (got, want) in enumerate(zip(after["norms"], ref["norms"])):
+        if got.get("momentum") != want["momentum"]:
+            raise Fail(f"{where}, BatchNorm layer {i + 1}: its momentum is {quote(got.get('momentum'))} after the call; "
+                       f"it was {want['momentum']} before: restore each layer's own momentum.\n{NAMED_MISTAKE}you left "
+                       f"the momentum changed.", mistake="momentum not restored")
+    modes = after.get("modes")
+    if modes != ref["modes"]:
+        wrong = [name or "the model" for (name, mode), (_, was) in zip(modes or [], ref["modes"]) if mode != was]
+        if all(mode for _, mode in (modes or [])):
+            hint = (f"{NAMED_MISTAKE}you left the model in train mode, or restored only the model's own flag with "
+                    f"model.train(was_training), which sets every submodule alike: restore each module's own flag.")
+        else:
+            hint = ("Restore each module's own flag (a submodule may have been in eval while the model was not): "
+                    "model.train(was_training) sets every submodule alike.")
+        raise Fail(f"{where}: the modes (module.training) after the call differ from before for {', '.join(wrong[:4])}"
+                   f".\n{hint}", mistake="modes not restored")
+
+
+@verdict("Q9", "test_recalibrate_bn", uses=("recalibrate_bn",))
+def recalibrate(r: Records) -> None:
+    descriptions = {0: "a model with BatchNorm2d (momentum 0.3), a block in eval with BatchNorm2d, and BatchNorm1d "
+                       "(momentum 0.05), batches of 5, 3, 8, 2 (a list)",
+                    1: "a model in eval with BatchNorm3d (momentum None), batches of 4, 6, 3 (a generator)",
+                    2: "a model without BatchNorm, in eval"}
+    for kind in (0, 1, 2):
+        where = descriptions[kind]
+        returned = expect_no_error(r.get(f"model{kind}"), where)
+        _expect_after(r.get(f"model{kind}/after"), recal_reference(kind), where)
+        if returned is not True:
+            raise Fail(f"{where}: recalibrate_bn must return the model it was given (the same object)")
+    empty = r.get("empty")
+    if not (isinstance(empty, Raised) and empty.is_a("ValueError")):
+        raise Fail(f"with no batches recalibrate_bn must raise ValueError (and change nothing); "
+                   f"{'it raised ' + str(empty) if isinstance(empty, Raised) else 'it raised nothing'}")
+    ref = recal_reference(0)
+    stale = {**ref, "norms": [{**n, "cases": {None: n["cases"]["untouched"]}, "batches": q9.OLD_BATCHES_TRACKED}
+                              for n in ref["norms"]]}
+    _expect_after(r.get("empty/after"), stale, "with no batches (the model must be left as it was)")

@@ -828,3 +828,150 @@ def check_running_batchnorm(RunningBatchNorm: type, *aspects: str) -> None:
         "gradients": lambda: _gradients("RunningBatchNorm(3), one training step from new",
                                         _build(RunningBatchNorm, 3).train(), x, ["mults", "adds"], seed=91),
     }, "running_batchnorm")
+
+
+# ---- Q9 Part D: recalibrate_bn -------------------------------------------------------------------------------
+
+def _recal_model() -> nn.Module:
+    """Conv2d, BatchNorm2d (momentum 0.3), a block in eval (Conv2d, BatchNorm2d), Linear, BatchNorm1d; stale
+    statistics (num_batches_tracked 5); the model in training mode except that block."""
+    gen = torch.Generator().manual_seed(300)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3, momentum=0.3), nn.ReLU(),
+                          nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), nn.Flatten(),
+                          nn.Linear(16, 5), nn.BatchNorm1d(5, momentum=0.05)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen, dtype=torch.float64))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen, dtype=torch.float64))
+                m.num_batches_tracked.fill_(5)
+    model.train()
+    model[3].eval()
+    return model
+
+
+def check_recalibrate_bn(recalibrate_bn: Callable, *aspects: str) -> None:
+    """Check a Q9 recalibrate_bn against torch.optim.swa_utils.update_bn's statistics; aspects: statistics, momentum,
+    modes, parameters, no_grad, empty."""
+    __tracebackhide__ = True
+    import copy
+
+    from torch.optim.swa_utils import update_bn
+
+    gen = torch.Generator().manual_seed(301)
+    batches = [torch.randn(bs, 2, 4, 4, generator=gen, dtype=torch.float64) * 2 + 1 for bs in (6, 3, 5)]
+
+    def norms(model: nn.Module) -> list[nn.Module]:
+        return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def run(model: nn.Module, given: object = None) -> nn.Module:
+        __tracebackhide__ = True
+        returned = recalibrate_bn(model, batches if given is None else given)
+        if returned is not model:
+            raise CheckFailed("recalibrate_bn must return the model it was given (the same object)")
+        return model
+
+    def simulated(momentum: object, reset: bool, first_only: bool = False) -> nn.Module:
+        """The statistics torch computes with the layers' momentum set to `momentum` ('own': left as they are)."""
+        model = _recal_model()
+        for m in norms(model)[:1] if first_only else norms(model):
+            if reset:
+                m.reset_running_stats()
+            if momentum != "own":
+                m.momentum = momentum
+        model.train()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+        return model
+
+    def statistics() -> None:
+        __tracebackhide__ = True
+        want = _recal_model()
+        update_bn(batches, want)
+        got = run(_recal_model())
+        mistakes = {
+            "momentum left at each layer's own value (0.3, 0.1, 0.05) during the pass: set momentum = None for the "
+            "cumulative average of all the batches.": simulated("own", True),
+            "momentum 0.1 during the pass: set momentum = None for the cumulative average of all the batches.":
+                simulated(0.1, True),
+            "statistics not reset first (reset_running_stats()): the old ones count as earlier batches.":
+                simulated(None, False),
+            "only the first BatchNorm handled: reset and set momentum None on every _BatchNorm in model.modules().":
+                simulated(None, True, first_only=True),
+        }
+        for i, (g, w) in enumerate(zip(norms(got), norms(want))):
+            if _close(g.running_mean, w.running_mean) and _close(g.running_var, w.running_var):
+                continue
+            what = (f"BatchNorm layer {i + 1} of 3: running_mean {g.running_mean.tolist()}, running_var "
+                    f"{g.running_var.tolist()}; expected {w.running_mean.tolist()} and {w.running_var.tolist()} (the "
+                    f"average of the batch means and of the unbiased batch variances, as update_bn computes them)")
+            for text, model in mistakes.items():
+                m = norms(model)[i]
+                if _close(g.running_mean, m.running_mean) and _close(g.running_var, m.running_var):
+                    raise CheckFailed(f"{what}. It matches {text}")
+            if _close(g.running_mean, torch.zeros_like(g.running_mean)) and _close(g.running_var, torch.ones_like(g.running_var)):
+                raise CheckFailed(f"{what}. It matches a layer reset but never updated: it was in eval while the batches "
+                                  f"ran; put the whole model in train mode (model.train()) for the pass.")
+            old = norms(_recal_model())[i]
+            if _close(g.running_mean, old.running_mean):
+                raise CheckFailed(f"{what}. It matches the old statistics: this layer was not recalibrated (was it in "
+                                  f"eval? model.train() puts every submodule in training mode; handle every BatchNorm, "
+                                  f"not only the first).")
+            raise CheckFailed(what)
+
+    def momentum() -> None:
+        __tracebackhide__ = True
+        got = [m.momentum for m in norms(run(_recal_model()))]
+        if got != [0.3, 0.1, 0.05]:
+            raise CheckFailed(f"after the call the layers' momentum is {got}; it was [0.3, 0.1, 0.05]: restore each "
+                              f"layer's own momentum")
+
+    def modes() -> None:
+        __tracebackhide__ = True
+        want = [(n, m.training) for n, m in _recal_model().named_modules()]
+        got = [(n, m.training) for n, m in run(_recal_model()).named_modules()]
+        if got != want:
+            if all(t for _, t in got):
+                raise CheckFailed("the model is left in train mode: restore every module's own flag "
+                              "(model[3] was in eval; model.train(was_training) sets every submodule alike)")
+            raise CheckFailed(f"the modes after the call are {got}, before {want}: restore every module's own flag "
+                              f"(model.train(was_training) sets every submodule alike)")
+
+    def parameters() -> None:
+        __tracebackhide__ = True
+        before = [p.detach().clone() for p in _recal_model().parameters()]
+        model = run(_recal_model())
+        if any(p.grad is not None for p in model.parameters()):
+            raise CheckFailed("a parameter has a .grad after the call: recalibration computes no gradients")
+        if not all(torch.equal(p, q) for p, q in zip(model.parameters(), before)):
+            raise CheckFailed("the parameters changed: recalibration changes only the running statistics")
+
+    def no_grad() -> None:
+        __tracebackhide__ = True
+        seen = []
+        model = _recal_model()
+        model.register_forward_hook(lambda *args: seen.append(torch.is_grad_enabled()))
+        run(model)
+        if any(seen):
+            raise CheckFailed("autograd was on while the batches ran: run them under torch.no_grad()")
+        if not seen:
+            raise CheckFailed("the batches never ran through the model")
+
+    def empty() -> None:
+        __tracebackhide__ = True
+        model = _recal_model()
+        try:
+            recalibrate_bn(model, [])
+        except ValueError:
+            pass
+        else:
+            raise CheckFailed("with no batches recalibrate_bn must raise ValueError")
+        if not all(_close(m.running_mean, o.running_mean) and int(m.num_batches_tracked) == 5
+                   for m, o in zip(norms(model), norms(_recal_model()))):
+            raise CheckFailed("with no batches the statistics must be left as they were (raise before resetting)")
+
+    _aspects(aspects, {"statistics": statistics, "momentum": momentum, "modes": modes, "parameters": parameters,
+                       "no_grad": no_grad, "empty": empty}, "recalibrate_bn")

@@ -8,6 +8,8 @@ S = "running_batchnorm"
 MOM1 = "mom1 = 1 - (1 - self.mom) / math.sqrt(max(bs - 1, 1))"
 CLAMP = "if self.batch < 20:"
 MATH = ("test_rbn_training_math",)
+R = "recalibrate_bn"
+RECAL = ("test_recalibrate_bn",)
 COUNT = "count = torch.lerp(count, count.new_tensor(x.numel() / nf), mom1)"
 
 VARIANTS = [
@@ -205,5 +207,124 @@ class RunningBatchNorm(nn.Module):
         var = torch.where(count > 0, sqrs / safe - mean * mean, torch.ones_like(sqrs)).clamp(min=0)
         var = var.clamp(min=0.01) if self.batch < 20 else var
         return (x - mean) / torch.sqrt(var + self.eps) * self.mults + self.adds
+'''),
+    # Part D: recalibrate_bn.
+    Variant("recal_momentum_kept", R, "each layer keeps its own momentum during the pass (an exponential average)",
+            fails=RECAL, says="own momentum", edits=(("        m.momentum = None\n", ""),)),
+    Variant("recal_momentum_default", R, "momentum set to 0.1 during the pass instead of None",
+            fails=RECAL, says="momentum 0.1", edits=(("        m.momentum = None\n", "        m.momentum = 0.1\n"),)),
+    Variant("recal_momentum_left_none", R, "momentum left at None after the call",
+            fails=RECAL, says="momentum", edits=(("        m.momentum = momentum\n", "        pass\n"),)),
+    Variant("recal_left_in_train", R, "the model left in train mode",
+            fails=RECAL, says="left the model in train mode",
+            edits=(("    for m, mode in modes:\n        m.training = mode\n", ""),)),
+    Variant("recal_top_mode_only", R, "model.train(was_training): every submodule gets the model's own mode",
+            fails=RECAL, says="model.train(was_training)",
+            edits=(("    for m, mode in modes:\n        m.training = mode\n", "    model.train(modes[0][1])\n"),)),
+    Variant("recal_not_reset", R, "the statistics are not reset first", fails=RECAL, says="reset",
+            edits=(("        m.reset_running_stats()\n", ""),)),
+    Variant("recal_with_grad", R, "the batches run with autograd on (no torch.no_grad())", fails=RECAL,
+            says="no_grad", edits=(("    with torch.no_grad():\n", "    if True:\n"),)),
+    Variant("recal_sgd_step", R, "trains the parameters on the batches (a loss, backward and an SGD step)",
+            fails=RECAL, says="parameters", edits=((
+                "    with torch.no_grad():\n        model(first)\n        for x in it:\n            model(x)\n",
+                "    opt = torch.optim.SGD(model.parameters(), lr=0.01)\n"
+                "    for x in [first, *it]:\n"
+                "        model(x).pow(2).mean().backward()\n"
+                "        opt.step()\n"
+                "        opt.zero_grad()\n"),)),
+    Variant("recal_first_norm_only", R, "only the first BatchNorm layer is recalibrated", fails=RECAL,
+            says="not only the first", edits=((
+                "if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]",
+                "if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats][:1]"),)),
+    Variant("recal_no_train_mode", R, "the batches run in the modes the model was in (no model.train())",
+            fails=RECAL, says="train mode", edits=(("    model.train()\n", ""),)),
+    Variant("recal_empty_resets", R, "with no batches the statistics are reset and nothing raised",
+            fails=RECAL, says="ValueError", edits=((
+                '        raise ValueError("recalibrate_bn needs at least one batch")\n',
+                "        for m in model.modules():\n"
+                "            if isinstance(m, nn.modules.batchnorm._BatchNorm):\n"
+                "                m.reset_running_stats()\n"
+                "        return model\n"),)),
+    Variant("recal_delegates_update_bn", R, "calls torch.optim.swa_utils.update_bn", fails=RECAL,
+            says="update_bn", code='''
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """Delegates to update_bn, then restores the modes."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("no batches")
+    modes = [(m, m.training) for m in model.modules()]
+    torch.optim.swa_utils.update_bn(batches, model)
+    for m, mode in modes:
+        m.training = mode
+    return model
+'''),
+    # Correct alternatives for Part D.
+    Variant("recal_list_and_state_dict", R, None, code='''
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """Materialises the batches; resets by hand; restores the modes by name."""
+    batches = list(batches)
+    if len(batches) == 0:
+        raise ValueError("no batches given")
+    saved = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and m.track_running_stats:
+            saved[name] = m.momentum
+            m.running_mean.zero_()
+            m.running_var.fill_(1.0)
+            m.num_batches_tracked.zero_()
+            m.momentum = None
+    flags = {name: m.training for name, m in model.named_modules()}
+    for m in model.modules():
+        m.training = True
+    with torch.inference_mode(False), torch.no_grad():
+        for x in batches:
+            model(x)
+    for name, m in model.named_modules():
+        m.training = flags[name]
+        if name in saved:
+            m.momentum = saved[name]
+    return model
+'''),
+    Variant("recal_manual_average", R, None, code='''
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """Averages each layer's batch means and unbiased variances with hooks, then writes them (momentum 0 while
+    the batches run, so torch's own update leaves the buffers alone)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    sums = {m: [0.0, 0.0] for m in norms}
+    count = 0
+
+    def hook(m, args, out):
+        x = args[0]
+        dims = [d for d in range(x.dim()) if d != 1]
+        sums[m][0] = sums[m][0] + x.mean(dims)
+        sums[m][1] = sums[m][1] + x.var(dims, unbiased=True)
+
+    handles = [m.register_forward_hook(hook) for m in norms]
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.momentum = 0.0
+    model.train()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+                count += 1
+    finally:
+        for h in handles:
+            h.remove()
+        for m in norms:
+            m.momentum = momenta[m]
+        for m, t in modes.items():
+            m.training = t
+    if count == 0:
+        raise ValueError("no batches")
+    with torch.no_grad():
+        for m in norms:
+            m.running_mean.copy_(sums[m][0] / count)
+            m.running_var.copy_(sums[m][1] / count)
+            m.num_batches_tracked.fill_(count)
+    return model
 '''),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from course_recorder import recording
 from course_recorder.inputs import grading_valid, laid_out, random_affine, seeded_input
@@ -201,5 +202,97 @@ def bs2_collapses(make_model) -> None:
         rec.call("valid_loss", lambda: valid_loss(make_model, **COLLAPSE), own=OWN)
 
 
+# ---- Part D: recalibrate_bn ------------------------------------------------------------------------------------
+
+RECAL_BATCHES = ([5, 3, 8, 2], [4, 6, 3])  # batch sizes for model 0 (a list) and model 1 (a generator)
+RECAL_SEED = 200
+OLD_BATCHES_TRACKED = 7  # every BatchNorm's num_batches_tracked before the call (its statistics are stale ones)
+
+
+class Spy(nn.Module):
+    """Passes its input on; notes, at every forward pass, whether autograd was on and whether it was in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append([torch.is_grad_enabled(), self.training])
+        return x
+
+
+def recal_model(kind: int) -> nn.Module:
+    """The models the test recalibrates (float64, seeded weights and stale running statistics), in their modes:
+    0: BatchNorm2d (momentum 0.3), a block in eval holding Conv2d + BatchNorm2d (default momentum), BatchNorm1d
+       (momentum 0.05), the rest in training mode; 1: Conv3d + BatchNorm3d (momentum None), all in eval;
+    2: no BatchNorm (Linear, ReLU, Linear) in eval."""
+    gen = torch.Generator().manual_seed(RECAL_SEED + kind)
+    if kind == 0:
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(),
+                              nn.Sequential(nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5)), nn.Flatten(),
+                              nn.Linear(20, 6), nn.BatchNorm1d(6, momentum=0.05), Spy())
+    elif kind == 1:
+        model = nn.Sequential(nn.Conv3d(2, 3, 2), nn.BatchNorm3d(3, momentum=None), Spy())
+    else:
+        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), Spy())
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.copy_(1 + 0.3 * torch.randn(m.num_features, generator=gen, dtype=torch.float64))
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen, dtype=torch.float64))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen, dtype=torch.float64))
+                m.num_batches_tracked.fill_(OLD_BATCHES_TRACKED)
+    if kind == 0:
+        model.train()
+        model[3].eval()
+    else:
+        model.eval()
+    return model
+
+
+def recal_batches(kind: int) -> list[torch.Tensor]:
+    """The batches each model is recalibrated with (model 2, without BatchNorm, gets two batches)."""
+    sizes = RECAL_BATCHES[kind] if kind < 2 else [3, 2]
+    shape = {0: (3, 4, 4), 1: (2, 3, 3, 3), 2: (4,)}[kind]
+    out = []
+    for i, bs in enumerate(sizes):
+        gen = torch.Generator().manual_seed(RECAL_SEED + 10 * kind + i + 1)
+        scale = 1 + torch.arange(shape[0], dtype=torch.float64).view(1, -1, *([1] * (len(shape) - 1)))
+        out.append(torch.randn(bs, *shape, generator=gen, dtype=torch.float64) * scale + 0.5 * scale)
+    return out
+
+
+def recal_after(model: nn.Module) -> dict:
+    """What recalibrate_bn left behind: each BatchNorm's statistics and momentum, each module's mode, the parameters
+    and their .grad, and what the Spy saw during the forward passes."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    spy = [m for m in model.modules() if isinstance(m, Spy)]
+    return {
+        "norms": [{"running_mean": m.running_mean.detach().clone(), "running_var": m.running_var.detach().clone(),
+                   "num_batches_tracked": int(m.num_batches_tracked), "momentum": m.momentum} for m in norms],
+        "modes": [[name, bool(m.training)] for name, m in model.named_modules()],
+        "params": [p.detach().clone() for p in model.parameters()],
+        "grads": [p.grad is not None for p in model.parameters()],
+        "seen": spy[0].seen if spy else [],
+    }
+
+
+def recalibrate(recalibrate_bn) -> None:
+    with recording("test_recalibrate_bn") as rec:
+        for kind in (0, 1, 2):
+            model = recal_model(kind)
+            batches = recal_batches(kind)
+            given = iter(batches) if kind == 1 else batches  # "an iterable": a generator is one too
+            # recorded: True if it returned the model itself (or what it raised)
+            rec.call(f"model{kind}", lambda model=model, given=given: recalibrate_bn(model, given) is model)
+            rec.put(f"model{kind}/after", recal_after(model))
+        model = recal_model(0)
+        rec.call("empty", lambda: recalibrate_bn(model, []) is model)
+        rec.put("empty/after", recal_after(model))
+
+
 __all__ = ["state", "training_math", "eval_probe", "batch_of_one", "gradients_probe", "trains_at_bs2",
-           "bs2_collapses"]
+           "bs2_collapses", "recalibrate"]
