@@ -9,7 +9,8 @@
 # (Algorithm 2, §3.1); PyTorch's exponential moving average is its cheaper stand-in.
 #
 # Here you write the lesson's convolutional block with it (Part A), train the lesson's CNN for 3 epochs and
-# read its loss curve (Part B), and compare the lesson's placement of the norm with the paper's (Part C).
+# read its loss curve (Part B), compare the lesson's placement of the norm with the paper's (Part C), and fold
+# a BatchNorm into the convolution before it for inference (Part D).
 
 # %% [setup]
 %matplotlib inline
@@ -333,3 +334,140 @@ with torch.no_grad():
 # (`bench/measure_conv_bias.py`: on the lesson's first block at initialisation nothing reaches the cap and
 # dropping `sub` changes BatchNorm's output by 9.5e-7; in the lesson-order CNN after one epoch on the grading
 # subset, 0.16 % to 2.3 % of each block's activations sit at the cap.)
+
+# %% [markdown]
+# ## Part D (4 points) — folding BatchNorm into the convolution
+#
+# In eval mode a BatchNorm right after a conv is a fixed per-channel affine map: with the running statistics
+# $\mu_c$, $\sigma_c^2$ (`running_mean`, `running_var`), its `weight` $\gamma_c$, `bias` $\beta_c$ and `eps`,
+#
+# $$\mathrm{BN}(z)_c = \gamma_c \frac{z_c - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}} + \beta_c = s_c z_c + (\beta_c - s_c \mu_c),
+# \qquad s_c = \frac{\gamma_c}{\sqrt{\sigma_c^2 + \epsilon}} .$$
+#
+# The conv's output channel $c$ is $z_c = W_c * x + b_c$, so BN after it is one conv with weight $s_c W_c$ and
+# bias $s_c (b_c - \mu_c) + \beta_c$: at inference the norm costs nothing (deployment tools do this, e.g.
+# `torch.nn.utils.fusion.fuse_conv_bn_eval`). It needs the norm **right after** the conv, as in the paper's
+# conv -> BN -> act of Part C: in the lesson's conv -> act -> BN the activation sits between them.
+#
+# Write `fold_bn(conv, bn)`. The contract:
+#
+# * it returns a NEW plain `nn.Conv2d` **with a bias** (same shape, stride, padding, groups, dtype and device as
+#   `conv`) whose output equals `bn.eval()(conv(x))` — the running statistics, `bn.weight`, `bn.bias` and
+#   `bn.eps`, whatever mode `bn` is in; with or without a conv bias (`bn` is affine);
+# * it leaves `conv` and `bn` as they were: no in-place edits, `bn`'s mode unchanged, no tensors shared with them;
+# * it raises `ValueError` when `bn.num_features != conv.out_channels` (name both numbers), or when `bn` has no
+#   running statistics (`track_running_stats=False`).
+#
+# Do the arithmetic yourself: `fuse_conv_bn_eval` (and the rest of `torch.nn.utils.fusion`) is the checks'
+# reference, not allowed in the solution.
+
+# %% [solution id=fold_bn]
+import copy
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new nn.Conv2d, with a bias, computing bn.eval()(conv(x)); conv and bn are left unchanged."""
+    ### BEGIN SOLUTION
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"bn has {bn.num_features} features, conv has {conv.out_channels} output channels")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("bn has no running statistics (track_running_stats=False): nothing to fold")
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        fused = copy.deepcopy(conv)
+        fused.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+        fused.bias = nn.Parameter(bias.to(conv.weight.dtype))
+    return fused
+    ### END SOLUTION
+
+# %% [demo]
+# Check that it does: a conv and a BatchNorm with some running statistics, folded, against the two in eval mode.
+torch.manual_seed(0)
+conv, bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+bn(conv(torch.randn(16, 3, 10, 10) * 2 + 1))  # one training step: running statistics away from 0 and 1
+x = torch.randn(4, 3, 10, 10)
+with torch.no_grad():
+    print("largest difference:", (fold_bn(conv, bn)(x) - bn.eval()(conv(x))).abs().max().item())
+
+# %% [test id=test_fold_bn_output points=2]
+"""fold_bn(conv, bn) is a plain Conv2d with a bias whose output equals bn.eval()(conv(x)) (fuse_conv_bn_eval's)."""
+from course_lib.checks import check_fold_bn
+
+check_fold_bn(fold_bn, "output")
+### BEGIN HIDDEN TESTS
+from course_recorder import q4
+
+q4.fold_output(fold_bn)
+### END HIDDEN TESTS
+
+# %% [test id=test_fold_bn_leaves_inputs points=1]
+"""fold_bn changes neither conv nor bn (their tensors, bn's mode) and shares no tensors with them."""
+from course_lib.checks import check_fold_bn
+
+check_fold_bn(fold_bn, "inputs")
+### BEGIN HIDDEN TESTS
+from course_recorder import q4
+
+q4.fold_inputs(fold_bn)
+### END HIDDEN TESTS
+
+# %% [test id=test_fold_bn_errors points=1]
+"""ValueError when bn.num_features != conv.out_channels or bn has no running statistics."""
+from course_lib.checks import check_fold_bn
+
+check_fold_bn(fold_bn, "errors")
+### BEGIN HIDDEN TESTS
+from course_recorder import q4
+
+q4.fold_errors(fold_bn)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **What folding buys at inference.** The cell below builds a small conv -> BN -> ReLU network (three blocks,
+# the paper's order), gives its norms running statistics with a few training-mode batches, then times it in
+# eval mode under `no_grad` on a batch of 256 images against the same network with every BN folded into its conv.
+#
+# **Predict first** (write it down; no points): how much faster will the folded network be, and how far apart
+# will the two networks' outputs be?
+
+# %% [experiment]
+import time
+
+
+def timed(model, xb, repeats=5):
+    """The best of a few timings of model(xb), in milliseconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(xb)
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+torch.manual_seed(0)
+chans = [1, 16, 32, 32]
+blocks = [nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+          for a, b in zip(chans, chans[1:])]
+net = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(chans[-1], 10))
+with torch.no_grad():
+    for _ in range(5):  # training-mode batches: running statistics of their own
+        net(torch.randn(64, 1, 28, 28) * 1.5 + 0.3)
+net.eval()
+folded = nn.Sequential(*[nn.Sequential(fold_bn(b[0], b[1]), b[2]) for b in blocks], *list(net)[len(blocks):]).eval()
+xb = torch.randn(256, 1, 28, 28)
+with torch.no_grad():
+    timed(net, xb, 1), timed(folded, xb, 1)  # warm-up
+    t_net, t_folded = timed(net, xb), timed(folded, xb)
+    out, out_folded = net(xb), folded(xb)
+print(f"conv -> BN -> ReLU: {t_net:.1f} ms; folded: {t_folded:.1f} ms ({t_net / t_folded:.2f}x)")
+print(f"largest difference of the outputs: {(out - out_folded).abs().max().item():.2g}; "
+      f"same predictions: {bool((out.argmax(1) == out_folded.argmax(1)).all())}")
+
+# %% [markdown]
+# The folded network gives the same predictions (the outputs differ by float rounding) and skips one pass over
+# every activation map per block; how much time that saves depends on the machine — and it is possible only
+# because each norm sits right after its conv: in the lesson's conv -> act -> BN the activation between them
+# (Part C) leaves a BN that no conv before it can absorb.

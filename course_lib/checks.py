@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CheckFailed", "check_batchnorm", "check_layernorm", "check_instancenorm", "check_groupnorm",
-           "check_running_batchnorm", "student_checks"]
+           "check_running_batchnorm", "check_fold_bn", "student_checks"]
 
 # Every function below sets __tracebackhide__: IPython then leaves these frames out of a traceback, so that a
 # failed check shows the test cell's line and the message, and an error of the student's own code shows their line.
@@ -816,6 +816,143 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
         "errors": errors,
         "state_dict": state_dict,
     }, "groupnorm")
+
+
+# ---- Q4: fold_bn (folding a BatchNorm into the conv before it) ---------------------------------------------------
+
+def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
+    """Check a Q4 fold_bn against torch.nn.utils.fusion.fuse_conv_bn_eval; aspects: output, inputs, errors."""
+    __tracebackhide__ = True
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def pair(ni: int, nf: int, conv_bias: bool, eps: float, training: bool, seed: int):
+        __tracebackhide__ = True
+        gen = torch.Generator().manual_seed(seed)
+        conv = nn.Conv2d(ni, nf, 3, padding=1, bias=conv_bias).double()
+        bn = nn.BatchNorm2d(nf, eps=eps).double()
+        with torch.no_grad():
+            for t in [conv.weight, bn.bias, bn.running_mean] + ([conv.bias] if conv_bias else []):
+                t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64))
+            bn.weight.copy_(torch.rand(nf, generator=gen, dtype=torch.float64) * 1.5 + 0.5)
+            bn.running_var.copy_(torch.randn(nf, generator=gen, dtype=torch.float64).exp() * 0.5)
+            bn.num_batches_tracked.fill_(7)
+        return conv, bn.train(training), _input(3, ni, 5, 4, seed=seed)
+
+    def theirs(conv: nn.Module, bn: nn.Module, x: Tensor, **changes: Tensor | float) -> Tensor:
+        """fuse_conv_bn_eval on copies, with some of bn's (or the conv's) values changed; applied to x."""
+        __tracebackhide__ = True
+        conv, bn = copy.deepcopy(conv), copy.deepcopy(bn)
+        with torch.no_grad():
+            for name, value in changes.items():
+                if name == "conv_bias":
+                    conv.bias.zero_()
+                elif name == "eps":
+                    bn.eps = value
+                else:
+                    getattr(bn, name).copy_(value)
+        with torch.no_grad():
+            return fuse_conv_bn_eval(conv.eval(), bn.eval())(x)
+
+    def mistakes(conv: nn.Module, bn: nn.Module, x: Tensor) -> dict[str, Callable[[], Tensor]]:
+        __tracebackhide__ = True
+        v, eps = bn.running_var, bn.eps
+        scale = bn.weight / (v + eps).sqrt()
+        found = {
+            "eps OUTSIDE the square root (running_var.sqrt() + eps): eval mode divides by sqrt(running_var + eps).":
+                lambda: theirs(conv, bn, x, running_var=(v.sqrt() + eps) ** 2, eps=0.0),
+            "eps forgotten: the scale is bn.weight / sqrt(bn.running_var + bn.eps).":
+                lambda: theirs(conv, bn, x, eps=0.0),
+            "bn.bias (beta) forgotten: the folded bias ends with + bn.bias.":
+                lambda: theirs(conv, bn, x, bias=torch.zeros_like(v)),
+            "the running mean not subtracted: the folded bias holds - bn.running_mean * scale.":
+                lambda: theirs(conv, bn, x, running_mean=torch.zeros_like(v)),
+        }
+        if conv.bias is not None:
+            found["the conv's bias forgotten: it goes through the norm too, so the folded bias is "
+                  "(conv.bias - running_mean) * scale + bn.bias."] = lambda: theirs(conv, bn, x, conv_bias=0.0)
+            found["the conv's bias added unscaled: the norm multiplies it like the rest of the conv's output, so "
+                  "the folded bias is (conv.bias - running_mean) * scale + bn.bias."] = \
+                lambda: theirs(conv, bn, x, conv_bias=0.0) + conv.bias.view(1, -1, 1, 1)
+        if conv.in_channels == conv.out_channels:
+            found["the weight scaled on the wrong axis (per INPUT channel, weight * scale.view(1, -1, 1, 1)): the norm "
+                  "scales each OUTPUT channel, the weight's first axis: weight * scale.view(-1, 1, 1, 1)."] = \
+                lambda: theirs(conv, bn, x) + F.conv2d(x, conv.weight * (scale.view(1, -1, 1, 1) - scale.view(-1, 1, 1, 1)),
+                                                       padding=1)
+        return found
+
+    def variance_factor(got: nn.Module, conv: nn.Module, bn: nn.Module) -> str:
+        """A sentence when got's weight is the right one with running_var times a constant k != 1."""
+        __tracebackhide__ = True
+        w, gw = conv.weight.detach(), getattr(got, "weight", None)
+        if not isinstance(gw, Tensor) or gw.shape != w.shape:
+            return ""
+        ratio = (gw.detach().double() / w).flatten(1).median(dim=1).values
+        k = ((bn.weight / ratio) ** 2 - bn.eps) / bn.running_var
+        if torch.isfinite(k).all() and (k.max() - k.min()).abs() < 1e-4 * k.abs().max() and abs(k.mean().item() - 1) > 1e-3:
+            return (f" It matches the biased/unbiased variance mixed up: your weight is the right one with running_var "
+                    f"multiplied by {k.mean().item():.4g} (e.g. var * n / (n - 1)). Eval mode uses bn.running_var as it "
+                    f"is stored: do not rescale it.")
+        return ""
+
+    def unchanged(what: str, conv: nn.Module, bn: nn.Module, before: dict, training: bool) -> None:
+        __tracebackhide__ = True
+        if bn.training != training:
+            raise CheckFailed(f"{what}: bn was in {'training' if training else 'eval'} mode and fold_bn changed its mode; "
+                              f"leave it as it was (read bn.running_mean and bn.running_var directly)")
+        for name, value in {**{"conv." + k: v for k, v in conv.state_dict().items()},
+                            **{"bn." + k: v for k, v in bn.state_dict().items()}}.items():
+            if not torch.equal(before[name], value):
+                extra = (" bn ran in TRAINING mode on a batch: that normalises with the batch's statistics and updates "
+                         "the running ones; fold with bn.running_mean and bn.running_var, as bn.eval() does."
+                         if name.startswith("bn.running") or name.endswith("num_batches_tracked") else "")
+                raise CheckFailed(f"{what}: fold_bn changed {name}; leave conv and bn as they were (build a new Conv2d, "
+                                  f"no in-place edits).{extra}")
+
+    def one(ni: int, nf: int, conv_bias: bool, eps: float, training: bool, seed: int, state: bool) -> None:
+        __tracebackhide__ = True
+        conv, bn, x = pair(ni, nf, conv_bias, eps, training, seed)
+        what = (f"fold_bn(Conv2d({ni}, {nf}, 3, padding=1, bias={conv_bias}), BatchNorm2d({nf}, eps={eps}) in "
+                f"{'training' if training else 'eval'} mode)")
+        before = {**{"conv." + k: v.clone() for k, v in conv.state_dict().items()},
+                  **{"bn." + k: v.clone() for k, v in bn.state_dict().items()}}
+        got = fold_bn(conv, bn)
+        unchanged(what, conv, bn, before, training)  # a fold that ran bn in training mode shows here first
+        if state:
+            if got is conv or (isinstance(got, nn.Module) and any(
+                    p.data_ptr() in {q.data_ptr() for q in conv.parameters()} for p in got.parameters())):
+                raise CheckFailed(f"{what}: the result shares its weights with conv; return a NEW Conv2d (copy.deepcopy, "
+                                  f"or a new nn.Conv2d with new Parameters)")
+            return
+        if type(got) is not nn.Conv2d:
+            raise CheckFailed(f"{what}: expected a plain nn.Conv2d, got {type(got).__name__}")
+        if got.bias is None:
+            raise CheckFailed(f"{what}: the folded conv needs a bias (the norm's shift and the running mean go there)")
+        if got.weight.dtype != conv.weight.dtype:
+            raise CheckFailed(f"{what}: the folded weight is {got.weight.dtype}; keep the conv's dtype {conv.weight.dtype}")
+        with torch.no_grad():
+            out = got(x)
+        conv, bn, x = pair(ni, nf, conv_bias, eps, training, seed)  # fresh: yours may have changed them
+        want = theirs(conv, bn, x)
+        try:
+            _expect(f"{what}, the folded conv on an input of shape {tuple(x.shape)}", out, want,
+                    mistakes(conv, bn, x), "torch.nn.utils.fusion.fuse_conv_bn_eval's (= bn.eval()(conv(x)))")
+        except CheckFailed as failure:
+            if "It matches none" in str(failure) and variance_factor(got, conv, bn):
+                raise CheckFailed(str(failure).split(" It matches none")[0] + variance_factor(got, conv, bn)) from None
+            raise
+
+    def errors() -> None:
+        __tracebackhide__ = True
+        conv = nn.Conv2d(3, 4, 3).double()
+        _raises("fold_bn(Conv2d(3, 4, 3), BatchNorm2d(5))", lambda: fold_bn(conv, nn.BatchNorm2d(5).double()))
+        _raises("fold_bn(Conv2d(3, 4, 3), BatchNorm2d(4, track_running_stats=False)) (no running statistics)",
+                lambda: fold_bn(conv, nn.BatchNorm2d(4, track_running_stats=False).double()))
+
+    _aspects(aspects, {
+        "output": lambda: [one(*case, state=False) for case in ((4, 4, True, BIG_EPS, False, 120), (3, 5, False, 1e-5, True, 121))],
+        "inputs": lambda: [one(*case, state=True) for case in ((4, 4, True, BIG_EPS, False, 122), (3, 5, False, 1e-5, True, 123))],
+        "errors": errors,
+    }, "fold_bn")
 
 
 # ---- Q9: RunningBatchNorm (its math is written out in the test cells; here only what needs a helper) --------

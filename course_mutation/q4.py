@@ -93,3 +93,116 @@ def conv_layer(ni, nf, ks=3, stride=2, bn=True, **kwargs):
     return nn.Sequential(body, nn.BatchNorm2d(nf)) if bn else body
 '''),
 ]
+
+# ---- fold_bn ---------------------------------------------------------------------------------------------------
+_F = "fold_bn"
+_OUT, _INPUTS, _ERRORS = "test_fold_bn_output", "test_fold_bn_leaves_inputs", "test_fold_bn_errors"
+_SCALE = "scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)"
+_CHECKS = '''
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"bn has {bn.num_features} features, conv has {conv.out_channels} output channels")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("bn has no running statistics")
+'''
+_PROBE = '''
+import copy
+
+def fold_bn(conv, bn):
+    """Reads BN's per-channel affine map off two constant inputs (zeros and ones)."""''' + _CHECKS + '''
+    c = conv.out_channels
+    probe = torch.stack([torch.zeros(c), torch.ones(c)]).view(2, c, 1, 1).to(conv.weight.dtype)
+    with torch.no_grad():
+        MODE
+        out = bn(probe)
+        RESTORE
+        shift, scale = out[0].flatten(), out[1].flatten() - out[0].flatten()
+        fused = copy.deepcopy(conv)
+        fused.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1))
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        fused.bias = nn.Parameter(bias)
+    return fused
+'''
+
+VARIANTS += [
+    Variant("fold_training_mode_statistics", _F, "bn called in training mode on a probe batch: the batch's statistics "
+            "are folded (and the running ones updated)", fails=(_OUT, _INPUTS), says="training mode",
+            code=_PROBE.replace("MODE", "pass").replace("RESTORE", "pass")),
+    Variant("fold_unbiased_variance", _F, "running_var rescaled by n / (n - 1) (as if it held the biased variance)",
+            fails=(_OUT,), says="biased/unbiased",
+            edits=((_SCALE, "scale = bn.weight / torch.sqrt(bn.running_var * 64 / 63 + bn.eps)"),)),
+    Variant("fold_eps_outside_root", _F, "eps added outside the square root", fails=(_OUT,), says="eps outside",
+            edits=((_SCALE, "scale = bn.weight / (torch.sqrt(bn.running_var) + bn.eps)"),)),
+    Variant("fold_conv_bias_forgotten", _F, "the conv's own bias left out of the folded bias", fails=(_OUT,),
+            says="conv's bias forgotten",
+            edits=(("        if conv.bias is not None:\n            bias = bias + conv.bias * scale\n", ""),)),
+    Variant("fold_conv_bias_unscaled", _F, "the conv's bias added without the norm's scale", fails=(_OUT,),
+            says="added unscaled", edits=(("bias = bias + conv.bias * scale", "bias = bias + conv.bias"),)),
+    Variant("fold_wrong_axis", _F, "the weight scaled per input channel instead of per output channel",
+            fails=(_OUT,), says="wrong axis", edits=(("scale.reshape(-1, 1, 1, 1)", "scale.reshape(1, -1, 1, 1)"),)),
+    Variant("fold_bn_bias_forgotten", _F, "bn.bias (beta) left out of the folded bias", fails=(_OUT,),
+            says="bn.bias", edits=(("bias = bn.bias - bn.running_mean * scale", "bias = - bn.running_mean * scale"),)),
+    Variant("fold_mean_not_subtracted", _F, "the running mean not subtracted", fails=(_OUT,), says="running mean",
+            edits=(("bias = bn.bias - bn.running_mean * scale", "bias = bn.bias + 0 * scale"),)),
+    Variant("fold_in_place", _F, "conv's own weights overwritten (no copy): the folded conv is conv itself",
+            fails=(_INPUTS,), says="changed conv", edits=(("fused = copy.deepcopy(conv)", "fused = conv"),)),
+    Variant("fold_mismatch_unchecked", _F, "no ValueError when bn.num_features != conv.out_channels",
+            fails=(_ERRORS,), says="ValueError",
+            edits=(("    if bn.num_features != conv.out_channels:\n        raise ValueError(f\"bn has {bn.num_features} "
+                    "features, conv has {conv.out_channels} output channels\")\n", ""),)),
+    Variant("fold_untracked_unchecked", _F, "no ValueError when bn keeps no running statistics",
+            fails=(_ERRORS,), says="ValueError",
+            edits=(("    if bn.running_mean is None or bn.running_var is None:\n        raise ValueError(\"bn has no "
+                    "running statistics (track_running_stats=False): nothing to fold\")\n", ""),)),
+    Variant("fold_delegates", _F, "torch's own fuse_conv_bn_eval called (the delegation rule)",
+            fails=(_OUT, _INPUTS, _ERRORS), code='''
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+def fold_bn(conv, bn):
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"{bn.num_features} != {conv.out_channels}")
+    if bn.running_mean is None:
+        raise ValueError("no running statistics")
+    was = (conv.training, bn.training)
+    fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+    conv.train(was[0]), bn.train(was[1])
+    return fused
+'''),
+    # Correct alternatives, written differently.
+    Variant("fold_probe_in_eval_mode", _F, None,
+            code=_PROBE.replace("MODE", "was = bn.training\n        bn.eval()").replace("RESTORE", "bn.train(was)")),
+    Variant("fold_new_conv_float64", _F, None, code='''
+def fold_bn(conv, bn):
+    """A new Conv2d built from conv's settings; the arithmetic in float64, with rsqrt."""
+    if conv.out_channels != bn.num_features:
+        raise ValueError(f"{conv.out_channels} output channels but {bn.num_features} BatchNorm features")
+    if not bn.track_running_stats:
+        raise ValueError("a BatchNorm without running statistics cannot be folded")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                      dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+    inv = torch.rsqrt(bn.running_var.double() + bn.eps) * bn.weight.double()
+    b = conv.bias.double() if conv.bias is not None else torch.zeros_like(inv)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.double() * inv[:, None, None, None])
+        fused.bias.copy_((b - bn.running_mean.double()) * inv + bn.bias.double())
+    return fused.train(conv.training)
+'''),
+    Variant("fold_einsum_state_dict", _F, None, code='''
+import copy
+
+def fold_bn(conv, bn):
+    """Through the state dicts, with einsum."""
+    state, stats = conv.state_dict(), bn.state_dict()
+    if "running_var" not in stats:
+        raise ValueError("bn has no running statistics")
+    if stats["weight"].shape[0] != state["weight"].shape[0]:
+        raise ValueError(f"BatchNorm2d({stats['weight'].shape[0]}) after a conv with {state['weight'].shape[0]} channels")
+    s = stats["weight"] * (stats["running_var"] + bn.eps).pow(-0.5)
+    fused = copy.deepcopy(conv)
+    fused.bias = nn.Parameter(torch.zeros_like(s))
+    with torch.no_grad():
+        fused.weight.copy_(torch.einsum("oihw,o->oihw", state["weight"], s))
+        fused.bias.copy_(s * (state.get("bias", torch.zeros_like(s)) - stats["running_mean"]) + stats["bias"])
+    return fused
+'''),
+]

@@ -98,3 +98,75 @@ def without_bn(conv_layer) -> None:
 def trains(conv_layer) -> None:
     with recording("test_conv_layer_trains") as rec:
         train(rec, "losses", lambda: cnn_of(conv_layer), init=False, **TRAINING)
+
+
+# ---- fold_bn (folding a BatchNorm into the convolution before it) ---------------------------------------------
+# (ni, nf, ks, stride, padding, groups, conv_bias, eps, bn_training, dtype); seed = 100 + the case's index
+FOLD_CASES = ((4, 4, 3, 2, 0, 1, True, 0.1, False, torch.float64), (3, 5, 3, 1, 1, 1, False, 1e-5, True, torch.float64),
+              (4, 6, 1, 1, 0, 2, True, 1e-3, True, torch.float64), (2, 3, 3, 1, 1, 1, True, 1e-5, False, torch.float32),
+              (6, 6, 3, 1, 2, 3, False, 0.5, True, torch.float64))
+# (conv out_channels, bn num_features, track_running_stats)
+FOLD_ERRORS = ((4, 5, True), (6, 3, True), (4, 4, False))
+
+
+def fold_pair(case: tuple) -> tuple[nn.Conv2d, nn.BatchNorm2d, torch.Tensor]:
+    """A conv and a BatchNorm with seeded weights and running statistics (set, not computed), and an input."""
+    ni, nf, ks, stride, padding, groups, conv_bias, eps, training, dtype = case
+    seed = 100 + FOLD_CASES.index(case)
+    conv = nn.Conv2d(ni, nf, ks, stride=stride, padding=padding, groups=groups, bias=conv_bias)
+    bn = nn.BatchNorm2d(nf, eps=eps)
+    gamma, beta = random_affine(nf, seed=seed)
+    with torch.no_grad():
+        conv.weight.copy_(seeded_normal(*conv.weight.shape, seed=seed) * 0.5)
+        if conv_bias:
+            conv.bias.copy_(seeded_normal(nf, seed=seed + 1))
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+        bn.running_mean.copy_(seeded_normal(nf, seed=seed + 2) * 2)
+        bn.running_var.copy_(seeded_normal(nf, seed=seed + 3).exp() * 0.5)  # positive, some below 1, some above
+        bn.num_batches_tracked.fill_(7)
+    conv, bn = conv.to(dtype), bn.to(dtype)
+    bn.train(training)
+    return conv, bn, seeded_input(3, ni, 7, 6, seed=seed).to(dtype)
+
+
+def _state(conv: nn.Module, bn: nn.Module) -> dict:
+    return {"conv": {k: v.detach().clone() for k, v in conv.state_dict().items()},
+            "bn": {k: v.detach().clone() for k, v in bn.state_dict().items()}, "bn_training": bn.training,
+            "conv_training": conv.training}
+
+
+def fold_output(fold_bn) -> None:
+    with recording("test_fold_bn_output") as rec:
+        for i, case in enumerate(FOLD_CASES):
+            conv, bn, x = fold_pair(case)
+            fused = rec.call(f"case{i}", fold_bn, conv, bn)
+            rec.put(f"case{i}/after", _state(conv, bn))
+            if isinstance(fused, nn.Module):
+                rec.put(f"case{i}/type", type(fused).__qualname__)
+                rec.put(f"case{i}/plain", type(fused) is nn.Conv2d and not fused._forward_hooks
+                        and not fused._forward_pre_hooks)
+                weight, bias = getattr(fused, "weight", None), getattr(fused, "bias", None)
+                rec.put(f"case{i}/weight", weight.detach().clone() if isinstance(weight, torch.Tensor) else None)
+                rec.put(f"case{i}/bias", bias.detach().clone() if isinstance(bias, torch.Tensor) else None)
+                with torch.no_grad():
+                    rec.call(f"case{i}/out", fused, x)
+
+
+def fold_inputs(fold_bn) -> None:
+    with recording("test_fold_bn_leaves_inputs") as rec:
+        for i, case in enumerate(FOLD_CASES[:3]):
+            conv, bn, _ = fold_pair(case)
+            fused = rec.call(f"case{i}", fold_bn, conv, bn)
+            rec.put(f"case{i}/after", _state(conv, bn))
+            if isinstance(fused, nn.Module):
+                rec.put(f"case{i}/shared", fused is conv or bool(shared_tensors(fused, conv)))
+                rec.put(f"case{i}/shared_bn", bool(shared_tensors(fused, bn)))
+
+
+def fold_errors(fold_bn) -> None:
+    with recording("test_fold_bn_errors") as rec:
+        for i, (out, features, tracked) in enumerate(FOLD_ERRORS):
+            conv = nn.Conv2d(3, out, 3).double()
+            bn = nn.BatchNorm2d(features, track_running_stats=tracked).double().eval()
+            rec.call(f"case{i}", fold_bn, conv, bn)
