@@ -894,13 +894,17 @@ def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
                     f"is stored: do not rescale it.")
         return ""
 
+    def tensors(conv: nn.Module, bn: nn.Module) -> dict[str, Tensor]:
+        """conv's and bn's tensors by name ("conv.weight", "bn.running_var", ...)."""
+        return {**{"conv." + k: v for k, v in conv.state_dict().items()},
+                **{"bn." + k: v for k, v in bn.state_dict().items()}}
+
     def unchanged(what: str, conv: nn.Module, bn: nn.Module, before: dict, training: bool) -> None:
         __tracebackhide__ = True
         if bn.training != training:
             raise CheckFailed(f"{what}: bn was in {'training' if training else 'eval'} mode and fold_bn changed its mode; "
                               f"leave it as it was (read bn.running_mean and bn.running_var directly)")
-        for name, value in {**{"conv." + k: v for k, v in conv.state_dict().items()},
-                            **{"bn." + k: v for k, v in bn.state_dict().items()}}.items():
+        for name, value in tensors(conv, bn).items():
             if not torch.equal(before[name], value):
                 extra = (" bn ran in TRAINING mode on a batch: that normalises with the batch's statistics and updates "
                          "the running ones; fold with bn.running_mean and bn.running_var, as bn.eval() does."
@@ -913,8 +917,7 @@ def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
         conv, bn, x = pair(ni, nf, conv_bias, eps, training, seed)
         what = (f"fold_bn(Conv2d({ni}, {nf}, 3, padding=1, bias={conv_bias}), BatchNorm2d({nf}, eps={eps}) in "
                 f"{'training' if training else 'eval'} mode)")
-        before = {**{"conv." + k: v.clone() for k, v in conv.state_dict().items()},
-                  **{"bn." + k: v.clone() for k, v in bn.state_dict().items()}}
+        before = {name: value.clone() for name, value in tensors(conv, bn).items()}
         got = fold_bn(conv, bn)
         unchanged(what, conv, bn, before, training)  # a fold that ran bn in training mode shows here first
         if state:
@@ -937,8 +940,9 @@ def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
             _expect(f"{what}, the folded conv on an input of shape {tuple(x.shape)}", out, want,
                     mistakes(conv, bn, x), "torch.nn.utils.fusion.fuse_conv_bn_eval's (= bn.eval()(conv(x)))")
         except CheckFailed as failure:
-            if "It matches none" in str(failure) and variance_factor(got, conv, bn):
-                raise CheckFailed(str(failure).split(" It matches none")[0] + variance_factor(got, conv, bn)) from None
+            factor = variance_factor(got, conv, bn) if "It matches none" in str(failure) else ""
+            if factor:
+                raise CheckFailed(str(failure).split(" It matches none")[0] + factor) from None
             raise
 
     def errors() -> None:
