@@ -8,8 +8,9 @@ on the names a student might use to reach it:
   at run time, a partial, an nn module (its forward calls them) all end in the same function, which consults the
   mode. The mode is consulted by the function object itself, so no copy of a reference escapes it.
 - `RefuseKernels`, a TorchDispatchMode, refuses the aten normalization *kernels* at the operator dispatcher:
-  `torch.ops.aten.native_batch_norm` and kin, which sit below the function level. (On the CPU F.rms_norm is
-  composed of plain operators, so only the function level can see it.)
+  `torch.ops.aten.native_batch_norm` and kin, which sit below the function level. (On the CPU F.rms_norm and
+  aten's rms_norm and _fused_rms_norm are composed of plain operators, so only the function level can see them:
+  a torch.ops call from Python consults the function mode too, which refuses it by its operator's name.)
 - course_lib's `combine_scheds` is plain Python, which no torch mode sees: `refuse_code` refuses any Python
   frame running its code, or a copy of it (a function rebuilt from its code object has the same bytecode), with a
   trace function that looks at each call.
@@ -87,12 +88,25 @@ class RefuseNorms(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = _FUNCTION_NAMES.get(func)
+        if name is None and isinstance(func, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+            name = _operator_name(func)  # torch.ops.aten.rms_norm: on the CPU no kernel reaches the dispatcher
         if name is not None:
             if self.canary:
                 raise _Canary()
             self.evidence.refused.append(f"torch's {name}")
             raise DelegationError(f"{self.layer} called torch's {name}")
         return func(*args, **(kwargs or {}))
+
+
+def _operator_name(op) -> str | None:
+    """`torch.ops.aten.<name>` when a torch.ops operator called from Python is a normalization, else None.
+
+    A composite operator (aten's rms_norm and _fused_rms_norm on the CPU) runs as plain operators below: the
+    dispatcher never sees a normalization kernel, but the call itself consults the function mode."""
+    packet = getattr(op, "overloadpacket", op)
+    if getattr(packet, "_qualified_op_name", "").startswith("aten::") and packet.__name__ in KERNELS:
+        return f"torch.ops.aten.{packet.__name__}"
+    return None
 
 
 class RefuseKernels(TorchDispatchMode):
@@ -127,10 +141,16 @@ class _Canary(Exception):
 _CANARY_INPUT = torch.zeros(1, 2)
 
 
+def _kernel_canary() -> None:
+    """A normalization kernel for the dispatch mode alone: the function mode (which refuses torch.ops' normalization
+    operators by name too) is not consulted while torch functions are disabled; dispatch modes still are."""
+    with torch._C.DisableTorchFunction():
+        torch.ops.aten.native_layer_norm(_CANARY_INPUT, [2], None, None, 1e-5)
+
+
 def _modes_intact(function_mode: RefuseNorms, dispatch_mode: RefuseKernels) -> bool:
     """Whether both modes still refuse: each must answer its own canary (a normalization function, then a kernel)."""
-    for mode, canary in ((function_mode, lambda: F.layer_norm(_CANARY_INPUT, (2,))),
-                         (dispatch_mode, lambda: torch.ops.aten.native_layer_norm(_CANARY_INPUT, [2], None, None, 1e-5))):
+    for mode, canary in ((function_mode, lambda: F.layer_norm(_CANARY_INPUT, (2,))), (dispatch_mode, _kernel_canary)):
         mode.canary = True
         try:
             canary()

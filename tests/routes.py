@@ -20,9 +20,11 @@ from course_grader.demo import solve
 from course_mutation import Variant, find
 from submissions import add_cell, edit_cell, notebook_name
 
-# The catalogue's plain delegation of each notebook: (solution grade_id, variant name).
+# The catalogue's plain delegation of each graded layer: (solution grade_id, variant name). The key is the
+# notebook's question, with a suffix where a notebook has a second layer (Q6's RMSNorm: "Q6-rms").
 PLAIN = {"Q3": ("batchnorm", "delegates_to_torch"), "Q5": ("combine_schedules", "delegates_to_course_lib"),
-         "Q6": ("layernorm", "delegates_to_layer_norm"), "Q7": ("instancenorm", "delegates_to_instance_norm"),
+         "Q6": ("layernorm", "delegates_to_layer_norm"), "Q6-rms": ("rmsnorm", "rms_delegates"),
+         "Q7": ("instancenorm", "delegates_to_instance_norm"),
          "Q8": ("groupnorm", "delegates_to_f_group_norm"), "Q9": ("running_batchnorm", "delegates_to_batch_norm")}
 WRONG = {"Q3": "unbiased_variance_for_output"}
 
@@ -44,17 +46,22 @@ class Route:
         return PLAIN[self.question][0]
 
 
+def notebook_of(question: str) -> str:
+    """`Q6-rms` -> `Q6`: the notebook a PLAIN key's layer is in."""
+    return question.split("-", 1)[0]
+
+
 def plain_variant(question: str) -> Variant:
-    return find(question, PLAIN[question][1])
+    return find(notebook_of(question), PLAIN[question][1])
 
 
 def base_variant(question: str, base: str) -> Variant:
-    return plain_variant(question) if base == "plain" else find(question, WRONG[question])
+    return plain_variant(question) if base == "plain" else find(notebook_of(question), WRONG[question])
 
 
 def base_notebook(question: str, base: str, release: Path, source: Path) -> tuple[str, nbformat.NotebookNode]:
     """The release notebook solved with the reference, its solution cell replaced by the base's."""
-    name = notebook_name(release.parent.parent, question)
+    name = notebook_name(release.parent.parent, notebook_of(question))
     nb = nbformat.read(release / f"{name}.ipynb", as_version=4)
     solve(nb, nbformat.read(source / f"{name}.ipynb", as_version=4), base_variant(question, base))
     return name, nb
@@ -78,6 +85,7 @@ Q3_ARGS = ("x, self.means.view(-1), self.vars.view(-1), self.mults.view(-1), sel
 Q5_CALL = "from course_lib import combine_scheds\n"
 Q5_BODY = "    return combine_scheds(pcts, scheds)"
 Q6_CALL = "F.layer_norm(x, x.shape[1:], eps=self.eps)"
+Q6_RMS_CALL = "F.rms_norm(x, self.normalized_shape, self.weight, self.eps)"
 Q7_CALL = "F.instance_norm(x, weight=self.mults.flatten(), bias=self.adds.flatten(), eps=self.eps)"
 Q8_CALL = "F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)"
 Q9_CALL = "F.batch_norm(x, mean.flatten()"
@@ -217,6 +225,19 @@ ROUTES: list[Route] = [
                              "self.eps)[0]"),)),
     Route("layer-norm-captured", "Q6", "F.layer_norm captured at cell time under another name",
           prefix="_ln = getattr(F, 'layer' + '_norm')\n\n", replace=((Q6_CALL, "_ln(x, x.shape[1:], eps=self.eps)"),)),
+    # ---------------- Q6: RMSNorm (on the CPU F.rms_norm and aten's rms_norm are made of plain operators) ------
+    Route("rms-norm-captured", "Q6-rms", "F.rms_norm captured at cell time under another name",
+          prefix="_rms = getattr(F, 'rms' + '_norm')\n\n",
+          replace=((Q6_RMS_CALL, Q6_RMS_CALL.replace("F.rms_norm", "_rms")),)),
+    Route("nn-rmsnorm-by-name", "Q6-rms", "getattr(nn, 'RMS' + 'Norm') built in forward, without its own weight",
+          replace=((Q6_RMS_CALL, "getattr(nn, 'RMS' + 'Norm')(self.normalized_shape, eps=self.eps, "
+                                 "elementwise_affine=False)(x) * self.weight"),)),
+    Route("aten-rms-norm", "Q6-rms", "torch.ops.aten's rms_norm, name built",
+          replace=((Q6_RMS_CALL, "getattr(torch.ops.aten, 'rms' + '_norm')(x, list(self.normalized_shape), "
+                                 "self.weight, self.eps)"),)),
+    Route("aten-fused-rms-norm", "Q6-rms", "torch.ops.aten's _fused_rms_norm, name built",
+          replace=((Q6_RMS_CALL, "getattr(torch.ops.aten, '_fused_rms' + '_norm')(x, list(self.normalized_shape), "
+                                 "self.weight, self.eps)[0]"),)),
     # ---------------- Q7: InstanceNorm ----------------
     Route("instance-norm-via-vars", "Q7", "vars(F)['instance' + '_norm'] at cell time",
           prefix="_in = vars(F)['instance' + '_norm']\n\n",

@@ -46,6 +46,10 @@ ROUTES = {
     "group-norm-aten": lambda x: torch.ops.aten.native_group_norm(x, None, None, 4, 3, 4, 1, 1e-5)[0],
     "layer-norm": lambda x: nn.LayerNorm(x.shape[1:]).double()(x),
     "rms-norm": lambda x: F.rms_norm(x, x.shape[1:]),
+    # On the CPU aten's rms_norm and _fused_rms_norm are made of plain operators: no kernel for the dispatcher to see.
+    "rms-norm-aten-packet": lambda x: torch.ops.aten.rms_norm(x, list(x.shape[1:]), None, 1e-6),
+    "rms-norm-aten-overload": lambda x: getattr(torch.ops.aten, "rms" + "_norm").default(x, list(x.shape[1:]), None, 1e-6),
+    "fused-rms-norm-aten": lambda x: torch.ops.aten._fused_rms_norm(x, list(x.shape[1:]), None, 1e-6)[0],
     "function-copy": lambda x: types.FunctionType(F.batch_norm.__code__, F.batch_norm.__globals__, "mine",
                                                   F.batch_norm.__defaults__)(x, None, None, training=True),
 }
