@@ -502,6 +502,13 @@ def bs2_collapses(r: Records) -> None:
 
 forbid("Q9", "recalibrate_bn", frozenset({"update_bn", "swa_utils"}),
        "torch.optim.swa_utils.update_bn already recalibrates BatchNorm statistics: write the loop yourself")
+
+# The mistakes _expect_after names beside the statistics (each the sentence after NAMED_MISTAKE, and the data).
+RECAL_PARAMS = "you updated the parameters."
+RECAL_GRADS = "you computed gradients (run the batches under torch.no_grad(); no backward, no optimizer)."
+RECAL_MOMENTUM = "you left the momentum changed."
+RECAL_MODES = ("you left the model in train mode, or restored only the model's own flag with model.train(was_training), "
+               "which sets every submodule alike: restore each module's own flag.")
 RECAL = {
     "momentum_kept": "you recalibrated with each layer's own momentum (an exponential average weighted towards the last "
                      "batches); set momentum = None while the batches run, for the cumulative average of all of them.",
@@ -592,18 +599,17 @@ def _expect_after(after: object, ref: dict, where: str, statistics: bool = True)
     if len(params) != len(ref["params"]) or not all(isinstance(p, Tensor) and p.shape == q.shape and torch.equal(p.double(), q)
                                                     for p, q in zip(params, ref["params"])):
         raise Fail(f"{where}: the model's parameters changed: recalibration changes only the BatchNorm layers' "
-                   f"running statistics (no optimizer step, no parameter update).\n{NAMED_MISTAKE}you updated the "
-                   f"parameters.", mistake="parameters updated")
+                   f"running statistics (no optimizer step, no parameter update).\n{NAMED_MISTAKE}{RECAL_PARAMS}",
+                   mistake=RECAL_PARAMS)
     seen = after.get("seen") or []
     if any(isinstance(s, list) and s and s[0] for s in seen):
         raise Fail(f"{where}: autograd was on while the batches ran through the model: run them under torch.no_grad() "
                    f"(recalibration computes no gradients; with autograd on every forward pass builds a graph for "
-                   f"nothing).\n{NAMED_MISTAKE}you computed gradients (no torch.no_grad()).",
-                   mistake="gradients computed")
+                   f"nothing).\n{NAMED_MISTAKE}{RECAL_GRADS}", mistake=RECAL_GRADS)
     grads = after.get("grads") or []
     if any(grads):
         raise Fail(f"{where}: a parameter has a .grad after the call: recalibration must not compute gradients "
-                   f"(no backward, no optimizer).\n{NAMED_MISTAKE}you computed gradients.", mistake="gradients computed")
+                   f"(no backward, no optimizer).\n{NAMED_MISTAKE}{RECAL_GRADS}", mistake=RECAL_GRADS)
     if statistics:
         for i, (got, want) in enumerate(zip(after["norms"], ref["norms"])):
             what = f"{where}, BatchNorm layer {i + 1} of {len(ref['norms'])}"
@@ -627,19 +633,17 @@ def _expect_after(after: object, ref: dict, where: str, statistics: bool = True)
     for i, (got, want) in enumerate(zip(after["norms"], ref["norms"])):
         if got.get("momentum") != want["momentum"]:
             raise Fail(f"{where}, BatchNorm layer {i + 1}: its momentum is {quote(got.get('momentum'))} after the call; "
-                       f"it was {want['momentum']} before: restore each layer's own momentum.\n{NAMED_MISTAKE}you left "
-                       f"the momentum changed.", mistake="momentum not restored")
+                       f"it was {want['momentum']} before: restore each layer's own momentum.\n{NAMED_MISTAKE}"
+                       f"{RECAL_MOMENTUM}", mistake=RECAL_MOMENTUM)
     modes = after.get("modes")
     if modes != ref["modes"]:
         wrong = [name or "the model" for (name, mode), (_, was) in zip(modes or [], ref["modes"]) if mode != was]
-        if all(mode for _, mode in (modes or [])):
-            hint = (f"{NAMED_MISTAKE}you left the model in train mode, or restored only the model's own flag with "
-                    f"model.train(was_training), which sets every submodule alike: restore each module's own flag.")
-        else:
-            hint = ("Restore each module's own flag (a submodule may have been in eval while the model was not): "
-                    "model.train(was_training) sets every submodule alike.")
+        named = RECAL_MODES if all(mode for _, mode in (modes or [])) else None
+        hint = (f"{NAMED_MISTAKE}{named}" if named else
+                "Restore each module's own flag (a submodule may have been in eval while the model was not): "
+                "model.train(was_training) sets every submodule alike.")
         raise Fail(f"{where}: the modes (module.training) after the call differ from before for {', '.join(wrong[:4])}"
-                   f".\n{hint}", mistake="modes not restored")
+                   f".\n{hint}", mistake=named)
 
 
 @verdict("Q9", "test_recalibrate_bn", uses=("recalibrate_bn",))

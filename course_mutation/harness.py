@@ -43,6 +43,7 @@ class TestResult:
     points: float
     max_points: float
     output: str = ""  # the judge's message when the test failed
+    mistake: str | None = None  # the catalogued mistake the judge named, as data (Verdict.mistake)
 
     @property
     def passed(self) -> bool:
@@ -189,7 +190,8 @@ def run_notebook(path: Path | str, replace: dict[str, str] | None = None, only: 
         if _kind(cell) == "test" and (only is None or grade_id in only):
             points = float(cell.metadata["nbgrader"].get("points", 0) or 0)
             verdict = judged.verdicts[grade_id]
-            result.tests[grade_id] = TestResult(grade_id, points if verdict.passed else 0.0, points, verdict.message)
+            result.tests[grade_id] = TestResult(grade_id, points if verdict.passed else 0.0, points, verdict.message,
+                                                verdict.mistake)
     return result
 
 
@@ -225,4 +227,14 @@ def variant_code(path: Path | str, variant) -> dict[str, str]:
 
 def run_variant(path: Path | str, variant, only: set[str] | None = None) -> RunResult:
     """run_notebook with one solution cell replaced by a catalogue variant (course_mutation.Variant)."""
-    return run_notebook(path, replace=variant_code(path, variant), only=only)
+    return run_variants(path, (variant,), only=only)
+
+
+def run_variants(path: Path | str, variants, only: set[str] | None = None) -> RunResult:
+    """run_notebook with several solution cells each replaced by a catalogue variant (one per cell)."""
+    replace: dict[str, str] = {}
+    for variant in variants:
+        if variant.solution in replace:
+            raise ValueError(f"two variants replace the solution cell {variant.solution!r}")
+        replace.update(variant_code(path, variant))
+    return run_notebook(path, replace=replace, only=only)

@@ -17,6 +17,7 @@ import functools
 import pytest
 
 from course_mutation import catalogue, find
+from course_judge.compare import NAMED_MISTAKE
 from course_mutation.harness import notebook_path, run_notebook, run_variant, run_visible, variant_code
 
 CATALOGUE = catalogue()
@@ -69,6 +70,11 @@ def test_variant(notebook, variant):
     assert not missing, f"{variant.name}: no test cells named {sorted(missing)} in {notebook}"
     survived = [gid for gid in variant.fails if result.tests[gid].passed]
     assert not survived, f"mistake {variant.name!r} ({variant.mistake}) was not caught by {survived}"
+    for gid in variant.fails:  # a mistake named as data is the sentence the student reads after NAMED_MISTAKE
+        named = result.tests[gid].mistake
+        assert named is None or NAMED_MISTAKE + named in result.tests[gid].output, (
+            f"{variant.name}: {gid} names the mistake {named!r}, but its message does not say it:\n"
+            f"{result.tests[gid].output}")
     if variant.says:
         outputs = " ".join(result.tests[gid].output for gid in variant.fails).lower()
         assert variant.says.lower() in outputs, (
@@ -110,8 +116,12 @@ def test_visible_catch_rates(capsys):
         rate = len(caught) / len(wrong)
         missed = sorted({v.name for v in wrong} - set(caught))
         line = f"visible checks, {notebook}: {len(caught)}/{len(wrong)} catalogued mistakes caught ({rate:.0%})"
+        cells = sorted({v.solution for v in wrong}, key=[v.solution for v in wrong].index)
+        parts = [f"{cell} {sum(v.name in caught for v in wrong if v.solution == cell)}/"
+                 f"{sum(v.solution == cell for v in wrong)}" for cell in cells] if len(cells) > 1 else []
         with capsys.disabled():
-            print(f"\n{line}; missed: {', '.join(missed) or 'none'}", end="")
+            print(f"\n{line}{' (' + ', '.join(parts) + ')' if parts else ''}; missed: {', '.join(missed) or 'none'}",
+                  end="")
         if rate < VISIBLE_TARGET:
             low.append(f"{line}; missed: {missed}")
     assert not low, "\n".join(low)
