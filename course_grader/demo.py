@@ -26,21 +26,28 @@ from course_mutation import Variant, find
 
 ASSIGNMENT = "normalization"
 REALISTIC = ("alice", "bob", "carol", "dave")
-# Each realistic student's variant per notebook, by name (so that the catalogue can grow without changing the class):
-# in some notebooks a known mistake, in the others a correct alternative written differently.
+# Each realistic student's variants per notebook, by name (so that the catalogue can grow without changing the class):
+# in some solution cells a known mistake, in the others a correct alternative written differently. A notebook with
+# several graded solution cells (Q1, Q4's conv_layer and fold_bn, Q5, Q6's LayerNorm and RMSNorm, Q9's RunningBatchNorm
+# and recalibrate_bn) takes one variant per cell; every graded solution cell holds a mistake for one student and a
+# correct alternative for another, so that the class report shows every part (test_course_layout checks).
 CHOICES = {
     "alice": {"Q1": "unbiased_variance", "Q2": "module_and_moments", "Q3": "momentum_flipped",
-              "Q4": "ordered_dict_names", "Q5": "schedules_reversed", "Q6": "flatten_per_example",
-              "Q7": "affine_before_normalising", "Q8": "manual_sums", "Q9": "eval_updates_buffers"},
-    "bob": {"Q1": "save_and_restore", "Q2": "std_over_trials_and_positions", "Q3": "via_einsum", "Q4": "batchnorm1d",
-            "Q5": "float64_tensor_lesson_style", "Q6": "keepdim_dropped", "Q7": "flatten_maps", "Q8": "no_channel_check",
-            "Q9": "einsum_and_where"},
+              "Q4": ("ordered_dict_names", "fold_unbiased_variance"), "Q5": "schedules_reversed",
+              "Q6": ("flatten_per_example", "rms_mean_subtracted"), "Q7": "affine_before_normalising",
+              "Q8": "manual_sums", "Q9": ("eval_updates_buffers", "recal_list_and_state_dict")},
+    "bob": {"Q1": ("flatten_positions", "mode_not_restored"), "Q2": "std_over_trials_and_positions", "Q3": "via_einsum",
+            "Q4": ("batchnorm1d", "fold_einsum_state_dict"), "Q5": ("float64_tensor_lesson_style", "anneal_ends_at_zero"),
+            "Q6": ("keepdim_dropped", "rms_rsqrt_pow"), "Q7": "flatten_maps", "Q8": "no_channel_check",
+            "Q9": ("einsum_and_where", "recal_momentum_kept")},
     "carol": {"Q1": "per_example_axes", "Q2": "module_and_moments", "Q3": "running_stats_on_graph",
-              "Q4": "ordered_dict_names", "Q5": "delegates_to_course_lib", "Q6": "parameters_with_full",
-              "Q7": "delegates_to_instance_norm", "Q8": "einsum_unfold", "Q9": "nan_when_untrained"},
-    "dave": {"Q1": "save_and_restore", "Q2": "no_shape_checks", "Q3": "via_einsum", "Q4": "norm_before_activation",
-             "Q5": "lambdas", "Q6": "eps_outside_sqrt", "Q7": "checks_against_parameter_shape",
-             "Q8": "interleaved_groups", "Q9": "einsum_and_where"},
+              "Q4": ("ordered_dict_names", "fold_conv_bias_forgotten"), "Q5": "delegates_to_course_lib",
+              "Q6": ("parameters_with_full", "rms_scalar_weight"), "Q7": "delegates_to_instance_norm",
+              "Q8": "einsum_unfold", "Q9": ("nan_when_untrained", "recal_left_in_train")},
+    "dave": {"Q1": "save_and_restore", "Q2": "no_shape_checks", "Q3": "via_einsum",
+             "Q4": ("norm_before_activation", "fold_probe_in_eval_mode"), "Q5": "lambdas",
+             "Q6": ("eps_outside_sqrt", "rms_flatten_norm"), "Q7": "checks_against_parameter_shape",
+             "Q8": "interleaved_groups", "Q9": ("einsum_and_where", "recal_not_reset")},
 }
 PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader", "course_mutation")
 CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
@@ -52,7 +59,7 @@ class Plan:
     """What one demo student did, so the tests know which points each should get."""
 
     student: str
-    variants: dict[str, Variant] = field(default_factory=dict)  # notebook -> the one replaced solution
+    variants: dict[str, tuple[Variant, ...]] = field(default_factory=dict)  # notebook -> its replaced solutions
     stop: tuple[str, str] | None = None  # (notebook, solution grade_id) where the kernel dies or hangs
     how: str = ""  # "crash" / "hang" / "delete" / "paste"
     tampered: tuple[str, str] | None = None  # (notebook, test grade_id) deleted or pasted twice
@@ -105,9 +112,13 @@ def plans(names: list[str], stoppable: list[str], tested: list[str]) -> list[Pla
     for student in REALISTIC:
         plan = Plan(student)
         for name in names:
-            chosen = CHOICES[student].get(question(name))
+            chosen = CHOICES[student].get(question(name), ())
+            chosen = (chosen,) if isinstance(chosen, str) else chosen
             if chosen:
-                plan.variants[name] = find(question(name), chosen)
+                plan.variants[name] = tuple(find(question(name), one) for one in chosen)
+                cells = [v.solution for v in plan.variants[name]]
+                if len(set(cells)) != len(cells):
+                    raise ValueError(f"{student}/{name}: two variants replace the same solution cell ({cells})")
         out.append(plan)
     crash_nb, hang_nb = stoppable[-1], stoppable[0]
     out.append(Plan("crasher", stop=(crash_nb, ""), how="crash"))
@@ -121,17 +132,20 @@ def _last_test(nb: nbformat.NotebookNode) -> str:
     return [c.metadata.nbgrader["grade_id"] for c in nb.cells if _kind(c) == "test"][-1]
 
 
-def solve(release: nbformat.NotebookNode, source: nbformat.NotebookNode, variant: Variant | None = None,
-          student: str = "reference") -> None:
-    """Fill a release notebook's solution cells with the source's solutions (the variant's code in the cell it
-    replaces) and its written answers with the student's own text (demo_answers: never the mark scheme)."""
+def solve(release: nbformat.NotebookNode, source: nbformat.NotebookNode,
+          variants: Variant | tuple[Variant, ...] | None = (), student: str = "reference") -> None:
+    """Fill a release notebook's solution cells with the source's solutions (each variant's code in the cell it
+    replaces: one variant, several, or None) and its written answers with the student's own text (demo_answers:
+    never the mark scheme)."""
     solutions = _cells(source)
+    variants = (variants,) if isinstance(variants, Variant) else tuple(variants or ())
+    replaced = {v.solution: v for v in variants}
     for grade_id, cell in _cells(release).items():
         kind = _kind(cell)
         if kind == "solution":
             code = solutions[grade_id].source
-            if variant is not None and variant.solution == grade_id:
-                code = variant.source(code).strip("\n")
+            if grade_id in replaced:
+                code = replaced[grade_id].source(code).strip("\n")
             cell.source = reference_code(code)
         elif kind == "answer":
             cell.source = demo_answers.answer(grade_id, student)
@@ -148,7 +162,7 @@ def write_student(plan: Plan, source_dir: Path, release_dir: Path, dest: Path) -
         if plan.how == "blank":
             nbformat.write(release, dest / f"{name}.ipynb")
             continue
-        solve(release, nbformat.read(source_dir / f"{name}.ipynb", as_version=4), plan.variants.get(name),
+        solve(release, nbformat.read(source_dir / f"{name}.ipynb", as_version=4), plan.variants.get(name, ()),
               plan.student)
         if plan.stop and plan.stop[0] == name:
             grade_id = stop_cell(source_dir / f"{name}.ipynb")

@@ -69,3 +69,34 @@ def test_demo_students_write_their_own_answers_never_the_mark_scheme(tmp_path):
             assert not leaked, (student, grade_id, leaked[:1])
     for grade_id in model:  # students of different quality write different things
         assert len({written[s][grade_id] for s in ("reference", "alice", "carol")}) == 3, grade_id
+
+
+def test_the_demo_class_shows_a_mistake_and_a_correct_alternative_in_every_graded_solution_cell(tmp_path):
+    """Every graded solution cell (Q4's fold_bn, Q6's RMSNorm and Q9's recalibrate_bn included) holds a catalogued
+    mistake for some realistic demo student and a correct alternative for another, so the class report shows every
+    part; each chosen variant's code is what the student's notebook holds."""
+    release = ROOT / "release" / "normalization"
+    source = ROOT / "source" / "normalization"
+    names = sorted(p.stem for p in release.glob("*.ipynb"))
+    graded_cells = {}
+    for name in names:
+        nb = nbformat.read(source / f"{name}.ipynb", as_version=4)
+        solutions = [c.metadata.nbgrader["grade_id"] for c in nb.cells
+                     if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
+        graded_cells.update({(name, s): nb for s in solutions})
+    wrong, right = set(), set()
+    for plan in demo.plans(names, names, names):
+        if plan.student not in demo.REALISTIC:
+            continue
+        demo.write_student(plan, source, release, tmp_path / plan.student)
+        for name, variants in plan.variants.items():
+            written = {c.metadata.nbgrader["grade_id"]: c.source for c in
+                       nbformat.read(tmp_path / plan.student / f"{name}.ipynb", as_version=4).cells
+                       if c.metadata.get("nbgrader", {}).get("solution")}
+            for variant in variants:
+                (right if variant.correct else wrong).add((name, variant.solution))
+                reference = demo.reference_code(next(c.source for c in graded_cells[(name, variant.solution)].cells
+                                                     if c.metadata.get("nbgrader", {}).get("grade_id") == variant.solution))
+                assert written[variant.solution] == variant.source(reference).strip("\n"), (plan.student, variant.name)
+    assert set(graded_cells) - wrong == set(), sorted(set(graded_cells) - wrong)
+    assert set(graded_cells) - right == set(), sorted(set(graded_cells) - right)

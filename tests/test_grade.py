@@ -22,7 +22,7 @@ from nbgrader.api import Gradebook
 from course_grader import demo, gradebook
 from course_grader.pipeline import Options, run
 from course_grader.repair import repair
-from course_mutation.harness import run_variant
+from course_mutation.harness import run_variants
 from demo_class import LIMITS, graded_notebooks, points_per_test
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -50,13 +50,14 @@ def _expected(course: Path, plan: demo.Plan) -> dict[str, dict[str, float]]:
         notebook, solution = plan.stop
         kept = _tests_before(course, notebook, solution)
         expected[notebook] = {t: (p if t in kept else 0.0) for t, p in points[notebook].items()}
-    for notebook, variant in plan.variants.items():
-        if variant.correct:
+    for notebook, variants in plan.variants.items():
+        if all(v.correct for v in variants):
             continue
-        result = run_variant(course / "source" / "normalization" / f"{notebook}.ipynb", variant)
+        result = run_variants(course / "source" / "normalization" / f"{notebook}.ipynb", variants)
         expected[notebook] = {t: r.points for t, r in result.tests.items()}
         lost = {t for t, r in result.tests.items() if not r.passed}
-        assert set(variant.fails) <= lost, f"{plan.student}/{notebook}: {variant.name} should fail {variant.fails}"
+        for variant in variants:
+            assert set(variant.fails) <= lost, f"{plan.student}/{notebook}: {variant.name} should fail {variant.fails}"
     return expected
 
 
