@@ -13,8 +13,8 @@
 #   layer (3 points, autograded), watch what each layer normalises with, and explain your plot
 #   (2 points, written); then train at batch size 32 with a learning-rate schedule;
 # - **Part C** explain why the layer is built this way (3 points, written);
-# - **Part D** recalibrate a BatchNorm network's running statistics (3 points, autograded) and measure how much
-#   of the batch-of-two collapse they caused.
+# - **Part D** recalibrate a BatchNorm network's running statistics (3 points, autograded), measure how much
+#   of the batch-of-two collapse they caused, and explain what you measured (2 points, written).
 
 # %% [setup]
 %matplotlib inline
@@ -550,7 +550,7 @@ q9.bs2_collapses(lambda: init_cnn(get_cnn_model(data, nfs, conv_layer, norm=Runn
 #   "less noise" without the train/eval consistency.
 
 # %% [markdown]
-# ## Part D (3 points) — recalibrating running statistics
+# ## Part D (5 points) — recalibrating running statistics
 #
 # `nn.BatchNorm2d`'s running statistics are exponential averages collected **while the weights changed**: the
 # early batches saw other weights, and at batch size 2 every batch's statistics are noisy. Once training is
@@ -658,12 +658,36 @@ axes[0].set_yscale("log")
 plt.show()
 
 # %% [markdown]
-# **Read it against your prediction.** Recalibration gives each layer the statistics of the whole training
-# distribution for the final weights: if stale running averages had caused the collapse, it would be gone. If
-# the loss did not come down, the statistics were not the problem: in training each layer divided by **two
-# images'** statistics (on the 1x1 map, about ±1 whatever the values), and the layers after it learned from that
-# output; no choice of fixed statistics, however precise, reproduces it at inference. Wu & Johnson (2021) separate
-# the two issues: how to estimate the population statistics (§3, where PreciseBN fixes the exponential average's
-# errors) and the inconsistency between normalising with a mini-batch in training and with population statistics
-# at inference (§4), which grows as the batch shrinks. RunningBatchNorm attacks the second: it normalises with
-# smoothed statistics in training too.
+# **Written (2 points).** Answer from **your own** printout and plot, and compare with your prediction:
+# 1. What did recalibration do to the `nn.BatchNorm2d` network's validation loss and accuracy? Quote numbers, and
+#    compare them with RunningBatchNorm's.
+# 2. What does that tell you about the cause of the batch-of-two collapse: were the running statistics the
+#    problem? Why does RunningBatchNorm not have it?
+
+# %% [answer id=q9_recalibration_reading points=2]
+# **1. What it did** (the full data; the graded copy runs on fewer images and gives other numbers). Before,
+# the batch-of-two `nn.BatchNorm2d` network had a validation loss of 69,252 and an accuracy of 0.163; after
+# recalibrating on 512 training images, 852,961 and 0.194: the accuracy moved a little, the loss did not come
+# down (it rose), and both stay far from RunningBatchNorm's 1.378 and 0.609.
+#
+# **2. What it means.** Recalibration gives each layer the population statistics of the training images for the
+# final weights: if stale running averages (collected while the weights changed) had caused the collapse, it would
+# be gone. It is not, so the statistics were not the problem. In training each layer divided by **two images'**
+# statistics (on the 1x1 map about ±1 whatever the values: it only says which image is larger), and the layers
+# after it learned from that output; no fixed statistics, however precise, reproduce it at inference. Wu & Johnson
+# (2021, *Rethinking "Batch" in BatchNorm*) separate the two issues: estimating the population statistics (§3,
+# where PreciseBN fixes the exponential average's errors) and the inconsistency between normalising with a
+# mini-batch in training and with population statistics at inference (§4), which grows as the batch shrinks.
+# RunningBatchNorm removes the second: it normalises with (nearly) the same smoothed statistics in training and in
+# eval, so there is no gap to repair.
+#
+# **Mark scheme** (2 points)
+# - 1 point: an honest reading of the student's own printout or plot with at least one number: the loss does not
+#   come down to RunningBatchNorm's (in the full run it rises, 69,252 -> 852,961; the grading subset gives other
+#   numbers, e.g. 21.1 -> 2.9e8), the accuracy stays far below RunningBatchNorm's. Accept any correct reading of
+#   the student's own run, and a prediction that turned out wrong if the student says so.
+# - 1 point: the collapse is not (mainly) stale running statistics but the train/inference inconsistency: the
+#   network trained on outputs normalised with two images' statistics, which no population statistics reproduce
+#   at inference (Wu & Johnson 2021, §4); RunningBatchNorm uses the same smoothed statistics in both modes. Half a
+#   point for "the statistics were not the problem" without the train/inference difference; none for
+#   "recalibration fixed it" when the student's own numbers say otherwise.

@@ -204,6 +204,18 @@ ANSWERS: dict[str, dict[str, str]] = {
                    "noisy with batches of two.",
         "weak": "The orange line is higher than the green one.",
     },
+    "q9_recalibration_reading": {
+        "good": "1. I predicted it would land in between, but it did not: before recalibrating my BatchNorm network had "
+                "a validation loss of 69252 and accuracy 0.163, afterwards 852961 and 0.194, while RunningBatchNorm had "
+                "1.38 and 0.61. 2. So stale running averages were not what broke it. The network was trained on layers "
+                "that divided by the statistics of two images, so what the later layers learned depends on that "
+                "tiny-batch normalisation, and at inference any fixed statistics, even exact ones, are a different "
+                "normalisation. RunningBatchNorm uses its smoothed statistics in training as well, so training and "
+                "evaluation match.",
+        "partial": "The loss stayed huge after recalibration, so the running statistics were not the main problem; "
+                   "batches of two are just too noisy.",
+        "weak": "Recalibration fixed the statistics so the network is better now.",
+    },
 }
 
 
