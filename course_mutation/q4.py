@@ -167,6 +167,34 @@ def fold_bn(conv, bn):
     conv.train(was[0]), bn.train(was[1])
     return fused
 '''),
+    Variant("fold_delegates_name_built", _F, "torch's fuse_conv_bn_eval reached by a name built at run time (no "
+            "forbidden name in the code: refused while the probe runs)", fails=(_OUT, _INPUTS), says="fuse_conv_bn",
+            code='''
+def fold_bn(conv, bn):
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"{bn.num_features} != {conv.out_channels}")
+    if bn.running_mean is None:
+        raise ValueError("no running statistics")
+    was = (conv.training, bn.training)
+    fused = getattr(torch.nn.utils, "fuse_conv_bn" + "_eval")(conv.eval(), bn.eval())
+    conv.train(was[0]), bn.train(was[1])
+    return fused
+'''),
+    Variant("fold_delegates_weights_name_built", _F, "torch's fuse_conv_bn_weights reached by a name built at run "
+            "time", fails=(_OUT, _INPUTS), says="fuse_conv_bn", code='''
+import copy
+
+
+def fold_bn(conv, bn):
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"{bn.num_features} != {conv.out_channels}")
+    if bn.running_mean is None:
+        raise ValueError("no running statistics")
+    fused = copy.deepcopy(conv)
+    fused.weight, fused.bias = vars(torch.nn.utils)["fuse_conv_bn" + "_weights"](
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    return fused
+'''),
     # Correct alternatives, written differently.
     Variant("fold_probe_in_eval_mode", _F, None,
             code=_PROBE.replace("MODE", "was = bn.training\n        bn.eval()").replace("RESTORE", "bn.train(was)")),

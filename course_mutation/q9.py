@@ -259,6 +259,19 @@ def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
         m.training = mode
     return model
 '''),
+    Variant("recal_update_bn_name_built", R, "update_bn reached by a name built at run time (no forbidden name in "
+            "the code: refused while the probe runs)", fails=RECAL, says="update_bn", code='''
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """Delegates to update_bn through getattr, then restores the modes."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("no batches")
+    modes = [(m, m.training) for m in model.modules()]
+    getattr(getattr(torch.optim, "swa" + "_utils"), "update" + "_bn")(batches, model)
+    for m, mode in modes:
+        m.training = mode
+    return model
+'''),
     # Correct alternatives for Part D.
     Variant("recal_list_and_state_dict", R, None, code='''
 def recalibrate_bn(model: nn.Module, batches) -> nn.Module:

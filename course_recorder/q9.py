@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_recorder import recording
+from course_recorder.guard import refusing
 from course_recorder.inputs import grading_valid, laid_out, random_affine, seeded_input
 from course_recorder.probes import (gradients, module_facts, one_thread, set_params, shared_tensors, train,
                                     training_run)
@@ -281,6 +282,9 @@ def recal_after(model: nn.Module) -> dict:
 
 
 def recalibrate(recalibrate_bn) -> None:
+    from torch.optim.swa_utils import update_bn
+
+    recalibrate_bn = refusing(recalibrate_bn, (update_bn,), "torch's update_bn (torch.optim.swa_utils)")
     with recording("test_recalibrate_bn") as rec:
         for kind in (0, 1, 2):
             model = recal_model(kind)

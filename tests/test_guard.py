@@ -180,3 +180,38 @@ def test_an_honest_combiner_with_comprehensions_is_not_refused():
     with refuse_code(code_shapes(schedulers.combine_scheds), "course_lib's combine_scheds", Evidence()) as ev:
         assert combine([0.5, 0.5], [lambda p: p, lambda p: 1 - p])(0.75) == pytest.approx(0.5)
     assert not ev.refused
+
+
+def test_torchs_plain_python_helpers_are_refused_by_their_own_code_not_their_decorator():
+    """fold_bn's and recalibrate_bn's probes refuse torch.nn.utils.fusion and swa_utils.update_bn (guard.refusing),
+    however they were reached; update_bn is wrapped by torch.no_grad(), whose wrapper every decorated function
+    shares: an honest function decorated the same way runs."""
+    from torch.nn.utils import fusion
+    from torch.optim import swa_utils
+
+    from course_recorder.guard import refusing
+
+    def delegate(model, batches):
+        getattr(getattr(torch.optim, "swa" + "_utils"), "update" + "_bn")(batches, model)
+
+    @torch.no_grad()
+    def honest(model, batches):
+        model.train()
+        for xb in batches:
+            model(xb)
+        return True
+
+    rec = Recorder("test_recalibrate_bn")
+    model = nn.BatchNorm2d(3).double()
+    rec.call("delegate", refusing(delegate, (swa_utils.update_bn,), "torch's update_bn"), model, [X])
+    rec.call("honest", refusing(honest, (swa_utils.update_bn,), "torch's update_bn"), model, [X])
+    conv, bn = nn.Conv2d(3, 3, 1).double().eval(), nn.BatchNorm2d(3).double().eval()
+    fold = refusing(lambda c, b: vars(torch.nn.utils)["fuse_conv_bn" + "_eval"](c, b),
+                    (fusion.fuse_conv_bn_eval, fusion.fuse_conv_bn_weights), "torch's fuse_conv_bn")
+    rec.call("fold", fold, conv, bn)
+    records = rec.records
+    for key, what in (("delegate", "torch's update_bn"), ("fold", "torch's fuse_conv_bn")):
+        assert records[key]["t"] == "raised" and "DelegationError" in records[key]["bases"], records[key]
+        assert records[f"{key}{GUARD}"]["items"]["refused"]["items"] == [what], records[f"{key}{GUARD}"]
+    assert records["honest"] is True and f"honest{GUARD}" not in records, records["honest"]
+    assert fusion.fuse_conv_bn_eval(conv, bn) is not None  # and torch works again afterwards
