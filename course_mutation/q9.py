@@ -340,4 +340,30 @@ def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
             m.num_batches_tracked.fill_(count)
     return model
 '''),
+    # update_bn's own habit: the whole function under a @torch.no_grad() decorator (guard.refusing refuses
+    # update_bn by its own code, not by the decorator's wrapper, which this function shares).
+    Variant("recal_no_grad_decorator", R, None, code='''
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """The pass under the no_grad decorator; layers collected by type; a generator checked for emptiness."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("recalibrate_bn: no batches")
+    kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    layers = [(m, m.momentum) for m in model.modules() if isinstance(m, kinds) and m.track_running_stats]
+    flags = [(m, m.training) for m in model.modules()]
+    for m, _ in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    model(first)
+    for xb in batches:
+        model(xb)
+    for m, momentum in layers:
+        m.momentum = momentum
+    for m, flag in flags:
+        m.training = flag
+    return model
+'''),
 ]
