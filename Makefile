@@ -59,7 +59,9 @@ $(STUDENT_STAMP): student/pyproject.toml course_lib/*.py
 
 student: $(STUDENT_STAMP)
 
+# The demo class is written into submitted/ by test tooling (course_mutation.demo), then graded as any class.
 grade: $(STAMP) release
+	$(BIN)/python -m course_mutation.demo
 	$(BIN)/python -m course_grader --jobs $(JOBS) $(GRADE_ARGS)
 
 # The tests need both environments (the student install's tests and the browser test use .venv-student/). On a

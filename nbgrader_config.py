@@ -31,5 +31,6 @@ c.IncludeHeaderFooter.header = os.path.join(HERE, "source", "header.ipynb")
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# A per-cell limit; the whole-notebook limit and memory limit live in the grading pipeline.
-c.Execute.timeout = 180
+# The per-cell limit, in seconds: the grading engine reads it from here (course_grader/settings.py, where the
+# whole-notebook, memory and output limits are declared); nbgrader's own commands use it too.
+c.Execute.timeout = 90

@@ -30,7 +30,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from course_grader import demo  # noqa: E402
+from course_mutation import demo  # noqa: E402
 from course_grader.pipeline import Options, run  # noqa: E402
 
 
@@ -68,6 +68,7 @@ def main() -> None:
     os.chmod(base, 0o755)
     try:
         root = demo.course_copy(base, ROOT)
+        demo.build(root, root / "submitted")  # the demo class, as make grade writes it
         common = dict(root=root, notebooks=args.notebook, skip_experiments=args.skip_experiments, progress=False,
                       feedback=False, csv=base / "grades.csv")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machines are noisy)")

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from course_grader import demo  # noqa: E402
+from course_mutation import demo  # noqa: E402
 from course_grader.machine import DATA_DIR  # noqa: E402
 from course_grader.pipeline import Options, run  # noqa: E402
 
@@ -89,6 +89,7 @@ def main() -> None:
     os.chmod(base, 0o755)
     try:
         root = demo.course_copy(base, ROOT)
+        demo.build(root, root / "submitted")  # the demo class, as make grade writes it
         run(Options(root=root, students=["reference"], notebooks=["Q6"], progress=False, csv=base / "warm.csv"))
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; nothing else should run")
         students = WELL_BEHAVED + (PROBLEMS if args.with_problems else [])

@@ -67,10 +67,23 @@ def remapped(checkout: Path, base: Path) -> str:
     return str(site)
 
 
-def grade(label: str, checkout: Path, course: Path, jobs: int, site: str = "") -> float:
-    """Seconds to grade the reference student with the checkout's engine."""
+def _env(checkout: Path, site: str) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [site, str(checkout)])), MPLBACKEND="Agg")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def demo_class(checkout: Path, course: Path, site: str = "") -> None:
+    """Write the checkout's demo class into the course's submitted/ where the checkout's make grade does so
+    itself (course_mutation.demo); older engines built it on every run."""
+    if (checkout / "course_mutation" / "demo.py").exists():
+        subprocess.run([sys.executable, "-m", "course_mutation.demo", "--root", str(course)], cwd=course,
+                       env=_env(checkout, site), check=True, capture_output=True, text=True)
+
+
+def grade(label: str, checkout: Path, course: Path, jobs: int, site: str = "") -> float:
+    """Seconds to grade the reference student with the checkout's engine."""
+    env = _env(checkout, site)
     cmd = [sys.executable, "-m", engine(checkout), "--root", str(course), "--student", "reference", "--jobs",
            str(jobs), "--no-feedback", "--quiet", "--csv", str(course / "grades.csv")]
     started = time.monotonic()
@@ -104,6 +117,7 @@ def main() -> None:
         for name, checkout in checkouts.items():
             (base / name).mkdir()
             courses[name] = course_copy(checkout, base / name)
+            demo_class(checkout, courses[name], sites[name])
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {args.jobs} jobs; "
               f"before = {checkouts['before']}, after = {ROOT}")
         print("warm-up (not counted):")

@@ -1,7 +1,7 @@
-"""`python -m course_grader`: autograde a class (the built-in demo class by default), print the table.
+"""`python -m course_grader`: autograde a class (the course's submitted/ by default), print the table.
 
 Examples (from the course root; `make grade` runs the first):
-  python -m course_grader --jobs 2                      the demo class, rebuilt from source
+  python -m course_grader --jobs 2                      submitted/ (make grade first writes the demo class there)
   python -m course_grader --class path/to/submitted     a real class (<student>/normalization/*.ipynb)
   python -m course_grader --zip-collect downloads/      LMS archives (nbgrader's zip_collect names)
   python -m course_grader --student alice --notebook Q4 one student, one notebook
@@ -37,15 +37,17 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     p.add_argument("--root", type=Path, default=Path.cwd(), help="course root (default: the current folder)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="students graded at once")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--class", dest="class_dir", type=Path, help="folder of <student>/<assignment>/ submissions")
+    source.add_argument("--class", dest="class_dir", type=Path, help="folder of <student>/<assignment>/ submissions (default: the course's submitted/)")
     source.add_argument("--zip-collect", dest="zip_dir", type=Path, help="folder of LMS archives or extracted files")
     p.add_argument("--zip-regexp", default=ZIP_REGEXP, help="file name pattern for --zip-collect")
     p.add_argument("--student", action="append", default=[], help="grade only this student (repeatable)")
     p.add_argument("--notebook", action="append", default=[], help="grade only this notebook, e.g. Q4 (repeatable)")
     p.add_argument("--db-url", help="gradebook URL (default: $COURSE_DB_URL or sqlite:///<root>/gradebook.db)")
-    p.add_argument("--cell-timeout", type=int, default=90, help="seconds per cell (grading mode keeps cells short)")
-    p.add_argument("--notebook-timeout", type=float, default=600.0, help="wall-clock seconds per notebook")
-    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each kernel (RLIMIT_DATA)")
+    p.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds per cell (default: c.Execute.timeout in the course's nbgrader_config.py)")
+    p.add_argument("--notebook-timeout", type=float, default=Options.notebook_timeout,
+                   help="wall-clock seconds per notebook")
+    p.add_argument("--memory-mb", type=int, default=Options.memory_mb, help="memory limit of each kernel (RLIMIT_DATA)")
     caps = p.add_argument_group("caps on what a student's kernel sends back, applied as it arrives")
     caps.add_argument("--max-output-bytes", type=int, default=Options.max_output_bytes, help="bytes kept of one output")
     caps.add_argument("--max-cell-output-bytes", type=int, default=Options.max_cell_output_bytes,

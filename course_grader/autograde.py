@@ -21,7 +21,8 @@ from pathlib import Path
 
 from course_grader.failures import one_line, root_cause
 
-ASSIGNMENT = "normalization"
+from course_grader import settings
+from course_grader.settings import ASSIGNMENT
 
 
 @dataclass
@@ -35,15 +36,15 @@ class Job:
     template_db: str
     scratch: str
     notebooks: list[str] = field(default_factory=list)  # notebook names; empty = all
-    cell_timeout: int = 90
-    notebook_timeout: float = 600.0
-    memory_mb: int = 4096
-    max_output_bytes: int = 2 << 20  # the output caps (kernel.OutputBudget)
-    max_cell_output_bytes: int = 4 << 20
-    max_notebook_output_bytes: int = 16 << 20
-    max_record_bytes: int = 64 << 20
-    max_submission_bytes: int = 64 << 20  # a notebook file larger is not read (repair.py)
-    worker_memory_mb: int = 12288  # this worker's own memory limit (limit_memory); 0: none
+    cell_timeout: int = settings.CELL_TIMEOUT  # the limits: settings.py says what each is
+    notebook_timeout: float = settings.NOTEBOOK_TIMEOUT
+    memory_mb: int = settings.MEMORY_MB
+    max_output_bytes: int = settings.MAX_OUTPUT_BYTES  # the output caps (kernel.OutputBudget)
+    max_cell_output_bytes: int = settings.MAX_CELL_OUTPUT_BYTES
+    max_notebook_output_bytes: int = settings.MAX_NOTEBOOK_OUTPUT_BYTES
+    max_record_bytes: int = settings.MAX_RECORD_BYTES
+    max_submission_bytes: int = settings.MAX_SUBMISSION_BYTES  # a notebook file larger is not read (repair.py)
+    worker_memory_mb: int = settings.WORKER_MEMORY_MB  # this worker's own memory limit (limit_memory); 0: none
     isolate: bool = False
     expose: list[str] = field(default_factory=list)  # what an isolated kernel may read (sandbox.py)
     feedback: bool = True

@@ -29,11 +29,12 @@ from functools import cached_property
 from pathlib import Path
 
 import course_grader
+from course_grader import settings
 from course_grader.autograde import Job, Result
 from course_grader.failures import one_line
 
 PLUGIN = "normalization-course-grading"
-CODE_PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader")
+CODE_PACKAGES = (*settings.KERNEL_PACKAGES, *settings.ENGINE_PACKAGES)
 
 
 def code_root() -> Path:

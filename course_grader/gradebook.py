@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
 
-ASSIGNMENT = "normalization"
+from course_grader.settings import ASSIGNMENT  # gradebook.ASSIGNMENT, as the callers know it
 
 
 def default_db_url(root: Path) -> str:

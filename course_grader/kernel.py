@@ -34,7 +34,7 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from course_grader import speed
+from course_grader import settings, speed
 from course_grader.failures import GraderFailure, meaningful_lines, one_line
 
 NOT_RUN = "NotRunError"
@@ -56,7 +56,7 @@ class SandboxKernelManager(AsyncKernelManager):
     transport) in a folder made for it, the only folder it may write besides its own scratch.
     """
 
-    memory_mb = Integer(4096, help="memory limit of the kernel, in MiB").tag(config=True)
+    memory_mb = Integer(settings.MEMORY_MB, help="memory limit of the kernel, in MiB").tag(config=True)
     isolate = Bool(False, help="namespaces, an allowlist view and a user of its own (needs root)").tag(config=True)
     expose = List(Unicode(), help="paths the kernel may read (besides the system's)").tag(config=True)
     zygote = Unicode("", help="socket of a fork server (zygote.py); empty: a fresh kernel process").tag(config=True)
@@ -167,10 +167,10 @@ class OutputBudget:
     What was cut is said once per cell (`cut`), in the cell and to the instructor.
     """
 
-    per_output: int = 2 * MIB
-    per_cell: int = 4 * MIB
-    per_notebook: int = 16 * MIB
-    per_test_records: int = 64 * MIB
+    per_output: int = settings.MAX_OUTPUT_BYTES
+    per_cell: int = settings.MAX_CELL_OUTPUT_BYTES
+    per_notebook: int = settings.MAX_NOTEBOOK_OUTPUT_BYTES
+    per_test_records: int = settings.MAX_RECORD_BYTES
     notebook: int = 0  # bytes kept by the cells before this one
     cell: int = 0  # bytes kept by this cell
     records: int = 0  # record bytes kept by this cell
@@ -238,7 +238,7 @@ class OutputBudget:
 class RobustExecute(Execute):
     """nbgrader's Execute with a whole-notebook limit, output caps, and no exception when a kernel dies or hangs."""
 
-    notebook_timeout = Float(600.0, help="wall-clock seconds for the whole notebook").tag(config=True)
+    notebook_timeout = Float(settings.NOTEBOOK_TIMEOUT, help="wall-clock seconds for the whole notebook").tag(config=True)
     report_file = Unicode("", help="JSON lines: one record per notebook with its problem, if any").tag(config=True)
     skip_tags = List(Unicode(), help="cells with one of these tags are not run (tests never depend on them)"
                      ).tag(config=True)

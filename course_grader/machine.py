@@ -16,8 +16,7 @@ from pathlib import Path
 
 from course_grader import sandbox, zygote
 
-# What a grading kernel imports of the course: the student library and the recorder (never the judge).
-KERNEL_PACKAGES = ("course_lib", "course_recorder")
+from course_grader.settings import KERNEL_PACKAGES  # what a grading kernel imports of the course (never the judge)
 # The grader's own copy of the MNIST cache, world-readable: kernels (users of their own) read it. Beside it, private
 # to the grader: the judge's reference results and the cached gradebooks (a gradebook holds the hidden tests).
 DATA_DIR = Path.home().resolve() / ".cache" / "normalization-course-grading"

@@ -24,10 +24,10 @@ import sys
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from course_grader import class_report, gradebook, leftovers, report, reviews
+from course_grader import class_report, gradebook, leftovers, report, reviews, settings
 from course_grader.machine import GRADEBOOKS, Machine
 from course_grader.autograde import ASSIGNMENT, Job, Result, unusable_id
 from course_grader.failures import one_line, root_cause
@@ -46,24 +46,22 @@ class Options:
 
     root: Path
     jobs: int = os.cpu_count() or 1
-    class_dir: Path | None = None  # submitted/<student>/<assignment>/ layout (default: the demo class)
+    class_dir: Path | None = None  # <student>/<assignment>/ layout (default: the course's submitted/)
     zip_dir: Path | None = None  # zip_collect layout: archives or extracted files named by ZIP_REGEXP
     zip_regexp: str = ZIP_REGEXP
     students: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
     db_url: str | None = None
-    cell_timeout: int = 90
-    notebook_timeout: float = 600.0
-    memory_mb: int = 4096
-    # Caps on what a student's kernel sends back, applied as it arrives (kernel.OutputBudget): one output, one
-    # cell's outputs, the notebook's outputs, and one test cell's record bundles (counted apart, for the judge).
-    # The defaults are the worker's (autograde.Job).
-    max_output_bytes: int = Job.max_output_bytes
-    max_cell_output_bytes: int = Job.max_cell_output_bytes
-    max_notebook_output_bytes: int = Job.max_notebook_output_bytes
-    max_record_bytes: int = Job.max_record_bytes
-    max_submission_bytes: int = Job.max_submission_bytes  # a submitted notebook file larger is not graded (repair.py)
-    worker_memory_mb: int = Job.worker_memory_mb  # each grading worker's own limit (at least 3 x memory_mb); 0: none
+    # The limits (settings.py says what each is). cell_timeout None: the course's nbgrader_config.py (c.Execute.timeout).
+    cell_timeout: int | None = None
+    notebook_timeout: float = settings.NOTEBOOK_TIMEOUT
+    memory_mb: int = settings.MEMORY_MB
+    max_output_bytes: int = settings.MAX_OUTPUT_BYTES
+    max_cell_output_bytes: int = settings.MAX_CELL_OUTPUT_BYTES
+    max_notebook_output_bytes: int = settings.MAX_NOTEBOOK_OUTPUT_BYTES
+    max_record_bytes: int = settings.MAX_RECORD_BYTES
+    max_submission_bytes: int = settings.MAX_SUBMISSION_BYTES
+    worker_memory_mb: int = settings.WORKER_MEMORY_MB
     sandbox: bool = True
     require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
     feedback: bool = True
@@ -89,7 +87,6 @@ class Outcome:
     scores: dict[str, dict[str, gradebook.NotebookScore]]
     sandbox: str
     seconds: float
-    plans: list = field(default_factory=list)
     kernels: str = ""  # forked from the fork server, or fresh processes (and why)
     report: Path | None = None  # the class report (report.html beside grades.csv)
 
@@ -122,30 +119,27 @@ def _zip_class(zip_dir: Path, regexp: str, out: Path) -> Path:
     return target
 
 
-def _submissions(options: Options, scratch: Path) -> tuple[dict[str, Path], list]:
-    """{student: folder of notebooks}, and the demo plans when grading the demo class."""
-    plans = []
+def _submissions(options: Options, scratch: Path) -> dict[str, Path]:
+    """{student: folder of notebooks}: the --zip-collect archives, the --class folder, or the course's submitted/
+    (where `make grade` writes the demo class)."""
     if options.zip_dir:
         base = _zip_class(options.zip_dir, options.zip_regexp, scratch / "zip")
-    elif options.class_dir:
-        base = options.class_dir
     else:
-        from course_grader import demo
-
-        base = options.root / "submitted"
-        plans = demo.build(options.root, base)
+        base = options.class_dir or options.root / "submitted"
+    students = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if not students:
+        raise SystemExit(f"no submissions in {base} (<student>/{ASSIGNMENT}/*.ipynb): `make grade` builds the demo "
+                         f"class there (python -m course_mutation.demo), or pass --class DIR")
     folders = {}
-    for student_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+    for student_dir in students:
         folder = student_dir / ASSIGNMENT
         folders[student_dir.name] = folder if folder.is_dir() else student_dir
-    if plans:  # the demo class in its own order; other folders in submitted/ are ignored
-        folders = {p.student: folders[p.student] for p in plans}
     if options.students:
         unknown = set(options.students) - set(folders)
         if unknown:
             raise SystemExit(f"no submission for {sorted(unknown)} in {base}")
         folders = {s: folders[s] for s in options.students}
-    return folders, plans
+    return folders
 
 
 def _notebooks(options: Options) -> list[str]:
@@ -312,6 +306,8 @@ def run(options: Options) -> Outcome:
     started = time.monotonic()
     leftovers.sweep()  # what a killed run or Dask worker left (only folders whose owner is gone: leftovers.py)
     root = options.root.resolve()
+    if options.cell_timeout is None:  # the course's nbgrader_config.py says it (settings.cell_timeout)
+        options = replace(options, cell_timeout=settings.cell_timeout(root))
     db_url = gradebook.driver_url(options.db_url or gradebook.default_db_url(root))
     release = root / "release" / ASSIGNMENT
     if not any(release.glob("*.ipynb")):
@@ -320,7 +316,7 @@ def run(options: Options) -> Outcome:
     scratch = owned.path
     local = None
     try:
-        folders, plans = _submissions(options, scratch)
+        folders = _submissions(options, scratch)
         notebooks = _notebooks(options)
         names = notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
         if not options.distributed:
@@ -378,7 +374,7 @@ def run(options: Options) -> Outcome:
         rows = [held.apply(row) for row in rows]
         grades_csv = options.csv or root / "grades.csv"
         report.write_csv(rows, grades_csv)
-        outcome = Outcome(rows, results, scores, mode, time.monotonic() - started, plans, kernels)
+        outcome = Outcome(rows, results, scores, mode, time.monotonic() - started, kernels)
         if options.report:
             outcome.report = class_report.write(root, db_url, grades_csv)[0]
         return outcome

@@ -48,6 +48,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from course_grader.settings import MEMORY_MB, SCRATCH_MB  # the kernel's limits
+
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -83,7 +85,6 @@ SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 # a kernel's uid must be nobody else's, or it could signal or read their processes and files.
 UID_BASE = 2_000_000_000
 UID_RANGE = 1 << 22
-SCRATCH_MB = 256  # the kernel's home, /tmp, /var/tmp and /dev/shm together
 HOME = "/home/kernel"
 CONNECTION = f"{HOME}/kernel.json"
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -635,7 +636,7 @@ def _kernel(args, cmd: list[str], environ, start, uid: int, gid: int) -> None:
 def parser() -> argparse.ArgumentParser:
     """The launcher's options (shared with the fork server's client, zygote.py)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--memory-mb", type=int, default=4096)
+    p.add_argument("--memory-mb", type=int, default=MEMORY_MB)
     p.add_argument("--scratch-mb", type=int, default=SCRATCH_MB)
     p.add_argument("--isolate", action="store_true", help="namespaces, an allowlist view, a user of its own (root)")
     p.add_argument("--expose", action="append", default=[], help="a folder or file the kernel may read")

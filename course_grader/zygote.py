@@ -34,7 +34,7 @@ import struct
 import sys
 from pathlib import Path
 
-from course_grader import sandbox
+from course_grader import sandbox, settings
 
 # What a grading kernel imports anyway: the kernel itself (with its debugger and history), what the notebooks'
 # setup and test cells import, and what set_seed pulls in (torch.use_deterministic_algorithms imports
@@ -42,7 +42,7 @@ from course_grader import sandbox
 PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython", "sqlite3", "pdb",
            "matplotlib_inline.backend_inline", "numpy", "numpy.random", "torch", "torch.nn", "torch.nn.functional",
            "torch._inductor.config", "matplotlib", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
-           "PIL.PngImagePlugin", "fastprogress", "course_lib", "course_recorder",
+           "PIL.PngImagePlugin", "fastprogress", *settings.KERNEL_PACKAGES,
            "pyseccomp")  # the sandbox's seccomp binding: loaded once here, each kernel only compiles its filter (~1 ms)
 HEADER = struct.Struct("!Q")
 

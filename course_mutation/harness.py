@@ -22,9 +22,11 @@ from unittest import mock
 
 import nbformat
 
+from course_grader.settings import ASSIGNMENT
+
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "source" / "normalization"
-RELEASE = ROOT / "release" / "normalization"
+SOURCE = ROOT / "source" / ASSIGNMENT
+RELEASE = ROOT / "release" / ASSIGNMENT
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader import demo
+from course_mutation import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 # Training-heavy demo and experiment cells are skipped: tests never depend on them.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader.demo import reference_code, solve
+from course_mutation.demo import reference_code, solve
 from course_judge import is_test
 from course_mutation import Variant, find
 from course_mutation.harness import solution_source

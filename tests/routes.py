@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader.demo import solve
+from course_mutation.demo import solve
 from course_mutation import Variant, find
 from submissions import add_cell, edit_cell, notebook_name
 

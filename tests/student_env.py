@@ -55,7 +55,7 @@ def private_env(bin_dir: Path, home: Path, **extra: str) -> dict[str, str]:
 def solved_release(dest: Path) -> list[Path]:
     """A copy of the release folder (its nbgrader_config.py included) with every notebook filled with the
     instructor's solutions; the notebooks, sorted."""
-    from course_grader.demo import Plan, write_student
+    from course_mutation.demo import Plan, write_student
 
     write_student(Plan("reference"), SOURCE, RELEASE, dest)
     shutil.copyfile(RELEASE / "nbgrader_config.py", dest / "nbgrader_config.py")

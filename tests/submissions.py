@@ -18,8 +18,9 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader import demo, inert
+from course_grader import inert
 from course_grader.pipeline import Options, run
+from course_mutation import demo
 from demo_class import points_per_test
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from browser_tools import ROOT, Lab, chromium_browser, screenshot, screenshot_on_failure, start_lab
-from course_grader.demo import solve
+from course_mutation.demo import solve
 from course_mutation import find
 from student_env import student_bin
 

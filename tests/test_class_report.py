@@ -9,10 +9,11 @@ import re
 
 import nbformat
 
-from course_grader import class_report, demo, gradebook
+from course_grader import class_report, gradebook
+from course_grader.__main__ import main
 from course_grader.judging import VERDICTS_KEY
 from course_judge.compare import NAMED_MISTAKE
-from course_grader.__main__ import main
+from course_mutation import demo
 from demo_class import points_per_test
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader import demo
+from course_mutation import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 NBGRADER_FOLDERS = ("source", "release", "submitted", "autograded", "feedback", "exchange")
@@ -100,3 +100,77 @@ def test_the_demo_class_shows_a_mistake_and_a_correct_alternative_in_every_grade
                 assert written[variant.solution] == variant.source(reference).strip("\n"), (plan.student, variant.name)
     assert set(graded_cells) - wrong == set(), sorted(set(graded_cells) - wrong)
     assert set(graded_cells) - right == set(), sorted(set(graded_cells) - right)
+
+
+ENGINE_IMPORTS = """
+import importlib, pkgutil, sys
+import course_grader
+for info in pkgutil.walk_packages(course_grader.__path__, "course_grader."):
+    if info.name != "course_grader.__main__":
+        importlib.import_module(info.name)
+importlib.import_module("course_grader.__main__")
+print(sorted(name for name in sys.modules if name.split(".")[0] == "course_mutation"))
+"""
+
+
+def test_the_grading_engine_imports_nothing_of_the_test_tooling():
+    """course_mutation holds complete solutions (the catalogue) and the demo class: the engine never imports it."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ENGINE_IMPORTS], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:]
+
+
+# The engine's limits (course_grader/settings.py): names a value of theirs may be bound to, and the CLI's flags.
+LIMIT_NAMES = {"cell_timeout", "notebook_timeout", "memory_mb", "scratch_mb", "worker_memory_mb", "max_output_bytes",
+               "max_cell_output_bytes", "max_notebook_output_bytes", "max_record_bytes", "max_submission_bytes",
+               "per_output", "per_cell", "per_notebook", "per_test_records", "timeout"}
+
+
+def limit_literals(package: Path) -> list[str]:
+    """Where a module other than settings.py gives one of the limits a number of its own (a default, a trait, a
+    field, a CLI flag's default) instead of settings' name for it."""
+    import ast
+
+    def numeric(node) -> bool:
+        return any(isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)
+                   and n.value not in (0, 1) for n in ast.walk(node))
+
+    found = []
+    for path in sorted(package.glob("*.py")):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets, value = [], None
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            elif isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            names = {t.id if isinstance(t, ast.Name) else t.attr if isinstance(t, ast.Attribute) else "" for t in targets}
+            if value is not None and {n.lower() for n in names} & LIMIT_NAMES and numeric(value):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)[:80]}")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                default = next((k.value for k in node.keywords if k.arg == "default"), None)
+                if any(f.lstrip("-").replace("-", "_") in LIMIT_NAMES for f in flags) and default is not None \
+                        and numeric(default):
+                    found.append(f"{path.name}:{node.lineno} {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_every_limit_is_declared_once_in_settings():
+    """A limit's number lives in course_grader/settings.py (or the course's nbgrader_config.py, for the cell limit)
+    and nowhere else in the engine: the CLI, Options, Job, the kernel's traits and the sandbox take its name."""
+    assert (ROOT / "course_grader" / "settings.py").exists()
+    assert limit_literals(ROOT / "course_grader") == []
+
+
+def test_the_engine_reads_the_cell_limit_from_nbgrader_config(tmp_path):
+    from course_grader import settings
+
+    assert settings.cell_timeout(ROOT) == 90  # nbgrader_config.py's c.Execute.timeout
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.Execute.timeout = 33\n")
+    assert settings.cell_timeout(tmp_path) == 33
+    assert settings.cell_timeout(tmp_path / "nowhere") == settings.CELL_TIMEOUT

@@ -93,7 +93,7 @@ def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is
     for student in students:
         assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
         assert scores_of(outcome, student) == scores_of(graded, student), student
-    assert [r.reasons for r in outcome.rows] == [r.reasons for r in graded.rows]
+    assert {r.student: r.reasons for r in outcome.rows} == {r.student: r.reasons for r in graded.rows}
     ran_on = {r.machine["worker"] for r in outcome.results.values()}
     assert len(ran_on) == 2 and all(r.machine["mode"] == "isolated" for r in outcome.results.values()), ran_on
     assert outcome.sandbox == "isolated" and "forked from a warm fork server" in outcome.kernels, outcome.kernels
@@ -155,7 +155,7 @@ def test_dask_workers_grade_with_every_option_the_instructor_gave_and_none_of_th
             given[f.name] = not value
         elif isinstance(value, (int, float)):
             given[f.name] = value + 3
-    given.update(db_url="postgresql://teacher:secret@db/course", csv=Path("/course/g.csv"), students=["a"],
+    given.update(cell_timeout=47, db_url="postgresql://teacher:secret@db/course", csv=Path("/course/g.csv"), students=["a"],
                  class_dir=Path("/course/class"), scheduler="tcp://10.0.0.1:8786")
     instructor = dataclasses.replace(defaults, **given)
     sent = for_workers(instructor)

@@ -19,9 +19,10 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_grader import demo, gradebook
+from course_grader import gradebook
 from course_grader.pipeline import Options, run
 from course_grader.repair import repair
+from course_mutation import demo
 from course_mutation.harness import run_variants
 from demo_class import LIMITS, graded_notebooks, points_per_test
 

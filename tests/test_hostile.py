@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_grader import demo
+from course_mutation import demo
 from course_grader.pipeline import Options, run
 from course_judge.secrets import leaks, package_lines, notebook_lines, visible_lines
 from course_mutation.harness import run_notebook, run_variant

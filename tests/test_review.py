@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_grader import demo, gradebook, inert, pipeline, reviews
+from course_grader import gradebook, inert, pipeline, reviews
 from course_grader.__main__ import main
 from course_grader.autograde import Result
 from course_grader.class_report import paths
@@ -26,6 +26,7 @@ from course_grader.judging import REVIEW_KEY, REVIEW_NOTE, JudgeVerdicts
 from course_grader.pipeline import Options, run
 from course_grader.report import Row, table, write_csv
 from course_judge import NotebookVerdicts, Verdict, is_test
+from course_mutation import demo
 from demo_class import LIMITS, points_per_test
 from hostile import notebook
 from submissions import csv_cells, release_and_source

@@ -266,11 +266,11 @@ print(json.dumps({"uid": os.getuid(), "groups": os.getgroups(), "root": root}))
 def test_without_root_grading_says_kernels_are_not_isolated():
     """A grader that is not root cannot isolate kernels: the probe says so (and --require-isolation refuses).
 
-    The unprivileged user runs the system's interpreter on a copy of the sandbox module (it needs nothing else) in a
+    The unprivileged user runs the system's interpreter on a copy of the sandbox module (it needs only the settings) in a
     folder it can read, so the test holds wherever the checkout lives (`mktemp -d` makes one only root can read)."""
     with tempfile.TemporaryDirectory(dir="/var/tmp") as readable:
         shutil.copytree(ROOT / "course_grader", Path(readable) / "course_grader",
-                        ignore=lambda folder, names: [n for n in names if n not in ("__init__.py", "sandbox.py")])
+                        ignore=lambda folder, names: [n for n in names if n not in ("__init__.py", "sandbox.py", "settings.py")])
         for folder in (Path(readable), Path(readable) / "course_grader"):
             folder.chmod(0o755)
         code = f"import sys; sys.path.insert(0, {readable!r}); from course_grader.sandbox import probe; print(probe())"

@@ -1,4 +1,6 @@
-"""The built-in demo class, generated from source/ and the mutation catalogue on every run (never stale).
+"""The built-in demo class, generated from source/ and the mutation catalogue (never stale): test tooling, beside the
+catalogue whose complete solutions it uses; the grading engine (course_grader) imports nothing of it. `make grade`
+builds it into submitted/ (`python -m course_mutation.demo`), then grades that folder as any class.
 
 Every student's notebooks are the release notebooks with solution cells filled in:
   reference  the instructor's solutions (full autograded marks; written answers wait for manual grading)
@@ -21,10 +23,11 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader import demo_answers
+from course_grader import settings
+from course_grader.settings import ASSIGNMENT
+from course_mutation import demo_answers
 from course_mutation import Variant, find
 
-ASSIGNMENT = "normalization"
 REALISTIC = ("alice", "bob", "carol", "dave")
 # Each realistic student's variants per notebook, by name (so that the catalogue can grow without changing the class):
 # in some solution cells a known mistake, in the others a correct alternative written differently. A notebook with
@@ -49,7 +52,7 @@ CHOICES = {
              "Q6": ("eps_outside_sqrt", "rms_flatten_norm"), "Q7": "checks_against_parameter_shape",
              "Q8": "interleaved_groups", "Q9": ("einsum_and_where", "recal_not_reset")},
 }
-PACKAGES = ("course_lib", "course_recorder", "course_judge", "course_grader", "course_mutation")
+PACKAGES = (*settings.KERNEL_PACKAGES, *settings.ENGINE_PACKAGES, "course_mutation")  # linked into a course_copy
 CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
 HANG = "while True:  # an infinite loop\n    pass\n"
 
@@ -216,3 +219,21 @@ def course_copy(base: Path, root: Path) -> Path:
         (course / package).symlink_to(root / package)
     gradebook.record_assignment(course, f"sqlite:///{base / 'release.db'}", release_dir=course / "release")
     return course
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m course_mutation.demo [--root DIR]`: write the demo class into DIR/submitted/."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m course_mutation.demo", description=main.__doc__)
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="course root (default: the current folder)")
+    root = p.parse_args(argv).root.resolve()
+    try:
+        done = build(root, root / "submitted")
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(str(err)) from None
+    print(f"demo class: {len(done)} students in {root / 'submitted'} ({', '.join(plan.student for plan in done)})")
+
+
+if __name__ == "__main__":
+    main()
