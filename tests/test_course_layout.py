@@ -174,3 +174,19 @@ def test_the_engine_reads_the_cell_limit_from_nbgrader_config(tmp_path):
     (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.Execute.timeout = 33\n")
     assert settings.cell_timeout(tmp_path) == 33
     assert settings.cell_timeout(tmp_path / "nowhere") == settings.CELL_TIMEOUT
+
+
+def test_make_test_fast_names_test_files_that_exist():
+    """`make test-fast` lists its test files by name: each must exist (a renamed file would silently drop out)."""
+    import re
+
+    text = (ROOT / "Makefile").read_text()
+    block = re.search(r"^FAST_TESTS :=(.*?)(?:\n\n)", text, re.S | re.M)
+    assert block, "Makefile has no FAST_TESTS"
+    listed = re.sub(r"\$\(wildcard ([^)]*)\)", r"\1", block[1].replace("\\\n", " "))
+    names = [n for n in listed.split() if "*" not in n]
+    globs = [n for n in listed.split() if "*" in n]
+    assert all(list(ROOT.glob(g)) for g in globs), globs
+    assert len(names) >= 8, names
+    missing = [n for n in names if not (ROOT / n).is_file()]
+    assert not missing, missing
