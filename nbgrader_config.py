@@ -31,6 +31,7 @@ c.IncludeHeaderFooter.header = os.path.join(HERE, "source", "header.ipynb")
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# The per-cell limit, in seconds: the grading engine reads it from here (course_grader/settings.py, where the
-# whole-notebook, memory and output limits are declared); nbgrader's own commands use it too.
+# The per-cell limit when grading, in seconds: the grading engine reads it from here (course_grader/settings.py,
+# where the whole-notebook, memory and output limits are declared); nbgrader's own commands use it too. Students'
+# Validate gets settings.VALIDATE_SLACK times it (release/normalization/nbgrader_config.py).
 c.Execute.timeout = 90

@@ -19,6 +19,7 @@ ENGINE_PACKAGES = ("course_judge", "course_grader")
 
 # ---- limits on one student's kernel -------------------------------------------------------------------------------
 CELL_TIMEOUT = 90  # seconds per cell, when nbgrader_config.py does not set c.Execute.timeout
+VALIDATE_SLACK = 2  # a student's Validate allows this many times the grading cell limit (a slow or busy laptop)
 NOTEBOOK_TIMEOUT = 600.0  # wall-clock seconds for the whole notebook
 MEMORY_MB = 4096  # the kernel's memory (rlimit and cgroup)
 SCRATCH_MB = 256  # the kernel's home, /tmp, /var/tmp and /dev/shm together (tmpfs)

@@ -5,8 +5,9 @@ clears outputs. It records the assignment in a gradebook; here that is a throw-a
 release never touches the course's gradebook. Two things are added to what nbgrader writes:
 - every stub's `raise NotImplementedError()` names what to write ("GroupNorm.forward is not written yet..."),
   so an untouched stub says in one line where the work is;
-- `nbgrader_config.py` with the course's per-cell limit, read by Validate (JupyterLab's button and
-  `nbgrader validate`, run from the release folder), so Validate works on a slow laptop.
+- `nbgrader_config.py` with a per-cell limit for Validate (JupyterLab's button and `nbgrader validate`, run from
+  the release folder): the course's grading limit times `settings.VALIDATE_SLACK`, so Validate works on a slow
+  laptop.
 
 Usage: python tools/build_release.py [--check]
   --check   build into a temporary folder and report whether release/ differs (exit 1 if it does)
@@ -50,7 +51,7 @@ def generate(release_dir: Path) -> Path:
 
 
 RELEASE_CONFIG = '''"""nbgrader settings for students: Validate (JupyterLab's button, or `nbgrader validate Qn_....ipynb` run
-in this folder) reads this file. Written by tools/build_release.py; the limit is the course's own."""
+in this folder) reads this file. Written by tools/build_release.py from the course's own limit."""
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -110,7 +111,10 @@ def finish(assignment: Path) -> None:
                 if "checksum" in meta:
                     meta["checksum"] = compute_checksum(cell)
         nbformat.write(nb, path)
-    (assignment / "nbgrader_config.py").write_text(RELEASE_CONFIG.format(timeout=config.Execute.timeout))
+    from course_grader import settings
+
+    timeout = settings.VALIDATE_SLACK * settings.cell_timeout(ROOT)  # the grading limit, with room for a slow laptop
+    (assignment / "nbgrader_config.py").write_text(RELEASE_CONFIG.format(timeout=timeout))
 
 
 def differences(a: Path, b: Path) -> list[str]:

@@ -1,5 +1,5 @@
 """nbgrader settings for students: Validate (JupyterLab's button, or `nbgrader validate Qn_....ipynb` run
-in this folder) reads this file. Written by tools/build_release.py; the limit is the course's own."""
+in this folder) reads this file. Written by tools/build_release.py from the course's own limit."""
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
