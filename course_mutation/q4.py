@@ -123,6 +123,19 @@ def fold_bn(conv, bn):
     return fused
 '''
 
+# fold_bn handing the work to torch's fuse_conv_bn_eval (its own checks first), reached as the variant names it.
+_DELEGATING = '''
+def fold_bn(conv, bn):
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"{bn.num_features} != {conv.out_channels}")
+    if bn.running_mean is None:
+        raise ValueError("no running statistics")
+    was = (conv.training, bn.training)
+    fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+    conv.train(was[0]), bn.train(was[1])
+    return fused
+'''
+
 VARIANTS += [
     Variant("fold_training_mode_statistics", _F, "bn called in training mode on a probe batch: the batch's statistics "
             "are folded (and the running ones updated)", fails=(_OUT, _INPUTS), says="training mode",
@@ -154,32 +167,10 @@ VARIANTS += [
             edits=(("    if bn.running_mean is None or bn.running_var is None:\n        raise ValueError(\"bn has no "
                     "running statistics (track_running_stats=False): nothing to fold\")\n", ""),)),
     Variant("fold_delegates", _F, "torch's own fuse_conv_bn_eval called (the delegation rule)",
-            fails=(_OUT, _INPUTS, _ERRORS), code='''
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-def fold_bn(conv, bn):
-    if bn.num_features != conv.out_channels:
-        raise ValueError(f"{bn.num_features} != {conv.out_channels}")
-    if bn.running_mean is None:
-        raise ValueError("no running statistics")
-    was = (conv.training, bn.training)
-    fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
-    conv.train(was[0]), bn.train(was[1])
-    return fused
-'''),
+            fails=(_OUT, _INPUTS, _ERRORS), code="from torch.nn.utils.fusion import fuse_conv_bn_eval\n" + _DELEGATING),
     Variant("fold_delegates_name_built", _F, "torch's fuse_conv_bn_eval reached by a name built at run time (no "
             "forbidden name in the code: refused while the probe runs)", fails=(_OUT, _INPUTS), says="fuse_conv_bn",
-            code='''
-def fold_bn(conv, bn):
-    if bn.num_features != conv.out_channels:
-        raise ValueError(f"{bn.num_features} != {conv.out_channels}")
-    if bn.running_mean is None:
-        raise ValueError("no running statistics")
-    was = (conv.training, bn.training)
-    fused = getattr(torch.nn.utils, "fuse_conv_bn" + "_eval")(conv.eval(), bn.eval())
-    conv.train(was[0]), bn.train(was[1])
-    return fused
-'''),
+            code=_DELEGATING.replace("fuse_conv_bn_eval(", 'getattr(torch.nn.utils, "fuse_conv_bn" + "_eval")(')),
     Variant("fold_delegates_weights_name_built", _F, "torch's fuse_conv_bn_weights reached by a name built at run "
             "time", fails=(_OUT, _INPUTS), says="fuse_conv_bn", code='''
 import copy

@@ -12,6 +12,20 @@ R = "recalibrate_bn"
 RECAL = ("test_recalibrate_bn",)
 COUNT = "count = torch.lerp(count, count.new_tensor(x.numel() / nf), mom1)"
 
+# recalibrate_bn handing the work to torch's update_bn, then restoring the modes.
+_UPDATE_BN = '''
+def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
+    """Delegates to update_bn, then restores the modes."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("no batches")
+    modes = [(m, m.training) for m in model.modules()]
+    torch.optim.swa_utils.update_bn(batches, model)
+    for m, mode in modes:
+        m.training = mode
+    return model
+'''
+
 VARIANTS = [
     Variant("mom1_plain_mom", S, "the new batch's weight is mom for every batch size",
             fails=MATH, says="you used mom itself", edits=((MOM1, "mom1 = self.mom"),)),
@@ -247,31 +261,11 @@ class RunningBatchNorm(nn.Module):
                 "                m.reset_running_stats()\n"
                 "        return model\n"),)),
     Variant("recal_delegates_update_bn", R, "calls torch.optim.swa_utils.update_bn", fails=RECAL,
-            says="update_bn", code='''
-def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
-    """Delegates to update_bn, then restores the modes."""
-    batches = list(batches)
-    if not batches:
-        raise ValueError("no batches")
-    modes = [(m, m.training) for m in model.modules()]
-    torch.optim.swa_utils.update_bn(batches, model)
-    for m, mode in modes:
-        m.training = mode
-    return model
-'''),
+            says="update_bn", code=_UPDATE_BN),
     Variant("recal_update_bn_name_built", R, "update_bn reached by a name built at run time (no forbidden name in "
-            "the code: refused while the probe runs)", fails=RECAL, says="update_bn", code='''
-def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
-    """Delegates to update_bn through getattr, then restores the modes."""
-    batches = list(batches)
-    if not batches:
-        raise ValueError("no batches")
-    modes = [(m, m.training) for m in model.modules()]
-    getattr(getattr(torch.optim, "swa" + "_utils"), "update" + "_bn")(batches, model)
-    for m, mode in modes:
-        m.training = mode
-    return model
-'''),
+            "the code: refused while the probe runs)", fails=RECAL, says="update_bn",
+            code=_UPDATE_BN.replace("torch.optim.swa_utils.update_bn(",
+                                    'getattr(getattr(torch.optim, "swa" + "_utils"), "update" + "_bn")(')),
     # Correct alternatives for Part D.
     Variant("recal_list_and_state_dict", R, None, code='''
 def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
