@@ -28,6 +28,7 @@ as tampering; docs/GRADING_PIPELINE.md says what remains possible.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import sys
 from collections.abc import Callable, Iterator
@@ -230,13 +231,18 @@ def refuse_code(shapes: frozenset, what: str, evidence: Evidence) -> Iterator[Ev
         sys.settrace(previous)
 
 
+@functools.cache
+def _shapes_of(refused: tuple[Callable, ...]) -> frozenset:
+    return frozenset().union(*(code_shapes(inspect.unwrap(f)) for f in refused))
+
+
 def refusing(fn: Callable, refused: tuple[Callable, ...], what: str) -> Callable:
-    """fn, run with torch's plain-Python helpers `refused` (and any copy of their code) refused, as course_lib's
-    combiner is in Q5: torch.nn.utils.fusion for fold_bn, swa_utils.update_bn for recalibrate_bn. A name built at
+    """fn, run with the plain-Python functions `refused` (and any copy of their code) refused: course_lib's
+    combine_scheds in Q5, torch.nn.utils.fusion for fold_bn, swa_utils.update_bn for recalibrate_bn. A name built at
     run time (getattr(torch.nn.utils, "fuse_conv_bn" + "_eval")) slips past the audit's forbidden names; the call
     itself does not. A decorated helper (update_bn is wrapped by torch.no_grad()) is refused by its own code, not by
     the decorator's wrapper, which every decorated function shares."""
-    shapes = frozenset().union(*(code_shapes(inspect.unwrap(f)) for f in refused))
+    shapes = _shapes_of(tuple(refused))
 
     def run(*args: object, **kwargs: object) -> object:
         with refuse_code(shapes, what, Evidence()):

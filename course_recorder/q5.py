@@ -3,14 +3,13 @@ them, and a scheduled training run."""
 
 from __future__ import annotations
 
-import functools
 import math
 from functools import partial
 
 import torch
 
 from course_recorder import recording
-from course_recorder.guard import Evidence, code_shapes, refuse_code
+from course_recorder.guard import refusing
 from course_recorder.inputs import cnn_of
 from course_recorder.probes import training_run
 
@@ -61,22 +60,12 @@ def schedules(pairs) -> list:
     return [lin(*pair) if len(pair) == 2 else curve(*pair) for pair in pairs]
 
 
-@functools.cache
-def _combiner_shapes() -> frozenset:
+def _guarded(fn, *args):
+    """fn(*args) with course_lib's combine_scheds refused, however it was reached: the function, a reference taken
+    earlier, or a copy of its code (course_recorder.guard.refusing)."""
     from course_lib import schedulers
 
-    return code_shapes(schedulers.combine_scheds)
-
-
-def own_combine():
-    """While active, course_lib's combine_scheds raises DelegationError, however it was reached: the function, a
-    reference taken earlier, or a copy of its code (course_recorder.guard.refuse_code)."""
-    return refuse_code(_combiner_shapes(), "course_lib's combine_scheds", Evidence())
-
-
-def _guarded(fn, *args):
-    with own_combine():
-        return fn(*args)
+    return refusing(fn, (schedulers.combine_scheds,), "course_lib's combine_scheds")(*args)
 
 
 def _values(rec, key: str, schedule, positions, guarded: bool = True) -> None:
