@@ -103,7 +103,7 @@ def main() -> None:
                   f"pages too (make grade) {with_feedback:6.1f} s", flush=True)
         if "throughput" not in args.skip:
             folder = class_folder(root, students, len(students), base / "class")
-            common = dict(root=root, class_dir=folder, skip_experiments=True, csv=base / "class.csv")
+            common = dict(root=root, class_dir=folder, csv=base / "class.csv")
             rows = {}
             for label, extra in (("1 local job", dict(jobs=1)), (f"{args.jobs} local jobs", dict(jobs=args.jobs)),
                                  ("1 Dask worker", dict(dask_workers=1)), ("2 Dask workers", dict(dask_workers=2))):
@@ -118,8 +118,7 @@ def main() -> None:
             per = {}
             for size in args.sizes:
                 folder = class_folder(root, students, size, base / f"class-{size}")
-                seconds, _ = timed(root=root, class_dir=folder, jobs=args.jobs, skip_experiments=True,
-                                   csv=base / f"size-{size}.csv")
+                seconds, _ = timed(root=root, class_dir=folder, jobs=args.jobs, csv=base / f"size-{size}.csv")
                 per[size] = seconds
                 print(f"3. {size:3d} students, {args.jobs} jobs: {seconds:6.1f} s ({seconds / size:5.2f} s/student)",
                       flush=True)

@@ -65,8 +65,9 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     p.add_argument("--require-isolation", action="store_true",
                    help="refuse to grade unless every kernel can be isolated (root, Linux namespaces)")
     p.add_argument("--no-feedback", dest="feedback", action="store_false", help="skip the feedback HTML")
-    p.add_argument("--skip-experiments", action="store_true",
-                   help="do not run the demo/experiment cells (faster; tests never depend on them)")
+    p.add_argument("--run-experiments", action="store_true",
+                   help="also run the demo and experiment cells the student left as given (by default they are not "
+                        "run: no test depends on them, and the autograded copy shows the outputs the student submitted)")
     p.add_argument("--fresh-kernels", action="store_true",
                    help="start every kernel as a new process instead of forking it from a warm server (slower)")
     dask = p.add_mutually_exclusive_group()
@@ -93,7 +94,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                    max_notebook_output_bytes=a.max_notebook_output_bytes, max_record_bytes=a.max_record_bytes,
                    max_submission_bytes=a.max_submission_bytes, worker_memory_mb=a.worker_memory_mb,
                    require_isolation=a.require_isolation,
-                   feedback=a.feedback, skip_experiments=a.skip_experiments,
+                   feedback=a.feedback, run_experiments=a.run_experiments,
                    fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,
                    dask_workers=a.dask_workers, report=a.report), a.report_only, \
         [(spec, "cleared") for spec in a.review_clear] + [(spec, "confirmed") for spec in a.review_confirm]

@@ -48,7 +48,7 @@ class Job:
     isolate: bool = False
     expose: list[str] = field(default_factory=list)  # what an isolated kernel may read (sandbox.py)
     feedback: bool = True
-    skip_experiments: bool = False
+    run_experiments: bool = False  # run the release's demo and experiment cells too (settings.SKIP_TAGS)
     zygote: str = ""  # the fork server's socket (zygote.py); empty: fresh kernel processes
     claims: str = ""  # folder shared by the workers of one student (see grade); empty: this worker grades all
 
@@ -109,7 +109,9 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     c.RobustExecute.max_record_bytes = job.max_record_bytes
     c.RobustExecute.kernel_log = str(Path(job.scratch) / "kernel.log")
     # The instructor's demo and experiment cells: tests never depend on them (docs/AUTHORING.md).
-    c.RobustExecute.skip_tags = ["demo", "experiment"] if job.skip_experiments else []
+    c.RobustExecute.skip_tags = [] if job.run_experiments else list(settings.SKIP_TAGS)
+    c.RobustExecute.release_dir = job.release
+    c.RobustExecute.submitted_dir = str(course / "submitted" / job.student / ASSIGNMENT)
     c.SandboxKernelManager.memory_mb = job.memory_mb
     c.SandboxKernelManager.isolate = job.isolate
     c.SandboxKernelManager.expose = job.expose

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
 
+import nbformat
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
@@ -45,6 +46,21 @@ MIB = 1 << 20
 # What one output costs besides its payload (its keys in the notebook's JSON): many tiny outputs add up too.
 OUTPUT_OVERHEAD = 64
 _OUTPUT_MESSAGES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data"})
+# The outputs a cell that is not run keeps from the submission (RobustExecute._keep_submitted), and what it says first.
+_KEPT_OUTPUTS = frozenset({"stream", "display_data", "execute_result", "error"})
+KEPT_NOTE = "[not run while grading: the output below is the one you submitted]\n"
+
+
+def _submitted_outputs(cell: NotebookNode, submitted: list) -> list:
+    """The outputs of the submitted cell that `cell` came from: the one with its id and source, else the first unused
+    one with its source (nbgrader may renumber a duplicated id). A matched cell is used up (its outputs emptied)."""
+    source = cell.source.strip()
+    same = [c for c in submitted if c.get("source", "").strip() == source and c.get("outputs") is not None]
+    match = next((c for c in same if c.get("id") == cell.get("id")), same[0] if same else None)
+    if match is None:
+        return []
+    outputs, match["outputs"] = list(match.get("outputs") or []), None
+    return outputs
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -240,8 +256,11 @@ class RobustExecute(Execute):
 
     notebook_timeout = Float(settings.NOTEBOOK_TIMEOUT, help="wall-clock seconds for the whole notebook").tag(config=True)
     report_file = Unicode("", help="JSON lines: one record per notebook with its problem, if any").tag(config=True)
-    skip_tags = List(Unicode(), help="cells with one of these tags are not run (tests never depend on them)"
-                     ).tag(config=True)
+    skip_tags = List(Unicode(), help="the release's cells with one of these tags are not run when the student left them "
+                     "as given (tests never depend on them): see _not_run").tag(config=True)
+    release_dir = Unicode("", help="the release assignment folder (which cells skip_tags names)").tag(config=True)
+    submitted_dir = Unicode("", help="the student's submitted notebooks (the outputs kept of cells not run)"
+                            ).tag(config=True)
     kernel_log = Unicode("", help="file for the kernel process's own stderr (its start-up errors)").tag(config=True)
     max_output_bytes = Integer(OutputBudget.per_output, help="bytes kept of one output (OutputBudget)").tag(config=True)
     max_cell_output_bytes = Integer(OutputBudget.per_cell, help="bytes kept of one cell's outputs").tag(config=True)
@@ -278,11 +297,15 @@ class RobustExecute(Execute):
         self.iopub_timeout, self.startup_timeout = speed.iopub_timeout(factor), speed.startup_timeout(factor)
         deadline = time.monotonic() + self.notebook_timeout
         problem, started = None, time.monotonic()
+        not_run = self._not_run(resources)
         try:
             with ExitStack() as stack:
                 self._start(stack)
                 for index, cell in enumerate(self.nb.cells):
-                    if cell.cell_type != "code" or set(cell.metadata.get("tags", [])) & set(self.skip_tags):
+                    if cell.cell_type != "code":
+                        continue
+                    if index in not_run:
+                        self._keep_submitted(cell, index, not_run[index])
                         continue
                     if problem:
                         _error(cell, NOT_RUN, f"not run: {problem}")
@@ -305,6 +328,60 @@ class RobustExecute(Execute):
         self.set_widgets_metadata()
         self._report(resources, problem, time.monotonic() - started)
         return self.nb, self.resources
+
+    def _not_run(self, resources: Any) -> dict[int, list]:
+        """{index: the outputs the student submitted} of the cells not to run: the release's demo and experiment cells
+        (`skip_tags`) that the student left exactly as given.
+
+        What is skipped is decided by the release, never by the submission's own tags: a student who tags a test cell
+        "experiment" does not stop it from running, and one who edited an experiment cell (a helper of their own
+        written there, an import) has it run as written, so that nothing their solutions may use goes missing.
+        Not cells nbgrader grades or locks, whatever their source."""
+        if not self.skip_tags or not self.release_dir:
+            return {}
+        name = (resources or {}).get("unique_key", "")
+        try:
+            release = nbformat.read(os.path.join(self.release_dir, f"{name}.ipynb"), as_version=4)
+        except (OSError, ValueError):
+            return {}
+        given = {c.source.strip() for c in release.cells if c.cell_type == "code" and not c.metadata.get("nbgrader")
+                 and set(c.metadata.get("tags", [])) & set(self.skip_tags)}
+        chosen = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and not
+                  c.metadata.get("nbgrader", {}).get("grade_id") and c.source.strip() in given]
+        submitted = self._submitted_cells(name)
+        return {i: _submitted_outputs(self.nb.cells[i], submitted) for i in chosen}
+
+    def _submitted_cells(self, name: str) -> list:
+        """The code cells of the student's submitted notebook (repaired and size-capped: repair.py), or []."""
+        try:
+            nb = nbformat.read(os.path.join(self.submitted_dir, f"{name}.ipynb"), as_version=4)
+        except (OSError, ValueError, TypeError):
+            return []
+        return [c for c in nb.cells if c.get("cell_type") == "code"]
+
+    def _keep_submitted(self, cell: NotebookNode, index: int, outputs: list) -> None:
+        """A cell not run shows the outputs the student submitted (their own plot, for the written question after it),
+        under the same caps as a run's outputs, without record bundles, and said to be the submitted ones."""
+        self._budget.next_cell()
+        cell.outputs = []
+        cell.execution_count = None
+        if not outputs:
+            return
+        cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=KEPT_NOTE))
+        for out in outputs:
+            kind = out.get("output_type")
+            if kind not in _KEPT_OUTPUTS:
+                continue
+            content = {k: v for k, v in out.items() if k != "output_type"}
+            if "data" in content:
+                data = content.get("data")
+                if not isinstance(data, dict):
+                    continue
+                content["data"] = {k: v for k, v in data.items() if k != RECORD_MIME}
+            content = self._budget.admit(kind, content, False)
+            if content is not None:
+                cell.outputs.append(NotebookNode(output_type=kind, **content))
+        self._say_truncated(cell, index)
 
     def run_cell(self, cell: NotebookNode, resources: Any, index: int, cell_timeout: int | None,
                  factor: float = 1.0) -> str | None:

@@ -65,7 +65,7 @@ class Options:
     sandbox: bool = True
     require_isolation: bool = False  # refuse to grade when kernels cannot be isolated (not root, no namespaces)
     feedback: bool = True
-    skip_experiments: bool = False
+    run_experiments: bool = False  # also run the demo and experiment cells left as given (settings.SKIP_TAGS)
     fresh_kernels: bool = False  # exec every kernel afresh instead of forking it from a warm server
     csv: Path | None = None
     progress: bool = True
@@ -454,7 +454,7 @@ def job_for(options: Options, student: str, submission: Path, release: Path, sou
                max_output_bytes=options.max_output_bytes, max_cell_output_bytes=options.max_cell_output_bytes,
                max_notebook_output_bytes=options.max_notebook_output_bytes, max_record_bytes=options.max_record_bytes,
                max_submission_bytes=options.max_submission_bytes, worker_memory_mb=options.worker_memory_mb,
-               expose=machine.expose, feedback=options.feedback, skip_experiments=options.skip_experiments,
+               expose=machine.expose, feedback=options.feedback, run_experiments=options.run_experiments,
                zygote=machine.zygote, claims=claims)
 
 

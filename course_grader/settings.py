@@ -16,6 +16,10 @@ ASSIGNMENT = "normalization"
 KERNEL_PACKAGES = ("course_lib", "course_recorder")
 # What a Dask worker needs of the course's code besides them (shipped to workers that do not have it).
 ENGINE_PACKAGES = ("course_judge", "course_grader")
+# The release's cells that grading does not run when the student left them as given (kernel.RobustExecute._not_run):
+# the instructor's demonstrations and experiments, which no test depends on (docs/AUTHORING.md). The autograded copy
+# shows the outputs the student submitted for them. `--run-experiments` runs them.
+SKIP_TAGS = ("demo", "experiment")
 
 # ---- limits on one student's kernel -------------------------------------------------------------------------------
 CELL_TIMEOUT = 90  # seconds per cell, when nbgrader_config.py does not set c.Execute.timeout

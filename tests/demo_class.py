@@ -13,8 +13,8 @@ import nbformat
 from course_mutation import demo
 
 ROOT = Path(__file__).resolve().parent.parent
-# Training-heavy demo and experiment cells are skipped: tests never depend on them.
-LIMITS = dict(cell_timeout=25, notebook_timeout=240, skip_experiments=True, progress=False)
+# Training-heavy demo and experiment cells are not run (the pipeline's default: tests never depend on them).
+LIMITS = dict(cell_timeout=25, notebook_timeout=240, progress=False)
 
 
 def graded_notebooks(course: Path) -> list[str]:

@@ -107,8 +107,7 @@ def graded_class(make: Callable[[Path, Path], dict[str, tuple[str, nbformat.Note
         options = dict(cell_timeout=30, notebook_timeout=240, progress=False, report=False)
         options.update(limits)
         started = time.monotonic()
-        outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=questions, skip_experiments=True,
-                              csv=course / "corpus.csv", **options))
+        outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=questions, csv=course / "corpus.csv", **options))
         seconds = time.monotonic() - started
         maximum = points_per_test(course)
         graded = {}

@@ -121,7 +121,7 @@ def test_a_dask_worker_killed_mid_kernel_leaves_no_kernel_and_the_next_worker_sw
         outcome: list = []
         grading = threading.Thread(target=lambda: outcome.append(run(Options(
             root=course, class_dir=class_dir, scheduler=address, notebooks=["Q1"], cell_timeout=5, notebook_timeout=120,
-            skip_experiments=True, progress=False, feedback=False, report=False, csv=tmp_path / "dask.csv"))),
+            progress=False, feedback=False, report=False, csv=tmp_path / "dask.csv"))),
             daemon=True)
         try:
             victim = worker("victim")

@@ -2,7 +2,7 @@
 
 The whole demo class is graded once, in parallel, in a throw-away copy of the course (a session fixture);
 the other tests regrade a few students or one notebook and compare. Training-heavy demo and experiment
-cells are skipped (--skip-experiments: tests never depend on them), so the file fits in a few minutes.
+cells are not run (the default: tests never depend on them), so the file fits in a few minutes.
 """
 
 from __future__ import annotations

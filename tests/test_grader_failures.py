@@ -166,7 +166,7 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from course_grader.pipeline import Options, run
 run(Options(root=Path(sys.argv[2]), class_dir=Path(sys.argv[3]), jobs=1, notebooks=["Q1"], cell_timeout=600,
-            notebook_timeout=900, skip_experiments=True, progress=False, feedback=False, report=False,
+            notebook_timeout=900, progress=False, feedback=False, report=False,
             csv=Path(sys.argv[4])))
 """
 
@@ -205,7 +205,7 @@ def test_a_killed_grading_worker_takes_its_kernel_with_it(course, tmp_path):
     outcome: list = []
     grading = threading.Thread(target=lambda: outcome.append(run(Options(
         root=course, class_dir=class_dir, jobs=1, notebooks=["Q1"], cell_timeout=20, notebook_timeout=120,
-        skip_experiments=True, progress=False, feedback=False, report=False, csv=tmp_path / "grades.csv"))),
+        progress=False, feedback=False, report=False, csv=tmp_path / "grades.csv"))),
         daemon=True)
     with killer(worker_under_a_kernel_inside_a_cell, settle=0.0) as killed:
         grading.start()

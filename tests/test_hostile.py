@@ -83,7 +83,7 @@ def hostile():
         with KernelWatch() as kernels:  # the users of this run's kernels, seen as they run
             outcome = run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=["Q1", "Q3"], cell_timeout=20,
                                   require_isolation=True,  # never run the corpus unconfined (a broken sandbox fails fast)
-                                  notebook_timeout=180, skip_experiments=True, progress=False,
+                                  notebook_timeout=180, progress=False,
                                   csv=course / "hostile.csv"))
         after = _snapshot(course, class_dir, other)
         listener.stop()

@@ -46,7 +46,7 @@ def graded(course, tmp_path_factory):
         nbformat.write(nb, folder / f"{Q3}.ipynb")
     os.chmod(class_dir.parent, 0o755)
     return run(Options(root=course, class_dir=class_dir, jobs=2, notebooks=["Q3"], cell_timeout=25,
-                       notebook_timeout=240, skip_experiments=True, progress=False, feedback=True,
+                       notebook_timeout=240, progress=False, feedback=True,
                        csv=course / "ids.csv"))
 
 
