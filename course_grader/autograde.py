@@ -2,9 +2,8 @@
 
 Run as `python -m course_grader.autograde JOB.json`, or as a server that grades one job after another
 (`--serve`, what the pipeline runs: see serve). The job names the student's submission folder,
-a template gradebook (the assignment already recorded), the limits, the fork server's socket and the folder
-where the workers sharing this student claim its notebooks. Notebook by notebook, the worker claims it,
-repairs it (repair.py) and runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py);
+a template gradebook (the assignment already recorded), the limits and the fork server's socket. Notebook by
+notebook (the pipeline sends one per job: workers.Task), the worker repairs it (repair.py) and runs nbgrader's autograde with RobustExecute and the sandboxed kernel (kernel.py);
 then it generates the feedback HTML and writes `result.json` next to its gradebook. The parent merges that
 gradebook into the course's: no two processes ever write the same SQLite file.
 """
@@ -50,7 +49,7 @@ class Job:
     feedback: bool = True
     run_experiments: bool = False  # run the release's demo and experiment cells too (settings.SKIP_TAGS)
     zygote: str = ""  # the fork server's socket (zygote.py); empty: fresh kernel processes
-    claims: str = ""  # folder shared by the workers of one student (see grade); empty: this worker grades all
+    sockets: str = ""  # where isolated kernels' socket folders are made (machine.Machine.sockets); empty: scratch's
 
 
 @dataclass
@@ -69,6 +68,17 @@ class Result:
     machine: dict[str, str] = field(default_factory=dict)  # where it ran (Dask): worker, sandbox mode, kernels
     # notebook -> what the audit is unsure of (quoted, scrubbed): held for the instructor's review (reviews.py)
     review: dict[str, list[str]] = field(default_factory=dict)
+    # seconds spent per phase, over every notebook (EXECUTED + JUDGED + the rest: see _phases); the bench's budget
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+# The phases the executor (kernel.RobustExecute) and the judge (judging.JudgeVerdicts) time themselves.
+EXECUTED = ("kernel start", "cells", "kernel stop")
+JUDGED = ("judge",)
+
+
+def _phase(result: Result, name: str, since: float) -> None:
+    result.phases[name] = result.phases.get(name, 0.0) + time.monotonic() - since
 
 
 def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
@@ -115,7 +125,7 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     c.SandboxKernelManager.memory_mb = job.memory_mb
     c.SandboxKernelManager.isolate = job.isolate
     c.SandboxKernelManager.expose = job.expose
-    c.SandboxKernelManager.socket_root = str(Path(job.scratch) / "sockets")
+    c.SandboxKernelManager.socket_root = job.sockets or str(Path(job.scratch) / "sockets")
     c.SandboxKernelManager.zygote = "" if fresh_kernel else job.zygote
     c.OverwriteCells.add_missing_cells = True
     c.HTMLExporter.template_name = "feedback"
@@ -151,17 +161,6 @@ def unusable_id(student: str, db_url: str = "") -> str:
     return ""
 
 
-def _claim(claims: str, name: str) -> bool:
-    """True for the one worker that claims notebook `name` first (several workers may share one student)."""
-    if not claims:
-        return True
-    try:
-        os.close(os.open(Path(claims, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        return False
-    return True
-
-
 def _zero(coursedir, student: str, names: list[str]) -> None:
     """Zero for notebooks that were not submitted or could not be read (as nbgrader does for missing ones)."""
     from nbgrader.api import Gradebook
@@ -191,8 +190,7 @@ def _records(report: Path) -> list[dict]:
 def grade(job: Job) -> Result:
     """Repair, autograde and (optionally) build feedback for one student's notebooks; never raises.
 
-    Notebook by notebook: with `claims` set, several workers share the student's notebooks, each grading
-    the next one nobody has claimed, so one student's submission can use every core. A student's own failures
+    Notebook by notebook (the pipeline sends one a job: workers.Task). A student's own failures
     never fail autograde (the executor records them in the notebook), so a failed autograde is the grader's:
     it is tried again once with a fresh kernel exec'd afresh, and a notebook that still fails is left out
     of the gradebook and reported in `not_graded` with its cause (the parent may try a fresh worker).
@@ -225,20 +223,22 @@ def grade(job: Job) -> Result:
         apis = [api_for(False), api_for(True)]  # the kernel as configured; a retry's, exec'd afresh
         ungraded = []
         for name in job.notebooks or sorted(p.stem for p in release.glob("*.ipynb")):
-            if not _claim(job.claims, name):
-                continue
             path = submitted / f"{name}.ipynb"
             if not path.exists():
                 result.notes.append(f"{name}: not submitted")
                 ungraded.append(name)
                 continue
+            since = time.monotonic()
             result.notes += repair(path, release / f"{name}.ipynb", inbox / path.name, job.max_submission_bytes)
+            _phase(result, "repair", since)
             if not (inbox / path.name).exists():
                 ungraded.append(name)  # malformed
                 continue
             for attempt, api in enumerate(apis):
                 api.coursedir.notebook_id = name
+                since = time.monotonic()
                 done = api.autograde(ASSIGNMENT, student_glob(job.student), force=True, create=True)
+                _phase(result, "autograde", since)
                 if done["success"]:
                     result.graded.append(name)
                     result.not_graded.pop(name, None)
@@ -256,7 +256,9 @@ def grade(job: Job) -> Result:
             result.graded += ungraded
         if job.feedback and (course / "autograded" / job.student).exists():
             apis[0].coursedir.notebook_id = "*"
+            since = time.monotonic()
             fb = apis[0].generate_feedback(ASSIGNMENT, student_glob(job.student), force=True)
+            _phase(result, "feedback", since)
             if not fb["success"] and not result.not_graded:  # else the missing notebook says why
                 result.notes.append("feedback HTML could not be generated")
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps going (and may retry)
@@ -268,6 +270,8 @@ def grade(job: Job) -> Result:
     result.notes = list(dict.fromkeys(result.notes))  # a retried notebook's judge notes are not said twice
     for record in _records(report):
         name = Path(record["notebook"]).name.removesuffix(".ipynb")
+        for phase, seconds in (record.get("phases") or {}).items():
+            result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         if "judge" in record:  # the judge's notes: tampering, delegation, a judge that failed
             result.notes += [f"{name}: {note}" for note in record["judge"]]
             # Read as data, never parsed out of a message; a retried notebook's last grading decides.
@@ -279,7 +283,18 @@ def grade(job: Job) -> Result:
             result.notes += [f"{name}: {cut}" for cut in record.get("truncated", [])]
             if record["problem"]:
                 result.problems[name] = record["problem"]
+    _phases(result)
     return result
+
+
+def _phases(result: Result) -> None:
+    """What autograde spent besides running the kernel and the judge: nbgrader's own passes (reading, overwriting
+    cells, scoring, writing the gradebook and the notebook)."""
+    total = result.phases.pop("autograde", 0.0)
+    if total:
+        result.phases["nbgrader's own passes"] = max(0.0, total - sum(result.phases.get(p, 0.0)
+                                                                       for p in EXECUTED + JUDGED))
+    result.phases = {k: round(v, 3) for k, v in result.phases.items()}
 
 
 def skip_slow_imports() -> None:
@@ -333,7 +348,7 @@ def private_pipes(*fds: int) -> None:
 def serve(jobs_fd: int, replies_fd: int) -> None:
     """Grade job after job in one process, so that nbgrader, torch and the judge are imported once, not once a student.
 
-    The parent (pipeline.WorkerProcess) writes the path of each job.json on `jobs_fd`, a line each; for each,
+    The parent (workers.WorkerProcess) writes the path of each job.json on `jobs_fd`, a line each; for each,
     this process points its standard output and error at the job's worker.log, works in the job's folder, grades
     it and answers with the same line on `replies_fd` once result.json is written. It ends at the end of
     `jobs_fd`. The two pipes are not inherited by anything it starts (the kernels' launchers).

@@ -1,18 +1,21 @@
-"""Grading on many machines with Dask distributed: one task per student, results returned as data.
+"""Grading on many machines with Dask distributed: the pipeline's tasks (workers.Task: one notebook of one student)
+as Dask tasks, their results returned as data. `DaskWorkers` is the backend; the pipeline merges what it returns
+exactly as it merges the local workers' (workers.py says the interface).
 
 The instructor's process (pipeline.run with `--scheduler tcp://HOST:PORT`, or `--dask-workers N` for a
 cluster started here) sends the course once, with the worker plugin (the release, source/ and the template
-gradebook, as bytes), and one task per student with that student's notebooks as bytes. Each Dask worker prepares its own machine
-once (machine.Machine, through the worker plugin below: the data cache, the sandbox, a fork server) and runs
-each task exactly as the local pipeline runs a student: the same worker process (autograde.py), the same
-sandboxed kernels. The task returns the result (as data: its notes, and the findings that hold a notebook for
-review), the worker's private gradebook, the autograded notebooks and the feedback pages as bytes; the parent
-merges them into the course gradebook one student at a time, as the local pipeline does. No filesystem is shared.
+gradebook, as bytes), and one task per notebook with that notebook's file as bytes. Each Dask worker prepares its
+own machine once (machine.Machine, through the worker plugin below: the data cache, the sandbox, a fork server) and
+keeps it, and one grading worker process per task thread, across all its tasks. A task runs exactly as a local
+one: the same worker process (autograde.py), the same sandboxed kernels. It returns the result (as data: its notes,
+and the findings that hold a notebook for review), the worker's private gradebook, the autograded notebook and the
+feedback page as bytes. No filesystem is shared. Every task of one notebook has the same key prefix
+(`grade_<notebook>`), so the scheduler learns how long that notebook takes and balances the workers by it; earlier
+students have a higher priority, so students finish one after another.
 
 Failures: a task whose worker dies is run again on another worker by Dask itself (the scheduler's
-`allowed-failures`, 3 by default); after that, or when the task raises, the student is "not graded" with the
-cause. Notebooks a task returns ungraded (grader failures left after the worker's own fresh-kernel retry)
-are sent once more as a new task, like the local pipeline's fresh worker.
+`allowed-failures`, 3 by default); after that, or when the task raises, the notebook comes back "not graded" with
+the cause, and the pipeline sends it once more as a new task in a fresh worker process, as it does locally.
 
 A worker refuses a task when its course code (course_lib, the recorder, the judge, the grader) differs from
 the instructor's, since its judge would then grade with other tests.
@@ -24,14 +27,16 @@ import dataclasses
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
 import course_grader
 from course_grader import settings
-from course_grader.autograde import Job, Result
+from course_grader.autograde import Result
 from course_grader.failures import one_line
+from course_grader.workers import Done, Task, WorkerProcesses, job_for, scratch_name, task_folder, worker_limit
 
 PLUGIN = "normalization-course-grading"
 CODE_PACKAGES = (*settings.KERNEL_PACKAGES, *settings.ENGINE_PACKAGES)
@@ -136,8 +141,6 @@ class GradingPlugin(WorkerPlugin):
                                        fork_server=not self.settings.fresh_kernels)
         self.address = worker.address
         self.code = code_version()  # this worker's course code, read once
-        from course_grader.pipeline import WorkerProcesses
-
         self.workers = WorkerProcesses(self.machine.env)  # a grading process per task thread, kept between tasks
 
     def teardown(self, worker) -> None:
@@ -159,13 +162,10 @@ class GradingPlugin(WorkerPlugin):
         return self.folder
 
 
-def grade_task(course_key: str, student: str, submission: dict[str, bytes], notebooks: list[str],
-               settings, fresh: bool = False) -> dict:
-    """One student on this Dask worker: the local pipeline's worker process, its outputs returned as bytes
-    (`fresh`: in a new worker process, for a retry after a grader failure)."""
+def grade_task(course_key: str, task: Task, submission: dict[str, bytes], settings) -> dict:
+    """One task on this Dask worker: the local pipeline's worker process, its outputs returned as bytes (a retry,
+    task.attempt > 0, in a new worker process)."""
     from distributed import get_worker
-
-    from course_grader.pipeline import job_for, scratch_name, worker_limit
 
     plugin: GradingPlugin = get_worker().plugins[PLUGIN]
     if plugin.data.key != course_key:
@@ -178,19 +178,20 @@ def grade_task(course_key: str, student: str, submission: dict[str, bytes], note
         raise RuntimeError(f"worker {plugin.address} cannot isolate kernels ({machine.mode}) and isolation is required")
     folder = plugin.course()
     plugin.tasks += 1
-    work = plugin.scratch / "students" / f"{scratch_name(student)}.{plugin.tasks}"
+    work = task_folder(plugin.scratch, task)
+    work = work.with_name(f"{work.name}.{plugin.tasks}")
     _write(submission, work / "submitted")
     options = dataclasses.replace(settings, root=folder)
-    job = job_for(options, student, work / "submitted", folder / "release", folder / "source", folder / "template.db",
-                  work, notebooks, machine)
-    work.mkdir(parents=True, exist_ok=True)
+    job = job_for(options, task, work / "submitted", folder / "release", folder / "source", folder / "template.db",
+                  work, machine)
     try:
-        result = plugin.workers.here().grade(job, worker_limit(options, len(notebooks)), fresh=fresh)
+        result = plugin.workers.here().grade(job, worker_limit(options), fresh=task.attempt > 0)
         result.machine = {"worker": plugin.address, "mode": machine.mode, "kernels": machine.kernels()}
         out = work / "course"
         return {"result": asdict(result),
                 "gradebook": (out / "gradebook.db").read_bytes() if (out / "gradebook.db").exists() else b"",
-                "autograded": _files(out / "autograded" / student), "feedback": _files(out / "feedback" / student)}
+                "autograded": _files(out / "autograded" / task.student),
+                "feedback": _files(out / "feedback" / task.student)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -200,59 +201,69 @@ def course_data(release: Path, source: Path, template: Path) -> Course:
                   code=code_version())
 
 
-def grade_on_dask(options, folders: dict[str, Path], order: list[str], release: Path, root: Path, template: Path,
-                  scratch: Path, finish, parts: dict[str, list[Result]]):
-    """Grade every student as a Dask task; yield each student when they are finished (merged, installed)."""
-    from distributed import Client, LocalCluster, as_completed
+class DaskWorkers:
+    """The pipeline's backend on a Dask cluster (workers.py: submit, completed, close, describe)."""
 
-    from course_grader.pipeline import WORKER_RETRIES, _missing, scratch_name
+    def __init__(self, options, folders: dict[str, Path], release: Path, source: Path, template: Path,
+                 scratch: Path) -> None:
+        from distributed import Client, LocalCluster, as_completed
 
-    settings = for_workers(options)
-    cluster = None
-    if options.scheduler:
-        client = Client(options.scheduler, timeout=60)
-    else:
-        cluster = LocalCluster(n_workers=options.dask_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, host="127.0.0.1")
-        client = Client(cluster)
-    try:
+        self.settings = for_workers(options)
+        self.folders, self.scratch = folders, scratch
+        # A file over the submission cap travels cut one byte past it: the worker's repair says it is too large.
+        self.limit = options.max_submission_bytes + 1 if options.max_submission_bytes else -1
+        self.cluster = None
+        if options.scheduler:
+            self.client = Client(options.scheduler, timeout=60)
+        else:
+            self.cluster = LocalCluster(n_workers=options.dask_workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, host="127.0.0.1")
+            self.client = Client(self.cluster)
         # The course travels with the plugin, so a task depends on nothing: the scheduler hands tasks out as
         # workers free up (none waits for the worker that holds some data).
-        data = course_data(release, root / "source", template)
-        client.register_plugin(GradingPlugin(settings, data), name=PLUGIN)
-        course = data.key
-        tasks = {}
-        for student, folder in folders.items():
-            # A file over the submission cap travels cut one byte past it: the worker's repair says it is too large.
-            limit = options.max_submission_bytes + 1 if options.max_submission_bytes else -1
-            files = {p.name: _head(p, limit) for p in sorted(folder.iterdir()) if p.is_file()}
-            tasks[client.submit(grade_task, course, student, files, order, settings, key=f"grade-{student}-0",
-                                pure=False)] = (student, files, 0)
-        done = as_completed(list(tasks))
-        for future in done:
-            student, files, attempt = tasks.pop(future)
-            work = scratch / "students" / f"{scratch_name(student)}.dask{attempt}" / "course"
+        data = course_data(release, source, template)
+        self.client.register_plugin(GradingPlugin(self.settings, data), name=PLUGIN)
+        self.course = data.key
+        self.tasks: dict = {}
+        self.done = as_completed()
+
+    def submit(self, task: Task, rank: tuple = ()) -> None:
+        folder = self.folders[task.student]
+        names = {f"{task.notebook}.ipynb", "timestamp.txt"}
+        files = {p.name: _head(p, self.limit) for p in sorted(folder.iterdir()) if p.name in names and p.is_file()}
+        # Dask runs a higher priority first: the pipeline's lower rank (retries, then students in order).
+        retry, student, notebook = (rank + (0, 0, 0))[:3]
+        priority = (1 - retry) * 10**9 - student * 1000 - notebook
+        future = self.client.submit(grade_task, self.course, task, files, self.settings, pure=False, priority=priority,
+                                    key=f"grade_{task.notebook}-{scratch_name(task.student)}-{task.attempt}")
+        self.tasks[future] = task
+        self.done.add(future)
+
+    def completed(self) -> Iterator[Done]:
+        for future in self.done:
+            task = self.tasks.pop(future)
+            work = task_folder(self.scratch, task)
             try:
                 answer = future.result()
                 result = Result(**answer["result"])
-                work.mkdir(parents=True)
-                (work / "gradebook.db").write_bytes(answer["gradebook"])
-                _write(answer["autograded"], work / "autograded" / student)
-                _write(answer["feedback"], work / "feedback" / student)
+                (work / "course").mkdir(parents=True)
+                (work / "course" / "gradebook.db").write_bytes(answer["gradebook"])
+                _write(answer["autograded"], work / "course" / "autograded" / task.student)
+                _write(answer["feedback"], work / "course" / "feedback" / task.student)
             except Exception as exc:  # noqa: BLE001 - the task failed for good (its workers died, or it raised)
-                result = Result(student, ok=False, error=one_line(f"the Dask task failed: {type(exc).__name__}: {exc}"))
+                result = Result(task.student, ok=False,
+                                error=one_line(f"the Dask task failed: {type(exc).__name__}: {exc}"))
             finally:
                 future.release()
-            finish(result, work)
-            missing = _missing(order, parts[student])
-            if missing and attempt < WORKER_RETRIES:
-                retry = client.submit(grade_task, course, student, files, missing, settings, True,
-                                      key=f"grade-{student}-{attempt + 1}", pure=False)
-                tasks[retry] = (student, files, attempt + 1)
-                done.add(retry)
-                continue
-            yield student
-    finally:
-        client.close()
-        if cluster:
-            cluster.close()
+            yield Done(task, result, work)
+
+    def describe(self, results: dict[str, Result]) -> tuple[str, str]:
+        """(sandbox modes, how kernels start) as the workers reported them."""
+        ran = [r.machine for r in results.values() if r.machine]
+        modes = "; ".join(sorted({m.get("mode", "?") for m in ran})) or "no worker answered"
+        return modes, f"on Dask workers ({', '.join(sorted({m.get('kernels', '?') for m in ran}))})"
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster:
+            self.cluster.close()

@@ -25,6 +25,7 @@ notebook's metadata (REVIEW_KEY), and StudentCopy turns them into a neutral note
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import nbformat
@@ -102,7 +103,9 @@ class JudgeVerdicts(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         name, release = _release(self.release_dir, resources)
+        started = time.monotonic()
         judged = judge_notebook(nb, release, name)
+        seconds = time.monotonic() - started
         data = []
         for cell in nb.cells:
             if not is_test(cell):
@@ -118,9 +121,10 @@ class JudgeVerdicts(NbGraderPreprocessor):
         nb.metadata.pop(REVIEW_KEY, None)
         if judged.review:
             nb.metadata[REVIEW_KEY] = list(judged.review)
-        if self.report_file and (judged.notes or judged.review):
+        if self.report_file:
             with open(self.report_file, "a") as f:
-                f.write(json.dumps({"notebook": name, "judge": judged.notes, "review": judged.review}) + "\n")
+                f.write(json.dumps({"notebook": name, "judge": judged.notes, "review": judged.review,
+                                    "phases": {"judge": round(seconds, 3)}}) + "\n")
         return nb, resources
 
 

@@ -298,9 +298,11 @@ class RobustExecute(Execute):
         deadline = time.monotonic() + self.notebook_timeout
         problem, started = None, time.monotonic()
         not_run = self._not_run(resources)
+        phases = {}
         try:
             with ExitStack() as stack:
                 self._start(stack)
+                phases["kernel start"] = time.monotonic() - started
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
                         continue
@@ -317,6 +319,8 @@ class RobustExecute(Execute):
                         continue
                     self.timeout = max(1, int(min(cell_timeout or left, left)))
                     problem = self.run_cell(cell, resources, index, cell_timeout, factor)
+                phases["cells"] = time.monotonic() - started - phases["kernel start"]
+            phases["kernel stop"] = time.monotonic() - started - phases["kernel start"] - phases["cells"]
         except GraderFailure as failure:
             self._report(resources, None, time.monotonic() - started, failure=str(failure))
             raise
@@ -326,7 +330,7 @@ class RobustExecute(Execute):
                 self._receiving.cancel()
                 self._receiving = None
         self.set_widgets_metadata()
-        self._report(resources, problem, time.monotonic() - started)
+        self._report(resources, problem, time.monotonic() - started, phases=phases)
         return self.nb, self.resources
 
     def _not_run(self, resources: Any) -> dict[int, list]:
@@ -590,11 +594,13 @@ class RobustExecute(Execute):
                 return True
         return False
 
-    def _report(self, resources: Any, problem: str | None, seconds: float, failure: str = "") -> None:
+    def _report(self, resources: Any, problem: str | None, seconds: float, failure: str = "",
+                phases: dict[str, float] | None = None) -> None:
         if not self.report_file:
             return
         name = (resources or {}).get("unique_key", "?")
-        record = {"notebook": name, "problem": problem, "seconds": round(seconds, 2)}
+        record = {"notebook": name, "problem": problem, "seconds": round(seconds, 2),
+                  "phases": {k: round(v, 3) for k, v in (phases or {}).items()}}
         if self._truncated:
             record["truncated"] = self._truncated
         if failure:

@@ -92,6 +92,12 @@ class Machine:
         return machine
 
     @property
+    def sockets(self) -> str:
+        """Where each isolated kernel's socket folder is made: short and one per machine, so that a socket path fits a
+        unix socket address (107 bytes) however deep a task's folder is."""
+        return str(self.scratch / "s")
+
+    @property
     def zygote(self) -> str:
         """The fork server's socket for a job ("" for fresh kernels)."""
         return str(self.socket) if self.starting else ""

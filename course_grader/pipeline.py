@@ -13,25 +13,22 @@ its cause, never scored. The batch always goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import select
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from course_grader import class_report, gradebook, leftovers, report, reviews, settings
 from course_grader.machine import GRADEBOOKS, Machine
-from course_grader.autograde import ASSIGNMENT, Job, Result, unusable_id
-from course_grader.failures import one_line, root_cause
-from course_grader.schedule import Scheduler, claim_order, remember, run_jobs
+from course_grader.autograde import ASSIGNMENT, Result, unusable_id
+from course_grader.failures import one_line
+from course_grader.schedule import slowest_first, remember
+from course_grader.workers import (Done, LocalWorkers, Task, WorkerProcesses, job_for, scratch_name, task_folder,
+                                    worker_limit)
 
 # Fresh workers a student gets after its workers left notebooks ungraded (grader failures; a worker also retries
 # each notebook once with a fresh kernel itself).
@@ -89,6 +86,7 @@ class Outcome:
     seconds: float
     kernels: str = ""  # forked from the fork server, or fresh processes (and why)
     report: Path | None = None  # the class report (report.html beside grades.csv)
+    phases: dict[str, float] = field(default_factory=dict)  # wall-clock seconds of the run's phases (the bench's)
 
 
 def _zip_class(zip_dir: Path, regexp: str, out: Path) -> Path:
@@ -164,129 +162,6 @@ def _install(src: Path, dest: Path) -> None:
             shutil.copy2(item, target)
 
 
-class WorkerProcess:
-    """One grading worker process (autograde.serve) that grades one job after another: nbgrader, torch and the
-    judge are imported once per thread of the grader, not once per student (about 4 s of CPU each time).
-
-    Any failure of the worker becomes a Result with its cause, and the process is replaced for the next job: a
-    worker that died, ran past its limit or could not be told the job. `fresh=True` grades in a new process
-    (the retry after a grader failure). The process dies with the thread that started it (die_with_parent).
-    """
-
-    SERVE = [sys.executable, "-m", "course_grader.autograde", "--serve"]  # + the two pipes' descriptors
-
-    def __init__(self, env: dict[str, str], command: list[str] | None = None) -> None:
-        self.env = env
-        self.command = command or self.SERVE
-        self.proc: subprocess.Popen | None = None
-        self.jobs = self.replies = -1
-
-    def _start(self, log: Path) -> None:
-        jobs_r, self.jobs = os.pipe()
-        self.replies, replies_w = os.pipe()
-        try:
-            with open(log, "ab") as out:
-                self.proc = subprocess.Popen([*self.command, str(jobs_r), str(replies_w)], env=self.env,
-                                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                             pass_fds=(jobs_r, replies_w), cwd=log.parent)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            os.close(jobs_r)
-            os.close(replies_w)
-
-    def stop(self) -> None:
-        """End the process (at the end of its job pipe; killed if it does not go)."""
-        for fd in (self.jobs, self.replies):
-            if fd >= 0:
-                os.close(fd)
-        self.jobs = self.replies = -1
-        if self.proc:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def _kill(self) -> int:
-        """Kill the process (if it still runs) and close its pipes; its exit status (0 when there was none)."""
-        code = 0
-        if self.proc:
-            self.proc.kill()  # nothing happens to one that has already ended
-            code = self.proc.wait()
-            self.proc = None
-        self.stop()
-        return code
-
-    def _answer(self, limit: float) -> bool | None:
-        """True when the worker answered, None when it ran past `limit`, False when it ended first."""
-        deadline = time.monotonic() + limit
-        data = b""
-        while not data.endswith(b"\n"):
-            ready, _, _ = select.select([self.replies], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
-            chunk = os.read(self.replies, 4096)
-            if not chunk:
-                return False
-            data += chunk
-        return True
-
-    def grade(self, job: Job, limit: float, fresh: bool = False) -> Result:
-        scratch = Path(job.scratch)
-        path = scratch / "job.json"
-        path.write_text(json.dumps(asdict(job)))
-        log = scratch / "worker.log"
-        if fresh or (self.proc and self.proc.poll() is not None):
-            self._kill()
-        try:
-            if not self.proc:
-                self._start(log)
-            os.write(self.jobs, f"{path}\n".encode())
-        except OSError as exc:  # no process could be started (out of processes or memory), or it is gone
-            self._kill()
-            return Result(job.student, ok=False, error=one_line(f"the grading worker did not start: {exc}"))
-        answered = self._answer(limit)
-        if answered is None:
-            self._kill()
-            return Result(job.student, ok=False, error=f"the grading worker ran past {limit:.0f} s")
-        if not answered:
-            code = self._kill()
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-            try:
-                text = log.read_text(errors="replace")[-20000:]
-            except OSError:
-                text = ""
-            cause = root_cause(text) if text.strip() else "it wrote nothing"
-            return Result(job.student, ok=False, error=one_line(f"the grading worker died ({how}): {cause}"))
-        try:
-            return Result(**json.loads((scratch / "result.json").read_text()))
-        except (OSError, ValueError, TypeError) as exc:  # a full disk, or a worker of another grader version
-            return Result(job.student, ok=False, error=one_line(f"the grading worker's result could not be read: "
-                                                                f"{type(exc).__name__}: {exc}"))
-
-
-class WorkerProcesses:
-    """A WorkerProcess for each thread that grades (the local pipeline's threads, a Dask worker's task threads)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.lock = threading.Lock()
-        self.workers: dict[int, WorkerProcess] = {}
-
-    def here(self) -> WorkerProcess:
-        with self.lock:
-            return self.workers.setdefault(threading.get_ident(), WorkerProcess(self.env))
-
-    def stop(self) -> None:
-        with self.lock:
-            workers, self.workers = list(self.workers.values()), {}
-        for worker in workers:
-            worker.stop()
-
-
 def _merge(work: Path, db_url: str, result: Result) -> None:
     """Merge a worker's gradebook; a failure (twice) turns its notebooks into grader failures (retried)."""
     for attempt in range(2):
@@ -314,51 +189,33 @@ def run(options: Options) -> Outcome:
         raise SystemExit(f"{release} has no notebooks: build the release first (make release)")
     owned = leftovers.Scratch()  # removed below; if this process is killed, by the next run's sweep
     scratch = owned.path
-    local = None
+    backend = None
     try:
         folders = _submissions(options, scratch)
-        notebooks = _notebooks(options)
-        names = notebooks or sorted(p.stem for p in release.glob("*.ipynb"))
-        if not options.distributed:
-            local = Machine.prepare(scratch, root, one_thread=options.jobs > 1, isolate=options.sandbox,
-                                    fork_server=not options.fresh_kernels)
-            _check_isolation(local.mode, options.require_isolation)
-        template = scratch / "template.db"
-        gradebook.template(root, template, GRADEBOOKS)
-        gradebook.ensure_recorded(root, db_url, template)
+        names = _notebooks(options) or sorted(p.stem for p in release.glob("*.ipynb"))
         history = GRADEBOOKS / "seconds.json"
-        order = claim_order(names, history)
-        parts: dict[str, list[Result]] = {}
+        order = slowest_first(names, history)
         # A student id nbgrader itself cannot take is not graded, said at once, and no worker is started for it.
         refused = {s: why for s in folders if (why := unusable_id(s, db_url))}
-        for student, why in refused.items():
-            parts[student] = [Result(student, ok=False, error=why, not_graded={n: why for n in order})]
+        parts = {s: [Result(s, ok=False, error=why, not_graded={n: why for n in order})] for s, why in refused.items()}
         to_grade = {s: folder for s, folder in folders.items() if s not in refused}
+        template = scratch / "template.db"
+        if not options.distributed:  # its machine gets ready (fork server, data cache) while the template is made
+            backend = _local_workers(options, to_grade, release, root, template, scratch)
+        gradebook.template(root, template, GRADEBOOKS)
+        gradebook.ensure_recorded(root, db_url, template)
+        if options.distributed:
+            from course_grader.distributed import DaskWorkers
 
-        def finish(result: Result, work: Path) -> None:
-            """Merge one worker's gradebook and install its autograded notebooks and feedback (work: its course)."""
-            parts.setdefault(result.student, []).append(result)
-            if result.graded:
-                _merge(work, db_url, result)
-            _install(work / "autograded" / result.student, root / "autograded" / result.student)
-            _install(work / "feedback" / result.student, root / "feedback" / result.student)
-
-        if local:
-            finished = _grade_here(options, local, to_grade, order, release, root, template, scratch, finish, parts)
-        else:
-            from course_grader.distributed import grade_on_dask
-
-            finished = grade_on_dask(options, to_grade, order, release, root, template, scratch, finish, parts)
-        for _ in _progress(finished, len(to_grade), options.progress):
-            pass
+            backend = DaskWorkers(options, to_grade, release, root / "source", template, scratch)
+        phases = {"start-up": time.monotonic() - started}
+        graded = _grade(backend, to_grade, order, db_url, root)
+        for student, student_parts in _progress(graded, len(to_grade), options.progress):
+            parts[student] = student_parts
+        phases["grading"] = time.monotonic() - started - sum(phases.values())
         results = {student: _combine(student, parts.get(student, []), order) for student in folders}
         remember(history, results)
-        if local:
-            mode, kernels = local.mode, local.kernels()
-        else:
-            modes = sorted({r.machine.get("mode", "?") for p in parts.values() for r in p if r.machine})
-            mode = "; ".join(modes) or "no worker answered"
-            kernels = f"on Dask workers ({', '.join(sorted({r.machine.get('kernels', '?') for p in parts.values() for r in p if r.machine}))})"
+        mode, kernels = backend.describe(results)
         students = list(folders)
         # Before the scores are read: a confirmation made on other findings than this run's is undone there.
         held = reviews.Reviews.load(root)
@@ -374,18 +231,76 @@ def run(options: Options) -> Outcome:
         rows = [held.apply(row) for row in rows]
         grades_csv = options.csv or root / "grades.csv"
         report.write_csv(rows, grades_csv)
-        outcome = Outcome(rows, results, scores, mode, time.monotonic() - started, kernels)
+        phases["gradebook and grades.csv"] = time.monotonic() - started - sum(phases.values())
+        outcome = Outcome(rows, results, scores, mode, time.monotonic() - started, kernels, phases=phases)
         if options.report:
             outcome.report = class_report.write(root, db_url, grades_csv)[0]
+            phases["class report"] = time.monotonic() - started - sum(phases.values())
+        outcome.seconds = time.monotonic() - started
         return outcome
     finally:
-        if local:
-            local.stop()
+        if backend:
+            backend.close()
         if os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # for debugging the grader itself
             (scratch / leftovers.LOCK).unlink(missing_ok=True)  # no lock file: never swept (leftovers.py)
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:
             owned.remove()
+
+
+def _grade(backend, folders: dict[str, Path], order: list[str], db_url: str, root: Path):
+    """Hand the backend every notebook of every student, merge each as it ends, and yield (student, its results)
+    once all of a student's notebooks have ended: the one place where what workers return meets the gradebook.
+
+    Ranks: a retry first, then the class in order, each student's notebooks slowest first (`order`), so that the
+    workers finish students one after another and the last student's notebooks spread over every worker. A notebook a
+    task left ungraded (a grader failure left after the worker's own fresh-kernel retry, or a worker that died) is
+    tried once more, in a fresh worker process."""
+    index = {student: i for i, student in enumerate(folders)}
+    left = dict.fromkeys(folders, len(order))
+    parts: dict[str, list[Result]] = {student: [] for student in folders}
+    for student in folders:
+        for rank, notebook in enumerate(order):
+            backend.submit(Task(student, notebook), (1, index[student], rank))
+    for done in backend.completed():
+        task, result = done.task, done.result
+        parts[task.student].append(result)
+        if result.graded:
+            _merge(done.course, db_url, result)
+        _install(done.course / "autograded" / task.student, root / "autograded" / task.student)
+        _install(done.course / "feedback" / task.student, root / "feedback" / task.student)
+        shutil.rmtree(done.folder, ignore_errors=True)
+        if task.notebook not in result.graded and task.attempt < WORKER_RETRIES:
+            backend.submit(replace(task, attempt=task.attempt + 1), (0, index[task.student], order.index(task.notebook)))
+            continue
+        left[task.student] -= 1
+        if not left[task.student]:
+            yield task.student, parts[task.student]
+
+
+def _local_workers(options: Options, folders: dict[str, Path], release: Path, root: Path, template: Path,
+                   scratch: Path) -> LocalWorkers:
+    """`--jobs` threads on this machine, each with its grading worker process, kernels forked from one fork server."""
+    machine = Machine.prepare(scratch, root, one_thread=options.jobs > 1, isolate=options.sandbox,
+                              fork_server=not options.fresh_kernels)
+    processes = WorkerProcesses(machine.env)
+
+    def grade(task: Task) -> Done:
+        work = task_folder(scratch, task)
+        work.mkdir(parents=True)
+        job = job_for(options, task, folders[task.student], release, root / "source", template, work, machine)
+        return Done(task, processes.here().grade(job, worker_limit(options), fresh=task.attempt > 0), work)
+
+    def close() -> None:
+        processes.stop()
+        machine.stop()
+
+    try:
+        _check_isolation(machine.mode, options.require_isolation)
+    except BaseException:
+        close()
+        raise
+    return LocalWorkers(grade, options.jobs, close, lambda results: (machine.mode, machine.kernels()))
 
 
 def _check_isolation(mode: str, required: bool) -> None:
@@ -397,70 +312,6 @@ def _check_isolation(mode: str, required: bool) -> None:
     print(f"WARNING: grading kernels are {mode}. Student code can then read whatever the grader can "
           f"(source/, the gradebook, other students' work) and reach the network. Grade as root (or use "
           f"--require-isolation to refuse).", file=sys.stderr, flush=True)
-
-
-def _grade_here(options: Options, machine: Machine, folders: dict[str, Path], order: list[str], release: Path,
-                root: Path, template: Path, scratch: Path, finish, parts: dict[str, list[Result]]):
-    """Grade on this machine with `--jobs` worker processes; yield each student when they are finished."""
-
-    def make_job(student: str, share: int, notebooks: list[str] | None = None) -> Job:
-        """Job number `share` of a student: one of the workers sharing its notebooks, or (with `notebooks`)
-        a fresh worker grading those alone after a grader failure."""
-        work = scratch / "students" / f"{scratch_name(student)}.{share}"
-        work.mkdir(parents=True)
-        return job_for(options, student, folders[student], release, root / "source", template, work,
-                       notebooks or order, machine, claims="" if notebooks else str(scratch / "claims" / student))
-
-    limit = worker_limit(options, len(order))
-    scheduler = Scheduler(list(folders), make_job, scratch / "claims", len(order))
-    retries: dict[str, int] = {}
-    workers = WorkerProcesses(machine.env)
-
-    def grade_one(job: Job) -> Result:  # a retry (no claims: its notebooks alone) gets a new worker process
-        return workers.here().grade(job, limit, fresh=not job.claims)
-
-    try:
-        for job, result in run_jobs(scheduler, options.jobs, grade_one):
-            finish(result, Path(job.scratch) / "course")
-            if not scheduler.done(job):
-                continue
-            missing = _missing(order, parts[job.student])
-            if missing and retries.get(job.student, 0) < WORKER_RETRIES:
-                retries[job.student] = retries.get(job.student, 0) + 1
-                scheduler.retry(job.student, missing)  # a fresh worker for what the grader failed to grade
-                continue
-            scheduler.close(job.student)
-            yield job.student
-    finally:
-        workers.stop()
-
-
-def scratch_name(student: str) -> str:
-    """A student's scratch folder name: a fixed-length digest of the id, never the id itself. An id is whatever the
-    LMS or the class folder says (an e-mail address, 200 characters, unicode, spaces, shell characters): as a folder
-    name it would push a kernel's socket path past the 107 bytes of a unix socket address (the kernel could not
-    start) and, with a suffix, a name past 255 bytes."""
-    import hashlib
-
-    return hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def job_for(options: Options, student: str, submission: Path, release: Path, source: Path, template: Path,
-            work: Path, notebooks: list[str], machine: Machine, claims: str = "") -> Job:
-    """One worker's job on `machine`."""
-    return Job(student=student, submission=str(submission.resolve()), release=str(release), source=str(source),
-               template_db=str(template), scratch=str(work), notebooks=notebooks, cell_timeout=options.cell_timeout,
-               notebook_timeout=options.notebook_timeout, memory_mb=options.memory_mb, isolate=machine.isolate,
-               max_output_bytes=options.max_output_bytes, max_cell_output_bytes=options.max_cell_output_bytes,
-               max_notebook_output_bytes=options.max_notebook_output_bytes, max_record_bytes=options.max_record_bytes,
-               max_submission_bytes=options.max_submission_bytes, worker_memory_mb=options.worker_memory_mb,
-               expose=machine.expose, feedback=options.feedback, run_experiments=options.run_experiments,
-               zygote=machine.zygote, claims=claims)
-
-
-def worker_limit(options: Options, notebooks: int) -> float:
-    """Seconds a worker may run: every notebook to its limit, and five minutes more."""
-    return options.notebook_timeout * notebooks + 300
 
 
 def _missing(order: list[str], parts: list[Result]) -> list[str]:
@@ -483,6 +334,8 @@ def _combine(student: str, parts: list[Result], order: list[str]) -> Result:
         out.retried += part.retried
         out.review.update(part.review)  # each notebook is graded by one worker (a retry's part comes later)
         out.machine = part.machine or out.machine
+        for phase, seconds in part.phases.items():
+            out.phases[phase] = round(out.phases.get(phase, 0.0) + seconds, 3)
     causes: dict[str, str] = {}
     for part in parts:
         causes.update(dict.fromkeys(_missing(order, [part]), part.error) if part.error and not part.graded else {})

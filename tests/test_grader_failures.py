@@ -23,7 +23,8 @@ import pytest
 
 from course_grader import speed
 from course_grader.failures import root_cause
-from course_grader.pipeline import Options, run, scratch_name
+from course_grader.pipeline import Options, run
+from course_grader.workers import scratch_name
 from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
 from process_tools import (ancestors, children, cpu_burners, gone, job_folder, kernels_inside, kill_inside_a_cell,
                            killer, poll, processes, processes_of, run_tmp, slow_class, uid_of, with_marker)

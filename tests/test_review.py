@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_grader import gradebook, inert, pipeline, reviews
+from course_grader import gradebook, inert, pipeline, reviews, workers
 from course_grader.__main__ import main
 from course_grader.autograde import Result
 from course_grader.class_report import paths
@@ -59,7 +59,7 @@ def _grade(course: Path, klass: Path, findings: Path | None, csv_path: Path, not
     """Grade the class; with `findings`, each worker's judge adds them (review_worker.py)."""
     with pytest.MonkeyPatch.context() as mp:
         if findings:
-            mp.setattr(pipeline.WorkerProcess, "SERVE",
+            mp.setattr(workers.WorkerProcess, "SERVE",
                        [sys.executable, str(Path(__file__).with_name("review_worker.py")), str(findings), "--serve"])
         return run(Options(root=course, class_dir=klass, jobs=1, notebooks=notebooks, csv=csv_path, **LIMITS))
 
@@ -238,11 +238,14 @@ def test_the_judges_findings_are_written_as_data_and_a_forged_key_is_dropped(cou
     report = tmp_path / "cells.jsonl"
     judge = JudgeVerdicts(release_dir=str(course / "release" / demo.ASSIGNMENT), report_file=str(report))
     out, _ = judge.preprocess(nbformat.from_dict(nb), {"unique_key": f"eve/{HELD}"})
-    assert REVIEW_KEY not in out.metadata and not report.exists()  # nothing found: nothing held, nothing said
+    assert REVIEW_KEY not in out.metadata  # nothing found: nothing held, nothing said (the record has its time alone)
+    assert [(r["judge"], r["review"]) for r in map(json.loads, report.read_text().splitlines())] == [([], [])]
+    report.unlink()
     found += FINDINGS
     out, _ = judge.preprocess(nbformat.from_dict(nb), {"unique_key": f"eve/{HELD}"})
     assert out.metadata[REVIEW_KEY] == FINDINGS
     (line,) = [json.loads(x) for x in report.read_text().splitlines()]
+    assert set(line.pop("phases")) == {"judge"}  # the judge's seconds (the bench's budget)
     assert line == {"notebook": HELD, "judge": [], "review": FINDINGS}
 
 

@@ -80,7 +80,7 @@ def test_every_student_is_in_the_csv_and_has_feedback(graded, course):
 
 def test_scratch_and_socket_paths_do_not_grow_with_the_id():
     """The worker's scratch folder is named by a fixed-length digest, so a kernel's socket path has a fixed length."""
-    from course_grader.pipeline import scratch_name
+    from course_grader.workers import scratch_name
 
     names = {scratch_name(s) for s in IDS.values()}
     assert len(names) == len(IDS) and len({len(n) for n in names}) == 1, names

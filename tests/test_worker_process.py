@@ -1,4 +1,4 @@
-"""The parent's side of a grading worker process (pipeline.WorkerProcess), against a stand-in server: no kernels.
+"""The parent's side of a grading worker process (workers.WorkerProcess), against a stand-in server: no kernels.
 
 The stand-in speaks autograde.serve's protocol (a job.json path a line on one pipe, the same line back on the
 other once result.json is written) and misbehaves as each job's student asks: it dies, hangs, writes garbage.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from course_grader.autograde import Job
-from course_grader.pipeline import WorkerProcess
+from course_grader.workers import WorkerProcess
 
 SERVER = '''
 import json, os, sys, time
