@@ -19,6 +19,21 @@ forbid("Q4", "fold_bn", FUSION, "fold_bn must compute the folded weight and bias
        "(torch.nn.utils.fusion) is the answer the exercise asks you to write, and the judge's reference.")
 
 
+def _order_hint(names: list[str], bn: bool) -> str:
+    """The line that says what is wrong with a block whose parts (their type names) are not the contract's."""
+    if bn and names == ["Conv2d", "BatchNorm2d", "GeneralRelu"]:
+        return ("\nThe norm goes after the activation in this lesson's block (conv -> GeneralRelu -> BatchNorm2d). "
+                "The paper's order, BatchNorm before the activation, is the common one elsewhere, but this "
+                "contract follows the lesson.")
+    if not bn and "BatchNorm2d" in names:
+        return "\nWith bn=False the block must not contain a BatchNorm: you add the norm even when bn is False."
+    if bn and "BatchNorm2d" not in names and any("Norm" in n for n in names):
+        return "\nUse nn.BatchNorm2d: activations of a conv layer are (N, C, H, W); BatchNorm1d/3d expect other shapes."
+    if bn and "BatchNorm2d" not in names:
+        return "\nWith bn=True the block needs an nn.BatchNorm2d after the activation."
+    return ""
+
+
 def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn: bool, kwargs: dict) -> None:
     what = f"conv_layer({ni}, {nf}, ks={ks}, stride={stride}, bn={bn}, **{kwargs})"
     block = r.get(key)
@@ -30,18 +45,7 @@ def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn:
     names = [p["type"] for p in found]
     expected = ["Conv2d", "GeneralRelu"] + (["BatchNorm2d"] if bn else [])
     if names != expected:
-        message = f"{what}: expected the parts {expected} in this order, got {names}"
-        if bn and names == ["Conv2d", "BatchNorm2d", "GeneralRelu"]:
-            message += ("\nThe norm goes after the activation in this lesson's block (conv -> GeneralRelu -> BatchNorm2d). "
-                        "The paper's order, BatchNorm before the activation, is the common one elsewhere, but this "
-                        "contract follows the lesson.")
-        elif not bn and "BatchNorm2d" in names:
-            message += "\nWith bn=False the block must not contain a BatchNorm: you add the norm even when bn is False."
-        elif bn and "BatchNorm2d" not in names and any("Norm" in n for n in names):
-            message += "\nUse nn.BatchNorm2d: activations of a conv layer are (N, C, H, W); BatchNorm1d/3d expect other shapes."
-        elif bn and "BatchNorm2d" not in names:
-            message += "\nWith bn=True the block needs an nn.BatchNorm2d after the activation."
-        raise Fail(message)
+        raise Fail(f"{what}: expected the parts {expected} in this order, got {names}{_order_hint(names, bn)}")
     conv, relu = found[0], found[1]
     if (conv["in_channels"], conv["out_channels"]) != (ni, nf):
         raise Fail(f"{what}: the Conv2d maps {conv['in_channels']} -> {conv['out_channels']} channels; expected {ni} -> {nf}")

@@ -190,3 +190,30 @@ def test_make_test_fast_names_test_files_that_exist():
     assert len(names) >= 8, names
     missing = [n for n in names if not (ROOT / n).is_file()]
     assert not missing, missing
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(folder: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """'path:line name (n lines)' for every function or method in folder's modules longer than limit lines (its
+    nested functions counted in it)."""
+    import ast
+
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(folder.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_of_the_checks_or_the_judge_is_longer_than_60_lines(tmp_path):
+    """A visible check or a verdict that runs for pages (check_batchnorm was 155 lines of nested closures) hides
+    which input, which expectation and which named mistake each part is about: split it into helpers."""
+    assert long_functions(ROOT / "course_lib") == []
+    assert long_functions(ROOT / "course_judge") == []
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)  # 61 lines: caught
+    assert [line.split()[1] for line in long_functions(tmp_path)] == ["f"]
