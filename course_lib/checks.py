@@ -4,7 +4,7 @@ The visible part of each test cell in Q3, Q6, Q7 and Q8 (and Q9's gradient test)
 `check_groupnorm(GroupNorm, "output")`. A check raises `CheckFailed` (an AssertionError, so Validate reports
 it) with a paragraph you can act on: what was compared, how far off your layer is and, when its output
 matches a common mistake (the unbiased variance, eps in the wrong place, the wrong axes, the wrong mode or
-momentum...), which one.
+momentum...), which one, in the words the grader uses for it (course_lib.mistakes).
 
 The reference is PyTorch itself (F.batch_norm, F.layer_norm, F.instance_norm, F.group_norm). Mistakes are
 recognised from those functions' outputs (called with other arguments, or on rearranged inputs) and from
@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from course_lib.mistakes import NAMED, sentence
 
 __all__ = ["CheckFailed", "check_batchnorm", "check_layernorm", "check_instancenorm", "check_groupnorm",
            "check_running_batchnorm", "check_fold_bn", "student_checks"]
@@ -92,19 +94,20 @@ def _tensor_out(what: str, got: object, like: Tensor) -> Tensor:
 
 def _expect(what: str, got: object, want: Tensor, mistakes: dict[str, Callable[[], Tensor]] | None = None,
             reference: str = "PyTorch's") -> None:
-    """Fail unless got is close to want; name the first mistake whose output got matches."""
+    """Fail unless got is close to want; name the first mistake (a course_lib.mistakes id -> its output) whose
+    output got matches."""
     __tracebackhide__ = True
     got = _tensor_out(what, got, want)
     if _close(got, want):
         return
     message = f"{what}: your output differs from {reference} by up to {_gap(got, want):.3g}."
-    for text, candidate in (mistakes or {}).items():
+    for mistake, candidate in (mistakes or {}).items():
         try:
             match = _close(got, candidate())
         except Exception:  # noqa: BLE001 - a candidate that does not apply to this input
             match = False
         if match:
-            raise CheckFailed(f"{message} It matches {text}")
+            raise CheckFailed(f"{message} {NAMED}{sentence(mistake)}")
     raise CheckFailed(message + " It matches none of the common mistakes this check knows; compare your code "
                                 "with the contract in the docstring line by line.")
 
@@ -184,25 +187,19 @@ def _mean_kept(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> T
 
 
 def _eps_mistakes(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int, default: float,
-                  affine: Callable[[Tensor], Tensor]) -> dict[str, Callable[[], Tensor]]:
-    """The variance and eps mistakes every one of these layers invites, for an input normalised in groups of n."""
+                  affine: Callable[[Tensor], Tensor], layer: dict[str, str]) -> dict[str, Callable[[], Tensor]]:
+    """The variance and eps mistakes every one of these layers invites, for an input normalised in groups of n;
+    `layer` gives the ids of the layer's own "unbiased" and "unscaled" (no scale and shift) mistakes."""
     __tracebackhide__ = True
     return {
-        f"the UNBIASED variance (dividing by n - 1 = {n - 1}): normalise with the biased variance, dividing by the "
-        f"number of values n = {n} (x.var(..., correction=0) or ((x - mean) ** 2).mean(...)).":
-            lambda: affine(_unbiased(z, x, eps, n)),
-        "eps added OUTSIDE the square root, (x - mean) / (sqrt(var) + eps): it goes inside, "
-        "(x - mean) / sqrt(var + eps).": lambda: affine(_eps_outside(z, x, eps)),
-        "no eps at all: add eps to the variance inside the square root.": lambda: affine(z(x, NO_EPS)),
-        f"eps = {default:g} (the default) although the layer was built with eps = {eps:g}: store the eps you are "
-        "given and use self.eps.": lambda: affine(z(x, default)),
-        "eps = 1.0 (the 2019 lesson's InstanceNorm used eps=1e-0): the stub's default is 1e-5.":
-            lambda: affine(z(x, 1.0)),
-        "the 2019 lesson's InstanceNorm: the unbiased variance and eps=1e-0; use the biased variance and the "
-        "stub's eps.": lambda: affine(_unbiased(z, x, 1.0, n)),
-        "the mean never subtracted, x / sqrt(var + eps): normalise x - mean.": lambda: affine(_mean_kept(z, x, eps)),
-        "the normalised input without the scale and shift: multiply by the scale and add the shift last.":
-            lambda: z(x, eps),
+        layer["unbiased"]: lambda: affine(_unbiased(z, x, eps, n)),
+        "norm.eps_outside_sqrt": lambda: affine(_eps_outside(z, x, eps)),
+        "norm.no_eps": lambda: affine(z(x, NO_EPS)),
+        "norm.default_eps": lambda: affine(z(x, default)),
+        "in.lesson_eps": lambda: affine(z(x, 1.0)),
+        "in.lesson_instancenorm": lambda: affine(_unbiased(z, x, 1.0, n)),
+        "norm.mean_not_subtracted": lambda: affine(_mean_kept(z, x, eps)),
+        layer["unscaled"]: lambda: z(x, eps),
     }
 
 
@@ -347,7 +344,7 @@ def _aspects(given: tuple[str, ...], known: dict[str, Callable[[], None]], layer
             continue
         # Raised afresh, so that Validate shows this line and the message, not the checks' own frames; wrapped,
         # so that it reads without scrolling sideways.
-        lines = message.replace(" It matches ", "\nIt matches ").splitlines()
+        lines = message.replace(" It matches ", "\nIt matches ").replace(f" {NAMED}", f"\n{NAMED}").splitlines()
         raise CheckFailed("\n".join(textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines)) from None
 
 
@@ -377,6 +374,7 @@ class _BatchNormCheck:
     """check_batchnorm's aspects, each a method, on one seeded input of shape SHAPE."""
 
     SHAPE = (6, 3, 4, 4)
+    LAYER = {"unbiased": "bn.unbiased_variance", "unscaled": "norm.no_scale_shift"}  # for _eps_mistakes
 
     def __init__(self, BatchNorm: type) -> None:
         __tracebackhide__ = True
@@ -389,28 +387,24 @@ class _BatchNormCheck:
         return _scaled(self.BatchNorm, (3,), {"eps": eps, "mom": mom}, {"mults": GAMMA, "adds": BETA}).train()
 
     def axes(self) -> dict[str, Callable[[float], Tensor]]:
-        """The other layers' statistics, each a normalisation of x given eps."""
+        """The statistics over the wrong axes, each a normalisation of x given eps."""
         __tracebackhide__ = True
         x, shape = self.x, self.SHAPE
         return {
-            "statistics per example and channel over (H, W) only: that is InstanceNorm; BatchNorm's statistics are per "
-            "channel over the batch and the positions, dims (0, 2, 3).": lambda eps: F.instance_norm(x, eps=eps),
-            "statistics per example over (C, H, W): that is LayerNorm; BatchNorm's statistics are per channel over dims "
-            "(0, 2, 3).": lambda eps: F.layer_norm(x, x.shape[1:], eps=eps),
-            "statistics over the batch dimension only (dim 0), one per channel and position: reduce over dims (0, 2, 3) "
-            "together.": lambda eps: F.batch_norm(x.permute(0, 2, 3, 1).reshape(shape[0], -1), None, None,
-                                                  training=True, eps=eps).reshape(shape[0], 4, 4, 3).permute(0, 3, 1, 2),
+            "bn.axes_instancenorm": lambda eps: F.instance_norm(x, eps=eps),
+            "bn.axes_layernorm": lambda eps: F.layer_norm(x, x.shape[1:], eps=eps),
+            "bn.axes_batch_only": lambda eps: F.batch_norm(x.permute(0, 2, 3, 1).reshape(shape[0], -1), None, None,
+                                                           training=True, eps=eps)
+            .reshape(shape[0], 4, 4, 3).permute(0, 3, 1, 2),
         }
 
     def train_mistakes(self, eps: float) -> dict[str, Callable[[], Tensor]]:
         __tracebackhide__ = True
         x, affine = self.x, _three_channel_affine
-        found = _eps_mistakes(_bn_train, x, eps, self.n, 1e-5, affine)
-        found.update({text: (lambda f=f: affine(f(eps))) for text, f in self.axes().items()})
-        found["the scale and shift swapped (x_hat * adds + mults): multiply by mults, then add adds."] = \
-            lambda: _bn_train(x, eps) * BETA + GAMMA
-        found["the running statistics instead of the batch's: in training mode normalise with the batch's own mean "
-              "and variance (and update the buffers)."] = \
+        found = _eps_mistakes(_bn_train, x, eps, self.n, 1e-5, affine, self.LAYER)
+        found.update({mistake: (lambda f=f: affine(f(eps))) for mistake, f in self.axes().items()})
+        found["norm.scale_shift_swapped"] = lambda: _bn_train(x, eps) * BETA + GAMMA
+        found["bn.train_running_after_update"] = \
             lambda: affine(_bn_eval(x, eps, 0.1 * x.mean((0, 2, 3)), 0.9 + 0.1 * x.var((0, 2, 3))))
         return found
 
@@ -427,17 +421,15 @@ class _BatchNormCheck:
         x, affine = self.x, _three_channel_affine
         updated_means, updated_vars = means.flatten().clone(), variances.flatten().clone()
         F.batch_norm(x, updated_means, updated_vars, training=True, momentum=0.1)
-        found = {"the batch's statistics: in eval mode normalise with the running means and vars.":
-                 lambda: affine(_bn_train(x, eps)),
-                 "running statistics updated by this eval-mode batch before they are used: in eval mode the "
-                 "buffers stay as they are.": lambda: affine(_bn_eval(x, eps, updated_means, updated_vars))}
+        found = {"bn.eval_batch_statistics": lambda: affine(_bn_train(x, eps)),
+                 "bn.eval_updates_first": lambda: affine(_bn_eval(x, eps, updated_means, updated_vars))}
 
         def z(t: Tensor, e: float) -> Tensor:
             __tracebackhide__ = True
             return _bn_eval(t, e, means, variances)
 
-        found.update((text, f) for text, f in _eps_mistakes(z, x, eps, self.n, 1e-5, affine).items()
-                     if "UNBIASED" not in text)
+        found.update((mistake, f) for mistake, f in _eps_mistakes(z, x, eps, self.n, 1e-5, affine, self.LAYER).items()
+                     if mistake != self.LAYER["unbiased"])
         return found
 
     def eval_(self) -> None:
@@ -458,18 +450,13 @@ class _BatchNormCheck:
         __tracebackhide__ = True
         n = self.n
         start = torch.zeros if name == "means" else torch.ones
-        found = {"the momentum the wrong way round (running = mom * running + (1 - mom) * batch): mom is the "
-                 "weight of the NEW batch, running = (1 - mom) * running + mom * batch, i.e. "
-                 "running.lerp_(batch, mom).": lambda: flipped,
-                 "the buffers unchanged: a training-mode forward must update them.":
-                     lambda: start(1, 3, 1, 1, dtype=torch.float64)}
+        found = {"bn.momentum_flipped": lambda: flipped,
+                 "bn.running_not_updated": lambda: start(1, 3, 1, 1, dtype=torch.float64)}
         if name == "vars":
             unbiased = (want - (1 - mom)) / mom
             biased = (1 - mom) + mom * unbiased * (n - 1) / n
-            found["vars starting at zeros: the running variance starts as ones (torch.ones(1, nf, 1, 1))."] = \
-                lambda: want - (1 - mom)
-            found[f"the BIASED batch variance stored in vars: the running variance stores the unbiased one "
-                  f"(divide by n - 1 = {n - 1}), the output uses the biased one."] = lambda: biased
+            found["bn.running_var_zeros"] = lambda: want - (1 - mom)
+            found["bn.biased_variance_stored"] = lambda: biased
         return found
 
     def buffers(self) -> None:
@@ -567,15 +554,12 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
     def output() -> None:
         __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
-            found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+            found = _eps_mistakes(z, x, eps, n, 1e-5, affine, {"unbiased": "ln.unbiased_variance",
+                                                               "unscaled": "ln.no_scale_shift"})
             found.update({
-                "statistics per channel over (N, H, W): that is BatchNorm, which mixes the examples of a batch; "
-                "LayerNorm normalises each example on its own over (C, H, W).":
-                    lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
-                "statistics per example and channel over (H, W): that is InstanceNorm; LayerNorm's are per example "
-                "over all of (C, H, W), dims (1, 2, 3).": lambda: affine(F.instance_norm(x, eps=eps)),
-                "the scale and shift applied to x before normalising: normalise first, then * mult + add.":
-                    lambda: z(affine(x), eps),
+                "ln.axes_batchnorm": lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
+                "ln.axes_instancenorm": lambda: affine(F.instance_norm(x, eps=eps)),
+                "ln.affine_before_normalising": lambda: z(affine(x), eps),
             })
             ln = layer() if eps == 1e-5 else layer(eps)
             what = f"LayerNorm({'' if eps == 1e-5 else f'eps={eps}'}) on an input of shape {shape}"
@@ -609,22 +593,15 @@ def _rms_mistakes(x: Tensor, ns: tuple[int, int], weight: Tensor, eps: float) ->
     __tracebackhide__ = True
     dims = (-2, -1)
     return {
-        "the mean subtracted, (x - mean) / sqrt(var + eps) * weight: that is LayerNorm; RMSNorm divides x "
-        "itself by its root mean square.": lambda: F.layer_norm(x, ns, weight, eps=eps),
-        "eps added OUTSIDE the square root, x / (sqrt(mean(x**2)) + eps): it goes inside, "
-        "x / sqrt(mean(x**2) + eps).": lambda: x / ((x * x).mean(dims, keepdim=True).sqrt() + eps) * weight,
-        "no eps at all: add eps to mean(x**2) inside the square root.": lambda: _rms(x, 0.0) * weight,
-        "the mean of x**2 over the LAST dimension only: with normalized_shape (4, 5) it is over the last "
-        "TWO dimensions, dims (-2, -1).": lambda: _rms(x, eps, (-1,)) * weight,
-        "the mean of x**2 over every dimension but the batch: only over the trailing normalized_shape dims.":
-            lambda: _rms(x, eps, (1, 2, 3)) * weight,
-        "the SUM of x**2 instead of its mean: divide by sqrt(mean(x**2) + eps).":
-            lambda: _rms(x, eps, total=True) * weight,
-        "x divided by its standard deviation (the mean subtracted inside the variance only): RMSNorm uses "
-        "mean(x**2), not the variance.": lambda: x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
-        "eps = 1e-6 (the default) although the layer was built with another eps: store the eps you are given "
-        "and use self.eps.": lambda: _rms(x, 1e-6) * weight,
-        "the normalised input without the weight: multiply by self.weight last.": lambda: _rms(x, eps),
+        "rms.mean_subtracted": lambda: F.layer_norm(x, ns, weight, eps=eps),
+        "rms.eps_outside_sqrt": lambda: x / ((x * x).mean(dims, keepdim=True).sqrt() + eps) * weight,
+        "rms.no_eps": lambda: _rms(x, 0.0) * weight,
+        "rms.last_dim_only": lambda: _rms(x, eps, (-1,)) * weight,
+        "rms.all_but_batch": lambda: _rms(x, eps, (1, 2, 3)) * weight,
+        "rms.sum_not_mean": lambda: _rms(x, eps, total=True) * weight,
+        "rms.std_not_rms": lambda: x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
+        "norm.default_eps": lambda: _rms(x, 1e-6) * weight,
+        "rms.no_weight": lambda: _rms(x, eps),
     }
 
 
@@ -636,8 +613,10 @@ def _rms_parameters(RMSNorm: type) -> None:
     if set(params) != {"weight"}:
         raise CheckFailed(f"RMSNorm((3, 4)): the only learned parameter must be weight (no bias), got {sorted(params)}")
     if tuple(params["weight"].shape) != (3, 4):
+        why = (f" {NAMED}{sentence('rms.scalar_weight')}" if params["weight"].numel() == 1 else
+               " (a single scalar weight is not RMSNorm's gain)")
         raise CheckFailed(f"RMSNorm((3, 4)).weight should have one value per feature, shape (3, 4); it has shape "
-                          f"{tuple(params['weight'].shape)} (a single scalar weight is not RMSNorm's gain)")
+                          f"{tuple(params['weight'].shape)}{why}")
     if not torch.all(params["weight"] == 1):
         raise CheckFailed("RMSNorm((3, 4)).weight should start as ones")
     _no_buffers("RMSNorm((3, 4))", layer)
@@ -696,15 +675,12 @@ def _in_mistakes(x: Tensor, n: int, eps: float) -> dict[str, Callable[[], Tensor
         __tracebackhide__ = True
         return F.instance_norm(t, eps=e)
 
-    found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+    found = _eps_mistakes(z, x, eps, n, 1e-5, affine, {"unbiased": "in.unbiased_variance",
+                                                       "unscaled": "norm.no_scale_shift"})
     found.update({
-        "statistics per channel over (N, H, W): that is BatchNorm; InstanceNorm normalises each example's "
-        "each channel on its own, over (H, W).":
-            lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
-        "statistics per example over (C, H, W): that is LayerNorm; InstanceNorm's are per example AND "
-        "channel, over dims (2, 3).": lambda: affine(F.layer_norm(x, x.shape[1:], eps=eps)),
-        "one scale and shift for all channels: mults and adds hold one value per channel, shape (nf, 1, 1).":
-            lambda: z(x, eps) * GAMMA[0] + BETA[0],
+        "in.axes_batchnorm": lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
+        "in.axes_layernorm": lambda: affine(F.layer_norm(x, x.shape[1:], eps=eps)),
+        "in.one_scale_shift": lambda: z(x, eps) * GAMMA[0] + BETA[0],
     })
     return found
 
@@ -793,18 +769,16 @@ def _gn_mistakes(x: Tensor, groups: int, eps: float,
         return F.group_norm(t, groups, eps=e)
 
     n = (6 // groups) * shape[2] * shape[3]
-    found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+    found = _eps_mistakes(z, x, eps, n, 1e-5, affine, {"unbiased": "gn.unbiased_variance",
+                                                       "unscaled": "gn.no_scale_shift"})
     found.update({
-        "INTERLEAVED groups (channel c in group c % G, e.g. from x.view(N, C // G, G, ...)): groups are contiguous, "
-        "channels 0..G-1 are group 0; x.reshape(N, G, -1) gives that.":
-            lambda: affine(_interleaved(x, groups, eps)),
-        "statistics of each group over the whole batch: GroupNorm normalises every example on its own "
-        "(x.reshape(N, G, -1), reduced over the last dim).":
+        "gn.interleaved_groups": lambda: affine(_interleaved(x, groups, eps)),
+        "gn.statistics_over_batch":
             lambda: affine(F.group_norm(x.transpose(0, 1).reshape(1, 6, -1), groups, eps=eps)
                            .reshape(6, shape[0], *shape[2:]).transpose(0, 1)),
-        "the scale and shift swapped (out * bias + weight): multiply by weight, then add bias.":
+        "gn.scale_shift_swapped":
             lambda: F.group_norm(x, groups, eps=eps) * bias.view(1, -1, 1, 1) + weight.view(1, -1, 1, 1),
-        "one scale and shift per GROUP: weight and bias have one value per channel.":
+        "gn.per_group_scale_shift":
             lambda: F.group_norm(x, groups, eps=eps) * weight[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1)
             + bias[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1),
     })
@@ -929,31 +903,23 @@ def _fold_mistakes(conv: nn.Module, bn: nn.Module, x: Tensor) -> dict[str, Calla
     v, eps = bn.running_var, bn.eps
     scale = bn.weight / (v + eps).sqrt()
     found = {
-        "eps OUTSIDE the square root (running_var.sqrt() + eps): eval mode divides by sqrt(running_var + eps).":
-            lambda: _fused(conv, bn, x, running_var=(v.sqrt() + eps) ** 2, eps=0.0),
-        "eps forgotten: the scale is bn.weight / sqrt(bn.running_var + bn.eps).":
-            lambda: _fused(conv, bn, x, eps=0.0),
-        "bn.bias (beta) forgotten: the folded bias ends with + bn.bias.":
-            lambda: _fused(conv, bn, x, bias=torch.zeros_like(v)),
-        "the running mean not subtracted: the folded bias holds - bn.running_mean * scale.":
-            lambda: _fused(conv, bn, x, running_mean=torch.zeros_like(v)),
+        "fold.eps_outside_sqrt": lambda: _fused(conv, bn, x, running_var=(v.sqrt() + eps) ** 2, eps=0.0),
+        "fold.no_eps": lambda: _fused(conv, bn, x, eps=0.0),
+        "fold.bn_bias_forgotten": lambda: _fused(conv, bn, x, bias=torch.zeros_like(v)),
+        "fold.mean_not_subtracted": lambda: _fused(conv, bn, x, running_mean=torch.zeros_like(v)),
     }
     if conv.bias is not None:
-        found["the conv's bias forgotten: it goes through the norm too, so the folded bias is "
-              "(conv.bias - running_mean) * scale + bn.bias."] = lambda: _fused(conv, bn, x, conv_bias=0.0)
-        found["the conv's bias added unscaled: the norm multiplies it like the rest of the conv's output, so "
-              "the folded bias is (conv.bias - running_mean) * scale + bn.bias."] = \
-            lambda: _fused(conv, bn, x, conv_bias=0.0) + conv.bias.view(1, -1, 1, 1)
+        found["fold.conv_bias_forgotten"] = lambda: _fused(conv, bn, x, conv_bias=0.0)
+        found["fold.conv_bias_unscaled"] = lambda: _fused(conv, bn, x, conv_bias=0.0) + conv.bias.view(1, -1, 1, 1)
     if conv.in_channels == conv.out_channels:
-        found["the weight scaled on the wrong axis (per INPUT channel, weight * scale.view(1, -1, 1, 1)): the norm "
-              "scales each OUTPUT channel, the weight's first axis: weight * scale.view(-1, 1, 1, 1)."] = \
+        found["fold.wrong_axis"] = \
             lambda: _fused(conv, bn, x) + F.conv2d(x, conv.weight * (scale.view(1, -1, 1, 1) - scale.view(-1, 1, 1, 1)),
                                                    padding=1)
     return found
 
 
 def _variance_factor(got: nn.Module, conv: nn.Module, bn: nn.Module) -> str:
-    """A sentence when got's weight is the right one with running_var times a constant k != 1."""
+    """What to say when got's weight is the right one with running_var times a constant k != 1 (else "")."""
     __tracebackhide__ = True
     w, gw = conv.weight.detach(), getattr(got, "weight", None)
     if not isinstance(gw, Tensor) or gw.shape != w.shape:
@@ -961,9 +927,8 @@ def _variance_factor(got: nn.Module, conv: nn.Module, bn: nn.Module) -> str:
     ratio = (gw.detach().double() / w).flatten(1).median(dim=1).values
     k = ((bn.weight / ratio) ** 2 - bn.eps) / bn.running_var
     if torch.isfinite(k).all() and (k.max() - k.min()).abs() < 1e-4 * k.abs().max() and abs(k.mean().item() - 1) > 1e-3:
-        return (f" It matches the biased/unbiased variance mixed up: your weight is the right one with running_var "
-                f"multiplied by {k.mean().item():.4g} (e.g. var * n / (n - 1)). Eval mode uses bn.running_var as it "
-                f"is stored: do not rescale it.")
+        return (f" Your weight is the right one with running_var multiplied by {k.mean().item():.4g}. "
+                f"{NAMED}{sentence('fold.variance_rescaled')}")
     return ""
 
 
@@ -1125,14 +1090,10 @@ class _RecalibrateCheck:
     def mistakes(self) -> dict[str, nn.Module]:
         """The model each mistake this check knows leaves behind."""
         return {
-            "momentum left at each layer's own value (0.3, 0.1, 0.05) during the pass: set momentum = None for the "
-            "cumulative average of all the batches.": self.simulated("own", True),
-            "momentum 0.1 during the pass: set momentum = None for the cumulative average of all the batches.":
-                self.simulated(0.1, True),
-            "statistics not reset first (reset_running_stats()): the old ones count as earlier batches.":
-                self.simulated(None, False),
-            "only the first BatchNorm handled: reset and set momentum None on every _BatchNorm in model.modules().":
-                self.simulated(None, True, first_only=True),
+            "recal.momentum_kept": self.simulated("own", True),
+            "recal.momentum_default": self.simulated(0.1, True),
+            "recal.not_reset": self.simulated(None, False),
+            "recal.skipped": self.simulated(None, True, first_only=True),
         }
 
     def statistics(self) -> None:
@@ -1207,18 +1168,15 @@ class _RecalibrateCheck:
 def _recal_layer_mistake(what: str, i: int, g: nn.Module, mistakes: dict[str, nn.Module]) -> None:
     """Fail naming the mistake BatchNorm layer i's wrong statistics (g's) match, if any."""
     __tracebackhide__ = True
-    for text, model in mistakes.items():
+    for mistake, model in mistakes.items():
         m = _bn_layers(model)[i]
         if _close(g.running_mean, m.running_mean) and _close(g.running_var, m.running_var):
-            raise CheckFailed(f"{what}. It matches {text}")
+            raise CheckFailed(f"{what}. {NAMED}{sentence(mistake)}")
     if _close(g.running_mean, torch.zeros_like(g.running_mean)) and _close(g.running_var, torch.ones_like(g.running_var)):
-        raise CheckFailed(f"{what}. It matches a layer reset but never updated: it was in eval while the batches "
-                          f"ran; put the whole model in train mode (model.train()) for the pass.")
+        raise CheckFailed(f"{what}. {NAMED}{sentence('recal.eval_pass')}")
     old = _bn_layers(_recal_model())[i]
     if _close(g.running_mean, old.running_mean):
-        raise CheckFailed(f"{what}. It matches the old statistics: this layer was not recalibrated (was it in "
-                          f"eval? model.train() puts every submodule in training mode; handle every BatchNorm, "
-                          f"not only the first).")
+        raise CheckFailed(f"{what}. {NAMED}{sentence('recal.untouched')}")
 
 
 def check_recalibrate_bn(recalibrate_bn: Callable, *aspects: str) -> None:
