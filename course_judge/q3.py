@@ -62,8 +62,7 @@ def train_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, mom: floa
 
 def unnormalised(x: Tensor, g: Tensor, b: Tensor) -> dict[str, Tensor]:
     """What a layer that does not normalise returns: the input, or the input scaled and shifted."""
-    return {"bn.input_returned": x,
-            "bn.input_scaled_shifted": x * g + b}
+    return {"bn.input_returned": x, "bn.input_scaled_shifted": x * g + b}
 
 
 def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, beta: Tensor,

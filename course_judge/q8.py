@@ -70,13 +70,12 @@ def output_mistakes(x: Tensor, num_groups: int, weight: Tensor | None, bias: Ten
         "gn.reshape_mixes_examples": _normalise(x, x.reshape(num_groups, -1), (1,), eps) * g + b,
     }
     if weight is not None:
-        mistakes["gn.scale_shift_swapped"] = (
-            right * channel_view(bias, x.dim()) + channel_view(weight, x.dim()))
+        mistakes["gn.scale_shift_swapped"] = right * channel_view(bias, x.dim()) + channel_view(weight, x.dim())
         mistakes["gn.no_scale_shift"] = right
     mistakes.update(do_nothing_mistakes(x, x * g + b, "gn.input_scaled_shifted", "gn.input_returned_or_scaled"))
     right = right * g + b
     # A mistake that gives the right answer on this input (a stride with one group) must not be named.
-    return {text: wrong for text, wrong in mistakes.items() if not close(wrong, right, atol=1e-6, rtol=1e-5)}
+    return {mistake: wrong for mistake, wrong in mistakes.items() if not close(wrong, right, atol=1e-6, rtol=1e-5)}
 
 
 def _listed(t: Tensor) -> str:
