@@ -4,8 +4,9 @@ Built from what grading leaves behind, so it can be rebuilt at any time (`python
   - the gradebook: every student's points per test cell and per written answer, and which answers wait for
     manual grading;
   - the autograded notebooks: the judge's verdicts as data in their metadata (judging.VERDICTS_KEY), which say
-    which catalogued mistake a failed test's output matched. Never the verdict's text: it quotes the student's
-    own exception messages, so a student could write the sentence that names a mistake;
+    which catalogued mistake a failed test's output matched, by its id in course_lib.mistakes; the report groups
+    students by id and shows the catalogue's sentence. Never the verdict's text: it quotes the student's own
+    exception messages, so a student could write the sentence that names a mistake;
   - grades.csv: each student's status and the reasons they need attention (not graded, a kernel that died,
     tampering, pending manual grading);
   - reviews.json (reviews.py): the notebooks held for review, with the findings quoted and the commands that
@@ -33,6 +34,7 @@ from course_grader import inert
 from course_grader.autograde import ASSIGNMENT
 from course_grader.report import decide_commands, question
 from course_grader.reviews import Reviews
+from course_lib.mistakes import MISTAKES
 
 # Where the judge's verdicts are in an autograded notebook's metadata (judging.VERDICTS_KEY). Copied, not imported:
 # judging imports torch, which this module never needs; tests/test_verdict_data.py fails if they drift apart.
@@ -46,7 +48,7 @@ class TestStats:
     points: float
     graded: list[str] = field(default_factory=list)  # students with a score for it
     passed: list[str] = field(default_factory=list)  # full points
-    mistakes: dict[str, list[str]] = field(default_factory=dict)  # named mistake -> students
+    mistakes: dict[str, list[str]] = field(default_factory=dict)  # named mistake's id -> students
     unnamed: list[str] = field(default_factory=list)  # failed without a named mistake
 
     @property
@@ -98,15 +100,16 @@ class ClassReport:
 
     @property
     def named(self) -> list[tuple[TestStats, str, list[str]]]:
-        """(test, mistake, students), the most common first."""
-        found = [(t, m, s) for t in self.tests for m, s in t.mistakes.items()]
+        """(test, the mistake's sentence, students), the most common first."""
+        found = [(t, MISTAKES[m], s) for t in self.tests for m, s in t.mistakes.items()]
         return sorted(found, key=lambda x: (-len(x[2]), x[0].notebook, x[0].test, x[1]))
 
 
 def mistakes_named(path: Path) -> dict[str, str]:
-    """{test grade_id: the catalogued mistake the judge named} for the failed tests of one autograded notebook, from
-    the judge's verdict data (judging.VERDICTS_KEY). A notebook without it (graded before verdicts were data, or
-    unreadable) names none: its failures count as unnamed, and a regrade names them."""
+    """{test grade_id: the id of the catalogued mistake the judge named} for the failed tests of one autograded
+    notebook, from the judge's verdict data (judging.VERDICTS_KEY). A notebook without it (graded before verdicts
+    were data, or unreadable) names none, nor one whose data is not a catalogue id (graded before mistakes had
+    ids): its failures count as unnamed, and a regrade names them."""
     try:
         nb = nbformat.read(path, as_version=4)
     except (OSError, ValueError):
@@ -117,8 +120,8 @@ def mistakes_named(path: Path) -> dict[str, str]:
         if not isinstance(verdict, dict) or verdict.get("passed") is not False:
             continue
         test, mistake = verdict.get("grade_id"), verdict.get("mistake")
-        if isinstance(test, str) and isinstance(mistake, str) and mistake.strip():
-            out[test] = inert.plain(mistake, 1000).rstrip(".")
+        if isinstance(test, str) and isinstance(mistake, str) and mistake in MISTAKES:
+            out[test] = mistake
     return out
 
 

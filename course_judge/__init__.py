@@ -44,7 +44,8 @@ class Verdict:
     message: str = ""
     judge_error: str = ""  # the judge itself failed (a grader problem, reported to the instructor)
     note: str = ""  # what the instructor should know about this test (the refusal was switched off...)
-    # The catalogued mistake the judge named (Fail.mistake), as data: the message quotes the student's text too.
+    # The catalogued mistake the judge named (Fail.mistake, its course_lib.mistakes id), as data: the message quotes
+    # the student's text too.
     mistake: str | None = None
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # torch's own normalization: functions, modules and their bases, kernels (the last part of a resolved name).
@@ -672,7 +673,14 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
     certain = {(f.cell, f.line) for f in result.tampering}  # a line found tampering needs no review as well
     result.review = list({(f.what, f.cell, f.line): f for f in result.review if (f.cell, f.line) not in certain}.values())
 
-    # Delegation: what each graded solution's stub defines, with every definition of the student's it uses.
+    _delegation(result, cells, trees, release, forbidden, names, finding)
+    return result
+
+
+def _delegation(result: Audit, cells: list, trees: dict[int, ast.Module], release, forbidden: dict[str, frozenset[str]],
+                names: Names, finding: Callable[[int, int, str], Finding]) -> None:
+    """Delegation: what each graded solution's stub defines, with every definition of the student's it uses, read for
+    the names that solution must not use (result.delegation); code too deep to read is held for review."""
     definitions: dict[str, list[tuple[int, ast.stmt]]] = {}
     for index, tree in trees.items():
         for name, stmts in _definitions(tree).items():
@@ -710,4 +718,3 @@ def audit(nb, release, forbidden: dict[str, frozenset[str]]) -> Audit:
                 break
             todo += [d for name in uses.free for d in definitions.get(name, []) if id(d[1]) not in seen
                      and d[0] not in others]
-    return result

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from course_judge.records import Fail, Other, Raised
+from course_lib.mistakes import NAMED, naming
 
 Tensor = torch.Tensor
 
@@ -36,8 +37,9 @@ def tensor(value: object, what: str) -> Tensor:
     return value
 
 
-# How a failure message names the catalogued mistake the output matched (the class report reads it back).
-NAMED_MISTAKE = "This is what you get if "
+# How a failure message names the catalogued mistake the output matched (course_lib.mistakes, shared with the
+# visible checks); the verdict carries the mistake's id as data.
+NAMED_MISTAKE = NAMED
 
 TORCH_WHY = ("This exercise is to implement the normalization yourself (means, variances, scale and shift with "
              "tensor operations); delegating to torch's own normalization gets no points for this test.")
@@ -72,14 +74,14 @@ def summary(t: Tensor) -> str:
 
 
 def name_mistake(actual: Tensor, expected: Tensor, mistakes: dict[str, Tensor] | None) -> str | None:
-    """The known mistake whose output `actual` matches: loosely (the student may write the wrong formula in a
-    numerically different way), but clearly closer to it than to the right answer, and the closest one."""
+    """The id of the known mistake whose output `actual` matches: loosely (the student may write the wrong formula in
+    a numerically different way), but clearly closer to it than to the right answer, and the closest one."""
     gap_right = gap(actual, expected)
     named = None
-    for description, wrong in (mistakes or {}).items():
+    for mistake, wrong in (mistakes or {}).items():
         g = gap(actual, wrong)
         if close(actual, wrong, atol=1e-6, rtol=1e-5) and g < gap_right / 10 and (named is None or g < named[0]):
-            named = (g, description)
+            named = (g, mistake)
     return named[1] if named else None
 
 
@@ -88,8 +90,9 @@ def expect_close(actual: object, expected: Tensor, what: str, *, atol: float = 1
                  diagnose: Callable[[Tensor], str | None] | None = None, dtype: bool = True) -> Tensor:
     """`actual` (a recorded value) equals `expected` within tolerance; else Fail naming the mistake.
 
-    `mistakes` maps a one-sentence description of a known mistake to the output that mistake gives on the same
-    input; `diagnose` reads the wrong output itself (which statistic, which axis) when no known mistake matches.
+    `mistakes` maps a catalogued mistake's id (course_lib.mistakes) to the output that mistake gives on the same
+    input; the message names it by its sentence, the Fail by its id. `diagnose` reads the wrong output itself (which
+    statistic, which axis) when no known mistake matches.
     """
     actual = tensor(actual, what)
     if actual.shape != expected.shape:
@@ -106,7 +109,7 @@ def expect_close(actual: object, expected: Tensor, what: str, *, atol: float = 1
     named = name_mistake(actual, expected, mistakes)
     found = None if named else (diagnose(actual) if diagnose else None)
     if named:
-        message += f"\n{NAMED_MISTAKE}{named}"
+        message += naming(named)
     elif found:
         message += f"\n{found}"
     elif hint:
@@ -199,18 +202,14 @@ def expect_gradients(recorded: object, reference: dict[str, Tensor], what: str, 
                            f"{numeric:.6g}).{(' ' + hint) if hint and key == 'x' else ''}")
 
 
-VIEW_MISTAKE = ("your code calls .view() on a tensor whose memory is not laid out row by row; .view() refuses such a "
-                "tensor, and the contract accepts any tensor of the right shape: use .reshape() (or .flatten()), which "
-                "copies only when it must.")
-
-
 def layout_mistake(value: object) -> str | None:
-    """The .view() mistake (its sentence, Fail's `mistake`) for a call that raised because its input was not
-    contiguous, else None."""
-    return VIEW_MISTAKE if isinstance(value, Raised) and "view size is not compatible" in value.message else None
+    """The .view() mistake's id (Fail's `mistake`) for a call that raised because its input was not contiguous, else
+    None."""
+    return "layout.view" if isinstance(value, Raised) and "view size is not compatible" in value.message else None
 
 
 def layout_hint(value: object) -> str:
     """The line naming the .view() mistake for a call that raised because its input was not contiguous ('' otherwise);
     the Fail that carries it says mistake=layout_mistake(value)."""
-    return f"\n{NAMED_MISTAKE}{VIEW_MISTAKE}" if layout_mistake(value) else ""
+    mistake = layout_mistake(value)
+    return naming(mistake) if mistake else ""

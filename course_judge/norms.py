@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from course_judge.compare import NAMED_MISTAKE, close, expect_gradients, expect_no_error, layout_hint, layout_mistake, summary, tensor
+from course_judge.compare import close, expect_gradients, expect_no_error, layout_hint, layout_mistake, summary, tensor
 from course_judge.records import Fail, Raised, Records
+from course_lib.mistakes import naming
 
 Tensor = torch.Tensor
 
@@ -173,10 +174,6 @@ def expect_own_parameters(set_first: object, second: dict, starts: dict[str, flo
                        f"wrap one tensor made once for all layers (a module-level constant or a default argument).")
 
 
-DETACHED = ("you took the mean and variance out of the autograd graph (.detach(), .data, .item() or torch.no_grad()): "
-            "the gradient must flow through them too.")
-
-
 def expect_layer_gradients(recorded: object, x: Tensor, normalised: list[Tensor], name: str, what: str,
                            reference: dict[str, Tensor], detached: dict[str, Tensor], labels: dict[str, str]) -> None:
     """A layer's recorded gradients (probes.gradients) on an output that normalises (expect_normalised: an identity
@@ -191,23 +188,16 @@ def expect_layer_gradients(recorded: object, x: Tensor, normalised: list[Tensor]
     except Fail as err:
         grad = recorded.get("x") if isinstance(recorded, dict) else None
         if isinstance(grad, Tensor) and close(grad, detached["x"], 1e-8, 1e-6) and not close(grad, reference["x"], 1e-8, 1e-6):
-            raise Fail(f"{err}\n{NAMED_MISTAKE}{DETACHED}", mistake=DETACHED) from None
+            raise Fail(f"{err}{naming('norm.detached')}", mistake="norm.detached") from None
         raise
 
 
-IDENTITY = "you returned the input unchanged: the layer must normalise it."
-AFFINE_ONLY = ("you only scaled and shifted the input (x * {scale} + {shift}): normalise it first, "
-               "(x - mean) / sqrt(var + eps).")
-
-
-def do_nothing_mistakes(x: Tensor, affine_x: Tensor, scale: str, shift: str) -> dict[str, Tensor]:
-    """The outputs of a layer that returns x, and of one that only scales and shifts it (`affine_x`); one sentence
-    for both when the test's scale and shift make them equal."""
-    affine_only = AFFINE_ONLY.format(scale=scale, shift=shift)
+def do_nothing_mistakes(x: Tensor, affine_x: Tensor, affine_only: str, either: str) -> dict[str, Tensor]:
+    """The outputs of a layer that returns x, and of one that only scales and shifts it (`affine_x`, the layer's
+    mistake `affine_only`); the one mistake `either` when the test's scale and shift make them equal."""
     if close(affine_x, x, 1e-12, 1e-12):
-        return {f"you returned the input unchanged or only scaled and shifted it (x * {scale} + {shift}; with this "
-                f"test's {scale} and {shift} the two are the same): normalise it first, (x - mean) / sqrt(var + eps).": x}
-    return {IDENTITY: x, affine_only: affine_x}
+        return {either: x}
+    return {"norm.input_returned": x, affine_only: affine_x}
 
 
 def expect_fresh(params: dict, starts: dict[str, float], built: str) -> None:

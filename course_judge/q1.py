@@ -70,12 +70,10 @@ def channel_stats_values(r: Records) -> None:
         expect_close(mean, want_mean, f"{what}: the mean")
         per_example = x.var(dim=(2, 3), correction=0).mean(0)
         expect_close(var, want_var, f"{what}: the variance", mistakes={
-            "you used the unbiased variance (divide by n-1); the contract says biased (divide by n).":
-                (centred ** 2).sum(1) / (flat.shape[1] - 1),
-            "you returned the standard deviation, not the variance.": want_var.sqrt(),
-            "you returned the mean of the squares without subtracting the mean first.": (flat ** 2).mean(1),
-            "you averaged each example's own variance: that misses how the examples differ from each other; "
-            "take the variance over batch and positions together.": per_example,
+            "q1.unbiased_variance": (centred ** 2).sum(1) / (flat.shape[1] - 1),
+            "q1.standard_deviation": want_var.sqrt(),
+            "q1.mean_not_subtracted": (flat ** 2).mean(1),
+            "q1.within_example_variance": per_example,
         }, diagnose=lambda v: _variance_diagnosis(v, x))
 
 
@@ -125,21 +123,19 @@ def output_in_batch_train(r: Records) -> None:
         g, b = bn.weight.detach()[:, None, None], bn.bias.detach()[:, None, None]
         mistakes = {
             **unnormalised(bn, example),
-            "you used the running statistics: in train mode BatchNorm uses the batch's own mean and variance.":
-                _eval_oracle(bn, batch)[0],
-            "you used the unbiased variance of the batch; BatchNorm's output uses the biased one.":
+            "q1.running_statistics_in_train": _eval_oracle(bn, batch)[0],
+            "q1.unbiased_variance_output":
                 (example - batch.mean((0, 2, 3))[:, None, None])
                 / (batch.var((0, 2, 3), correction=1)[:, None, None] + bn.eps).sqrt() * g + b,
         }
         if num_mates:  # mistakes that only show with batch mates
             mistakes.update({
-                "you normalised the example on its own: its batch mates must be part of the batch statistics.":
-                    _train_oracle(bn, example[None])[0],
-                "the batch statistics leave the example out: it belongs to the batch (put it first).":
+                "q1.example_alone": _train_oracle(bn, example[None])[0],
+                "q1.example_left_out":
                     (example - mates.mean((0, 2, 3))[:, None, None])
                     / (mates.var((0, 2, 3), correction=0)[:, None, None] + bn.eps).sqrt() * g + b,
-                "you returned the output of the first batch mate, not the example's.": _train_oracle(bn, batch)[1],
-                "you returned the output of the last batch mate, not the example's.": _train_oracle(bn, batch)[-1],
+                "q1.first_mate_output": _train_oracle(bn, batch)[1],
+                "q1.last_mate_output": _train_oracle(bn, batch)[-1],
             })
         expect_close(out, _train_oracle(bn, batch)[0], what, mistakes=mistakes)
 
@@ -154,7 +150,7 @@ def output_in_batch_eval(r: Records) -> None:
         out = _output(r, f"case{i}", example, mates, what)
         wrong = unnormalised(bn, example)
         if len(batch) > 1:
-            wrong["you used the batch statistics: in eval mode BatchNorm uses its running mean and variance."] = (
+            wrong["q1.batch_statistics_in_eval"] = (
                 _train_oracle(bn, batch)[0])
         expect_close(out, _eval_oracle(bn, batch)[0], what, mistakes=wrong)
 
@@ -199,5 +195,5 @@ def _not_the_example(out: object, what: str) -> None:
 def unnormalised(bn, example: Tensor) -> dict[str, Tensor]:
     """What returning the example without normalising it gives."""
     g, b = bn.weight.detach()[:, None, None], bn.bias.detach()[:, None, None]
-    return {"you returned the example itself, not bn's output: nothing was normalised.": example,
-            "you returned the example scaled and shifted by gamma and beta, not normalised first.": example * g + b}
+    return {"q1.returned_example": example,
+            "q1.returned_example_scaled": example * g + b}

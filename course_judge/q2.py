@@ -40,28 +40,20 @@ def mistakes(example: Tensor, mate_batches: Tensor, eps: float) -> dict[str, Ten
     batches = _batches(example, mate_batches)
     right = _normalise(batches, eps)[:, 0]
     return {
-        "you normalised with the unbiased variance (divide by n-1); BatchNorm's output uses the biased one (divide by n).":
-            _normalise(batches, eps, correction=1)[:, 0].std(0, correction=0).mean((1, 2)),
-        "you added eps to the standard deviation; it goes inside the square root: sqrt(var + eps).":
-            _normalise(batches, eps, eps_outside=True)[:, 0].std(0, correction=0).mean((1, 2)),
-        "you took the unbiased standard deviation over the trials; the contract says the population one (correction=0).":
-            right.std(0, correction=1).mean((1, 2)),
-        "you computed the variance over the trials, not the standard deviation.": right.var(0, correction=0).mean((1, 2)),
-        "you took one standard deviation over trials and positions together; take it over the trials, then average "
-        "over H and W.": right.transpose(0, 1).reshape(right.shape[1], -1).std(1, correction=0),
-        "you took the largest spread over H and W; the contract says the mean.": right.std(0, correction=0).amax((1, 2)),
-        "the batch statistics leave the example out: it belongs to its batch (first item).":
+        "q2.unbiased_variance": _normalise(batches, eps, correction=1)[:, 0].std(0, correction=0).mean((1, 2)),
+        "q2.eps_outside_sqrt": _normalise(batches, eps, eps_outside=True)[:, 0].std(0, correction=0).mean((1, 2)),
+        "q2.unbiased_std": right.std(0, correction=1).mean((1, 2)),
+        "q2.variance_not_std": right.var(0, correction=0).mean((1, 2)),
+        "q2.std_over_trials_and_positions": right.transpose(0, 1).reshape(right.shape[1], -1).std(1, correction=0),
+        "q2.max_spread": right.std(0, correction=0).amax((1, 2)),
+        "q2.example_left_out":
             ((batches[:, 0] - batches[:, 1:].mean((1, 3, 4))[:, :, None, None])
              / (batches[:, 1:].var((1, 3, 4), correction=0)[:, :, None, None] + eps).sqrt()).std(0, correction=0).mean((1, 2)),
-        "you normalised each position separately (statistics over the batch only); BatchNorm2d's statistics run "
-        "over the batch and H and W.": _normalise(batches, eps, dims=(1,))[:, 0].std(0, correction=0).mean((1, 2)),
-        "your spread is zero: the statistics you normalise with do not depend on the batch mates (per-example "
-        "statistics, or all trials pooled into one batch).": torch.zeros(example.shape[0], dtype=example.dtype),
-        "you averaged the variance over H and W and then took its square root; take the standard deviation at each "
-        "position, then average those over H and W.": right.var(0, correction=0).mean((1, 2)).sqrt(),
+        "q2.per_position_statistics": _normalise(batches, eps, dims=(1,))[:, 0].std(0, correction=0).mean((1, 2)),
+        "q2.zero_spread": torch.zeros(example.shape[0], dtype=example.dtype),
+        "q2.sqrt_of_mean_variance": right.var(0, correction=0).mean((1, 2)).sqrt(),
         **({} if eps == 1e-5 else {
-            f"you normalised with eps = 1e-5 (the default), not the eps argument ({eps}): pass eps on.":
-                _normalise(batches, 1e-5)[:, 0].std(0, correction=0).mean((1, 2))}),
+            "q2.default_eps": _normalise(batches, 1e-5)[:, 0].std(0, correction=0).mean((1, 2))}),
     }
 
 

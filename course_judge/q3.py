@@ -45,37 +45,24 @@ def train_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, mom: floa
 
     xhat = (x - mean) / torch.sqrt(biased + eps)
     return {
-        "you normalised with the unbiased variance (divide by n-1); the contract says the biased variance "
-        "(divide by n = N*H*W) for the output, as nn.BatchNorm2d does (the unbiased one is only stored).":
-            (x - mean) / torch.sqrt(unbiased + eps) * g + b,
-        "you put eps outside the square root: divide by sqrt(var + eps), not by sqrt(var) + eps.":
-            (x - mean) / (torch.sqrt(biased) + eps) * g + b,
-        "you left out eps: divide by sqrt(var + eps).": (x - mean) / torch.sqrt(biased) * g + b,
-        "you computed the statistics over the wrong axes: over the batch dimension (0,) only; BatchNorm "
-        "reduces over axes (0, 2, 3), one mean and variance per channel.": over((0,)),
-        "you computed the statistics over the wrong axes: over (2, 3), per example and channel (that is "
-        "InstanceNorm); BatchNorm reduces over axes (0, 2, 3).": over((2, 3)),
-        "you computed the statistics over the wrong axes: over (1, 2, 3), per example (that is LayerNorm); "
-        "BatchNorm reduces over axes (0, 2, 3).": over((1, 2, 3)),
-        "you computed the statistics over the wrong axes: over all of them, one mean for every channel; "
-        "BatchNorm reduces over axes (0, 2, 3), per channel.": over((0, 1, 2, 3)),
-        "you normalised with the running statistics in training mode (before updating them); training mode "
-        "normalises with the batch's own mean and variance.": x / (1 + eps) ** 0.5 * g + b,
-        "you normalised with the running statistics in training mode (after updating them); training mode "
-        "normalises with the batch's own mean and variance.":
-            (x - mom * mean) / torch.sqrt(1 - mom + mom * unbiased + eps) * g + b,
-        "you swapped the scale and the shift: the output must be x_hat * mults + adds.": xhat * b + g,
-        "you left out the scale and shift: multiply by mults and add adds.": xhat,
+        "bn.unbiased_variance": (x - mean) / torch.sqrt(unbiased + eps) * g + b,
+        "norm.eps_outside_sqrt": (x - mean) / (torch.sqrt(biased) + eps) * g + b,
+        "norm.no_eps": (x - mean) / torch.sqrt(biased) * g + b,
+        "bn.axes_batch_only": over((0,)),
+        "bn.axes_instancenorm": over((2, 3)),
+        "bn.axes_layernorm": over((1, 2, 3)),
+        "bn.axes_all": over((0, 1, 2, 3)),
+        "bn.train_running_before_update": x / (1 + eps) ** 0.5 * g + b,
+        "bn.train_running_after_update": (x - mom * mean) / torch.sqrt(1 - mom + mom * unbiased + eps) * g + b,
+        "norm.scale_shift_swapped": xhat * b + g,
+        "norm.no_scale_shift": xhat,
         **unnormalised(x, g, b),
     }
 
 
 def unnormalised(x: Tensor, g: Tensor, b: Tensor) -> dict[str, Tensor]:
     """What a layer that does not normalise returns: the input, or the input scaled and shifted."""
-    return {"your output is the input itself: nothing was normalised (subtract the mean, divide by sqrt(var + eps), "
-            "then scale and shift).": x,
-            "your output is the input, only multiplied by mults and shifted by adds: nothing was normalised (subtract "
-            "the mean and divide by sqrt(var + eps) first).": x * g + b}
+    return {"bn.input_returned": x, "bn.input_scaled_shifted": x * g + b}
 
 
 def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, beta: Tensor,
@@ -85,16 +72,11 @@ def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, be
     rm, rv = view(means), view(variances)
     mean, biased, unbiased = batch_stats(x) if x.numel() > x.shape[1] else (rm, rv, rv)
     return {
-        "you normalised with the batch's own statistics in eval mode; eval mode must use the running "
-        "statistics (the buffers means and vars).": (x - mean) / torch.sqrt(biased + eps) * g + b,
-        "you normalised with the batch's own (unbiased) statistics in eval mode; eval mode must use the "
-        "running statistics (the buffers means and vars).": (x - mean) / torch.sqrt(unbiased + eps) * g + b,
-        "you put eps outside the square root: divide by sqrt(vars + eps), not by sqrt(vars) + eps.":
-            (x - rm) / (torch.sqrt(rv) + eps) * g + b,
-        "you divided by the running variance instead of its square root: divide by sqrt(vars + eps).":
-            (x - rm) / (rv + eps) * g + b,
-        "you swapped the scale and the shift: the output must be x_hat * mults + adds.":
-            (x - rm) / torch.sqrt(rv + eps) * b + g,
+        "bn.eval_batch_statistics": (x - mean) / torch.sqrt(biased + eps) * g + b,
+        "bn.eval_batch_unbiased_statistics": (x - mean) / torch.sqrt(unbiased + eps) * g + b,
+        "bn.eval_eps_outside_sqrt": (x - rm) / (torch.sqrt(rv) + eps) * g + b,
+        "bn.eval_variance_not_sqrt": (x - rm) / (rv + eps) * g + b,
+        "norm.scale_shift_swapped": (x - rm) / torch.sqrt(rv + eps) * b + g,
         **unnormalised(x, g, b),
     }
 
@@ -102,12 +84,10 @@ def eval_mistakes(x: Tensor, means: Tensor, variances: Tensor, gamma: Tensor, be
 def fresh_eval_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> dict[str, Tensor]:
     """What an untrained layer in eval mode returns under each known mistake (buffers at their start values)."""
     g, b = view(gamma), view(beta)
-    found = {"you initialised the running variance to 0; vars must start as ones (and means as zeros), so an "
-             "untrained layer in eval mode returns x / sqrt(1 + eps) * mults + adds.": x / eps ** 0.5 * g + b}
+    found = {"bn.running_var_zeros": x / eps ** 0.5 * g + b}
     if x.numel() > x.shape[1]:
         mean, biased, _ = batch_stats(x)
-        found["you normalised with the batch's own statistics in eval mode; eval mode must use the running "
-              "statistics (the buffers means and vars)."] = (x - mean) / torch.sqrt(biased + eps) * g + b
+        found["bn.eval_batch_statistics"] = (x - mean) / torch.sqrt(biased + eps) * g + b
     return found
 
 
@@ -129,12 +109,10 @@ def running_mistakes(x: Tensor, mom: float, steps: int) -> tuple[dict[str, Tenso
         return (1 - keep) * mean, keep + (1 - keep) * var
 
     wrong = {
-        "you flipped the momentum: mom is the weight of the NEW batch, running = (1 - mom) * running + "
-        "mom * batch (PyTorch's rule), not mom * running + (1 - mom) * batch.": closed(flipped, unbiased),
-        "you stored the biased variance in the running variance; the contract (and nn.BatchNorm2d) stores "
-        "the unbiased one (divide by n-1), while normalising with the biased one.": closed(kept, biased),
-        "you stored the standard deviation, not the variance, in the running variance.": closed(kept, unbiased.sqrt()),
-        "you did not update the running statistics in training mode.": (torch.zeros_like(mean), torch.ones_like(mean)),
+        "bn.momentum_flipped": closed(flipped, unbiased),
+        "bn.biased_variance_stored": closed(kept, biased),
+        "bn.std_stored": closed(kept, unbiased.sqrt()),
+        "bn.running_not_updated": (torch.zeros_like(mean), torch.ones_like(mean)),
     }
     return {k: v[0] for k, v in wrong.items()}, {k: v[1] for k, v in wrong.items()}
 
@@ -371,17 +349,15 @@ def _reference_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, wei
 def _detached_gradients(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, weights: Tensor) -> dict[str, Tensor]:
     """The input's gradient when the batch mean, the variance or both are cut from the autograd graph."""
     found = {}
-    for cut, words in ((("mean", "var"), "the batch mean and variance"), (("mean",), "the batch mean"),
-                       (("var",), "the batch variance")):
+    for cut, mistake in ((("mean", "var"), "bn.detached_mean_and_var"), (("mean",), "bn.detached_mean"),
+                         (("var",), "bn.detached_var")):
         xs = x.clone().requires_grad_(True)
         mean = xs.mean(AXES, keepdim=True)
         var = ((xs - mean) ** 2).mean(AXES, keepdim=True)
         mean = mean.detach() if "mean" in cut else mean
         var = var.detach() if "var" in cut else var
         out = (xs - mean) / torch.sqrt(var + eps) * view(gamma) + view(beta)
-        found[f"you detached {words} (or computed {'them' if len(cut) == 2 else 'it'} under torch.no_grad()): keep "
-              f"the batch statistics inside the autograd graph; only the update of the running statistics is free "
-              f"of history."] = torch.autograd.grad((out * weights).sum(), xs)[0]
+        found[mistake] = torch.autograd.grad((out * weights).sum(), xs)[0]
     return found
 
 

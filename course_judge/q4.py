@@ -8,6 +8,7 @@ from course_judge import forbid, verdict
 from course_judge.compare import expect_close, expect_no_error, expect_raises, tensor
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import conv_block, expect_training, lesson_cnn, reference_losses
+from course_lib.mistakes import naming
 from course_recorder import q4
 
 Tensor = torch.Tensor
@@ -17,6 +18,21 @@ FUSION = frozenset({"fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn
                     "fuse_known_modules"})
 forbid("Q4", "fold_bn", FUSION, "fold_bn must compute the folded weight and bias itself: torch's fuse_conv_bn_eval "
        "(torch.nn.utils.fusion) is the answer the exercise asks you to write, and the judge's reference.")
+
+
+def _order_hint(names: list[str], bn: bool) -> str:
+    """The line that says what is wrong with a block whose parts (their type names) are not the contract's."""
+    if bn and names == ["Conv2d", "BatchNorm2d", "GeneralRelu"]:
+        return ("\nThe norm goes after the activation in this lesson's block (conv -> GeneralRelu -> BatchNorm2d). "
+                "The paper's order, BatchNorm before the activation, is the common one elsewhere, but this "
+                "contract follows the lesson.")
+    if not bn and "BatchNorm2d" in names:
+        return "\nWith bn=False the block must not contain a BatchNorm: you add the norm even when bn is False."
+    if bn and "BatchNorm2d" not in names and any("Norm" in n for n in names):
+        return "\nUse nn.BatchNorm2d: activations of a conv layer are (N, C, H, W); BatchNorm1d/3d expect other shapes."
+    if bn and "BatchNorm2d" not in names:
+        return "\nWith bn=True the block needs an nn.BatchNorm2d after the activation."
+    return ""
 
 
 def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn: bool, kwargs: dict) -> None:
@@ -30,18 +46,7 @@ def _structure(r: Records, key: str, ni: int, nf: int, ks: int, stride: int, bn:
     names = [p["type"] for p in found]
     expected = ["Conv2d", "GeneralRelu"] + (["BatchNorm2d"] if bn else [])
     if names != expected:
-        message = f"{what}: expected the parts {expected} in this order, got {names}"
-        if bn and names == ["Conv2d", "BatchNorm2d", "GeneralRelu"]:
-            message += ("\nThe norm goes after the activation in this lesson's block (conv -> GeneralRelu -> BatchNorm2d). "
-                        "The paper's order, BatchNorm before the activation, is the common one elsewhere, but this "
-                        "contract follows the lesson.")
-        elif not bn and "BatchNorm2d" in names:
-            message += "\nWith bn=False the block must not contain a BatchNorm: you add the norm even when bn is False."
-        elif bn and "BatchNorm2d" not in names and any("Norm" in n for n in names):
-            message += "\nUse nn.BatchNorm2d: activations of a conv layer are (N, C, H, W); BatchNorm1d/3d expect other shapes."
-        elif bn and "BatchNorm2d" not in names:
-            message += "\nWith bn=True the block needs an nn.BatchNorm2d after the activation."
-        raise Fail(message)
+        raise Fail(f"{what}: expected the parts {expected} in this order, got {names}{_order_hint(names, bn)}")
     conv, relu = found[0], found[1]
     if (conv["in_channels"], conv["out_channels"]) != (ni, nf):
         raise Fail(f"{what}: the Conv2d maps {conv['in_channels']} -> {conv['out_channels']} channels; expected {ni} -> {nf}")
@@ -148,29 +153,26 @@ def _apply(conv, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
 
 def _fold_mistakes(conv, bn, x: Tensor) -> dict[str, Tensor]:
     found = {
-        "eps outside the square root (running_var.sqrt() + eps): eval mode divides by sqrt(running_var + eps).":
-            dict(eps_outside=True),
-        "eps forgotten: the scale is weight / sqrt(running_var + eps), with bn.eps inside the root.": dict(no_eps=True),
-        "the conv's bias forgotten: it passes through the norm too, so the folded bias is "
-        "(conv.bias - running_mean) * scale + bn.bias.": dict(no_conv_bias=True),
-        "the conv's bias added unscaled: the norm multiplies it like the rest of the conv's output, so the folded "
-        "bias is (conv.bias - running_mean) * scale + bn.bias.": dict(bias_unscaled=True),
-        "bn.bias (the shift beta) forgotten: the folded bias ends with + bn.bias.": dict(no_bn_bias=True),
-        "the running mean not subtracted: the folded bias holds - running_mean * scale.": dict(no_mean=True),
+        "fold.eps_outside_sqrt": dict(eps_outside=True),
+        "fold.no_eps": dict(no_eps=True),
+        "fold.conv_bias_forgotten": dict(no_conv_bias=True),
+        "fold.conv_bias_unscaled": dict(bias_unscaled=True),
+        "fold.bn_bias_forgotten": dict(no_bn_bias=True),
+        "fold.mean_not_subtracted": dict(no_mean=True),
     }
-    out = {text: _apply(conv, *_folded(conv, bn, **kw), x) for text, kw in found.items()
-           if conv.bias is not None or "conv's bias" not in text}
+    out = {mistake: _apply(conv, *_folded(conv, bn, **kw), x) for mistake, kw in found.items()
+           if conv.bias is not None or not mistake.startswith("fold.conv_bias")}
     if conv.in_channels == conv.out_channels and conv.groups == 1:
         _, bias = _folded(conv, bn)
         scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
-        out["the weight scaled on the wrong axis (per INPUT channel, e.g. weight * scale.view(1, -1, 1, 1)): the "
-            "norm scales each OUTPUT channel, the weight's first axis: weight * scale.view(-1, 1, 1, 1)."] = \
+        out["fold.wrong_axis"] = \
             _apply(conv, conv.weight.double() * scale.view(1, -1, 1, 1), bias, x)
     return out
 
 
 def _variance_factor(conv, bn, weight: object) -> str | None:
-    """When the recorded weight is the right one with running_var times one constant k != 1: the variance rescaled."""
+    """When the recorded weight is the right one with running_var times one constant k != 1 (the variance rescaled,
+    fold.variance_rescaled): what k is."""
     if not isinstance(weight, Tensor) or weight.shape != conv.weight.shape:
         return None
     w = conv.weight.double()
@@ -179,9 +181,7 @@ def _variance_factor(conv, bn, weight: object) -> str | None:
     var = (bn.weight.double() / ratio) ** 2 - bn.eps
     k = var / bn.running_var.double()
     if torch.isfinite(k).all() and (k.max() - k.min()).abs() < 1e-4 * k.abs().max() and abs(k.mean().item() - 1) > 1e-3:
-        return (f"Your folded weight is the right one with running_var multiplied by {k.mean().item():.4g}: the "
-                f"biased/unbiased variance mixed up (e.g. var * n / (n - 1)). Eval mode uses bn.running_var as it "
-                f"is stored (the unbiased estimate PyTorch keeps): do not rescale it.")
+        return f"Your folded weight is the right one with running_var multiplied by {k.mean().item():.4g}."
     return None
 
 
@@ -230,9 +230,15 @@ def _fold_case(r: Records, i: int, case: tuple) -> None:
     out = expect_no_error(r.get(f"case{i}/out"), f"{what}, the folded conv applied to a {tuple(x.shape)} input")
     tol = dict(atol=1e-10, rtol=1e-7) if dtype == torch.float64 else dict(atol=1e-4, rtol=1e-4)
     got = tensor(out, what)
-    expect_close(got.double(), want,
-                 f"{what}, the folded conv applied to a {tuple(x.shape)} input (compared with bn.eval()(conv(x)))",
-                 mistakes=mistakes, diagnose=lambda _: _variance_factor(conv, bn, weight), dtype=False, **tol)
+    try:
+        expect_close(got.double(), want,
+                     f"{what}, the folded conv applied to a {tuple(x.shape)} input (compared with bn.eval()(conv(x)))",
+                     mistakes=mistakes, dtype=False, **tol)
+    except Fail as err:
+        factor = None if err.mistake else _variance_factor(conv, bn, weight)
+        if factor:
+            raise Fail(f"{err}\n{factor}{naming('fold.variance_rescaled')}", mistake="fold.variance_rescaled") from None
+        raise
 
 
 @verdict("Q4", "test_fold_bn_output", uses=FOLD_USES)

@@ -83,20 +83,14 @@ def wrong_variants(pcts: list[float], scheds: list[Schedule]) -> dict[str, Sched
         return scheds[i](0.0) + t * (scheds[i](1.0) - scheds[i](0.0))
 
     return {
-        "a position exactly on a boundary is given to the earlier segment (at its position 1); the contract "
-        "gives it to the later segment (at its position 0).": earlier,
-        "the segment boundaries were computed in float32 (a float32 tensor's cumsum): 0.3 is 0.30000001 in float32, "
-        "so positions next to a boundary land in the wrong segment. Work in Python floats.": float32,
-        "the segment boundaries were computed in float32 (a float32 tensor of the percentages), and positions are "
-        "compared with them in float32: 0.3 is 0.30000001 there, so positions next to a boundary land in the wrong "
-        "segment. Work in Python floats.": all_float32,
-        "the position is not rescaled inside its segment: use (pos - start) / pct, not pos - start.": not_rescaled,
-        "the segment's start is not subtracted: use (pos - start) / pct, not pos / pct.": not_shifted,
-        "each schedule gets the overall position instead of its own position 0..1 within its segment.": global_pos,
-        "the schedules are used in the wrong order (scheds[i] belongs to pcts[i]).": reference_combine(pcts, scheds[::-1]),
-        "each segment is a straight line from scheds[i](0) to scheds[i](1); the contract calls scheds[i] itself at the "
-        "position within its segment, whatever its shape (a schedule need not be linear: here a cosine and a "
-        "parabola).": interpolated,
+        "sched.boundary_to_earlier": earlier,
+        "sched.float32_boundaries": float32,
+        "sched.float32_positions": all_float32,
+        "sched.not_rescaled": not_rescaled,
+        "sched.not_shifted": not_shifted,
+        "sched.global_position": global_pos,
+        "sched.wrong_order": reference_combine(pcts, scheds[::-1]),
+        "sched.interpolated": interpolated,
     }
 
 
@@ -245,12 +239,9 @@ def lesson_mistakes() -> dict[str, Schedule]:
     """What the common mistakes in building the lesson's schedule give."""
     cos = lambda a, b: (lambda p: a + (1 + math.cos(math.pi * (1 - p))) * (b - a) / 2)  # noqa: E731
     return {
-        "cosine segments were used; the lesson's schedule is linear (sched_lin) in both segments.":
-            reference_combine([0.3, 0.7], [cos(0.6, 2.0), cos(2.0, 0.1)]),
-        "the percentages are swapped: warm up over the first 30 % ([0.3, 0.7]), then anneal over 70 %.":
-            reference_combine([0.7, 0.3], [lin(0.6, 2.0), lin(2.0, 0.1)]),
-        "the two schedules are swapped: first sched_lin(0.6, 2.), then sched_lin(2., 0.1) (warm up first).":
-            reference_combine([0.3, 0.7], [lin(2.0, 0.1), lin(0.6, 2.0)]),
+        "sched.lesson_cosine": reference_combine([0.3, 0.7], [cos(0.6, 2.0), cos(2.0, 0.1)]),
+        "sched.lesson_pcts_swapped": reference_combine([0.7, 0.3], [lin(0.6, 2.0), lin(2.0, 0.1)]),
+        "sched.lesson_scheds_swapped": reference_combine([0.3, 0.7], [lin(2.0, 0.1), lin(0.6, 2.0)]),
     }
 
 

@@ -17,6 +17,7 @@ from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistake
                                 layout_failure, normalisations, normalise)
 from course_judge.records import Fail, Raised, Records
 from course_judge.reference import expect_training, lesson_cnn, reference_losses
+from course_lib.mistakes import naming
 from course_recorder import q6
 from course_recorder.inputs import seeded_input, seeded_normal
 
@@ -32,30 +33,22 @@ def ln_mistakes(x: Tensor, mult: float, add: float, eps: float) -> dict[str, Ten
     def affine(t: Tensor) -> Tensor:
         return t * mult + add
 
-    over = "you computed the statistics over the wrong axes: "
-    wanted = " LayerNorm uses one mean and variance per example, over dims (1, 2, 3) = (C, H, W)."
     found = {
-        "you normalised with the unbiased variance (divide by n-1); the contract says the biased variance "
-        "(divide by n = C*H*W).": affine(normalise(x, AXES, eps, unbiased=True)),
-        "you put eps outside the square root (or added it to the standard deviation): divide by "
-        "sqrt(var + eps), not by sqrt(var) + eps.": affine(normalise(x, AXES, eps, eps_outside=True)),
-        "you left out eps: divide by sqrt(var + eps).": affine(normalise(x, AXES, 0.0)),
-        over + "over (2, 3), per example AND channel (that is InstanceNorm)." + wanted: affine(normalise(x, (2, 3), eps)),
-        over + "over (0, 2, 3), per channel across the batch (that is BatchNorm)." + wanted:
-            affine(normalise(x, (0, 2, 3), eps)),
-        over + "over the whole batch (0, 1, 2, 3)." + wanted: affine(normalise(x, (0, 1, 2, 3), eps)),
-        over + "over (1,), the channels only." + wanted: affine(normalise(x, (1,), eps)),
-        "you applied mult and add BEFORE normalising: normalise x first, then multiply by mult and add add.":
-            normalise(x * mult + add, AXES, eps),
-        "you did not subtract the mean: the normalised value is (x - mean) / sqrt(var + eps).":
-            affine(normalise(x, AXES, eps, center=False)),
-        "you left out the scale and shift: multiply by mult and add add.": normalise(x, AXES, eps),
-        "you swapped the scale and the shift: the output must be x_hat * mult + add.": normalise(x, AXES, eps) * add + mult,
-        **do_nothing_mistakes(x, affine(x), "mult", "add"),
+        "ln.unbiased_variance": affine(normalise(x, AXES, eps, unbiased=True)),
+        "norm.eps_outside_sqrt_or_std": affine(normalise(x, AXES, eps, eps_outside=True)),
+        "norm.no_eps": affine(normalise(x, AXES, 0.0)),
+        "ln.axes_instancenorm": affine(normalise(x, (2, 3), eps)),
+        "ln.axes_batchnorm": affine(normalise(x, (0, 2, 3), eps)),
+        "ln.axes_all": affine(normalise(x, (0, 1, 2, 3), eps)),
+        "ln.axes_channels": affine(normalise(x, (1,), eps)),
+        "ln.affine_before_normalising": normalise(x * mult + add, AXES, eps),
+        "norm.mean_not_subtracted": affine(normalise(x, AXES, eps, center=False)),
+        "ln.no_scale_shift": normalise(x, AXES, eps),
+        "ln.scale_shift_swapped": normalise(x, AXES, eps) * add + mult,
+        **do_nothing_mistakes(x, affine(x), "ln.input_scaled_shifted", "ln.input_returned_or_scaled"),
     }
     if x.shape[-1] == x.shape[0]:  # only then does a dropped keepdim broadcast instead of raising
-        found["you reduced without keepdim=True, so the per-example mean and variance (shape (N,)) broadcast against "
-              "the last dimension (W) instead of the examples: use keepdim=True (shape (N, 1, 1, 1))."] = (
+        found["ln.no_keepdim"] = (
             affine(dropped_keepdim(x, AXES, eps)))
     return distinguishable(found, affine(normalise(x, AXES, eps)))
 
@@ -217,26 +210,20 @@ def rms_mistakes(x: Tensor, ns: tuple[int, ...], weight: Tensor, eps: float) -> 
     """What RMSNorm(ns, eps) with this weight returns on x under each known mistake."""
     dims = tuple(range(-len(ns), 0))
     found = {
-        "you subtracted the mean (x - mean) / sqrt(var + eps): that is LayerNorm. RMSNorm divides x itself by "
-        "sqrt(mean(x**2) + eps), with no mean subtracted.": F.layer_norm(x, ns, weight, eps=eps),
-        "you divided by the standard deviation (the variance subtracts the mean): RMSNorm uses mean(x**2), "
-        "not the variance.": x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
-        "you put eps outside the square root: divide by sqrt(mean(x**2) + eps), not by sqrt(mean(x**2)) + eps.":
-            _rms(x, dims, eps, eps_outside=True) * weight,
-        "you left out eps: divide by sqrt(mean(x**2) + eps).": _rms(x, dims, 0.0) * weight,
-        "you used the SUM of x**2 over the normalised dimensions instead of its mean: divide by "
-        "sqrt(mean(x**2) + eps).": _rms(x, dims, eps, total=True) * weight,
-        f"you did not multiply by the weight: the output is x / sqrt(mean(x**2) + eps) * weight.": _rms(x, dims, eps),
-        "you returned the input unchanged: the layer must normalise it.": x,
-        "you only multiplied the input by the weight: divide it by sqrt(mean(x**2) + eps) first.": x * weight,
+        "rms.mean_subtracted": F.layer_norm(x, ns, weight, eps=eps),
+        "rms.std_not_rms": x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
+        "rms.eps_outside_sqrt": _rms(x, dims, eps, eps_outside=True) * weight,
+        "rms.no_eps": _rms(x, dims, 0.0) * weight,
+        "rms.sum_not_mean": _rms(x, dims, eps, total=True) * weight,
+        "rms.no_weight": _rms(x, dims, eps),
+        "norm.input_returned": x,
+        "rms.input_times_weight": x * weight,
     }
     if len(ns) > 1:
-        found[f"you reduced over the LAST dimension only: with normalized_shape {ns} the mean of x**2 is over the "
-              f"last {len(ns)} dimensions, {dims}."] = _rms(x, (-1,), eps) * weight
+        found["rms.last_dim_only"] = _rms(x, (-1,), eps) * weight
     if x.dim() > len(ns) + 1:
         every = tuple(range(1, x.dim()))
-        found[f"you reduced over every dimension but the first, {every}: RMSNorm reduces over the trailing "
-              f"normalized_shape {ns} only, {dims}."] = _rms(x, every, eps) * weight
+        found["rms.all_but_batch"] = _rms(x, every, eps) * weight
     return distinguishable(found, F.rms_norm(x, ns, weight, eps))
 
 
@@ -264,8 +251,10 @@ def rms_parameters(r: Records) -> None:
             raise Fail(f"{built}: the only learned parameter must be weight (no bias), got {sorted(params)}")
         weight = tensor(params["weight"], "RMSNorm.weight")
         if tuple(weight.shape) != _tuple(ns):
+            scalar = "rms.scalar_weight" if weight.numel() == 1 else None
+            why = naming(scalar) if scalar else " (a single scalar weight is not RMSNorm's gain)"
             raise Fail(f"{built}.weight must have one value per feature, shape {_tuple(ns)}; got shape "
-                       f"{tuple(weight.shape)} (a single scalar weight is not RMSNorm's gain)")
+                       f"{tuple(weight.shape)}{why}", mistake=scalar)
         if weight.dtype != torch.float32:
             raise Fail(f"{built}.weight should start as float32, got {weight.dtype}")
         if not torch.all(weight == 1):

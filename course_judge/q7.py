@@ -13,6 +13,7 @@ from course_judge.norms import (LAYOUT_WHAT, distinguishable, do_nothing_mistake
                                 expect_no_buffers, expect_own_parameters, expect_train_equals_eval,
                                 layout_failure, normalisations, normalise)
 from course_judge.records import Fail, Raised, Records
+from course_lib.mistakes import sentence
 from course_recorder import q7
 from course_recorder.inputs import random_affine, seeded_input, seeded_normal
 
@@ -20,8 +21,7 @@ Tensor = torch.Tensor
 AXES = (2, 3)  # InstanceNorm: every position of one channel of one example
 USES = ("instancenorm",)
 forbid("Q7", "instancenorm")
-LESSON_EPS = ("your default eps is 1.0, the lesson's (eps=1e-0); the contract's default is eps=1e-5: with 1.0 every "
-              "channel whose variance is small is barely normalised.")
+LESSON_EPS = sentence("in.lesson_eps")  # also said where the test of the default eps fails, and beside test_output's
 
 
 def view(t: Tensor) -> Tensor:
@@ -35,30 +35,21 @@ def in_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> dict[str,
     def affine(t: Tensor) -> Tensor:
         return t * g + b
 
-    over = "you computed the statistics over the wrong axes: "
-    wanted = " InstanceNorm uses one mean and variance per example AND channel, over dims (2, 3) = (H, W)."
     found = {
-        "you normalised with the unbiased variance (divide by n-1); the contract says the biased variance "
-        "(divide by n = H*W).": affine(normalise(x, AXES, eps, unbiased=True)),
-        "you put eps outside the square root (or added it to the standard deviation): divide by "
-        "sqrt(var + eps), not by sqrt(var) + eps.": affine(normalise(x, AXES, eps, eps_outside=True)),
-        "you left out eps: divide by sqrt(var + eps).": affine(normalise(x, AXES, 0.0)),
-        over + "over (0, 2, 3), per channel across the batch (that is BatchNorm)." + wanted:
-            affine(normalise(x, (0, 2, 3), eps)),
-        over + "over (1, 2, 3), per example across all channels (that is LayerNorm)." + wanted:
-            affine(normalise(x, (1, 2, 3), eps)),
-        over + "over (3,), along each row only." + wanted: affine(normalise(x, (3,), eps)),
-        "you applied mults and adds BEFORE normalising: normalise x first, then multiply by mults and add adds.":
-            normalise(x * g + b, AXES, eps),
-        "you did not subtract the mean: the normalised value is (x - mean) / sqrt(var + eps).":
-            affine(normalise(x, AXES, eps, center=False)),
-        "you left out the scale and shift: multiply by mults and add adds.": normalise(x, AXES, eps),
-        "you swapped the scale and the shift: the output must be x_hat * mults + adds.": normalise(x, AXES, eps) * b + g,
-        **do_nothing_mistakes(x, affine(x), "mults", "adds"),
+        "in.unbiased_variance": affine(normalise(x, AXES, eps, unbiased=True)),
+        "norm.eps_outside_sqrt_or_std": affine(normalise(x, AXES, eps, eps_outside=True)),
+        "norm.no_eps": affine(normalise(x, AXES, 0.0)),
+        "in.axes_batchnorm": affine(normalise(x, (0, 2, 3), eps)),
+        "in.axes_layernorm": affine(normalise(x, (1, 2, 3), eps)),
+        "in.axes_rows": affine(normalise(x, (3,), eps)),
+        "in.affine_before_normalising": normalise(x * g + b, AXES, eps),
+        "norm.mean_not_subtracted": affine(normalise(x, AXES, eps, center=False)),
+        "norm.no_scale_shift": normalise(x, AXES, eps),
+        "norm.scale_shift_swapped": normalise(x, AXES, eps) * b + g,
+        **do_nothing_mistakes(x, affine(x), "in.input_scaled_shifted", "in.input_returned_or_scaled"),
     }
     if x.shape[2:] == x.shape[:2]:  # only then does a dropped keepdim broadcast instead of raising
-        found["you reduced without keepdim=True, so the (N, C) means and variances broadcast against (H, W) instead "
-              "of the examples and channels: use keepdim=True (shape (N, C, 1, 1))."] = affine(dropped_keepdim(x, AXES, eps))
+        found["in.no_keepdim"] = affine(dropped_keepdim(x, AXES, eps))
     return distinguishable(found, affine(normalise(x, AXES, eps)))
 
 
@@ -135,9 +126,8 @@ def _output(r: Records) -> None:
     shape, seed = q7.FLOAT32
     x32 = seeded_input(*shape, seed=seed, dtype=torch.float32)
     x64 = x32.double()
-    lesson = {LESSON_EPS: F.instance_norm(x64, eps=1.0).float(),
-              "you wrote the lesson's InstanceNorm: the unbiased variance and eps=1.0 by default; the contract says the "
-              "biased variance (divide by H*W) and eps=1e-5.": normalise(x64, AXES, 1.0, unbiased=True).float()}
+    lesson = {"in.lesson_eps": F.instance_norm(x64, eps=1.0).float(),
+              "in.lesson_instancenorm": normalise(x64, AXES, 1.0, unbiased=True).float()}
     expect_close(r.get("float32"), F.instance_norm(x32, eps=1e-5),
                  f"output of InstanceNorm({shape[1]}) (the default eps) for a float32 input", atol=1e-5, rtol=1e-4,
                  mistakes=lesson)
@@ -201,8 +191,9 @@ def one_by_one_map(r: Records) -> None:
                 raise Fail(f"InstanceNorm on a 1x1 map of shape {(n, nf, 1, 1)} returned NaN: {NAN_HINT}")
             x = q7.one_by_one_input(n, nf, seed)
             gamma = random_affine(nf, seed=seed + 30)[0].reshape(1, -1, 1, 1)
-            wrong = {"you returned zeros: the normalised value is 0, and the output is 0 * mults + adds = adds.":
-                     torch.zeros_like(x), **do_nothing_mistakes(x, x * gamma + beta.reshape(1, -1, 1, 1), "mults", "adds")}
+            wrong = {"in.zeros_returned": torch.zeros_like(x),
+                     **do_nothing_mistakes(x, x * gamma + beta.reshape(1, -1, 1, 1), "in.input_scaled_shifted",
+                                           "in.input_returned_or_scaled")}
             expect_close(out, beta.reshape(1, -1, 1, 1).expand(n, nf, 1, 1), f"{what}: adds, whatever the input",
                          atol=1e-12, mistakes=wrong)
     grad = tensor(r.get("gradient"), "the gradient on a 1x1 map")

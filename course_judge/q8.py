@@ -62,29 +62,20 @@ def output_mistakes(x: Tensor, num_groups: int, weight: Tensor | None, bias: Ten
     groups = x.reshape(n, num_groups, -1)
     right = _normalise(x, groups, (2,), eps)
     mistakes = {
-        "you grouped the channels with a stride (channel c in group c % num_groups, as x.view(N, C // G, G, ...) "
-        "does); groups are CONTIGUOUS: channels 0..C/G-1 form group 0, the next C/G group 1, and so on "
-        "(x.view(N, G, C // G, ...)).": interleaved(x, num_groups, eps) * g + b,
-        "you normalised with the unbiased variance (divide by n-1); the contract says the biased variance "
-        "(divide by the number of values in the group), as nn.GroupNorm does.":
-            _normalise(x, groups, (2,), eps, unbiased=True) * g + b,
-        "you put eps outside the square root: divide by sqrt(var + eps), not by sqrt(var) + eps.":
-            _normalise(x, groups, (2,), eps, eps_outside=True) * g + b,
-        "you left out eps: divide by sqrt(var + eps).": _normalise(x, groups, (2,), 0.0) * g + b,
-        "you computed the statistics over the batch too (one mean per group for all examples); GroupNorm's "
-        "statistics are per example AND group.": _normalise(x, groups, (0, 2), eps) * g + b,
-        "your reshape mixes examples (x.view(G, -1) or similar puts values of different examples in one "
-        "group); reshape to (N, G, -1) so that every row is one example's group.":
-            _normalise(x, x.reshape(num_groups, -1), (1,), eps) * g + b,
+        "gn.interleaved_groups": interleaved(x, num_groups, eps) * g + b,
+        "gn.unbiased_variance": _normalise(x, groups, (2,), eps, unbiased=True) * g + b,
+        "norm.eps_outside_sqrt": _normalise(x, groups, (2,), eps, eps_outside=True) * g + b,
+        "norm.no_eps": _normalise(x, groups, (2,), 0.0) * g + b,
+        "gn.statistics_over_batch": _normalise(x, groups, (0, 2), eps) * g + b,
+        "gn.reshape_mixes_examples": _normalise(x, x.reshape(num_groups, -1), (1,), eps) * g + b,
     }
     if weight is not None:
-        mistakes["you swapped the scale and the shift: the output must be x_hat * weight + bias."] = (
-            right * channel_view(bias, x.dim()) + channel_view(weight, x.dim()))
-        mistakes["you left out the scale and shift: multiply by weight and add bias (per channel)."] = right
-    mistakes.update(do_nothing_mistakes(x, x * g + b, "weight", "bias"))
+        mistakes["gn.scale_shift_swapped"] = right * channel_view(bias, x.dim()) + channel_view(weight, x.dim())
+        mistakes["gn.no_scale_shift"] = right
+    mistakes.update(do_nothing_mistakes(x, x * g + b, "gn.input_scaled_shifted", "gn.input_returned_or_scaled"))
     right = right * g + b
     # A mistake that gives the right answer on this input (a stride with one group) must not be named.
-    return {text: wrong for text, wrong in mistakes.items() if not close(wrong, right, atol=1e-6, rtol=1e-5)}
+    return {mistake: wrong for mistake, wrong in mistakes.items() if not close(wrong, right, atol=1e-6, rtol=1e-5)}
 
 
 def _listed(t: Tensor) -> str:

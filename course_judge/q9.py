@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from course_judge import forbid, verdict
-from course_judge.compare import (NAMED_MISTAKE, close, expect_close, expect_gradients, expect_no_error,
-                                  layout_mistake, tensor)
+from course_judge.compare import close, expect_close, expect_gradients, expect_no_error, layout_mistake, tensor
 from course_judge.records import Fail, Raised, Records, quote
 from course_judge.reference import cached, expect_training, lesson_cnn, reference_losses
+from course_lib.mistakes import naming
 from course_recorder import q9
 from course_recorder.inputs import seeded_input
 
@@ -31,26 +31,12 @@ MIN_VAR = 0.01
 ONE_HINT = ("The stub's rule for a batch of one example: mom1 = 1 - (1 - mom) / sqrt(max(bs - 1, 1)), i.e. the same "
             "weight as bs=2 (sqrt(0) must not divide).")
 
-# One sentence per known mistake, as a failure message ends ("This is what you get if ...").
-MISTAKES = {
-    "plain_mom": "you used mom itself as the new batch's weight; the contract says mom1 = 1 - (1 - mom) / sqrt(bs - 1).",
-    "one_minus_missing": "you used (1 - mom) / sqrt(bs - 1) as the new batch's weight; the contract says mom1 = 1 - (1 - mom) / sqrt(bs - 1).",
-    "no_clamp": "you never clamp the variance; the contract clamps it to at least 0.01 until 20 examples have been seen.",
-    "clamp_forever": "you clamp the variance to at least 0.01 forever; the contract stops clamping once 20 examples have been seen.",
-    "clamp_steps": "you stop clamping after 20 steps (batches); the contract counts examples: clamp while fewer than 20 examples have been seen.",
-    "clamp_le": "you clamp while at most 20 examples have been seen; the contract clamps only while fewer than 20 (batch < 20).",
-    "clamp_before_update": "you decide on the clamp with the examples seen before this batch; the contract counts this batch too (update first, then compare).",
-    "batch_stats": "you normalised with the current batch's mean and variance; the contract normalises with the smoothed (already updated) sums, squares and count.",
-    "raw_count": "you stored the current batch's element count instead of smoothing it; count must be lerped with mom1 like sums and sqrs.",
-    "unbiased": "you used the unbiased variance (divide by count - 1); the contract says var = sqrs/count - mean**2 (biased).",
-    "eps_outside": "you added eps to the standard deviation; the contract says divide by sqrt(var + eps).",
-    "stats_detached": "you detached the current batch's statistics before normalising; gradients must flow through the batch's share of the smoothed statistics (as in BatchNorm); only the stored state is detached.",
-    "count_examples": "you counted examples (bs) where the contract counts elements per channel: c = bs * H * W, the number of values each channel's sum adds up.",
-    "count_all_channels": "you counted every element of the batch (x.numel(), all channels together) where the contract counts the elements of one channel: c = bs * H * W.",
-    "count_positions": "you counted the positions of one map (H * W) where the contract counts the elements of one channel over the whole batch: c = bs * H * W.",
-    "identity": "you returned the input unchanged: the layer must normalise it, (x - mean) / sqrt(var + eps) * mults + adds.",
-    "untrained_before_update": "you decided whether the layer is untrained (count == 0) before this step's update, so the first training step normalised with mean 0 and variance 1; update first, then normalise with the updated statistics.",
-}
+# The known mistakes of the training math (course_lib.mistakes), in the order a match is named; rbn_forward computes
+# each one's numbers.
+MISTAKES = ("rbn.plain_mom", "rbn.one_minus_missing", "rbn.no_clamp", "rbn.clamp_forever", "rbn.clamp_steps",
+            "rbn.clamp_le", "rbn.clamp_before_update", "rbn.batch_stats", "rbn.raw_count", "rbn.unbiased",
+            "rbn.eps_outside", "rbn.stats_detached", "rbn.count_examples", "rbn.count_all_channels",
+            "rbn.count_positions", "rbn.identity", "rbn.untrained_before_update")
 
 
 def mom1_of(bs: int, mom: float) -> float:
@@ -74,33 +60,34 @@ def rbn_forward(x: Tensor, mults: Tensor, adds: Tensor, state: dict[str, Tensor]
     if training:
         s = x.sum((0, 2, 3), keepdim=True)
         ss = (x * x).sum((0, 2, 3), keepdim=True)
-        c = torch.tensor({"count_examples": bs, "count_all_channels": x.numel(),
-                          "count_positions": x.numel() / nf / bs}.get(mistake, x.numel() / nf), dtype=x.dtype)
-        w = {"plain_mom": mom, "one_minus_missing": (1 - mom) / math.sqrt(max(bs - 1, 1))}.get(mistake, mom1_of(bs, mom))
-        if mistake == "stats_detached":
+        c = torch.tensor({"rbn.count_examples": bs, "rbn.count_all_channels": x.numel(),
+                          "rbn.count_positions": x.numel() / nf / bs}.get(mistake, x.numel() / nf), dtype=x.dtype)
+        w = {"rbn.plain_mom": mom, "rbn.one_minus_missing": (1 - mom) / math.sqrt(max(bs - 1, 1))}.get(
+            mistake, mom1_of(bs, mom))
+        if mistake == "rbn.stats_detached":
             s, ss = s.detach(), ss.detach()
         sums = sums + (s - sums) * w
         sqrs = sqrs + (ss - sqrs) * w
-        count = c if mistake == "raw_count" else count + (c - count) * w
+        count = c if mistake == "rbn.raw_count" else count + (c - count) * w
         batch, step = batch + bs, step + 1
-    if float(count) == 0 or (mistake == "untrained_before_update" and float(state["count"]) == 0):
+    if float(count) == 0 or (mistake == "rbn.untrained_before_update" and float(state["count"]) == 0):
         mean, var = torch.zeros_like(sums), torch.ones_like(sums)
-    elif mistake == "batch_stats" and training:
+    elif mistake == "rbn.batch_stats" and training:
         mean = x.mean((0, 2, 3), keepdim=True)
         var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
     else:
         mean = sums / count
         var = (sqrs / count - mean * mean).clamp_min(0)
-        if mistake == "unbiased":
+        if mistake == "rbn.unbiased":
             var = var * count / (count - 1)
-    seen = {"clamp_steps": step, "clamp_before_update": batch_before}.get(mistake, batch)
-    clamp = {"no_clamp": False, "clamp_forever": True, "clamp_le": float(batch) <= CLAMP_UNTIL}.get(
+    seen = {"rbn.clamp_steps": step, "rbn.clamp_before_update": batch_before}.get(mistake, batch)
+    clamp = {"rbn.no_clamp": False, "rbn.clamp_forever": True, "rbn.clamp_le": float(batch) <= CLAMP_UNTIL}.get(
         mistake, float(seen) < CLAMP_UNTIL)
     if clamp:
         var = var.clamp_min(MIN_VAR)
-    out = (x - mean) / (var.sqrt() + eps) if mistake == "eps_outside" else (x - mean) / (var + eps).sqrt()
+    out = (x - mean) / (var.sqrt() + eps) if mistake == "rbn.eps_outside" else (x - mean) / (var + eps).sqrt()
     out = out * mults + adds
-    if mistake == "identity":
+    if mistake == "rbn.identity":
         out = x
     new = {"sums": sums.detach(), "sqrs": sqrs.detach(), "count": count.detach(), "batch": batch.detach(),
            "step": step.detach()}
@@ -152,7 +139,7 @@ def _forward_error(value: object, where: str, hint: str = "") -> None:
             tensor(value, where)  # raises the delegation message
         mistake = layout_mistake(value)
         if mistake:
-            hint = f"{NAMED_MISTAKE}{mistake}"
+            hint = naming(mistake).lstrip("\n")
         raise Fail(f"{where}: the layer raised {value}" + (f"\n{hint}" if hint else ""), mistake=mistake)
 
 
@@ -189,7 +176,7 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=1e-6, rtol=1e-5))
 
 
-def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes: tuple[str, ...] = tuple(MISTAKES),
+def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes: tuple[str, ...] = MISTAKES,
                      hint: str = "", shared: str | None = None) -> None:
     """Each recorded training sequence against the contract, step by step (output and buffers). A mistake is named
     only when the student's numbers match that mistake's on every step of every sequence, and none when `shared`
@@ -208,7 +195,7 @@ def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes:
             out = r.get(f"{key}/step{i}")
             _forward_error(out, where, hint)
             steps.append((where, tensor(out, where), _recorded_state(r, f"{key}/step{i}/state", where)))
-        wrong = {k: _trace(config, k) for k in mistakes if k != "stats_detached"}
+        wrong = {k: _trace(config, k) for k in mistakes if k != "rbn.stats_detached"}
         runs.append((cfg, steps, _trace(config), wrong))
 
     def matches(name: str) -> bool:
@@ -218,7 +205,7 @@ def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes:
                     return False
         return True
 
-    named = [k for k in mistakes if k != "stats_detached" and matches(k)][:1]
+    named = [k for k in mistakes if k != "rbn.stats_detached" and matches(k)][:1]
     for cfg, steps, reference, wrong in runs:
         for step, ((where, out, buffers), (expected, state)) in enumerate(zip(steps, reference)):
             if cfg["constant"] is not None:
@@ -227,11 +214,11 @@ def expect_sequences(r: Records, keys_configs: list[tuple[str, dict]], mistakes:
                                f"is 0 up to rounding and can come out slightly below 0; the stub says var = "
                                f"max(sqrs/count - mean**2, 0): floor it at 0, or sqrt(var + eps) is NaN for a tiny eps.")
                 out, expected = out[:, 1:], expected[:, 1:]  # the constant channel's values are all rounding
-            expect_close(out, expected, f"the output at {where}", mistakes={MISTAKES[k]: wrong[k][step][0][:, 1:]
+            expect_close(out, expected, f"the output at {where}", mistakes={k: wrong[k][step][0][:, 1:]
                          if cfg["constant"] is not None else wrong[k][step][0] for k in named}, hint=hint or None)
             for name in ("sums", "sqrs", "count"):
                 expect_close(buffers[name], state[name], f"the buffer {name} after {where}",
-                             mistakes={MISTAKES[k]: wrong[k][step][1][name] for k in named}, dtype=False,
+                             mistakes={k: wrong[k][step][1][name] for k in named}, dtype=False,
                              hint=hint or None)
             if float(buffers["batch"]) != float(state["batch"]):
                 raise Fail(f"the buffer batch after {where}: expected {float(state['batch']):g} examples seen, got "
@@ -307,7 +294,7 @@ def expect_own_state(r: Records, key: str) -> None:
         x = q9.batch_input(q9.SHARED["first"], nf, hw, seed)
         gamma, beta = torch.ones(1, nf, 1, 1, dtype=x.dtype), torch.zeros(1, nf, 1, 1, dtype=x.dtype)
         right, unclamped = (rbn_forward(x, gamma, beta, fresh_state(nf), mom=0.1, eps=1e-5, training=True,
-                                        mistake=m)[0] for m in (None, "no_clamp"))
+                                        mistake=m)[0] for m in (None, "rbn.no_clamp"))
         first = tensor(before, where)
         if _same(first, unclamped) and not _same(first, right):
             raise Fail(f"{where} did not clamp the variance although the layer had seen only {q9.SHARED['first']} "
@@ -348,7 +335,7 @@ def eval_(r: Records) -> None:
                        f"stored statistics without updating them (check self.training)")
     broken = isinstance(out, Tensor) and not torch.isfinite(out).all()
     expect_close(out, x / math.sqrt(1 + eps) * gamma + beta, "the eval output of a layer that has seen no training batch",
-                 mistakes={MISTAKES["identity"]: x}, hint=UNTRAINED if broken else None)
+                 mistakes={"rbn.identity": x}, hint=UNTRAINED if broken else None)
     shared = class_changes(r)
     for k, sizes in enumerate(q9.EVAL_SIZES):
         _set(r, f"seq{k}", nf)
@@ -361,9 +348,10 @@ def eval_(r: Records) -> None:
         # Judged against the layer's own stored state: the training math has its own test.
         expected = rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False)[0]
         # With state shared between layers the clamp depends on other layers' examples: name that, not the clamp.
-        wrong = {MISTAKES[m]: rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False, mistake=m)[0]
-                 for m in ("unbiased", "eps_outside", "identity") + (() if shared else ("no_clamp", "clamp_forever"))}
-        wrong["you normalised with the batch's own statistics in eval; eval must use the stored averages."] = \
+        wrong = {m: rbn_forward(x, gamma, beta, trained, mom=mom, eps=eps, training=False, mistake=m)[0]
+                 for m in ("rbn.unbiased", "rbn.eps_outside", "rbn.identity")
+                 + (() if shared else ("rbn.no_clamp", "rbn.clamp_forever"))}
+        wrong["rbn.eval_batch_statistics"] = \
             rbn_forward(x, gamma, beta, fresh_state(nf), mom=mom, eps=eps, training=True)[0]
         expect_close(out, expected, f"the output in {where} (from the layer's own stored state)", mistakes=wrong,
                      hint=shared)
@@ -417,8 +405,9 @@ def batch_of_one(r: Records) -> None:
     for i, (hw, sizes) in enumerate(q9.BATCH_OF_ONE):
         try:
             expect_sequences(r, [(f"seq{i}", dict(sizes=sizes, nf=3, hw=hw, mom=0.2, eps=1e-5, seed=30))],
-                             mistakes=("no_clamp", "clamp_forever", "clamp_before_update", "raw_count", "count_examples",
-                                       "count_all_channels", "count_positions", "identity"), shared=shared)
+                             mistakes=("rbn.no_clamp", "rbn.clamp_forever", "rbn.clamp_before_update", "rbn.raw_count",
+                                       "rbn.count_examples", "rbn.count_all_channels", "rbn.count_positions",
+                                       "rbn.identity"), shared=shared)
         except Fail as err:
             hint = None if shared else _one_weight(r, f"seq{i}", hw, 0.2, 30)
             raise Fail(f"{err}\n{hint}" if hint and hint not in str(err) else str(err)) from None
@@ -469,9 +458,9 @@ def gradients(r: Records) -> None:
         expect_gradients(recorded, reference(), what, {"x": "the input", "mults": "mults", "adds": "adds"},
                          hint="Use differentiable tensor operations only.")
     except Fail as err:
-        detached = reference("stats_detached")
+        detached = reference("rbn.stats_detached")
         if isinstance(recorded, dict) and isinstance(recorded.get("x"), Tensor) and _same(recorded["x"], detached["x"]):
-            raise Fail(f"{err}\n{NAMED_MISTAKE}{MISTAKES['stats_detached']}", mistake=MISTAKES["stats_detached"]) from None
+            raise Fail(f"{err}{naming('rbn.stats_detached')}", mistake="rbn.stats_detached") from None
         raise
 
 
@@ -502,30 +491,6 @@ def bs2_collapses(r: Records) -> None:
 
 forbid("Q9", "recalibrate_bn", frozenset({"update_bn", "swa_utils"}),
        "torch.optim.swa_utils.update_bn already recalibrates BatchNorm statistics: write the loop yourself")
-
-# The mistakes _expect_after names beside the statistics (each the sentence after NAMED_MISTAKE, and the data).
-RECAL_PARAMS = "you updated the parameters."
-RECAL_GRADS = "you computed gradients (run the batches under torch.no_grad(); no backward, no optimizer)."
-RECAL_MOMENTUM = "you left the momentum changed."
-RECAL_MODES = ("you left the model in train mode, or restored only the model's own flag with model.train(was_training), "
-               "which sets every submodule alike: restore each module's own flag.")
-RECAL = {
-    "momentum_kept": "you recalibrated with each layer's own momentum (an exponential average weighted towards the last "
-                     "batches); set momentum = None while the batches run, for the cumulative average of all of them.",
-    "momentum_default": "you recalibrated with momentum 0.1 (an exponential average weighted towards the last batches); set "
-                        "momentum = None while the batches run, for the cumulative average of all of them.",
-    "not_reset": "you did not reset the running statistics first (reset_running_stats()): with momentum None the old "
-                 "statistics and num_batches_tracked count as earlier batches.",
-    "untouched": "this layer kept its old statistics: it was not in training mode while the batches ran (put the whole "
-                 "model in train mode, model.train(), which sets every submodule), or it was not found (handle every "
-                 "_BatchNorm in model.modules(), not only the first).",
-    "eval_pass": "this layer was reset but never updated: it was in eval while the batches ran; put the whole model in "
-                 "train mode (model.train() sets every submodule) for the pass.",
-    "skipped": "this layer went on with its old statistics and its own momentum: it was neither reset nor given "
-               "momentum None (handle every _BatchNorm in model.modules(), not only the first).",
-    "biased": "you averaged the biased batch variances; PyTorch's running_var (and the contract) averages the unbiased "
-              "ones, n / (n - 1) times larger.",
-}
 
 
 def _norms(model: nn.Module) -> list[nn.Module]:
@@ -577,16 +542,18 @@ def recal_reference(kind: int) -> dict[str, object]:
 
         cases = {
             None: (torch.stack(means).mean(0), torch.stack(unbiased).mean(0)),
-            "not_reset": (cumulative(means, mean0, n0), cumulative(unbiased, var0, n0)),
-            "momentum_default": (ema(0.1, means, torch.zeros_like(mean0)), ema(0.1, unbiased, torch.ones_like(var0))),
-            "untouched": (mean0, var0),
-            "eval_pass": (torch.zeros_like(mean0), torch.ones_like(var0)),
-            "skipped": ((cumulative(means, mean0, n0), cumulative(unbiased, var0, n0)) if mom is None else
+            "recal.not_reset": (cumulative(means, mean0, n0), cumulative(unbiased, var0, n0)),
+            "recal.momentum_default": (ema(0.1, means, torch.zeros_like(mean0)),
+                                       ema(0.1, unbiased, torch.ones_like(var0))),
+            "recal.untouched": (mean0, var0),
+            "recal.eval_pass": (torch.zeros_like(mean0), torch.ones_like(var0)),
+            "recal.skipped": ((cumulative(means, mean0, n0), cumulative(unbiased, var0, n0)) if mom is None else
                         (ema(mom, means, mean0), ema(mom, unbiased, var0))),
-            "biased": (torch.stack(means).mean(0), torch.stack(biased).mean(0)),
+            "recal.biased": (torch.stack(means).mean(0), torch.stack(biased).mean(0)),
         }
         if mom is not None and mom != 0.1:
-            cases["momentum_kept"] = (ema(mom, means, torch.zeros_like(mean0)), ema(mom, unbiased, torch.ones_like(var0)))
+            cases["recal.momentum_kept"] = (ema(mom, means, torch.zeros_like(mean0)),
+                                            ema(mom, unbiased, torch.ones_like(var0)))
         out.append({"cases": cases, "momentum": mom, "batches": len(xs)})
     return {"norms": out, "modes": [[name, m.training] for name, m in q9.recal_model(kind).named_modules()],
             "params": [p.detach().clone() for p in q9.recal_model(kind).parameters()]}
@@ -599,17 +566,17 @@ def _expect_after(after: object, ref: dict, where: str, statistics: bool = True)
     if len(params) != len(ref["params"]) or not all(isinstance(p, Tensor) and p.shape == q.shape and torch.equal(p.double(), q)
                                                     for p, q in zip(params, ref["params"])):
         raise Fail(f"{where}: the model's parameters changed: recalibration changes only the BatchNorm layers' "
-                   f"running statistics (no optimizer step, no parameter update).\n{NAMED_MISTAKE}{RECAL_PARAMS}",
-                   mistake=RECAL_PARAMS)
+                   f"running statistics (no optimizer step, no parameter update).{naming('recal.parameters_updated')}",
+                   mistake="recal.parameters_updated")
     seen = after.get("seen") or []
     if any(isinstance(s, list) and s and s[0] for s in seen):
         raise Fail(f"{where}: autograd was on while the batches ran through the model: run them under torch.no_grad() "
                    f"(recalibration computes no gradients; with autograd on every forward pass builds a graph for "
-                   f"nothing).\n{NAMED_MISTAKE}{RECAL_GRADS}", mistake=RECAL_GRADS)
+                   f"nothing).{naming('recal.gradients')}", mistake="recal.gradients")
     grads = after.get("grads") or []
     if any(grads):
         raise Fail(f"{where}: a parameter has a .grad after the call: recalibration must not compute gradients "
-                   f"(no backward, no optimizer).\n{NAMED_MISTAKE}{RECAL_GRADS}", mistake=RECAL_GRADS)
+                   f"(no backward, no optimizer).{naming('recal.gradients')}", mistake="recal.gradients")
     if statistics:
         for i, (got, want) in enumerate(zip(after["norms"], ref["norms"])):
             what = f"{where}, BatchNorm layer {i + 1} of {len(ref['norms'])}"
@@ -624,22 +591,22 @@ def _expect_after(after: object, ref: dict, where: str, statistics: bool = True)
                        f"running_var {_fmt(right_var)} (the average of the batch means and of the unbiased batch "
                        f"variances); got {_fmt(mean)} and {_fmt(var)}")
                 if named:
-                    raise Fail(f"{msg}\n{NAMED_MISTAKE}{RECAL[named]}", mistake=RECAL[named])
+                    raise Fail(f"{msg}{naming(named)}", mistake=named)
                 raise Fail(msg)
             if got.get("num_batches_tracked") != want["batches"]:
                 raise Fail(f"{what}: num_batches_tracked should be {want['batches']} (reset, then one per batch); got "
-                           f"{quote(got.get('num_batches_tracked'))}.\n{NAMED_MISTAKE}{RECAL['not_reset']}",
-                           mistake=RECAL["not_reset"])
+                           f"{quote(got.get('num_batches_tracked'))}.{naming('recal.not_reset')}",
+                           mistake="recal.not_reset")
     for i, (got, want) in enumerate(zip(after["norms"], ref["norms"])):
         if got.get("momentum") != want["momentum"]:
             raise Fail(f"{where}, BatchNorm layer {i + 1}: its momentum is {quote(got.get('momentum'))} after the call; "
-                       f"it was {want['momentum']} before: restore each layer's own momentum.\n{NAMED_MISTAKE}"
-                       f"{RECAL_MOMENTUM}", mistake=RECAL_MOMENTUM)
+                       f"it was {want['momentum']} before: restore each layer's own momentum."
+                       f"{naming('recal.momentum_changed')}", mistake="recal.momentum_changed")
     modes = after.get("modes")
     if modes != ref["modes"]:
         wrong = [name or "the model" for (name, mode), (_, was) in zip(modes or [], ref["modes"]) if mode != was]
-        named = RECAL_MODES if all(mode for _, mode in (modes or [])) else None
-        hint = (f"{NAMED_MISTAKE}{named}" if named else
+        named = "recal.modes" if all(mode for _, mode in (modes or [])) else None
+        hint = (naming(named).lstrip("\n") if named else
                 "Restore each module's own flag (a submodule may have been in eval while the model was not): "
                 "model.train(was_training) sets every submodule alike.")
         raise Fail(f"{where}: the modes (module.training) after the call differ from before for {', '.join(wrong[:4])}"
@@ -663,6 +630,6 @@ def recalibrate(r: Records) -> None:
         raise Fail(f"with no batches recalibrate_bn must raise ValueError (and change nothing); "
                    f"{'it raised ' + str(empty) if isinstance(empty, Raised) else 'it raised nothing'}")
     ref = recal_reference(0)
-    stale = {**ref, "norms": [{**n, "cases": {None: n["cases"]["untouched"]}, "batches": q9.OLD_BATCHES_TRACKED}
+    stale = {**ref, "norms": [{**n, "cases": {None: n["cases"]["recal.untouched"]}, "batches": q9.OLD_BATCHES_TRACKED}
                               for n in ref["norms"]]}
     _expect_after(r.get("empty/after"), stale, "with no batches (the model must be left as it was)")

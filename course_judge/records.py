@@ -32,8 +32,9 @@ _DTYPES = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, tor
 class Fail(AssertionError):
     """A failed check; its message is what the student reads.
 
-    `mistake`: the catalogued mistake the check named (the sentence after compare.NAMED_MISTAKE in the message), as
-    data: the message also quotes the student's own text, so nothing reads a named mistake back out of it.
+    `mistake`: the id (course_lib.mistakes) of the catalogued mistake the check named, whose sentence follows
+    compare.NAMED_MISTAKE in the message, as data: the message also quotes the student's own text, so nothing reads
+    a named mistake back out of it.
     """
 
     def __init__(self, *args: object, mistake: str | None = None) -> None:

@@ -4,7 +4,7 @@ The visible part of each test cell in Q3, Q6, Q7 and Q8 (and Q9's gradient test)
 `check_groupnorm(GroupNorm, "output")`. A check raises `CheckFailed` (an AssertionError, so Validate reports
 it) with a paragraph you can act on: what was compared, how far off your layer is and, when its output
 matches a common mistake (the unbiased variance, eps in the wrong place, the wrong axes, the wrong mode or
-momentum...), which one.
+momentum...), which one, in the words the grader uses for it (course_lib.mistakes).
 
 The reference is PyTorch itself (F.batch_norm, F.layer_norm, F.instance_norm, F.group_norm). Mistakes are
 recognised from those functions' outputs (called with other arguments, or on rearranged inputs) and from
@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from course_lib.mistakes import NAMED, sentence
 
 __all__ = ["CheckFailed", "check_batchnorm", "check_layernorm", "check_instancenorm", "check_groupnorm",
            "check_running_batchnorm", "check_fold_bn", "student_checks"]
@@ -92,19 +94,20 @@ def _tensor_out(what: str, got: object, like: Tensor) -> Tensor:
 
 def _expect(what: str, got: object, want: Tensor, mistakes: dict[str, Callable[[], Tensor]] | None = None,
             reference: str = "PyTorch's") -> None:
-    """Fail unless got is close to want; name the first mistake whose output got matches."""
+    """Fail unless got is close to want; name the first mistake (a course_lib.mistakes id -> its output) whose
+    output got matches."""
     __tracebackhide__ = True
     got = _tensor_out(what, got, want)
     if _close(got, want):
         return
     message = f"{what}: your output differs from {reference} by up to {_gap(got, want):.3g}."
-    for text, candidate in (mistakes or {}).items():
+    for mistake, candidate in (mistakes or {}).items():
         try:
             match = _close(got, candidate())
         except Exception:  # noqa: BLE001 - a candidate that does not apply to this input
             match = False
         if match:
-            raise CheckFailed(f"{message} It matches {text}")
+            raise CheckFailed(f"{message} {NAMED}{sentence(mistake)}")
     raise CheckFailed(message + " It matches none of the common mistakes this check knows; compare your code "
                                 "with the contract in the docstring line by line.")
 
@@ -184,25 +187,19 @@ def _mean_kept(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float) -> T
 
 
 def _eps_mistakes(z: Callable[[Tensor, float], Tensor], x: Tensor, eps: float, n: int, default: float,
-                  affine: Callable[[Tensor], Tensor]) -> dict[str, Callable[[], Tensor]]:
-    """The variance and eps mistakes every one of these layers invites, for an input normalised in groups of n."""
+                  affine: Callable[[Tensor], Tensor], layer: dict[str, str]) -> dict[str, Callable[[], Tensor]]:
+    """The variance and eps mistakes every one of these layers invites, for an input normalised in groups of n;
+    `layer` gives the ids of the layer's own "unbiased" and "unscaled" (no scale and shift) mistakes."""
     __tracebackhide__ = True
     return {
-        f"the UNBIASED variance (dividing by n - 1 = {n - 1}): normalise with the biased variance, dividing by the "
-        f"number of values n = {n} (x.var(..., correction=0) or ((x - mean) ** 2).mean(...)).":
-            lambda: affine(_unbiased(z, x, eps, n)),
-        "eps added OUTSIDE the square root, (x - mean) / (sqrt(var) + eps): it goes inside, "
-        "(x - mean) / sqrt(var + eps).": lambda: affine(_eps_outside(z, x, eps)),
-        "no eps at all: add eps to the variance inside the square root.": lambda: affine(z(x, NO_EPS)),
-        f"eps = {default:g} (the default) although the layer was built with eps = {eps:g}: store the eps you are "
-        "given and use self.eps.": lambda: affine(z(x, default)),
-        "eps = 1.0 (the 2019 lesson's InstanceNorm used eps=1e-0): the stub's default is 1e-5.":
-            lambda: affine(z(x, 1.0)),
-        "the 2019 lesson's InstanceNorm: the unbiased variance and eps=1e-0; use the biased variance and the "
-        "stub's eps.": lambda: affine(_unbiased(z, x, 1.0, n)),
-        "the mean never subtracted, x / sqrt(var + eps): normalise x - mean.": lambda: affine(_mean_kept(z, x, eps)),
-        "the normalised input without the scale and shift: multiply by the scale and add the shift last.":
-            lambda: z(x, eps),
+        layer["unbiased"]: lambda: affine(_unbiased(z, x, eps, n)),
+        "norm.eps_outside_sqrt": lambda: affine(_eps_outside(z, x, eps)),
+        "norm.no_eps": lambda: affine(z(x, NO_EPS)),
+        "norm.default_eps": lambda: affine(z(x, default)),
+        "in.lesson_eps": lambda: affine(z(x, 1.0)),
+        "in.lesson_instancenorm": lambda: affine(_unbiased(z, x, 1.0, n)),
+        "norm.mean_not_subtracted": lambda: affine(_mean_kept(z, x, eps)),
+        layer["unscaled"]: lambda: z(x, eps),
     }
 
 
@@ -347,143 +344,158 @@ def _aspects(given: tuple[str, ...], known: dict[str, Callable[[], None]], layer
             continue
         # Raised afresh, so that Validate shows this line and the message, not the checks' own frames; wrapped,
         # so that it reads without scrolling sideways.
-        lines = message.replace(" It matches ", "\nIt matches ").splitlines()
+        lines = message.replace(" It matches ", "\nIt matches ").replace(f" {NAMED}", f"\n{NAMED}").splitlines()
         raise CheckFailed("\n".join(textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines)) from None
 
 
 # ---- Q3: BatchNorm ------------------------------------------------------------------------------------------
 
-def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
-    """Check a Q3 BatchNorm class against F.batch_norm; aspects: arguments, train, eval, buffers, modes,
-    gradients, history, errors (all when none are given)."""
+def _bn_train(t: Tensor, eps: float) -> Tensor:
+    """BatchNorm's normalisation in training mode (scale 1, shift 0)."""
     __tracebackhide__ = True
-    shape = (6, 3, 4, 4)
-    n = shape[0] * shape[2] * shape[3]
-    x = _input(*shape, seed=30)
-    gamma, beta, affine = GAMMA, BETA, _three_channel_affine
+    return F.batch_norm(t, None, None, training=True, eps=eps)
 
-    def z_train(t: Tensor, eps: float) -> Tensor:
+
+def _bn_eval(t: Tensor, eps: float, means: Tensor, variances: Tensor) -> Tensor:
+    """BatchNorm's normalisation in eval mode with the given running statistics (scale 1, shift 0)."""
+    __tracebackhide__ = True
+    return F.batch_norm(t, means.flatten(), variances.flatten(), training=False, eps=eps)
+
+
+def _bn_running(x: Tensor, mom: float) -> tuple[Tensor, Tensor]:
+    """The running (means, vars), shape (1, 3, 1, 1), after one training step on x from new."""
+    __tracebackhide__ = True
+    means, variances = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    F.batch_norm(x, means, variances, training=True, momentum=mom)
+    return means.view(1, 3, 1, 1), variances.view(1, 3, 1, 1)
+
+
+class _BatchNormCheck:
+    """check_batchnorm's aspects, each a method, on one seeded input of shape SHAPE."""
+
+    SHAPE = (6, 3, 4, 4)
+    LAYER = {"unbiased": "bn.unbiased_variance", "unscaled": "norm.no_scale_shift"}  # for _eps_mistakes
+
+    def __init__(self, BatchNorm: type) -> None:
         __tracebackhide__ = True
-        return F.batch_norm(t, None, None, training=True, eps=eps)
+        self.BatchNorm = BatchNorm
+        self.n = self.SHAPE[0] * self.SHAPE[2] * self.SHAPE[3]
+        self.x = _input(*self.SHAPE, seed=30)
 
-    def z_eval(t: Tensor, eps: float, means: Tensor, variances: Tensor) -> Tensor:
+    def layer(self, eps: float | None = None, mom: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        return F.batch_norm(t, means.flatten(), variances.flatten(), training=False, eps=eps)
+        return _scaled(self.BatchNorm, (3,), {"eps": eps, "mom": mom}, {"mults": GAMMA, "adds": BETA}).train()
 
-    def layer(eps: float | None = None, mom: float | None = None) -> nn.Module:
+    def axes(self) -> dict[str, Callable[[float], Tensor]]:
+        """The statistics over the wrong axes, each a normalisation of x given eps."""
         __tracebackhide__ = True
-        return _scaled(BatchNorm, (3,), {"eps": eps, "mom": mom}, {"mults": gamma, "adds": beta}).train()
+        x, shape = self.x, self.SHAPE
+        return {
+            "bn.axes_instancenorm": lambda eps: F.instance_norm(x, eps=eps),
+            "bn.axes_layernorm": lambda eps: F.layer_norm(x, x.shape[1:], eps=eps),
+            "bn.axes_batch_only": lambda eps: F.batch_norm(x.permute(0, 2, 3, 1).reshape(shape[0], -1), None, None,
+                                                           training=True, eps=eps)
+            .reshape(shape[0], 4, 4, 3).permute(0, 3, 1, 2),
+        }
 
-    axes = {
-        "statistics per example and channel over (H, W) only: that is InstanceNorm; BatchNorm's statistics are per "
-        "channel over the batch and the positions, dims (0, 2, 3).": lambda eps: F.instance_norm(x, eps=eps),
-        "statistics per example over (C, H, W): that is LayerNorm; BatchNorm's statistics are per channel over dims "
-        "(0, 2, 3).": lambda eps: F.layer_norm(x, x.shape[1:], eps=eps),
-        "statistics over the batch dimension only (dim 0), one per channel and position: reduce over dims (0, 2, 3) "
-        "together.": lambda eps: F.batch_norm(x.permute(0, 2, 3, 1).reshape(shape[0], -1), None, None, training=True,
-                                              eps=eps).reshape(shape[0], 4, 4, 3).permute(0, 3, 1, 2),
-    }
-
-    def train_mistakes(eps: float) -> dict[str, Callable[[], Tensor]]:
+    def train_mistakes(self, eps: float) -> dict[str, Callable[[], Tensor]]:
         __tracebackhide__ = True
-        found = _eps_mistakes(z_train, x, eps, n, 1e-5, affine)
-        found.update({text: (lambda f=f: affine(f(eps))) for text, f in axes.items()})
-        found["the scale and shift swapped (x_hat * adds + mults): multiply by mults, then add adds."] = \
-            lambda: z_train(x, eps) * beta + gamma
-        found["the running statistics instead of the batch's: in training mode normalise with the batch's own mean "
-              "and variance (and update the buffers)."] = \
-            lambda: affine(z_eval(x, eps, 0.1 * x.mean((0, 2, 3)), 0.9 + 0.1 * x.var((0, 2, 3))))
+        x, affine = self.x, _three_channel_affine
+        found = _eps_mistakes(_bn_train, x, eps, self.n, 1e-5, affine, self.LAYER)
+        found.update({mistake: (lambda f=f: affine(f(eps))) for mistake, f in self.axes().items()})
+        found["norm.scale_shift_swapped"] = lambda: _bn_train(x, eps) * BETA + GAMMA
+        found["bn.train_running_after_update"] = \
+            lambda: affine(_bn_eval(x, eps, 0.1 * x.mean((0, 2, 3)), 0.9 + 0.1 * x.var((0, 2, 3))))
         return found
 
-    def train() -> None:
+    def train(self) -> None:
         __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
-            bn = layer() if eps == 1e-5 else layer(eps=eps)
-            what = f"BatchNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) in training mode on an input of shape {shape}"
-            _expect(what, bn(x), affine(z_train(x, eps)), train_mistakes(eps), "F.batch_norm(training=True)")
+            bn = self.layer() if eps == 1e-5 else self.layer(eps=eps)
+            what = f"BatchNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) in training mode on an input of shape {self.SHAPE}"
+            _expect(what, bn(self.x), _three_channel_affine(_bn_train(self.x, eps)), self.train_mistakes(eps),
+                    "F.batch_norm(training=True)")
 
-    def eval_() -> None:
+    def eval_mistakes(self, eps: float, means: Tensor, variances: Tensor) -> dict[str, Callable[[], Tensor]]:
+        __tracebackhide__ = True
+        x, affine = self.x, _three_channel_affine
+        updated_means, updated_vars = means.flatten().clone(), variances.flatten().clone()
+        F.batch_norm(x, updated_means, updated_vars, training=True, momentum=0.1)
+        found = {"bn.eval_batch_statistics": lambda: affine(_bn_train(x, eps)),
+                 "bn.eval_updates_first": lambda: affine(_bn_eval(x, eps, updated_means, updated_vars))}
+
+        def z(t: Tensor, e: float) -> Tensor:
+            __tracebackhide__ = True
+            return _bn_eval(t, e, means, variances)
+
+        found.update((mistake, f) for mistake, f in _eps_mistakes(z, x, eps, self.n, 1e-5, affine, self.LAYER).items()
+                     if mistake != self.LAYER["unbiased"])
+        return found
+
+    def eval_(self) -> None:
         __tracebackhide__ = True
         means = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1)
         variances = torch.tensor([4.0, 0.25, 9.0], dtype=torch.float64).view(1, 3, 1, 1)
-
-        def z(t: Tensor, eps: float) -> Tensor:
-            __tracebackhide__ = True
-            return z_eval(t, eps, means, variances)
-
         for eps in (1e-5, BIG_EPS):
-            bn = layer(eps=eps).eval()
+            bn = self.layer(eps=eps).eval()
             _set(bn, "means", means)
             _set(bn, "vars", variances)
-            updated_means, updated_vars = means.flatten().clone(), variances.flatten().clone()
-            F.batch_norm(x, updated_means, updated_vars, training=True, momentum=0.1)
-            found = {"the batch's statistics: in eval mode normalise with the running means and vars.":
-                     lambda eps=eps: affine(z_train(x, eps)),
-                     "running statistics updated by this eval-mode batch before they are used: in eval mode the "
-                     "buffers stay as they are.": lambda eps=eps: affine(z_eval(x, eps, updated_means, updated_vars))}
-            found.update((text, f) for text, f in _eps_mistakes(z, x, eps, n, 1e-5, affine).items()
-                         if "UNBIASED" not in text)
             what = (f"BatchNorm(3, eps={eps}) in eval mode with means {means.flatten().tolist()} and vars "
                     f"{variances.flatten().tolist()}")
-            _expect(what, bn(x), affine(z(x, eps)), found, "F.batch_norm(training=False)")
+            _expect(what, bn(self.x), _three_channel_affine(_bn_eval(self.x, eps, means, variances)),
+                    self.eval_mistakes(eps, means, variances), "F.batch_norm(training=False)")
 
-    def running(mom: float) -> tuple[Tensor, Tensor]:
+    def buffer_mistakes(self, name: str, mom: float, want: Tensor, flipped: Tensor) -> dict[str, Callable[[], Tensor]]:
+        """The wrong values of buffer `name` after one training step with momentum mom."""
         __tracebackhide__ = True
-        means, variances = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
-        F.batch_norm(x, means, variances, training=True, momentum=mom)
-        return means.view(1, 3, 1, 1), variances.view(1, 3, 1, 1)
+        n = self.n
+        start = torch.zeros if name == "means" else torch.ones
+        found = {"bn.momentum_flipped": lambda: flipped,
+                 "bn.running_not_updated": lambda: start(1, 3, 1, 1, dtype=torch.float64)}
+        if name == "vars":
+            unbiased = (want - (1 - mom)) / mom
+            biased = (1 - mom) + mom * unbiased * (n - 1) / n
+            found["bn.running_var_zeros"] = lambda: want - (1 - mom)
+            found["bn.biased_variance_stored"] = lambda: biased
+        return found
 
-    def buffers() -> None:
+    def buffers(self) -> None:
         __tracebackhide__ = True
         for mom in (0.1, 0.3):
-            bn = layer(mom=mom)
-            bn(x)
-            want_means, want_vars = running(mom)
-            flipped_means, flipped_vars = running(1 - mom)
-            unbiased = (want_vars - (1 - mom)) / mom
+            bn = self.layer(mom=mom)
+            bn(self.x)
             what = f"BatchNorm(3, mom={mom}) after one training step from new"
-            for name, want, flipped, biased in (("means", want_means, flipped_means, None),
-                                                ("vars", want_vars, flipped_vars,
-                                                 (1 - mom) + mom * unbiased * (n - 1) / n)):
+            for name, want, flipped in zip(("means", "vars"), _bn_running(self.x, mom), _bn_running(self.x, 1 - mom)):
                 got = getattr(bn, name, None)
                 if not isinstance(got, Tensor) or tuple(got.shape) != (1, 3, 1, 1):
                     raise CheckFailed(f"{what}: self.{name} should be a tensor of shape (1, 3, 1, 1)")
-                found = {"the momentum the wrong way round (running = mom * running + (1 - mom) * batch): mom is the "
-                         "weight of the NEW batch, running = (1 - mom) * running + mom * batch, i.e. "
-                         "running.lerp_(batch, mom).": lambda f=flipped: f,
-                         "the buffers unchanged: a training-mode forward must update them.":
-                             lambda i=(torch.zeros if name == "means" else torch.ones): i(1, 3, 1, 1, dtype=torch.float64)}
-                if biased is not None:
-                    found["vars starting at zeros: the running variance starts as ones (torch.ones(1, nf, 1, 1))."] = \
-                        lambda w=want: w - (1 - mom)
-                    found[f"the BIASED batch variance stored in vars: the running variance stores the unbiased one "
-                          f"(divide by n - 1 = {n - 1}), the output uses the biased one."] = lambda b=biased: b
-                _expect(f"{what}: self.{name}", got.detach(), want, found, "F.batch_norm's running statistics")
+                _expect(f"{what}: self.{name}", got.detach(), want, self.buffer_mistakes(name, mom, want, flipped),
+                        "F.batch_norm's running statistics")
 
-    def modes() -> None:
+    def modes(self) -> None:
         __tracebackhide__ = True
-        bn = _build(BatchNorm, 3).eval()
+        bn = _build(self.BatchNorm, 3).eval()
         before = {k: v.clone() for k, v in bn.state_dict().items()}
-        bn(x)
+        bn(self.x)
         changed = [k for k, v in bn.state_dict().items() if k in before and not torch.equal(v, before[k])]
         if changed:
             raise CheckFailed(f"an eval-mode forward changed {changed}: in eval mode the buffers must stay as they are")
         bn.train()
         with torch.no_grad():
-            bn(x)
+            bn(self.x)
         if torch.equal(bn.state_dict()["means"], before["means"]):
             raise CheckFailed("a training-mode forward under torch.no_grad() left means unchanged: the mode is "
                               "self.training (set by .train()/.eval()), not whether gradients are on")
 
-    def gradients() -> None:
+    def gradients(self) -> None:
         __tracebackhide__ = True
-        bn = _build(BatchNorm, 3).train()
-        _gradients("BatchNorm(3) in training mode", bn, x[:4, :, :3, :3], ["mults", "adds"], seed=31)
+        bn = _build(self.BatchNorm, 3).train()
+        _gradients("BatchNorm(3) in training mode", bn, self.x[:4, :, :3, :3], ["mults", "adds"], seed=31)
 
-    def history() -> None:
+    def history(self) -> None:
         __tracebackhide__ = True
-        bn = _build(BatchNorm, 3).train()
-        bn(x.clone().requires_grad_(True))
+        bn = _build(self.BatchNorm, 3).train()
+        bn(self.x.clone().requires_grad_(True))
         for name in ("means", "vars"):
             buffer = getattr(bn, name)
             if buffer.requires_grad or buffer.grad_fn is not None:
@@ -491,23 +503,30 @@ def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
                                   f"statistics under torch.no_grad() (or from detached values)")
             if name not in dict(bn.named_buffers()):
                 raise CheckFailed(f"self.{name} is not a registered buffer: use self.register_buffer({name!r}, ...)")
-        if _build(BatchNorm, 3).means.dtype != torch.float64:
+        if _build(self.BatchNorm, 3).means.dtype != torch.float64:
             raise CheckFailed(".double() should convert means and vars too (they must be registered buffers)")
 
-    def arguments() -> None:
+    def arguments(self) -> None:
         __tracebackhide__ = True
-        _stored(BatchNorm(5, mom=0.3, eps=0.01), "BatchNorm(5, mom=0.3, eps=0.01)", {"mom": 0.3, "eps": 0.01})
+        _stored(self.BatchNorm(5, mom=0.3, eps=0.01), "BatchNorm(5, mom=0.3, eps=0.01)", {"mom": 0.3, "eps": 0.01})
 
-    def errors() -> None:
+    def errors(self) -> None:
         __tracebackhide__ = True
-        bn = _build(BatchNorm, 3)
+        bn = _build(self.BatchNorm, 3)
         _raises("BatchNorm(3) given a 3-D input", lambda: bn(torch.randn(4, 3, 5, dtype=torch.float64)))
         _raises("BatchNorm(3) given 4 channels", lambda: bn(torch.randn(2, 4, 5, 5, dtype=torch.float64)))
         _raises("BatchNorm(3) in training mode given one value per channel",
                 lambda: bn.train()(torch.randn(1, 3, 1, 1, dtype=torch.float64)))
 
-    _aspects(aspects, {"arguments": arguments, "train": train, "eval": eval_, "buffers": buffers, "modes": modes,
-                       "gradients": gradients, "history": history, "errors": errors}, "batchnorm")
+
+def check_batchnorm(BatchNorm: type, *aspects: str) -> None:
+    """Check a Q3 BatchNorm class against F.batch_norm; aspects: arguments, train, eval, buffers, modes,
+    gradients, history, errors (all when none are given)."""
+    __tracebackhide__ = True
+    c = _BatchNormCheck(BatchNorm)
+    _aspects(aspects, {"arguments": c.arguments, "train": c.train, "eval": c.eval_, "buffers": c.buffers,
+                       "modes": c.modes, "gradients": c.gradients, "history": c.history, "errors": c.errors},
+             "batchnorm")
 
 
 # ---- Q6: LayerNorm ------------------------------------------------------------------------------------------
@@ -535,15 +554,12 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
     def output() -> None:
         __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
-            found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
+            found = _eps_mistakes(z, x, eps, n, 1e-5, affine, {"unbiased": "ln.unbiased_variance",
+                                                               "unscaled": "ln.no_scale_shift"})
             found.update({
-                "statistics per channel over (N, H, W): that is BatchNorm, which mixes the examples of a batch; "
-                "LayerNorm normalises each example on its own over (C, H, W).":
-                    lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
-                "statistics per example and channel over (H, W): that is InstanceNorm; LayerNorm's are per example "
-                "over all of (C, H, W), dims (1, 2, 3).": lambda: affine(F.instance_norm(x, eps=eps)),
-                "the scale and shift applied to x before normalising: normalise first, then * mult + add.":
-                    lambda: z(affine(x), eps),
+                "ln.axes_batchnorm": lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
+                "ln.axes_instancenorm": lambda: affine(F.instance_norm(x, eps=eps)),
+                "ln.affine_before_normalising": lambda: z(affine(x), eps),
             })
             ln = layer() if eps == 1e-5 else layer(eps)
             what = f"LayerNorm({'' if eps == 1e-5 else f'eps={eps}'}) on an input of shape {shape}"
@@ -565,44 +581,61 @@ def check_layernorm(LayerNorm: type, *aspects: str) -> None:
     }, "layernorm")
 
 
+def _rms(t: Tensor, eps: float, over: tuple[int, ...] = (-2, -1), total: bool = False) -> Tensor:
+    """t divided by its root mean square over `over` (total: the root of the sum of squares), plus eps inside."""
+    __tracebackhide__ = True
+    ms = (t * t).sum(over, keepdim=True) if total else (t * t).mean(over, keepdim=True)
+    return t / (ms + eps).sqrt()
+
+
+def _rms_mistakes(x: Tensor, ns: tuple[int, int], weight: Tensor, eps: float) -> dict[str, Callable[[], Tensor]]:
+    """What RMSNorm(ns, eps) with this weight returns on x under each mistake this check knows."""
+    __tracebackhide__ = True
+    dims = (-2, -1)
+    return {
+        "rms.mean_subtracted": lambda: F.layer_norm(x, ns, weight, eps=eps),
+        "rms.eps_outside_sqrt": lambda: x / ((x * x).mean(dims, keepdim=True).sqrt() + eps) * weight,
+        "rms.no_eps": lambda: _rms(x, 0.0) * weight,
+        "rms.last_dim_only": lambda: _rms(x, eps, (-1,)) * weight,
+        "rms.all_but_batch": lambda: _rms(x, eps, (1, 2, 3)) * weight,
+        "rms.sum_not_mean": lambda: _rms(x, eps, total=True) * weight,
+        "rms.std_not_rms": lambda: x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
+        "norm.default_eps": lambda: _rms(x, 1e-6) * weight,
+        "rms.no_weight": lambda: _rms(x, eps),
+    }
+
+
+def _rms_parameters(RMSNorm: type) -> None:
+    """RMSNorm's one learned parameter: weight, one value per feature, starting as ones; no buffers."""
+    __tracebackhide__ = True
+    layer = RMSNorm((3, 4))
+    params = dict(layer.named_parameters())
+    if set(params) != {"weight"}:
+        raise CheckFailed(f"RMSNorm((3, 4)): the only learned parameter must be weight (no bias), got {sorted(params)}")
+    if tuple(params["weight"].shape) != (3, 4):
+        why = (f" {NAMED}{sentence('rms.scalar_weight')}" if params["weight"].numel() == 1 else
+               " (a single scalar weight is not RMSNorm's gain)")
+        raise CheckFailed(f"RMSNorm((3, 4)).weight should have one value per feature, shape (3, 4); it has shape "
+                          f"{tuple(params['weight'].shape)}{why}")
+    if not torch.all(params["weight"] == 1):
+        raise CheckFailed("RMSNorm((3, 4)).weight should start as ones")
+    _no_buffers("RMSNorm((3, 4))", layer)
+
+
 def check_rmsnorm(RMSNorm: type, *aspects: str) -> None:
     """Check a Q6 RMSNorm class against F.rms_norm; aspects: arguments, output, errors."""
     __tracebackhide__ = True
     shape, ns = (3, 2, 4, 5), (4, 5)
     x = _input(*shape, seed=62) + 0.8  # a mean far from 0, so that subtracting it shows
     weight = torch.linspace(0.5, 2.0, 20, dtype=torch.float64).view(ns)
-    dims = (-2, -1)
-
-    def rms(t: Tensor, eps: float, over: tuple[int, ...] = dims, total: bool = False) -> Tensor:
-        __tracebackhide__ = True
-        ms = (t * t).sum(over, keepdim=True) if total else (t * t).mean(over, keepdim=True)
-        return t / (ms + eps).sqrt()
 
     def output() -> None:
         __tracebackhide__ = True
         for eps in (1e-6, BIG_EPS):
             layer = _scaled(RMSNorm, (ns,), {"eps": None if eps == 1e-6 else eps}, {"weight": weight})
-            want = F.rms_norm(x, ns, weight, eps)
-            found = {
-                "the mean subtracted, (x - mean) / sqrt(var + eps) * weight: that is LayerNorm; RMSNorm divides x "
-                "itself by its root mean square.": lambda: F.layer_norm(x, ns, weight, eps=eps),
-                "eps added OUTSIDE the square root, x / (sqrt(mean(x**2)) + eps): it goes inside, "
-                "x / sqrt(mean(x**2) + eps).": lambda: x / ((x * x).mean(dims, keepdim=True).sqrt() + eps) * weight,
-                "no eps at all: add eps to mean(x**2) inside the square root.": lambda: rms(x, 0.0) * weight,
-                "the mean of x**2 over the LAST dimension only: with normalized_shape (4, 5) it is over the last "
-                "TWO dimensions, dims (-2, -1).": lambda: rms(x, eps, (-1,)) * weight,
-                "the mean of x**2 over every dimension but the batch: only over the trailing normalized_shape dims.":
-                    lambda: rms(x, eps, (1, 2, 3)) * weight,
-                "the SUM of x**2 instead of its mean: divide by sqrt(mean(x**2) + eps).":
-                    lambda: rms(x, eps, total=True) * weight,
-                "x divided by its standard deviation (the mean subtracted inside the variance only): RMSNorm uses "
-                "mean(x**2), not the variance.": lambda: x / (x.var(dims, keepdim=True, correction=0) + eps).sqrt() * weight,
-                "eps = 1e-6 (the default) although the layer was built with another eps: store the eps you are given "
-                "and use self.eps.": lambda: rms(x, 1e-6) * weight,
-                "the normalised input without the weight: multiply by self.weight last.": lambda: rms(x, eps),
-            }
             what = f"RMSNorm({ns}{'' if eps == 1e-6 else f', eps={eps}'}) on an input of shape {shape}"
-            _expect(what, layer(x), want, found, "F.rms_norm(x, normalized_shape, weight, eps)")
+            _expect(what, layer(x), F.rms_norm(x, ns, weight, eps), _rms_mistakes(x, ns, weight, eps),
+                    "F.rms_norm(x, normalized_shape, weight, eps)")
         float32 = _build(RMSNorm, 5).float()
         x32 = x.float()
         _expect("RMSNorm(5) on a float32 input", float32(x32), F.rms_norm(x32, (5,), None, 1e-6))
@@ -613,16 +646,7 @@ def check_rmsnorm(RMSNorm: type, *aspects: str) -> None:
         __tracebackhide__ = True
         _stored(RMSNorm(8), "RMSNorm(8)", {"normalized_shape": (8,), "eps": 1e-6})
         _stored(RMSNorm((3, 4), eps=0.01), "RMSNorm((3, 4), eps=0.01)", {"normalized_shape": (3, 4), "eps": 0.01})
-        layer = RMSNorm((3, 4))
-        params = dict(layer.named_parameters())
-        if set(params) != {"weight"}:
-            raise CheckFailed(f"RMSNorm((3, 4)): the only learned parameter must be weight (no bias), got {sorted(params)}")
-        if tuple(params["weight"].shape) != (3, 4):
-            raise CheckFailed(f"RMSNorm((3, 4)).weight should have one value per feature, shape (3, 4); it has shape "
-                              f"{tuple(params['weight'].shape)} (a single scalar weight is not RMSNorm's gain)")
-        if not torch.all(params["weight"] == 1):
-            raise CheckFailed("RMSNorm((3, 4)).weight should start as ones")
-        _no_buffers("RMSNorm((3, 4))", layer)
+        _rms_parameters(RMSNorm)
         _own_parameters("RMSNorm(8)", lambda: RMSNorm(8))
 
     def errors() -> None:
@@ -641,6 +665,26 @@ def check_rmsnorm(RMSNorm: type, *aspects: str) -> None:
 
 # ---- Q7: InstanceNorm ---------------------------------------------------------------------------------------
 
+def _in_mistakes(x: Tensor, n: int, eps: float) -> dict[str, Callable[[], Tensor]]:
+    """What InstanceNorm(3, eps) with the three-channel scale and shift returns on x under each mistake this check
+    knows (n values per example and channel)."""
+    __tracebackhide__ = True
+    affine = _three_channel_affine
+
+    def z(t: Tensor, e: float) -> Tensor:
+        __tracebackhide__ = True
+        return F.instance_norm(t, eps=e)
+
+    found = _eps_mistakes(z, x, eps, n, 1e-5, affine, {"unbiased": "in.unbiased_variance",
+                                                       "unscaled": "norm.no_scale_shift"})
+    found.update({
+        "in.axes_batchnorm": lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
+        "in.axes_layernorm": lambda: affine(F.layer_norm(x, x.shape[1:], eps=eps)),
+        "in.one_scale_shift": lambda: z(x, eps) * GAMMA[0] + BETA[0],
+    })
+    return found
+
+
 def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
     """Check a Q7 InstanceNorm class against F.instance_norm; aspects: arguments, output, modes, one_by_one,
     gradients, errors."""
@@ -648,33 +692,20 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
     shape = (4, 3, 4, 3)
     n = shape[2] * shape[3]
     x = _input(*shape, seed=70)
-    gamma, beta, affine = GAMMA, BETA, _three_channel_affine
-
-    def z(t: Tensor, eps: float) -> Tensor:
-        __tracebackhide__ = True
-        return F.instance_norm(t, eps=eps)
+    affine = _three_channel_affine
 
     def layer(eps: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        return _scaled(InstanceNorm, (3,), {"eps": eps}, {"mults": gamma, "adds": beta})
+        return _scaled(InstanceNorm, (3,), {"eps": eps}, {"mults": GAMMA, "adds": BETA})
 
     def output() -> None:
         __tracebackhide__ = True
         for eps in (1e-5, BIG_EPS):
-            found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
-            found.update({
-                "statistics per channel over (N, H, W): that is BatchNorm; InstanceNorm normalises each example's "
-                "each channel on its own, over (H, W).":
-                    lambda: affine(F.batch_norm(x, None, None, training=True, eps=eps)),
-                "statistics per example over (C, H, W): that is LayerNorm; InstanceNorm's are per example AND "
-                "channel, over dims (2, 3).": lambda: affine(F.layer_norm(x, x.shape[1:], eps=eps)),
-                "one scale and shift for all channels: mults and adds hold one value per channel, shape (nf, 1, 1).":
-                    lambda: z(x, eps) * gamma[0] + beta[0],
-            })
             inorm = layer() if eps == 1e-5 else layer(eps)
             what = f"InstanceNorm(3{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
-            _expect(what, inorm(x), affine(z(x, eps)), found, "F.instance_norm(x) * mults + adds")
-        _layouts(f"InstanceNorm(3, eps={BIG_EPS})", layer(BIG_EPS), x, affine(z(x, BIG_EPS)))
+            _expect(what, inorm(x), affine(F.instance_norm(x, eps=eps)), _in_mistakes(x, n, eps),
+                    "F.instance_norm(x) * mults + adds")
+        _layouts(f"InstanceNorm(3, eps={BIG_EPS})", layer(BIG_EPS), x, affine(F.instance_norm(x, eps=BIG_EPS)))
 
     def arguments() -> None:
         __tracebackhide__ = True
@@ -685,10 +716,10 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
         __tracebackhide__ = True
         tiny = _input(4, 3, 1, 1, seed=71)
         got = _tensor_out("InstanceNorm(3) on 1x1 maps", layer()(tiny), tiny)
-        want = beta.view(1, 3, 1, 1).expand_as(tiny)
+        want = BETA.view(1, 3, 1, 1).expand_as(tiny)
         if not _close(got, want):
             raise CheckFailed(f"InstanceNorm(3) on 1x1 maps: every normalised value is 0 there, so the output should be "
-                              f"adds {beta.flatten().tolist()} for every example; got {got[0].flatten().tolist()} for "
+                              f"adds {BETA.flatten().tolist()} for every example; got {got[0].flatten().tolist()} for "
                               f"example 0")
 
     def errors() -> None:
@@ -710,59 +741,92 @@ def check_instancenorm(InstanceNorm: type, *aspects: str) -> None:
 
 # ---- Q8: GroupNorm ------------------------------------------------------------------------------------------
 
+GN_WEIGHT = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)  # the scale and shift the GroupNorm checks give a layer
+GN_BIAS = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
+
+
+def _gn_affine(t: Tensor) -> Tensor:
+    __tracebackhide__ = True
+    return t * GN_WEIGHT.view(1, -1, 1, 1) + GN_BIAS.view(1, -1, 1, 1)
+
+
+def _interleaved(t: Tensor, groups: int, eps: float) -> Tensor:
+    """Channel c in group c % groups: F.group_norm on the channels reordered so each such group is contiguous."""
+    __tracebackhide__ = True
+    order = sorted(range(6), key=lambda c: (c % groups, c))
+    back = torch.argsort(torch.tensor(order))
+    return F.group_norm(t[:, order], groups, eps=eps)[:, back]
+
+
+def _gn_mistakes(x: Tensor, groups: int, eps: float,
+                 affine: Callable[[Tensor], Tensor] = _gn_affine) -> dict[str, Callable[[], Tensor]]:
+    """What GroupNorm(groups, 6, eps) returns on x under each mistake this check knows (affine: its scale and shift)."""
+    __tracebackhide__ = True
+    weight, bias, shape = GN_WEIGHT, GN_BIAS, x.shape
+
+    def z(t: Tensor, e: float) -> Tensor:
+        __tracebackhide__ = True
+        return F.group_norm(t, groups, eps=e)
+
+    n = (6 // groups) * shape[2] * shape[3]
+    found = _eps_mistakes(z, x, eps, n, 1e-5, affine, {"unbiased": "gn.unbiased_variance",
+                                                       "unscaled": "gn.no_scale_shift"})
+    found.update({
+        "gn.interleaved_groups": lambda: affine(_interleaved(x, groups, eps)),
+        "gn.statistics_over_batch":
+            lambda: affine(F.group_norm(x.transpose(0, 1).reshape(1, 6, -1), groups, eps=eps)
+                           .reshape(6, shape[0], *shape[2:]).transpose(0, 1)),
+        "gn.scale_shift_swapped":
+            lambda: F.group_norm(x, groups, eps=eps) * bias.view(1, -1, 1, 1) + weight.view(1, -1, 1, 1),
+        "gn.per_group_scale_shift":
+            lambda: F.group_norm(x, groups, eps=eps) * weight[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1)
+            + bias[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1),
+    })
+    return found
+
+
+def _gn_affine_false(GroupNorm: type, x: Tensor) -> None:
+    """GroupNorm(3, 6, affine=False): no parameters, weight and bias None, the plain normalisation."""
+    __tracebackhide__ = True
+    gn = _build(GroupNorm, 3, 6, affine=False)
+    if getattr(gn, "weight", "missing") is not None or getattr(gn, "bias", "missing") is not None:
+        raise CheckFailed("GroupNorm(3, 6, affine=False): self.weight and self.bias should be None "
+                          "(self.register_parameter('weight', None))")
+    if list(gn.parameters()):
+        raise CheckFailed(f"GroupNorm(3, 6, affine=False) should have no parameters, it has "
+                          f"{[name for name, _ in gn.named_parameters()]}")
+    _expect("GroupNorm(3, 6, affine=False)", gn(x), F.group_norm(x, 3), _gn_mistakes(x, 3, 1e-5, lambda t: t))
+
+
+def _gn_state_dict(GroupNorm: type) -> None:
+    """GroupNorm(3, 6)'s state_dict has nn.GroupNorm's keys and shapes."""
+    __tracebackhide__ = True
+    theirs = nn.GroupNorm(3, 6).double()
+    mine = _build(GroupNorm, 3, 6)
+    want = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in mine.state_dict().items()}
+    if got != want:
+        raise CheckFailed(f"GroupNorm(3, 6).state_dict() should hold {want} (nn.GroupNorm's), it holds {got}")
+
+
 def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
     """Check a Q8 GroupNorm class against F.group_norm; aspects: arguments, output, equivalences,
     affine_false, modes, gradients, errors, state_dict."""
     __tracebackhide__ = True
     shape = (4, 6, 3, 3)
     x = _input(*shape, seed=80)
-    weight = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
-    bias = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
-
-    def affine(t: Tensor) -> Tensor:
-        __tracebackhide__ = True
-        return t * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    affine = _gn_affine
 
     def layer(groups: int, eps: float | None = None) -> nn.Module:
         __tracebackhide__ = True
-        return _scaled(GroupNorm, (groups, 6), {"eps": eps}, {"weight": weight, "bias": bias})
-
-    def interleaved(t: Tensor, groups: int, eps: float) -> Tensor:
-        """Channel c in group c % groups: F.group_norm on the channels reordered so each such group is contiguous."""
-        __tracebackhide__ = True
-        order = sorted(range(6), key=lambda c: (c % groups, c))
-        back = torch.argsort(torch.tensor(order))
-        return F.group_norm(t[:, order], groups, eps=eps)[:, back]
-
-    def mistakes(groups: int, eps: float, affine: Callable[[Tensor], Tensor] = affine) -> dict[str, Callable[[], Tensor]]:
-        __tracebackhide__ = True
-        def z(t: Tensor, e: float) -> Tensor:
-            __tracebackhide__ = True
-            return F.group_norm(t, groups, eps=e)
-        n = (6 // groups) * shape[2] * shape[3]
-        found = _eps_mistakes(z, x, eps, n, 1e-5, affine)
-        found.update({
-            "INTERLEAVED groups (channel c in group c % G, e.g. from x.view(N, C // G, G, ...)): groups are contiguous, "
-            "channels 0..G-1 are group 0; x.reshape(N, G, -1) gives that.":
-                lambda: affine(interleaved(x, groups, eps)),
-            "statistics of each group over the whole batch: GroupNorm normalises every example on its own "
-            "(x.reshape(N, G, -1), reduced over the last dim).":
-                lambda: affine(F.group_norm(x.transpose(0, 1).reshape(1, 6, -1), groups, eps=eps)
-                               .reshape(6, shape[0], *shape[2:]).transpose(0, 1)),
-            "the scale and shift swapped (out * bias + weight): multiply by weight, then add bias.":
-                lambda: F.group_norm(x, groups, eps=eps) * bias.view(1, -1, 1, 1) + weight.view(1, -1, 1, 1),
-            "one scale and shift per GROUP: weight and bias have one value per channel.":
-                lambda: F.group_norm(x, groups, eps=eps) * weight[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1)
-                + bias[:groups].repeat_interleave(6 // groups).view(1, -1, 1, 1),
-        })
-        return found
+        return _scaled(GroupNorm, (groups, 6), {"eps": eps}, {"weight": GN_WEIGHT, "bias": GN_BIAS})
 
     def output() -> None:
         __tracebackhide__ = True
         for groups, eps in ((3, 1e-5), (2, BIG_EPS), (3, BIG_EPS)):
             gn = layer(groups) if eps == 1e-5 else layer(groups, eps)
             what = f"GroupNorm({groups}, 6{'' if eps == 1e-5 else f', eps={eps}'}) on an input of shape {shape}"
-            _expect(what, gn(x), affine(F.group_norm(x, groups, eps=eps)), mistakes(groups, eps),
+            _expect(what, gn(x), affine(F.group_norm(x, groups, eps=eps)), _gn_mistakes(x, groups, eps),
                     "nn.GroupNorm's (same weight and bias)")
         _layouts(f"GroupNorm(3, 6, eps={BIG_EPS})", layer(3, BIG_EPS), x, affine(F.group_norm(x, 3, eps=BIG_EPS)))
 
@@ -775,20 +839,9 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
     def equivalences() -> None:
         __tracebackhide__ = True
         _expect(f"GroupNorm(6, 6) (one channel per group) on an input of shape {shape}", layer(6)(x),
-                affine(F.instance_norm(x, eps=1e-5)), mistakes(6, 1e-5), "F.instance_norm (InstanceNorm)")
+                affine(F.instance_norm(x, eps=1e-5)), _gn_mistakes(x, 6, 1e-5), "F.instance_norm (InstanceNorm)")
         _expect(f"GroupNorm(1, 6) (one group) on an input of shape {shape}", layer(1)(x),
-                affine(F.layer_norm(x, x.shape[1:], eps=1e-5)), mistakes(1, 1e-5), "F.layer_norm over (C, H, W)")
-
-    def affine_false() -> None:
-        __tracebackhide__ = True
-        gn = _build(GroupNorm, 3, 6, affine=False)
-        if getattr(gn, "weight", "missing") is not None or getattr(gn, "bias", "missing") is not None:
-            raise CheckFailed("GroupNorm(3, 6, affine=False): self.weight and self.bias should be None "
-                              "(self.register_parameter('weight', None))")
-        if list(gn.parameters()):
-            raise CheckFailed(f"GroupNorm(3, 6, affine=False) should have no parameters, it has "
-                              f"{[name for name, _ in gn.named_parameters()]}")
-        _expect("GroupNorm(3, 6, affine=False)", gn(x), F.group_norm(x, 3), mistakes(3, 1e-5, lambda t: t))
+                affine(F.layer_norm(x, x.shape[1:], eps=1e-5)), _gn_mistakes(x, 1, 1e-5), "F.layer_norm over (C, H, W)")
 
     def errors() -> None:
         __tracebackhide__ = True
@@ -796,154 +849,160 @@ def check_groupnorm(GroupNorm: type, *aspects: str) -> None:
         gn = _build(GroupNorm, 3, 6)
         _raises("GroupNorm(3, 6) given 4 channels", lambda: gn(torch.randn(2, 4, 3, 3, dtype=torch.float64)))
 
-    def state_dict() -> None:
-        __tracebackhide__ = True
-        theirs = nn.GroupNorm(3, 6).double()
-        mine = _build(GroupNorm, 3, 6)
-        want = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in mine.state_dict().items()}
-        if got != want:
-            raise CheckFailed(f"GroupNorm(3, 6).state_dict() should hold {want} (nn.GroupNorm's), it holds {got}")
-
     _aspects(aspects, {
         "arguments": arguments,
         "output": output,
         "equivalences": equivalences,
-        "affine_false": affine_false,
+        "affine_false": lambda: _gn_affine_false(GroupNorm, x),
         "modes": lambda: _same_in_both_modes("GroupNorm(3, 6)", _build(GroupNorm, 3, 6), x),
         "independence": lambda: _alone("GroupNorm(3, 6)", _build(GroupNorm, 3, 6), x),
         "gradients": lambda: _gradients("GroupNorm(3, 6)", _build(GroupNorm, 3, 6), x[:2, :, :2, :2], ["weight", "bias"], seed=81),
         "errors": errors,
-        "state_dict": state_dict,
+        "state_dict": lambda: _gn_state_dict(GroupNorm),
     }, "groupnorm")
 
 
 # ---- Q4: fold_bn (folding a BatchNorm into the conv before it) ---------------------------------------------------
 
-def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
-    """Check a Q4 fold_bn against torch.nn.utils.fusion.fuse_conv_bn_eval; aspects: output, inputs, errors."""
+def _fold_pair(ni: int, nf: int, conv_bias: bool, eps: float, training: bool, seed: int):
+    """A seeded Conv2d(ni, nf, 3) and BatchNorm2d(nf) with trained-looking statistics, and an input for them."""
+    __tracebackhide__ = True
+    gen = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(ni, nf, 3, padding=1, bias=conv_bias).double()
+    bn = nn.BatchNorm2d(nf, eps=eps).double()
+    with torch.no_grad():
+        for t in [conv.weight, bn.bias, bn.running_mean] + ([conv.bias] if conv_bias else []):
+            t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64))
+        bn.weight.copy_(torch.rand(nf, generator=gen, dtype=torch.float64) * 1.5 + 0.5)
+        bn.running_var.copy_(torch.randn(nf, generator=gen, dtype=torch.float64).exp() * 0.5)
+        bn.num_batches_tracked.fill_(7)
+    return conv, bn.train(training), _input(3, ni, 5, 4, seed=seed)
+
+
+def _fused(conv: nn.Module, bn: nn.Module, x: Tensor, **changes: Tensor | float) -> Tensor:
+    """fuse_conv_bn_eval on copies, with some of bn's (or the conv's) values changed; applied to x."""
     __tracebackhide__ = True
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    def pair(ni: int, nf: int, conv_bias: bool, eps: float, training: bool, seed: int):
-        __tracebackhide__ = True
-        gen = torch.Generator().manual_seed(seed)
-        conv = nn.Conv2d(ni, nf, 3, padding=1, bias=conv_bias).double()
-        bn = nn.BatchNorm2d(nf, eps=eps).double()
-        with torch.no_grad():
-            for t in [conv.weight, bn.bias, bn.running_mean] + ([conv.bias] if conv_bias else []):
-                t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64))
-            bn.weight.copy_(torch.rand(nf, generator=gen, dtype=torch.float64) * 1.5 + 0.5)
-            bn.running_var.copy_(torch.randn(nf, generator=gen, dtype=torch.float64).exp() * 0.5)
-            bn.num_batches_tracked.fill_(7)
-        return conv, bn.train(training), _input(3, ni, 5, 4, seed=seed)
+    conv, bn = copy.deepcopy(conv), copy.deepcopy(bn)
+    with torch.no_grad():
+        for name, value in changes.items():
+            if name == "conv_bias":
+                conv.bias.zero_()
+            elif name == "eps":
+                bn.eps = value
+            else:
+                getattr(bn, name).copy_(value)
+    with torch.no_grad():
+        return fuse_conv_bn_eval(conv.eval(), bn.eval())(x)
 
-    def theirs(conv: nn.Module, bn: nn.Module, x: Tensor, **changes: Tensor | float) -> Tensor:
-        """fuse_conv_bn_eval on copies, with some of bn's (or the conv's) values changed; applied to x."""
-        __tracebackhide__ = True
-        conv, bn = copy.deepcopy(conv), copy.deepcopy(bn)
-        with torch.no_grad():
-            for name, value in changes.items():
-                if name == "conv_bias":
-                    conv.bias.zero_()
-                elif name == "eps":
-                    bn.eps = value
-                else:
-                    getattr(bn, name).copy_(value)
-        with torch.no_grad():
-            return fuse_conv_bn_eval(conv.eval(), bn.eval())(x)
 
-    def mistakes(conv: nn.Module, bn: nn.Module, x: Tensor) -> dict[str, Callable[[], Tensor]]:
-        __tracebackhide__ = True
-        v, eps = bn.running_var, bn.eps
-        scale = bn.weight / (v + eps).sqrt()
-        found = {
-            "eps OUTSIDE the square root (running_var.sqrt() + eps): eval mode divides by sqrt(running_var + eps).":
-                lambda: theirs(conv, bn, x, running_var=(v.sqrt() + eps) ** 2, eps=0.0),
-            "eps forgotten: the scale is bn.weight / sqrt(bn.running_var + bn.eps).":
-                lambda: theirs(conv, bn, x, eps=0.0),
-            "bn.bias (beta) forgotten: the folded bias ends with + bn.bias.":
-                lambda: theirs(conv, bn, x, bias=torch.zeros_like(v)),
-            "the running mean not subtracted: the folded bias holds - bn.running_mean * scale.":
-                lambda: theirs(conv, bn, x, running_mean=torch.zeros_like(v)),
-        }
-        if conv.bias is not None:
-            found["the conv's bias forgotten: it goes through the norm too, so the folded bias is "
-                  "(conv.bias - running_mean) * scale + bn.bias."] = lambda: theirs(conv, bn, x, conv_bias=0.0)
-            found["the conv's bias added unscaled: the norm multiplies it like the rest of the conv's output, so "
-                  "the folded bias is (conv.bias - running_mean) * scale + bn.bias."] = \
-                lambda: theirs(conv, bn, x, conv_bias=0.0) + conv.bias.view(1, -1, 1, 1)
-        if conv.in_channels == conv.out_channels:
-            found["the weight scaled on the wrong axis (per INPUT channel, weight * scale.view(1, -1, 1, 1)): the norm "
-                  "scales each OUTPUT channel, the weight's first axis: weight * scale.view(-1, 1, 1, 1)."] = \
-                lambda: theirs(conv, bn, x) + F.conv2d(x, conv.weight * (scale.view(1, -1, 1, 1) - scale.view(-1, 1, 1, 1)),
-                                                       padding=1)
-        return found
+def _fold_mistakes(conv: nn.Module, bn: nn.Module, x: Tensor) -> dict[str, Callable[[], Tensor]]:
+    """What the folded conv gives on x under each mistake this check knows."""
+    __tracebackhide__ = True
+    v, eps = bn.running_var, bn.eps
+    scale = bn.weight / (v + eps).sqrt()
+    found = {
+        "fold.eps_outside_sqrt": lambda: _fused(conv, bn, x, running_var=(v.sqrt() + eps) ** 2, eps=0.0),
+        "fold.no_eps": lambda: _fused(conv, bn, x, eps=0.0),
+        "fold.bn_bias_forgotten": lambda: _fused(conv, bn, x, bias=torch.zeros_like(v)),
+        "fold.mean_not_subtracted": lambda: _fused(conv, bn, x, running_mean=torch.zeros_like(v)),
+    }
+    if conv.bias is not None:
+        found["fold.conv_bias_forgotten"] = lambda: _fused(conv, bn, x, conv_bias=0.0)
+        found["fold.conv_bias_unscaled"] = lambda: _fused(conv, bn, x, conv_bias=0.0) + conv.bias.view(1, -1, 1, 1)
+    if conv.in_channels == conv.out_channels:
+        found["fold.wrong_axis"] = \
+            lambda: _fused(conv, bn, x) + F.conv2d(x, conv.weight * (scale.view(1, -1, 1, 1) - scale.view(-1, 1, 1, 1)),
+                                                   padding=1)
+    return found
 
-    def variance_factor(got: nn.Module, conv: nn.Module, bn: nn.Module) -> str:
-        """A sentence when got's weight is the right one with running_var times a constant k != 1."""
-        __tracebackhide__ = True
-        w, gw = conv.weight.detach(), getattr(got, "weight", None)
-        if not isinstance(gw, Tensor) or gw.shape != w.shape:
-            return ""
-        ratio = (gw.detach().double() / w).flatten(1).median(dim=1).values
-        k = ((bn.weight / ratio) ** 2 - bn.eps) / bn.running_var
-        if torch.isfinite(k).all() and (k.max() - k.min()).abs() < 1e-4 * k.abs().max() and abs(k.mean().item() - 1) > 1e-3:
-            return (f" It matches the biased/unbiased variance mixed up: your weight is the right one with running_var "
-                    f"multiplied by {k.mean().item():.4g} (e.g. var * n / (n - 1)). Eval mode uses bn.running_var as it "
-                    f"is stored: do not rescale it.")
+
+def _variance_factor(got: nn.Module, conv: nn.Module, bn: nn.Module) -> str:
+    """What to say when got's weight is the right one with running_var times a constant k != 1 (else "")."""
+    __tracebackhide__ = True
+    w, gw = conv.weight.detach(), getattr(got, "weight", None)
+    if not isinstance(gw, Tensor) or gw.shape != w.shape:
         return ""
+    ratio = (gw.detach().double() / w).flatten(1).median(dim=1).values
+    k = ((bn.weight / ratio) ** 2 - bn.eps) / bn.running_var
+    if torch.isfinite(k).all() and (k.max() - k.min()).abs() < 1e-4 * k.abs().max() and abs(k.mean().item() - 1) > 1e-3:
+        return (f" Your weight is the right one with running_var multiplied by {k.mean().item():.4g}. "
+                f"{NAMED}{sentence('fold.variance_rescaled')}")
+    return ""
 
-    def tensors(conv: nn.Module, bn: nn.Module) -> dict[str, Tensor]:
-        """conv's and bn's tensors by name ("conv.weight", "bn.running_var", ...)."""
-        return {**{"conv." + k: v for k, v in conv.state_dict().items()},
-                **{"bn." + k: v for k, v in bn.state_dict().items()}}
 
-    def unchanged(what: str, conv: nn.Module, bn: nn.Module, before: dict, training: bool) -> None:
-        __tracebackhide__ = True
-        if bn.training != training:
-            raise CheckFailed(f"{what}: bn was in {'training' if training else 'eval'} mode and fold_bn changed its mode; "
-                              f"leave it as it was (read bn.running_mean and bn.running_var directly)")
-        for name, value in tensors(conv, bn).items():
-            if not torch.equal(before[name], value):
-                extra = (" bn ran in TRAINING mode on a batch: that normalises with the batch's statistics and updates "
-                         "the running ones; fold with bn.running_mean and bn.running_var, as bn.eval() does."
-                         if name.startswith("bn.running") or name.endswith("num_batches_tracked") else "")
-                raise CheckFailed(f"{what}: fold_bn changed {name}; leave conv and bn as they were (build a new Conv2d, "
-                                  f"no in-place edits).{extra}")
+def _fold_tensors(conv: nn.Module, bn: nn.Module) -> dict[str, Tensor]:
+    """conv's and bn's tensors by name ("conv.weight", "bn.running_var", ...)."""
+    return {**{"conv." + k: v for k, v in conv.state_dict().items()},
+            **{"bn." + k: v for k, v in bn.state_dict().items()}}
 
-    def one(ni: int, nf: int, conv_bias: bool, eps: float, training: bool, seed: int, state: bool) -> None:
-        __tracebackhide__ = True
-        conv, bn, x = pair(ni, nf, conv_bias, eps, training, seed)
-        what = (f"fold_bn(Conv2d({ni}, {nf}, 3, padding=1, bias={conv_bias}), BatchNorm2d({nf}, eps={eps}) in "
-                f"{'training' if training else 'eval'} mode)")
-        before = {name: value.clone() for name, value in tensors(conv, bn).items()}
-        got = fold_bn(conv, bn)
-        unchanged(what, conv, bn, before, training)  # a fold that ran bn in training mode shows here first
-        if state:
-            if got is conv or (isinstance(got, nn.Module) and any(
-                    p.data_ptr() in {q.data_ptr() for q in conv.parameters()} for p in got.parameters())):
-                raise CheckFailed(f"{what}: the result shares its weights with conv; return a NEW Conv2d (copy.deepcopy, "
-                                  f"or a new nn.Conv2d with new Parameters)")
-            return
-        if type(got) is not nn.Conv2d:
-            raise CheckFailed(f"{what}: expected a plain nn.Conv2d, got {type(got).__name__}")
-        if got.bias is None:
-            raise CheckFailed(f"{what}: the folded conv needs a bias (the norm's shift and the running mean go there)")
-        if got.weight.dtype != conv.weight.dtype:
-            raise CheckFailed(f"{what}: the folded weight is {got.weight.dtype}; keep the conv's dtype {conv.weight.dtype}")
-        with torch.no_grad():
-            out = got(x)
-        conv, bn, x = pair(ni, nf, conv_bias, eps, training, seed)  # fresh: yours may have changed them
-        want = theirs(conv, bn, x)
-        try:
-            _expect(f"{what}, the folded conv on an input of shape {tuple(x.shape)}", out, want,
-                    mistakes(conv, bn, x), "torch.nn.utils.fusion.fuse_conv_bn_eval's (= bn.eval()(conv(x)))")
-        except CheckFailed as failure:
-            factor = variance_factor(got, conv, bn) if "It matches none" in str(failure) else ""
-            if factor:
-                raise CheckFailed(str(failure).split(" It matches none")[0] + factor) from None
-            raise
+
+def _fold_unchanged(what: str, conv: nn.Module, bn: nn.Module, before: dict, training: bool) -> None:
+    __tracebackhide__ = True
+    if bn.training != training:
+        raise CheckFailed(f"{what}: bn was in {'training' if training else 'eval'} mode and fold_bn changed its mode; "
+                          f"leave it as it was (read bn.running_mean and bn.running_var directly)")
+    for name, value in _fold_tensors(conv, bn).items():
+        if not torch.equal(before[name], value):
+            extra = (" bn ran in TRAINING mode on a batch: that normalises with the batch's statistics and updates "
+                     "the running ones; fold with bn.running_mean and bn.running_var, as bn.eval() does."
+                     if name.startswith("bn.running") or name.endswith("num_batches_tracked") else "")
+            raise CheckFailed(f"{what}: fold_bn changed {name}; leave conv and bn as they were (build a new Conv2d, "
+                              f"no in-place edits).{extra}")
+
+
+def _fold_shares(what: str, got: object, conv: nn.Module) -> None:
+    """The folded conv is a new module with its own parameters."""
+    __tracebackhide__ = True
+    if got is conv or (isinstance(got, nn.Module) and any(
+            p.data_ptr() in {q.data_ptr() for q in conv.parameters()} for p in got.parameters())):
+        raise CheckFailed(f"{what}: the result shares its weights with conv; return a NEW Conv2d (copy.deepcopy, "
+                          f"or a new nn.Conv2d with new Parameters)")
+
+
+def _fold_output(what: str, got: object, conv: nn.Module, x: Tensor, case: tuple) -> None:
+    """The folded conv is a plain Conv2d with a bias, in the conv's dtype, that computes bn.eval()(conv(x))."""
+    __tracebackhide__ = True
+    if type(got) is not nn.Conv2d:
+        raise CheckFailed(f"{what}: expected a plain nn.Conv2d, got {type(got).__name__}")
+    if got.bias is None:
+        raise CheckFailed(f"{what}: the folded conv needs a bias (the norm's shift and the running mean go there)")
+    if got.weight.dtype != conv.weight.dtype:
+        raise CheckFailed(f"{what}: the folded weight is {got.weight.dtype}; keep the conv's dtype {conv.weight.dtype}")
+    with torch.no_grad():
+        out = got(x)
+    conv, bn, x = _fold_pair(*case)  # fresh: yours may have changed them
+    try:
+        _expect(f"{what}, the folded conv on an input of shape {tuple(x.shape)}", out, _fused(conv, bn, x),
+                _fold_mistakes(conv, bn, x), "torch.nn.utils.fusion.fuse_conv_bn_eval's (= bn.eval()(conv(x)))")
+    except CheckFailed as failure:
+        factor = _variance_factor(got, conv, bn) if "It matches none" in str(failure) else ""
+        if factor:
+            raise CheckFailed(str(failure).split(" It matches none")[0] + factor) from None
+        raise
+
+
+def _fold_case(fold_bn: Callable, case: tuple, state: bool) -> None:
+    """fold_bn on one (ni, nf, conv_bias, eps, training, seed) pair: its inputs left alone, and (state False) its
+    output right or (state True) a new module."""
+    __tracebackhide__ = True
+    ni, nf, conv_bias, eps, training, _ = case
+    conv, bn, x = _fold_pair(*case)
+    what = (f"fold_bn(Conv2d({ni}, {nf}, 3, padding=1, bias={conv_bias}), BatchNorm2d({nf}, eps={eps}) in "
+            f"{'training' if training else 'eval'} mode)")
+    before = {name: value.clone() for name, value in _fold_tensors(conv, bn).items()}
+    got = fold_bn(conv, bn)
+    _fold_unchanged(what, conv, bn, before, training)  # a fold that ran bn in training mode shows here first
+    if state:
+        _fold_shares(what, got, conv)
+    else:
+        _fold_output(what, got, conv, x, case)
+
+
+def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
+    """Check a Q4 fold_bn against torch.nn.utils.fusion.fuse_conv_bn_eval; aspects: output, inputs, errors."""
+    __tracebackhide__ = True
 
     def errors() -> None:
         __tracebackhide__ = True
@@ -953,8 +1012,10 @@ def check_fold_bn(fold_bn: Callable, *aspects: str) -> None:
                 lambda: fold_bn(conv, nn.BatchNorm2d(4, track_running_stats=False).double()))
 
     _aspects(aspects, {
-        "output": lambda: [one(*case, state=False) for case in ((4, 4, True, BIG_EPS, False, 120), (3, 5, False, 1e-5, True, 121))],
-        "inputs": lambda: [one(*case, state=True) for case in ((4, 4, True, BIG_EPS, False, 122), (3, 5, False, 1e-5, True, 123))],
+        "output": lambda: [_fold_case(fold_bn, case, state=False)
+                           for case in ((4, 4, True, BIG_EPS, False, 120), (3, 5, False, 1e-5, True, 121))],
+        "inputs": lambda: [_fold_case(fold_bn, case, state=True)
+                           for case in ((4, 4, True, BIG_EPS, False, 122), (3, 5, False, 1e-5, True, 123))],
         "errors": errors,
     }, "fold_bn")
 
@@ -993,87 +1054,76 @@ def _recal_model() -> nn.Module:
     return model
 
 
-def check_recalibrate_bn(recalibrate_bn: Callable, *aspects: str) -> None:
-    """Check a Q9 recalibrate_bn against torch.optim.swa_utils.update_bn's statistics; aspects: statistics, momentum,
-    modes, parameters, no_grad, empty."""
-    __tracebackhide__ = True
-    import copy
+def _bn_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    from torch.optim.swa_utils import update_bn
 
-    gen = torch.Generator().manual_seed(301)
-    batches = [torch.randn(bs, 2, 4, 4, generator=gen, dtype=torch.float64) * 2 + 1 for bs in (6, 3, 5)]
+class _RecalibrateCheck:
+    """check_recalibrate_bn's aspects, each a method, on three seeded batches."""
 
-    def norms(model: nn.Module) -> list[nn.Module]:
-        return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    def __init__(self, recalibrate_bn: Callable) -> None:
+        self.recalibrate_bn = recalibrate_bn
+        gen = torch.Generator().manual_seed(301)
+        self.batches = [torch.randn(bs, 2, 4, 4, generator=gen, dtype=torch.float64) * 2 + 1 for bs in (6, 3, 5)]
 
-    def run(model: nn.Module, given: object = None) -> nn.Module:
+    def run(self, model: nn.Module, given: object = None) -> nn.Module:
         __tracebackhide__ = True
-        returned = recalibrate_bn(model, batches if given is None else given)
+        returned = self.recalibrate_bn(model, self.batches if given is None else given)
         if returned is not model:
             raise CheckFailed("recalibrate_bn must return the model it was given (the same object)")
         return model
 
-    def simulated(momentum: object, reset: bool, first_only: bool = False) -> nn.Module:
+    def simulated(self, momentum: object, reset: bool, first_only: bool = False) -> nn.Module:
         """The statistics torch computes with the layers' momentum set to `momentum` ('own': left as they are)."""
         model = _recal_model()
-        for m in norms(model)[:1] if first_only else norms(model):
+        for m in _bn_layers(model)[:1] if first_only else _bn_layers(model):
             if reset:
                 m.reset_running_stats()
             if momentum != "own":
                 m.momentum = momentum
         model.train()
         with torch.no_grad():
-            for x in batches:
+            for x in self.batches:
                 model(x)
         return model
 
-    def statistics() -> None:
-        __tracebackhide__ = True
-        want = _recal_model()
-        update_bn(batches, want)
-        got = run(_recal_model())
-        mistakes = {
-            "momentum left at each layer's own value (0.3, 0.1, 0.05) during the pass: set momentum = None for the "
-            "cumulative average of all the batches.": simulated("own", True),
-            "momentum 0.1 during the pass: set momentum = None for the cumulative average of all the batches.":
-                simulated(0.1, True),
-            "statistics not reset first (reset_running_stats()): the old ones count as earlier batches.":
-                simulated(None, False),
-            "only the first BatchNorm handled: reset and set momentum None on every _BatchNorm in model.modules().":
-                simulated(None, True, first_only=True),
+    def mistakes(self) -> dict[str, nn.Module]:
+        """The model each mistake this check knows leaves behind."""
+        return {
+            "recal.momentum_kept": self.simulated("own", True),
+            "recal.momentum_default": self.simulated(0.1, True),
+            "recal.not_reset": self.simulated(None, False),
+            "recal.skipped": self.simulated(None, True, first_only=True),
         }
-        for i, (g, w) in enumerate(zip(norms(got), norms(want))):
+
+    def statistics(self) -> None:
+        __tracebackhide__ = True
+        from torch.optim.swa_utils import update_bn
+
+        want = _recal_model()
+        update_bn(self.batches, want)
+        got = self.run(_recal_model())
+        mistakes = self.mistakes()
+        for i, (g, w) in enumerate(zip(_bn_layers(got), _bn_layers(want))):
             if _close(g.running_mean, w.running_mean) and _close(g.running_var, w.running_var):
                 continue
             what = (f"BatchNorm layer {i + 1} of 3: running_mean {g.running_mean.tolist()}, running_var "
                     f"{g.running_var.tolist()}; expected {w.running_mean.tolist()} and {w.running_var.tolist()} (the "
                     f"average of the batch means and of the unbiased batch variances, as update_bn computes them)")
-            for text, model in mistakes.items():
-                m = norms(model)[i]
-                if _close(g.running_mean, m.running_mean) and _close(g.running_var, m.running_var):
-                    raise CheckFailed(f"{what}. It matches {text}")
-            if _close(g.running_mean, torch.zeros_like(g.running_mean)) and _close(g.running_var, torch.ones_like(g.running_var)):
-                raise CheckFailed(f"{what}. It matches a layer reset but never updated: it was in eval while the batches "
-                                  f"ran; put the whole model in train mode (model.train()) for the pass.")
-            old = norms(_recal_model())[i]
-            if _close(g.running_mean, old.running_mean):
-                raise CheckFailed(f"{what}. It matches the old statistics: this layer was not recalibrated (was it in "
-                                  f"eval? model.train() puts every submodule in training mode; handle every BatchNorm, "
-                                  f"not only the first).")
+            _recal_layer_mistake(what, i, g, mistakes)
             raise CheckFailed(what)
 
-    def momentum() -> None:
+    def momentum(self) -> None:
         __tracebackhide__ = True
-        got = [m.momentum for m in norms(run(_recal_model()))]
+        got = [m.momentum for m in _bn_layers(self.run(_recal_model()))]
         if got != [0.3, 0.1, 0.05]:
             raise CheckFailed(f"after the call the layers' momentum is {got}; it was [0.3, 0.1, 0.05]: restore each "
                               f"layer's own momentum")
 
-    def modes() -> None:
+    def modes(self) -> None:
         __tracebackhide__ = True
         want = [(n, m.training) for n, m in _recal_model().named_modules()]
-        got = [(n, m.training) for n, m in run(_recal_model()).named_modules()]
+        got = [(n, m.training) for n, m in self.run(_recal_model()).named_modules()]
         if got != want:
             if all(t for _, t in got):
                 raise CheckFailed("the model is left in train mode: restore every module's own flag "
@@ -1081,38 +1131,58 @@ def check_recalibrate_bn(recalibrate_bn: Callable, *aspects: str) -> None:
             raise CheckFailed(f"the modes after the call are {got}, before {want}: restore every module's own flag "
                               f"(model.train(was_training) sets every submodule alike)")
 
-    def parameters() -> None:
+    def parameters(self) -> None:
         __tracebackhide__ = True
         before = [p.detach().clone() for p in _recal_model().parameters()]
-        model = run(_recal_model())
+        model = self.run(_recal_model())
         if any(p.grad is not None for p in model.parameters()):
             raise CheckFailed("a parameter has a .grad after the call: recalibration computes no gradients")
         if not all(torch.equal(p, q) for p, q in zip(model.parameters(), before)):
             raise CheckFailed("the parameters changed: recalibration changes only the running statistics")
 
-    def no_grad() -> None:
+    def no_grad(self) -> None:
         __tracebackhide__ = True
         seen = []
         model = _recal_model()
         model.register_forward_hook(lambda *args: seen.append(torch.is_grad_enabled()))
-        run(model)
+        self.run(model)
         if any(seen):
             raise CheckFailed("autograd was on while the batches ran: run them under torch.no_grad()")
         if not seen:
             raise CheckFailed("the batches never ran through the model")
 
-    def empty() -> None:
+    def empty(self) -> None:
         __tracebackhide__ = True
         model = _recal_model()
         try:
-            recalibrate_bn(model, [])
+            self.recalibrate_bn(model, [])
         except ValueError:
             pass
         else:
             raise CheckFailed("with no batches recalibrate_bn must raise ValueError")
         if not all(_close(m.running_mean, o.running_mean) and int(m.num_batches_tracked) == 5
-                   for m, o in zip(norms(model), norms(_recal_model()))):
+                   for m, o in zip(_bn_layers(model), _bn_layers(_recal_model()))):
             raise CheckFailed("with no batches the statistics must be left as they were (raise before resetting)")
 
-    _aspects(aspects, {"statistics": statistics, "momentum": momentum, "modes": modes, "parameters": parameters,
-                       "no_grad": no_grad, "empty": empty}, "recalibrate_bn")
+
+def _recal_layer_mistake(what: str, i: int, g: nn.Module, mistakes: dict[str, nn.Module]) -> None:
+    """Fail naming the mistake BatchNorm layer i's wrong statistics (g's) match, if any."""
+    __tracebackhide__ = True
+    for mistake, model in mistakes.items():
+        m = _bn_layers(model)[i]
+        if _close(g.running_mean, m.running_mean) and _close(g.running_var, m.running_var):
+            raise CheckFailed(f"{what}. {NAMED}{sentence(mistake)}")
+    if _close(g.running_mean, torch.zeros_like(g.running_mean)) and _close(g.running_var, torch.ones_like(g.running_var)):
+        raise CheckFailed(f"{what}. {NAMED}{sentence('recal.eval_pass')}")
+    old = _bn_layers(_recal_model())[i]
+    if _close(g.running_mean, old.running_mean):
+        raise CheckFailed(f"{what}. {NAMED}{sentence('recal.untouched')}")
+
+
+def check_recalibrate_bn(recalibrate_bn: Callable, *aspects: str) -> None:
+    """Check a Q9 recalibrate_bn against torch.optim.swa_utils.update_bn's statistics; aspects: statistics, momentum,
+    modes, parameters, no_grad, empty."""
+    __tracebackhide__ = True
+    c = _RecalibrateCheck(recalibrate_bn)
+    _aspects(aspects, {"statistics": c.statistics, "momentum": c.momentum, "modes": c.modes,
+                       "parameters": c.parameters, "no_grad": c.no_grad, "empty": c.empty}, "recalibrate_bn")

@@ -2,7 +2,8 @@
 
 Each module `qN.py` defines `NOTEBOOK` (e.g. "Q3") and `VARIANTS`, a list of `Variant`. The mutation
 tests (tests/test_mutation.py) run every variant through the harness: a mistake must lose points on the
-tests named in `fails` (and, where `says` is given, the failure must name the mistake); a correct
+tests named in `fails` (where `names` is given, a failing test's verdict must record that catalogued mistake, by
+its course_lib.mistakes id; where `says` is given, a failing test's message must say that phrase); a correct
 alternative (`mistake=None`) must get full marks. The demo class of `make grade` draws its flawed
 students from here too.
 """
@@ -22,6 +23,7 @@ class Variant:
     solution: str  # grade_id of the solution cell it replaces
     mistake: str | None = None  # one sentence; None for a correct alternative
     fails: tuple[str, ...] = ()  # test grade_ids that must lose points
+    names: str | None = None  # the catalogued mistake (course_lib.mistakes id) a failing test's verdict must record
     says: str | None = None  # a phrase the failing test's message must contain (case-insensitive)
     code: str | None = None
     edits: tuple[tuple[str, str], ...] = ()

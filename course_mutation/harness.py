@@ -45,7 +45,7 @@ class TestResult:
     points: float
     max_points: float
     output: str = ""  # the judge's message when the test failed
-    mistake: str | None = None  # the catalogued mistake the judge named, as data (Verdict.mistake)
+    mistake: str | None = None  # the catalogued mistake the judge named, its id (Verdict.mistake)
 
     @property
     def passed(self) -> bool:

@@ -13,16 +13,16 @@ _CHECK = '''    if x.dim() != 4:
 
 VARIANTS = [
     Variant("unbiased_variance", _S, "x.var() with its default (unbiased) correction",
-            fails=("test_channel_stats_values",), says="biased",
+            fails=("test_channel_stats_values",), names="q1.unbiased_variance",
             edits=((_VAR, "var = x.var(dim=(0, 2, 3))"),)),
     Variant("std_not_var", _S, "the standard deviation instead of the variance",
-            fails=("test_channel_stats_values",), says="standard deviation",
+            fails=("test_channel_stats_values",), names="q1.standard_deviation",
             edits=((_VAR, "var = x.std(dim=(0, 2, 3), correction=0)"),)),
     Variant("uncentred", _S, "mean of squares without subtracting the mean",
-            fails=("test_channel_stats_values",), says="without subtracting the mean",
+            fails=("test_channel_stats_values",), names="q1.mean_not_subtracted",
             edits=((_VAR, "var = (x ** 2).mean(dim=(0, 2, 3))"),)),
     Variant("per_example_variance_averaged", _S, "each example's own variance, averaged over the batch",
-            fails=("test_channel_stats_values",), says="each example's own variance",
+            fails=("test_channel_stats_values",), names="q1.within_example_variance",
             edits=((_VAR, "var = x.var(dim=(2, 3), correction=0).mean(0)"),)),
     Variant("keepdim", _S, "keepdim=True: shape (1, C, 1, 1)",
             fails=("test_channel_stats_values", "test_channel_stats_contract"), says="keepdim",
@@ -55,7 +55,7 @@ def channel_stats(x):
             fails=("test_channel_stats_contract",), says="dtype",
             edits=(("    return mean, var", "    return mean.double(), var.double()"),)),
     Variant("view_needs_contiguous", _S, "flattens the positions with .view, which fails on a non-contiguous input",
-            fails=("test_channel_stats_contract",), says="use .reshape",
+            fails=("test_channel_stats_contract",), names="layout.view",
             code='''
 def channel_stats(x):
     if x.dim() != 4:
@@ -99,13 +99,13 @@ def channel_stats(x):
 '''),
     # output_in_batch
     Variant("flag_ignored_always_train", _O, "the train argument is ignored (always training mode)",
-            fails=("test_output_in_batch_eval",), says="batch mates",
+            fails=("test_output_in_batch_eval",), names="q1.batch_statistics_in_eval", says="batch mates",
             edits=(("layer.train(train)", "layer.train(True)"),)),
     Variant("flag_ignored_always_eval", _O, "the train argument is ignored (always eval mode)",
-            fails=("test_output_in_batch_train",), says="used the running statistics",
+            fails=("test_output_in_batch_train",), names="q1.running_statistics_in_train",
             edits=(("layer.train(train)", "layer.eval()"),)),
     Variant("flag_ignored_layer_mode", _O, "uses whatever mode the layer is in",
-            fails=("test_output_in_batch_eval",),
+            fails=("test_output_in_batch_eval",), names="q1.batch_statistics_in_eval",
             edits=(("    layer.train(train)\n", ""),)),
     Variant("updates_running_stats", _O, "the forward runs on the layer itself, updating its running statistics",
             fails=("test_output_in_batch_leaves_layer",), says="changed bn.running_mean",
@@ -131,10 +131,10 @@ def output_in_batch(bn, example, mates, train):
     return out
 '''),
     Variant("example_alone", _O, "the example is normalised on its own (a batch of one)",
-            fails=("test_output_in_batch_train",), says="normalised the example on its own",
+            fails=("test_output_in_batch_train",), names="q1.example_alone",
             edits=(("layer(torch.cat([example[None], mates]))[0]", "layer(example[None])[0]"),)),
     Variant("mates_only_statistics", _O, "the batch statistics are computed from the mates only",
-            fails=("test_output_in_batch_train",), says="leave the example out",
+            fails=("test_output_in_batch_train",), names="q1.example_left_out",
             code='''
 def output_in_batch(bn, example, mates, train):
     if not train:
@@ -147,18 +147,18 @@ def output_in_batch(bn, example, mates, train):
             fails=("test_output_in_batch_train",), says="returned the whole batch's output",
             edits=(("layer(torch.cat([example[None], mates]))[0]", "layer(torch.cat([example[None], mates]))"),)),
     Variant("example_last_index_first", _O, "the example is put last but the first output is returned",
-            fails=("test_output_in_batch_train",), says="first batch mate",
+            fails=("test_output_in_batch_train",), names="q1.first_mate_output",
             edits=(("layer(torch.cat([example[None], mates]))[0]", "layer(torch.cat([mates, example[None]]))[0]"),)),
     Variant("no_mates_unnormalised", _O, "without batch mates the example is returned as it is",
-            fails=("test_output_in_batch_train", "test_output_in_batch_eval"),
+            fails=("test_output_in_batch_train", "test_output_in_batch_eval"), names="q1.returned_example",
             edits=(("    layer = copy.deepcopy(bn)", "    if len(mates) == 0:\n        return example.clone()\n    layer = copy.deepcopy(bn)"),)),
     Variant("identity", _O, "returns the example unchanged: nothing normalised, the layer left alone",
             fails=("test_output_in_batch_train", "test_output_in_batch_eval", "test_output_in_batch_leaves_layer"),
-            says="returned the example itself",
+            names="q1.returned_example",
             code="def output_in_batch(bn, example, mates, train):\n    return example.clone()\n"),
     Variant("affine_only", _O, "scales and shifts the example by gamma and beta without normalising it",
             fails=("test_output_in_batch_train", "test_output_in_batch_eval", "test_output_in_batch_leaves_layer"),
-            says="scaled and shifted by gamma and beta",
+            names="q1.returned_example_scaled",
             code='''
 def output_in_batch(bn, example, mates, train):
     return (example * bn.weight[:, None, None] + bn.bias[:, None, None]).detach()

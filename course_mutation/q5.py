@@ -28,19 +28,19 @@ def combine_schedules(pcts, scheds):
 
 VARIANTS = [
     Variant("boundary_to_earlier_segment", _C, "a position on a boundary goes to the earlier segment",
-            fails=("test_combine_values",), says="boundary",
+            fails=("test_combine_values",), names="sched.boundary_to_earlier",
             edits=(("pos >= starts[i])", "(pos > starts[i] or i == 0))"),)),
     Variant("not_rescaled", _C, "the position within a segment is not divided by its length",
-            fails=("test_combine_values",), says="not rescaled",
+            fails=("test_combine_values",), names="sched.not_rescaled",
             edits=((_RETURN, "return scheds[i](pos - starts[i])"),)),
     Variant("not_shifted", _C, "the segment start is not subtracted",
-            fails=("test_combine_values",), says="start is not subtracted",
+            fails=("test_combine_values",), names="sched.not_shifted",
             edits=((_RETURN, "return scheds[i](pos / pcts[i])"),)),
     Variant("global_position", _C, "each schedule is given the overall position",
-            fails=("test_combine_values",), says="overall position",
+            fails=("test_combine_values",), names="sched.global_position",
             edits=((_RETURN, "return scheds[i](pos)"),)),
     Variant("schedules_reversed", _C, "the schedules are paired with the percentages in reverse order",
-            fails=("test_combine_values",), says="wrong order",
+            fails=("test_combine_values",), names="sched.wrong_order",
             edits=(("    starts = [sum", "    scheds = list(scheds)[::-1]\n    starts = [sum"),)),
     Variant("crashes_at_one", _C, "pos = 1 indexes past the last segment (the lesson's torch version)",
             fails=("test_combine_values",), says="pos 1 belongs to the last segment",
@@ -69,7 +69,7 @@ def combine_schedules(pcts, scheds):
     return combine_scheds(pcts, scheds)
 '''),
     Variant("float32_boundaries", _C, "the segment starts computed with a float32 tensor's cumsum",
-            fails=("test_combine_values",), says="float32",
+            fails=("test_combine_values",), names="sched.float32_positions",
             code='''
 import torch
 
@@ -89,7 +89,7 @@ def combine_schedules(pcts, scheds):
     return schedule
 '''),
     Variant("interpolated_segments", _C, "each segment is a straight line between its schedule's end values",
-            fails=("test_combine_values",), says="straight line",
+            fails=("test_combine_values",), names="sched.interpolated",
             edits=((_RETURN, "t = (pos - starts[i]) / pcts[i]\n"
                              "        return scheds[i](0.0) + t * (scheds[i](1.0) - scheds[i](0.0))"),)),
     Variant("remembers_segment", _C, "the schedule keeps the current segment between calls and only moves forward",
@@ -207,13 +207,13 @@ def combine_schedules(pcts, scheds):
 '''),
     # warmup_anneal
     Variant("cosine_segments", _W, "sched_cos instead of sched_lin",
-            fails=("test_warmup_anneal_values", "test_recorded_lr"), says="cosine",
+            fails=("test_warmup_anneal_values", "test_recorded_lr"), names="sched.lesson_cosine",
             edits=(("[sched_lin(0.6, 2.), sched_lin(2., 0.1)]", "[sched_cos(0.6, 2.), sched_cos(2., 0.1)]"),)),
     Variant("pcts_swapped", _W, "[0.7, 0.3] instead of [0.3, 0.7]",
-            fails=("test_warmup_anneal_values", "test_recorded_lr"), says="percentages are swapped",
+            fails=("test_warmup_anneal_values", "test_recorded_lr"), names="sched.lesson_pcts_swapped",
             edits=(("[0.3, 0.7]", "[0.7, 0.3]"),)),
     Variant("schedules_swapped", _W, "anneal first, then warm up",
-            fails=("test_warmup_anneal_values", "test_recorded_lr"), says="warm up first",
+            fails=("test_warmup_anneal_values", "test_recorded_lr"), names="sched.lesson_scheds_swapped",
             edits=(("[sched_lin(0.6, 2.), sched_lin(2., 0.1)]", "[sched_lin(2., 0.1), sched_lin(0.6, 2.)]"),)),
     Variant("epochs_not_fractions", _W, "the segments given in epochs of an 8-epoch run ([2.4, 5.6])",
             fails=("test_warmup_anneal_values", "test_recorded_lr", "test_scheduled_training"),
@@ -237,7 +237,8 @@ def warmup_anneal():
     return combine_scheds([0.3, 0.7], [sched_lin(0.6, 2.), sched_lin(2., 0.1)])
 '''),
     Variant("cosine_segments_closed_form", _W, "written out without combine_schedules, with cosine segments",
-            fails=("test_warmup_anneal_values", "test_recorded_lr", "test_scheduled_training"), says="cosine",
+            fails=("test_warmup_anneal_values", "test_recorded_lr", "test_scheduled_training"),
+            names="sched.lesson_cosine",
             code='''
 import math
 

@@ -19,20 +19,20 @@ _CHECK = ("        if x.dim() != 4 or x.shape[1] != self.nf:\n"
 VARIANTS = [
     # ---- known mistakes ----
     Variant("unbiased_variance", SOL, mistake="normalises with the unbiased variance (the lesson's; NaN on 1x1 maps)",
-            fails=("test_output", "test_one_by_one_map"), says="unbiased variance",
+            fails=("test_output", "test_one_by_one_map"), names="in.unbiased_variance",
             edits=((_VAR, "var = x.var(dim=(2, 3), keepdim=True)"),)),
     Variant("eps_outside_sqrt", SOL, mistake="divides by sqrt(var) + eps",
-            fails=("test_output",), says="outside the square root",
+            fails=("test_output",), names="norm.eps_outside_sqrt_or_std",
             edits=((_OUT, "return (x - mean) / (torch.sqrt(var) + self.eps) * self.mults + self.adds"),)),
     Variant("no_eps", SOL, mistake="leaves out eps (NaN on 1x1 maps: 0/0)",
-            fails=("test_output", "test_one_by_one_map"), says="left out eps",
+            fails=("test_output", "test_one_by_one_map"), names="norm.no_eps",
             edits=((_OUT, "return (x - mean) / torch.sqrt(var) * self.mults + self.adds"),)),
     Variant("axes_batch_norm", SOL, mistake="statistics per channel over (N, H, W): BatchNorm",
-            fails=("test_output", "test_independence"), says="that is BatchNorm",
+            fails=("test_output", "test_independence"), names="in.axes_batchnorm",
             edits=((_STATS, "mean = x.mean(dim=(0, 2, 3), keepdim=True)\n"
                             "        var = x.var(dim=(0, 2, 3), keepdim=True, correction=0)"),)),
     Variant("axes_layer_norm", SOL, mistake="statistics per example over (C, H, W): LayerNorm",
-            fails=("test_output", "test_independence"), says="that is LayerNorm",
+            fails=("test_output", "test_independence"), names="in.axes_layernorm",
             edits=((_STATS, "mean = x.mean(dim=(1, 2, 3), keepdim=True)\n"
                             "        var = x.var(dim=(1, 2, 3), keepdim=True, correction=0)"),)),
     Variant("scalar_affine", SOL, mistake="one scale and shift for all channels instead of one per channel",
@@ -40,14 +40,14 @@ VARIANTS = [
             edits=((_PARAMS, "self.mults = nn.Parameter(torch.tensor(1.0))\n"
                              "        self.adds = nn.Parameter(torch.tensor(0.0))"),)),
     Variant("affine_before_normalising", SOL, mistake="scales and shifts x, then normalises",
-            fails=("test_output", "test_one_by_one_map"), says="BEFORE normalising",
+            fails=("test_output", "test_one_by_one_map"), names="in.affine_before_normalising",
             edits=((_STATS, "x = x * self.mults + self.adds\n        " + _STATS),
                    (_OUT, "return (x - mean) / torch.sqrt(var + self.eps)"))),
     Variant("mean_not_subtracted", SOL, mistake="divides x by the std without subtracting the mean",
-            fails=("test_output", "test_one_by_one_map"), says="did not subtract the mean",
+            fails=("test_output", "test_one_by_one_map"), names="norm.mean_not_subtracted",
             edits=((_OUT, "return x / torch.sqrt(var + self.eps) * self.mults + self.adds"),)),
     Variant("keepdim_dropped", SOL, mistake="reduces without keepdim: the (N, C) stats broadcast against (H, W)",
-            fails=("test_output",), says="keepdim=True",
+            fails=("test_output",), names="in.no_keepdim",
             edits=((_STATS, "mean = x.mean(dim=(2, 3))\n"
                             "        var = x.var(dim=(2, 3), correction=0)"),)),
     Variant("running_stats_in_eval", SOL,
@@ -65,7 +65,7 @@ VARIANTS = [
                     "            mean, var = self.means, self.vars"))),
     Variant("nan_guard_returns_zero", SOL,
             mistake="on a 1x1 map returns zeros (skips the shift) instead of adds",
-            fails=("test_one_by_one_map",), says="adds, whatever the input",
+            fails=("test_one_by_one_map",), names="in.zeros_returned", says="adds, whatever the input",
             edits=((_STATS, "if x.shape[2] * x.shape[3] == 1:\n"
                             "            return torch.zeros_like(x)\n"
                             "        " + _STATS),)),
@@ -79,7 +79,7 @@ VARIANTS = [
             edits=((_STATS + "\n        " + _OUT,
                     "return F.instance_norm(x, weight=self.mults.flatten(), bias=self.adds.flatten(), eps=self.eps)"),)),
     Variant("stats_detached", SOL, mistake="computes the statistics from x.detach(), so no gradient flows through them",
-            fails=("test_gradients",), says="gradient with respect to the input x",
+            fails=("test_gradients",), names="norm.detached", says="gradient with respect to the input x",
             edits=((_STATS, "mean = x.detach().mean(dim=(2, 3), keepdim=True)\n"
                             "        var = x.detach().var(dim=(2, 3), keepdim=True, correction=0)"),)),
     Variant("nf_not_stored", SOL, mistake="keeps the channel count under another name, not self.nf as the stub says",
@@ -87,7 +87,7 @@ VARIANTS = [
             edits=(("        self.nf, self.eps = nf, eps\n", "        self.channels, self.eps = nf, eps\n"),
                    (_CHECK, _CHECK.replace("self.nf", "self.channels")))),
     Variant("lesson_default_eps", SOL, mistake="the lesson's default eps=1e-0 instead of 1e-5",
-            fails=("test_parameters", "test_output"), says="eps=1e-0",
+            fails=("test_parameters", "test_output"), names="in.lesson_eps",
             edits=(("def __init__(self, nf: int, eps: float = 1e-5)", "def __init__(self, nf: int, eps: float = 1e-0)"),)),
     Variant("lesson_instancenorm", SOL, mistake="the lesson's InstanceNorm: unbiased variance and eps=1e-0",
             fails=("test_output",), says="eps=1e-0",
@@ -95,13 +95,14 @@ VARIANTS = [
                    (_VAR, "var = x.var(dim=(2, 3), keepdim=True)"))),
     Variant("identity", SOL, mistake="returns its input unchanged (a layer that does nothing)",
             fails=("test_output", "test_independence", "test_train_equals_eval", "test_one_by_one_map", "test_gradients"),
-            says="returns its input unchanged", edits=((_STATS + "\n        " + _OUT, "return x"),)),
+            names="norm.input_returned", says="returns its input unchanged",
+            edits=((_STATS + "\n        " + _OUT, "return x"),)),
     Variant("affine_only", SOL, mistake="scales and shifts x per channel without normalising it",
             fails=("test_output", "test_independence", "test_train_equals_eval", "test_one_by_one_map", "test_gradients"),
-            says="only scales and shifts its input",
+            names="in.input_scaled_shifted", says="only scales and shifts its input",
             edits=((_STATS + "\n        " + _OUT, "return x * self.mults + self.adds"),)),
     Variant("view_needs_contiguous", SOL, mistake="flattens each map with .view(), which refuses a channels_last or "
-            "transposed input", fails=("test_output",), says="calls .view()",
+            "transposed input", fails=("test_output",), names="layout.view",
             edits=((_STATS, "flat = x.view(x.shape[0], x.shape[1], -1)\n"
                             "        mean = flat.mean(dim=2)[..., None, None]\n"
                             "        var = flat.var(dim=2, correction=0)[..., None, None]"),)),

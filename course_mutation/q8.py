@@ -29,7 +29,7 @@ class GroupNorm(nn.Module):
 
 VARIANTS = [
     Variant("interleaved_groups", _S, "channel c in group c % G: x.view(N, C // G, G, ...)",
-            fails=(_OUTPUTS, "test_contiguous_groups"), says="grouped the channels with a stride",
+            fails=(_OUTPUTS, "test_contiguous_groups"), names="gn.interleaved_groups",
             code=_INIT + '''
     def forward(self, x):
         if x.dim() < 2 or x.shape[1] != self.num_channels:
@@ -70,20 +70,20 @@ class GroupNorm(nn.Module):
         return out.reshape(x.shape)
 '''),
     Variant("unbiased_variance", _S, "the unbiased variance (divide by n-1)",
-            fails=(_OUTPUTS, "test_equivalences"), says="unbiased variance",
+            fails=(_OUTPUTS, "test_equivalences"), names="gn.unbiased_variance",
             edits=((_VAR, "var = groups.var(dim=2, keepdim=True)"),)),
     Variant("eps_outside_sqrt", _S, "eps added to the standard deviation, outside the square root",
-            fails=(_OUTPUTS, "test_equivalences"), says="eps outside the square root",
+            fails=(_OUTPUTS, "test_equivalences"), names="norm.eps_outside_sqrt",
             edits=((_NORMALISE, "out = ((groups - mean) / (torch.sqrt(var) + self.eps)).reshape(x.shape)"),)),
     Variant("eps_left_out", _S, "no eps at all",
-            fails=(_OUTPUTS,), says="left out eps",
+            fails=(_OUTPUTS,), names="norm.no_eps",
             edits=((_NORMALISE, "out = ((groups - mean) / torch.sqrt(var)).reshape(x.shape)"),)),
     Variant("statistics_over_batch", _S, "one mean and variance per group for the whole batch",
-            fails=(_OUTPUTS, "test_equivalences", "test_batch_independence"), says="over the batch too",
+            fails=(_OUTPUTS, "test_equivalences", "test_batch_independence"), names="gn.statistics_over_batch",
             edits=(("mean = groups.mean(dim=2, keepdim=True)", "mean = groups.mean(dim=(0, 2), keepdim=True)"),
                    (_VAR, "var = groups.var(dim=(0, 2), keepdim=True, correction=0)"))),
     Variant("reshape_mixes_examples", _S, "x.view(G, -1): a group's statistics mix values of different examples",
-            fails=(_OUTPUTS, "test_batch_independence"), says="mixes examples",
+            fails=(_OUTPUTS, "test_batch_independence"), names="gn.reshape_mixes_examples",
             edits=((_RESHAPE, "groups = x.reshape(self.num_groups, -1)"),
                    ("mean = groups.mean(dim=2, keepdim=True)", "mean = groups.mean(dim=-1, keepdim=True)"),
                    (_VAR, "var = groups.var(dim=-1, keepdim=True, correction=0)"))),
@@ -105,11 +105,11 @@ class GroupNorm(nn.Module):
             edits=(("        if affine:\n            self.weight", "        if True:\n            self.weight"),
                    ("        if self.affine:\n            per_channel", "        if True:\n            per_channel"))),
     Variant("scale_and_shift_swapped", _S, "out * bias + weight",
-            fails=(_OUTPUTS,), says="swapped the scale and the shift",
+            fails=(_OUTPUTS,), names="gn.scale_shift_swapped",
             edits=(("out * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)",
                     "out * self.bias.reshape(per_channel) + self.weight.reshape(per_channel)"),)),
     Variant("mean_detached", _S, "the group statistics computed without autograd history",
-            fails=("test_gradients",), says="gradient with respect to the input x",
+            fails=("test_gradients",), names="norm.detached", says="gradient with respect to the input x",
             edits=(("mean = groups.mean(dim=2, keepdim=True)", "mean = groups.mean(dim=2, keepdim=True).detach()"),
                    (_VAR, "var = groups.var(dim=2, keepdim=True, correction=0).detach()"))),
     Variant("delegates_to_f_group_norm", _S, "calls F.group_norm instead of doing the math",
@@ -129,16 +129,16 @@ class GroupNorm(nn.GroupNorm):
 '''),
     Variant("identity", _S, "returns its input unchanged (a layer that does nothing)",
             fails=(_OUTPUTS, "test_equivalences", "test_contiguous_groups", "test_batch_independence", "test_gradients"),
-            says="returns its input unchanged",
+            names="gn.input_returned_or_scaled", says="returns its input unchanged",
             edits=((_RESHAPE, "return x\n        " + _RESHAPE),)),
     Variant("affine_only", _S, "scales and shifts x per channel without normalising it",
             fails=(_OUTPUTS, "test_equivalences", "test_contiguous_groups", "test_batch_independence", "test_gradients"),
-            says="only scales and shifts its input",
+            names="gn.input_returned_or_scaled", says="only scales and shifts its input",
             edits=((_RESHAPE, "per_channel = (1, -1) + (1,) * (x.dim() - 2)\n"
                               "        return x * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)\n"
                               "        " + _RESHAPE),)),
     Variant("view_needs_contiguous", _S, "groups the channels with .view(), which refuses a channels_last or transposed "
-            "input", fails=(_OUTPUTS,), says="calls .view()",
+            "input", fails=(_OUTPUTS,), names="layout.view",
             edits=((_RESHAPE, "groups = x.view(x.shape[0], self.num_groups, -1)"),)),
     Variant("parameters_shared_between_layers", _S,
             "wraps slices of tensors made once for the class, so every GroupNorm shares its weight and bias",

@@ -13,6 +13,7 @@ from course_grader import class_report, gradebook
 from course_grader.__main__ import main
 from course_grader.judging import VERDICTS_KEY
 from course_judge.compare import NAMED_MISTAKE
+from course_lib.mistakes import MISTAKES
 from course_mutation import demo
 from demo_class import points_per_test
 
@@ -88,13 +89,13 @@ def test_the_demo_students_known_mistakes_are_where_the_report_puts_them(graded,
     assert checked, "no demo student made a catalogued mistake in the notebooks graded"
     named = [(t.test, m, who) for t, m, who in report.named]
     assert named, "no failed test named a mistake: the judge's verdict data is missing or not read"
-    for test, mistake, who in named:
-        assert mistake and not mistake.startswith(NAMED_MISTAKE), mistake
+    for test, mistake, who in named:  # the catalogue's sentence, grouped by its id
+        assert mistake in MISTAKES.values(), mistake
         nb = next(t.notebook for t in report.tests if t.test == test)
         for student in who:  # the judge's data in the student's autograded notebook names it, and so does the verdict
             graded_nb = nbformat.read(course / "autograded" / student / demo.ASSIGNMENT / f"{nb}.ipynb", as_version=4)
             data = next(v for v in graded_nb.metadata[VERDICTS_KEY] if v["grade_id"] == test)
-            assert not data["passed"] and data["mistake"].rstrip(".") == mistake, (student, test, data)
+            assert not data["passed"] and MISTAKES.get(data["mistake"]) == mistake, (student, test, data)
             cell = next(c for c in graded_nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == test)
             said = " ".join(str(o.get("evalue", "")) for o in cell.outputs)
             assert NAMED_MISTAKE + mistake in said, (student, test, mistake, said[:300])

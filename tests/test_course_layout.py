@@ -190,3 +190,114 @@ def test_make_test_fast_names_test_files_that_exist():
     assert len(names) >= 8, names
     missing = [n for n in names if not (ROOT / n).is_file()]
     assert not missing, missing
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(folder: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """'path:line name (n lines)' for every function or method in folder's modules longer than limit lines (its
+    nested functions counted in it)."""
+    import ast
+
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(folder.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_of_the_checks_or_the_judge_is_longer_than_60_lines(tmp_path):
+    """A visible check or a verdict that runs for pages (check_batchnorm was 155 lines of nested closures) hides
+    which input, which expectation and which named mistake each part is about: split it into helpers."""
+    assert long_functions(ROOT / "course_lib") == []
+    assert long_functions(ROOT / "course_judge") == []
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)  # 61 lines: caught
+    assert [line.split()[1] for line in long_functions(tmp_path)] == ["f"]
+
+
+# ---- one catalogue of named mistakes (course_lib.mistakes) ----------------------------------------------------
+
+MISTAKE_ID = r"[a-z][a-z0-9]*\.[a-z0-9_]+"
+NAMING_CODE = [ROOT / "course_lib" / "checks.py", *sorted((ROOT / "course_judge").glob("*.py"))]
+
+
+def mistakes_outside_the_catalogue(paths: list[Path], catalogue: dict[str, str], named: str) -> list[str]:
+    """'file:line what' wherever code names a mistake other than by a catalogue id: a key of a `mistakes=` dict, or of
+    any dict literal holding an id, that is not an id (a sentence, an f-string); a sentence-long key assigned into a
+    dict; `mistake=` given a string that is not an id; an id-shaped string of a catalogued part that is not in the
+    catalogue (a typo; a prefix given to startswith is not an id); a catalogue sentence, or the prefix `named` that
+    introduces one, written out."""
+    import ast
+    import re
+
+    parts = {mistake.split(".")[0] for mistake in catalogue}
+    found = []
+
+    def bad_key(key: ast.expr | None) -> bool:
+        if isinstance(key, ast.Constant):
+            return isinstance(key.value, str) and key.value not in catalogue
+        return isinstance(key, (ast.JoinedStr, ast.BinOp))
+
+    for path in paths:
+        tree = ast.parse(path.read_text(), str(path))
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+        prefixes = {id(arg) for call in calls if getattr(call.func, "attr", "") in ("startswith", "endswith")
+                    for arg in call.args}
+        given = {id(k.value) for call in calls for k in call.keywords if k.arg == "mistakes"}
+        for node in ast.walk(tree):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call):
+                for keyword in node.keywords:
+                    value = keyword.value
+                    if keyword.arg == "mistakes" and isinstance(value, ast.Dict):
+                        found += [f"{where} mistakes= key {ast.unparse(k)[:60]}" for k in value.keys if bad_key(k)]
+                    if keyword.arg == "mistake" and isinstance(value, (ast.Constant, ast.JoinedStr)) and bad_key(value):
+                        found += [f"{where} mistake={ast.unparse(value)[:60]}"]
+            elif isinstance(node, ast.Dict) and id(node) not in given and any(
+                    isinstance(k, ast.Constant) and k.value in catalogue for k in node.keys):
+                found += [f"{where} key {ast.unparse(k)[:60]} beside catalogue ids" for k in node.keys if bad_key(k)]
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                key = node.slice
+                if isinstance(key, ast.JoinedStr) or isinstance(key, ast.Constant) and isinstance(key.value, str) \
+                        and " " in key.value:
+                    found.append(f"{where} a sentence as a key: {ast.unparse(key)[:60]}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+                if re.fullmatch(MISTAKE_ID, text) and text.split(".")[0] in parts and text not in catalogue \
+                        and id(node) not in prefixes:
+                    found.append(f"{where} {text!r} is not in the catalogue")
+                if named in text or any(sentence in text for sentence in catalogue.values()):
+                    found.append(f"{where} a catalogue sentence written out: {text[:60]!r}")
+    return sorted(found)
+
+
+def test_named_mistakes_are_written_once_in_the_catalogue(tmp_path):
+    """The visible checks and the judge name a mistake by its id in course_lib.mistakes, whose sentence is the only
+    one written (the class report groups by id): no sentence beside an id, none written twice, every id used."""
+    import ast
+    import re
+
+    from course_lib.mistakes import MISTAKES, NAMED
+
+    assert all(re.fullmatch(MISTAKE_ID, mistake) for mistake in MISTAKES), [m for m in MISTAKES
+                                                                             if not re.fullmatch(MISTAKE_ID, m)]
+    assert len(set(MISTAKES.values())) == len(MISTAKES), "two mistakes share a sentence"
+    assert all(s == s.strip() and s.endswith(".") and "\n" not in s for s in MISTAKES.values())
+    assert mistakes_outside_the_catalogue(NAMING_CODE, MISTAKES, NAMED) == []
+    used = {node.value for path in NAMING_CODE for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant)}
+    assert sorted(set(MISTAKES) - used) == [], "catalogued mistakes nothing names"
+
+    wrong = tmp_path / "wrong.py"  # each way of writing a mistake outside the catalogue is caught
+    wrong.write_text('expect_close(a, b, "w", mistakes={"bn.no_eps": t, "you forgot eps.": t, f"eps {e}": t})\n'
+                     'raise Fail("x", mistake="bn.no_such_mistake")\n'
+                     'found["you swapped them: scale first."] = t\n'
+                     'message = "This is what you get if " + "you left out eps: divide by sqrt(var + eps)."\n')
+    found = mistakes_outside_the_catalogue([wrong], {"bn.no_eps": "you left out eps: divide by sqrt(var + eps)."},
+                                           "This is what you get if ")
+    assert [line.split()[0] for line in found] == ["wrong.py:1", "wrong.py:1", "wrong.py:2", "wrong.py:2",
+                                                   "wrong.py:3", "wrong.py:4", "wrong.py:4"], found

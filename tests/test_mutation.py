@@ -17,7 +17,7 @@ import functools
 import pytest
 
 from course_mutation import catalogue, find
-from course_judge.compare import NAMED_MISTAKE
+from course_lib.mistakes import MISTAKES, NAMED
 from course_mutation.harness import notebook_path, run_notebook, run_variant, run_visible, variant_code
 
 CATALOGUE = catalogue()
@@ -70,11 +70,15 @@ def test_variant(notebook, variant):
     assert not missing, f"{variant.name}: no test cells named {sorted(missing)} in {notebook}"
     survived = [gid for gid in variant.fails if result.tests[gid].passed]
     assert not survived, f"mistake {variant.name!r} ({variant.mistake}) was not caught by {survived}"
-    for gid in variant.fails:  # a mistake named as data is the sentence the student reads after NAMED_MISTAKE
-        named = result.tests[gid].mistake
-        assert named is None or NAMED_MISTAKE + named in result.tests[gid].output, (
-            f"{variant.name}: {gid} names the mistake {named!r}, but its message does not say it:\n"
+    named = {gid: result.tests[gid].mistake for gid in variant.fails if result.tests[gid].mistake is not None}
+    for gid, mistake in named.items():  # a mistake named as data is a catalogue id; the student reads its sentence
+        assert mistake in MISTAKES, f"{variant.name}: {gid} names {mistake!r}, which is not in course_lib.mistakes"
+        assert NAMED + MISTAKES[mistake] in result.tests[gid].output, (
+            f"{variant.name}: {gid} names the mistake {mistake!r}, but its message does not say it:\n"
             f"{result.tests[gid].output}")
+    if variant.names:
+        assert variant.names in named.values(), (
+            f"{variant.name}: a failed test's verdict should name the mistake {variant.names!r}; they named {named}")
     if variant.says:
         outputs = " ".join(result.tests[gid].output for gid in variant.fails).lower()
         assert variant.says.lower() in outputs, (

