@@ -12,7 +12,7 @@ printed them); an error a cell raised during grading is kept as one line. Nothin
 judge or the probes can reach the feedback: every remaining text is scrubbed of their lines as well.
 
 Each test's verdict is also data, in the graded notebook's metadata (VERDICTS_KEY): its grade_id, passed, points,
-the named mistake's sentence (or null) and the message. The class report reads that, never the message, which
+the named mistake's id in course_lib.mistakes (or null) and the message. The class report reads that, never the message, which
 quotes the student's own exception text (a student could write the sentence that names a mistake). The key is the
 judge's: whatever a submission carries under it is replaced, and it travels inside the autograded notebook (locally
 and from a Dask worker) with nothing else to copy.
