@@ -12,7 +12,7 @@ Targets on a 2-core machine: one submission graded in <= 60 s, >= 5x faster than
 throughput with 2 jobs. Each measurement is repeated (`--repeat`, 3) in interleaved rounds and the medians are
 compared; the fresh-kernel reference and the student-mode run are measured once.
 Usage: python bench/bench_grade.py [--jobs N] [--notebook Q4 ...] [--students K] [--repeat R]
-[--skip-experiments] [--no-student-mode] [--no-class]
+[--run-experiments] [--no-student-mode] [--no-class]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=6,
                         help="class: the first K demo students (default 6: reference, blank and the four realistic "
                              "ones; 0: all ten, whose looper holds one worker for its 90 s cell limit)")
-    parser.add_argument("--skip-experiments", action="store_true")
+    parser.add_argument("--run-experiments", action="store_true")
     parser.add_argument("--no-student-mode", action="store_true")
     parser.add_argument("--no-class", action="store_true", help="skip the class throughput part")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per measurement (medians)")
@@ -69,7 +69,7 @@ def main() -> None:
     try:
         root = demo.course_copy(base, ROOT)
         demo.build(root, root / "submitted")  # the demo class, as make grade writes it
-        common = dict(root=root, notebooks=args.notebook, skip_experiments=args.skip_experiments, progress=False,
+        common = dict(root=root, notebooks=args.notebook, run_experiments=args.run_experiments, progress=False,
                       feedback=False, csv=base / "grades.csv")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machines are noisy)")
         # Each configuration `--repeat` times, interleaved (noise on a shared machine hits all alike); medians.

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from course_grader.failures import one_line, root_cause
 
+BORN = time.monotonic()  # when this module was first imported (a worker process: about when it started)
+
 from course_grader import settings
 from course_grader.settings import ASSIGNMENT
 
@@ -326,8 +328,9 @@ def limit_memory(mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-def run_job(path: Path) -> None:
-    """Grade the job in `path` (job.json) and write result.json beside it."""
+def run_job(path: Path, startup: float = 0.0) -> None:
+    """Grade the job in `path` (job.json) and write result.json beside it (`startup`: the seconds this process took to
+    get ready before it, for the budget's "worker start-up")."""
     job = Job(**json.loads(path.read_text()))
     # Never below three times a kernel's limit: one output message is decoded whole before the caps can cut it, and
     # a kernel can send one about a third of its memory (the text, its JSON, its bytes): a lower limit would let a
@@ -336,6 +339,8 @@ def run_job(path: Path) -> None:
     started = time.monotonic()
     result = grade(job)
     result.seconds["total"] = round(time.monotonic() - started, 2)
+    if startup:
+        result.phases["worker start-up"] = round(startup, 3)
     Path(job.scratch, "result.json").write_text(json.dumps(asdict(result), indent=1))
 
 
@@ -362,6 +367,7 @@ def serve(jobs_fd: int, replies_fd: int) -> None:
     import course_grader.kernel  # noqa: F401
     import course_grader.repair  # noqa: F401
 
+    startup = time.monotonic() - BORN
     with os.fdopen(jobs_fd) as jobs, os.fdopen(replies_fd, "w") as replies:
         for line in jobs:
             path = Path(line.strip())
@@ -372,7 +378,8 @@ def serve(jobs_fd: int, replies_fd: int) -> None:
             os.dup2(log, 2)
             os.close(log)
             os.chdir(path.parent)
-            run_job(path)
+            run_job(path, startup)
+            startup = 0.0
             sys.stdout.flush()
             sys.stderr.flush()
             gc.collect()

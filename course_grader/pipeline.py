@@ -269,7 +269,8 @@ def _grade(backend, folders: dict[str, Path], order: list[str], db_url: str, roo
             _merge(done.course, db_url, result)
         _install(done.course / "autograded" / task.student, root / "autograded" / task.student)
         _install(done.course / "feedback" / task.student, root / "feedback" / task.student)
-        shutil.rmtree(done.folder, ignore_errors=True)
+        if not os.environ.get("COURSE_GRADE_KEEP_SCRATCH"):  # kept for debugging the grader itself (run's end)
+            shutil.rmtree(done.folder, ignore_errors=True)
         if task.notebook not in result.graded and task.attempt < WORKER_RETRIES:
             backend.submit(replace(task, attempt=task.attempt + 1), (0, index[task.student], order.index(task.notebook)))
             continue

@@ -36,12 +36,14 @@ from pathlib import Path
 
 from course_grader import sandbox, settings
 
-# What a grading kernel imports anyway: the kernel itself (with its debugger and history) and what the notebooks'
-# setup and test cells import. Not torch._inductor (about 900 modules, 1 s): course_lib.set_seed turns on torch's
-# deterministic kernels without it. The hidden tests' probes are added by _preload().
+# What a grading kernel imports anyway: the kernel itself (with its debugger and history), what the notebooks'
+# setup and test cells import, and torch._dynamo (with torch._inductor.config: about 900 modules, 1-1.3 s), which
+# every kernel imports at its first probe (torch wraps a TorchDispatchMode's __torch_dispatch__, the guard's, in a
+# function that imports it at its first call), in torch.optim's optimizers and in set_seed
+# (torch.use_deterministic_algorithms). The hidden tests' probes are added by _preload().
 PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython", "sqlite3", "pdb",
            "matplotlib_inline.backend_inline", "numpy", "numpy.random", "torch", "torch.nn", "torch.nn.functional",
-           "matplotlib", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
+           "torch._dynamo", "matplotlib", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
            "PIL.PngImagePlugin", "fastprogress", *settings.KERNEL_PACKAGES,
            "pyseccomp")  # the sandbox's seccomp binding: loaded once here, each kernel only compiles its filter (~1 ms)
 HEADER = struct.Struct("!Q")

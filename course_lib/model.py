@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -80,12 +79,6 @@ def set_seed(seed: int = 42, deterministic: bool = True) -> None:
     if deterministic:
         # cuBLAS needs this before its first call to be deterministic; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        if "torch._inductor.config" in sys.modules:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        else:
-            # What torch.use_deterministic_algorithms does, without importing the compiler's configuration to set its
-            # flag too (about 900 modules, 1-2 s at every kernel start): these notebooks never compile. A notebook
-            # that imports torch._inductor before calling set_seed gets torch's own call.
-            torch._C._set_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False

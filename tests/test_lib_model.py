@@ -1,7 +1,5 @@
 """Model pieces: GeneralRelu, init_cnn through nesting, the CNN builder, get_learn_run, set_seed, a training run."""
 import math
-import subprocess
-import sys
 from functools import partial
 
 import pytest
@@ -133,17 +131,3 @@ def test_set_seed_makes_runs_bit_identical(capsys):
     assert c_run.recorder.losses != a_run.recorder.losses
     capsys.readouterr()
 
-
-def test_set_seed_turns_on_determinism_without_importing_the_compiler():
-    """set_seed asks torch for deterministic kernels (warnings only) as torch.use_deterministic_algorithms does, without
-    importing torch._inductor (about 900 modules at every kernel start); torch's own call when it is imported."""
-    code = ("import sys, torch, course_lib\n"
-            "course_lib.set_seed(1)\n"
-            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
-            " 'torch._inductor.config' in sys.modules)\n"
-            "import torch._inductor.config as c\n"
-            "torch.use_deterministic_algorithms(False)\n"
-            "course_lib.set_seed(1)\n"
-            "print(torch.are_deterministic_algorithms_enabled(), c.deterministic)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[:2] == ["True True False", "True True"], out

@@ -153,3 +153,21 @@ def test_requests_from_other_users_are_refused(server):
     done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "Permission denied" in done.stderr, done.stderr
+
+
+GUARDED_CALL = """
+import sys, torch
+from course_recorder.guard import RefuseKernels, Evidence
+before = set(sys.modules)
+with RefuseKernels("LayerNorm", Evidence()):
+    torch.ones(2).mean()
+print(len(set(sys.modules) - before))
+"""
+
+
+def test_a_forked_kernels_first_guarded_call_imports_nothing_more(server):
+    """The guard's dispatch mode makes torch import torch._dynamo (about 900 modules, 1 s) at its first call: the
+    fork server has imported it, so no kernel pays for it at its first probe (it did, once per notebook)."""
+    sock, scratch, _ = server
+    cells = run(manager(sock, scratch), GUARDED_CALL)
+    assert int(stdout(cells[0])) < 20, stdout(cells[0])
