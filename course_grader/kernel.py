@@ -28,12 +28,13 @@ from typing import Any
 
 import nbformat
 import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Enum, Float, Integer, List, Unicode
+from traitlets import Bool, Enum, Float, Integer, List, Type, Unicode
 
 from course_grader import settings, speed
 from course_grader.failures import GraderFailure, meaningful_lines, one_line
@@ -63,6 +64,61 @@ def _submitted_outputs(cell: NotebookNode, submitted: list) -> list:
     return outputs
 
 
+class PromptClient(AsyncKernelClient):
+    """jupyter_client's client, ready as soon as the kernel is: no fixed wait.
+
+    jupyter_client's wait_for_ready, once the kernel_info reply is in, reads IOPub until it has been silent for
+    0.2 s (every kernel start pays it: 0.2 s of 0.4). Here the same request's idle status on IOPub is the event
+    that says IOPub is connected and the kernel is done with it; a status lost to a late subscription (zmq's slow
+    joiner) makes it ask again, as jupyter_client does. Messages left on IOPub are harmless: the executor reads
+    only those whose parent is the request it sent.
+    """
+
+    # Seconds to wait for a request's idle status before asking again: it comes within a few ms of the reply, or
+    # not at all (published before IOPub's subscription reached the kernel: about one start in three when grading).
+    IDLE_WAIT = 0.05
+
+    async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:
+            msg_id = self.kernel_info()
+            reply = await self._reply_to(msg_id, 1.0)
+            if reply is not None and await self._idle_after(msg_id, self.IDLE_WAIT):
+                self._handle_kernel_info_reply(reply)
+                return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+    async def _reply_to(self, msg_id: str, limit: float) -> dict | None:
+        """The shell reply to `msg_id` within `limit` seconds (other replies are dropped), else None."""
+        end = time.monotonic() + limit
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await ensure_async(self.shell_channel.get_msg(timeout=left))
+            except Empty:
+                return None
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return msg
+        return None
+
+    async def _idle_after(self, msg_id: str, limit: float) -> bool:
+        """Whether IOPub says `msg_id`'s request is done (status idle) within `limit` seconds."""
+        end = time.monotonic() + limit
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await ensure_async(self.iopub_channel.get_msg(timeout=left))
+            except Empty:
+                return False
+            if (msg.get("msg_type") == "status" and msg.get("content", {}).get("execution_state") == "idle"
+                    and msg.get("parent_header", {}).get("msg_id") == msg_id):
+                return True
+        return False
+
+    wait_for_ready = _async_wait_for_ready
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager that starts every kernel through course_grader.sandbox.
 
@@ -78,6 +134,7 @@ class SandboxKernelManager(AsyncKernelManager):
     zygote = Unicode("", help="socket of a fork server (zygote.py); empty: a fresh kernel process").tag(config=True)
     socket_root = Unicode("", help="where each isolated kernel's socket folder is made").tag(config=True)
     uid_base = Integer(0, help="first uid of the isolated kernels' range (0: sandbox.UID_BASE)").tag(config=True)
+    client_factory = Type(PromptClient, klass=AsyncKernelClient, help="its clients: PromptClient").tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
