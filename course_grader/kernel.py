@@ -15,6 +15,7 @@ kernel from a slow one scale with the machine's measured slowness (speed.py).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import socket
@@ -50,6 +51,21 @@ _OUTPUT_MESSAGES = frozenset({"stream", "display_data", "execute_result", "error
 # The outputs a cell that is not run keeps from the submission (RobustExecute._keep_submitted), and what it says first.
 _KEPT_OUTPUTS = frozenset({"stream", "display_data", "execute_result", "error"})
 KEPT_NOTE = "[not run while grading: the output below is the one you submitted]\n"
+# Said to the instructor when a notebook ran again with every cell (RobustExecute.preprocess).
+RERUN_NOTE = ("a name the code looked for was missing with the demo and experiment cells not run (NameError): "
+              "graded from a second run of every cell")
+
+
+def _name_missing(cells: list) -> bool:
+    """Whether a cell raised NameError, in its outputs or (a hidden test's probe records what it caught) its records."""
+    for cell in cells:
+        for out in cell.get("outputs") or []:
+            if out.get("ename") == "NameError":
+                return True
+            record = (out.get("data") or {}).get(RECORD_MIME)
+            if record is not None and "NameError" in json.dumps(record):
+                return True
+    return False
 
 
 def _submitted_outputs(cell: NotebookNode, submitted: list) -> list:
@@ -368,29 +384,23 @@ class RobustExecute(Execute):
         deadline = time.monotonic() + self.notebook_timeout
         problem, started = None, time.monotonic()
         not_run = self._not_run(resources)
-        phases = {}
+        given = copy.deepcopy(self.nb.cells) if not_run else None
+        phases: dict[str, float] = {}
         try:
-            with ExitStack() as stack:
-                self._start(stack)
-                phases["kernel start"] = time.monotonic() - started
-                for index, cell in enumerate(self.nb.cells):
-                    if cell.cell_type != "code":
-                        continue
-                    if index in not_run:
-                        self._keep_submitted(cell, index, not_run[index])
-                        continue
-                    if problem:
-                        _error(cell, NOT_RUN, f"not run: {problem}")
-                        continue
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        problem = f"the notebook ran past its {self.notebook_timeout:.0f} s limit"
-                        _error(cell, NOT_RUN, f"not run: {problem}")
-                        continue
-                    self.timeout = max(1, int(min(cell_timeout or left, left)))
-                    problem = self.run_cell(cell, resources, index, cell_timeout, factor)
-                phases["cells"] = time.monotonic() - started - phases["kernel start"]
-            phases["kernel stop"] = time.monotonic() - started - phases["kernel start"] - phases["cells"]
+            problem = self._run_cells(resources, not_run, deadline, cell_timeout, factor, phases, started)
+            ran = [cell for i, cell in enumerate(self.nb.cells) if i not in not_run]
+            if given is not None and problem is None and _name_missing(ran) and \
+                    time.monotonic() - started < self.notebook_timeout / 2:
+                # A name the student's code looked for was missing: a cell not run may have defined it (a global an
+                # honest solution reads). Everything again, every cell, in a new kernel, within the notebook's limit.
+                if self._receiving is not None:  # a receive from the first kernel's closed channel
+                    self._receiving.cancel()
+                    self._receiving = None
+                self.nb.cells = given
+                self.reset_execution_trackers()
+                self._budget = self._new_budget()
+                self._truncated.append(RERUN_NOTE)
+                problem = self._run_cells(resources, {}, deadline, cell_timeout, factor, phases, time.monotonic())
         except GraderFailure as failure:
             self._report(resources, None, time.monotonic() - started, failure=str(failure))
             raise
@@ -402,6 +412,36 @@ class RobustExecute(Execute):
         self.set_widgets_metadata()
         self._report(resources, problem, time.monotonic() - started, phases=phases)
         return self.nb, self.resources
+
+    def _run_cells(self, resources: Any, not_run: dict[int, list], deadline: float, cell_timeout: int | None,
+                   factor: float, phases: dict[str, float], started: float) -> str | None:
+        """Start a kernel, run the code cells (those in `not_run` keep their submitted outputs), stop it; the problem
+        that stopped the notebook early, if any. Adds the seconds of each phase to `phases`."""
+        problem = None
+        with ExitStack() as stack:
+            self._start(stack)
+            ran = time.monotonic()
+            phases["kernel start"] = phases.get("kernel start", 0.0) + ran - started
+            for index, cell in enumerate(self.nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                if index in not_run:
+                    self._keep_submitted(cell, index, not_run[index])
+                    continue
+                if problem:
+                    _error(cell, NOT_RUN, f"not run: {problem}")
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    problem = f"the notebook ran past its {self.notebook_timeout:.0f} s limit"
+                    _error(cell, NOT_RUN, f"not run: {problem}")
+                    continue
+                self.timeout = max(1, int(min(cell_timeout or left, left)))
+                problem = self.run_cell(cell, resources, index, cell_timeout, factor)
+            stopping = time.monotonic()
+            phases["cells"] = phases.get("cells", 0.0) + stopping - ran
+        phases["kernel stop"] = phases.get("kernel stop", 0.0) + time.monotonic() - stopping
+        return problem
 
     def _not_run(self, resources: Any) -> dict[int, list]:
         """{index: the outputs the student submitted} of the cells not to run: the release's demo and experiment cells

@@ -13,7 +13,7 @@ import shutil
 import nbformat
 
 from course_grader import settings
-from course_grader.kernel import KEPT_NOTE, RECORD_MIME
+from course_grader.kernel import KEPT_NOTE, RECORD_MIME, RERUN_NOTE
 from course_grader.pipeline import Options, run
 from demo_class import LIMITS, scores_of
 from submissions import notebook_name
@@ -69,3 +69,28 @@ def test_experiments_are_not_run_and_keep_the_submitted_outputs(course, tmp_path
     assert scores_of(everything, "ref") == scores_of(skipped, "ref")
     ref = nbformat.read(course / "autograded" / "ref" / "normalization" / f"{name}.ipynb", as_version=4)
     assert ref.cells[experiment].execution_count and ref.cells[demo_cell].execution_count
+
+
+def test_a_name_only_a_cell_not_run_defines_gets_the_notebook_run_again_with_every_cell(course, tmp_path):
+    """A solution that reads a global which only exists once a demo cell has run (here through a cell of the student's
+    own after it) loses nothing: the NameError the skipped cell causes makes the notebook run again, every cell."""
+    name = notebook_name(course, "Q2")
+    reference = course / "submitted" / "reference" / "normalization" / f"{name}.ipynb"
+    nb = nbformat.read(reference, as_version=4)
+    demo_cell = _cells(nb, "demo")[0]
+    solution = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    nb.cells[solution].source += ("\n\n_spread = spread_across_batches\n\n\n"
+                                  "def spread_across_batches(example, mate_batches, eps=1e-5):\n"
+                                  "    assert SHAPE == (2, 3, 3)\n"
+                                  "    return _spread(example, mate_batches, eps)\n")
+    nb.cells.insert(demo_cell + 1, nbformat.v4.new_code_cell("SHAPE = tuple(example.shape)  # the demo's example"))
+    folder = tmp_path / "class" / "eve" / "normalization"
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / f"{name}.ipynb")
+    outcome = run(Options(root=course, class_dir=tmp_path / "class", jobs=1, notebooks=["Q2"], feedback=False,
+                          report=False, csv=tmp_path / "eve.csv", **LIMITS))
+    reference_points = nbformat.read(course / "source" / "normalization" / f"{name}.ipynb", as_version=4)
+    full = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"]) for c in reference_points.cells
+            if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.nbgrader.get("solution")}
+    assert scores_of(outcome, "eve")[name] == full
+    assert any(RERUN_NOTE in note for note in outcome.results["eve"].notes), outcome.results["eve"].notes
