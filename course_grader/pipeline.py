@@ -334,7 +334,9 @@ def _combine(student: str, parts: list[Result], order: list[str]) -> Result:
         out.graded += part.graded
         out.retried += part.retried
         out.review.update(part.review)  # each notebook is graded by one worker (a retry's part comes later)
-        out.machine = part.machine or out.machine
+        if part.machine:  # where its notebooks ran (Dask): every worker that graded one, named once
+            workers = [*out.machine.get("worker", "").split(", "), part.machine.get("worker", "")]
+            out.machine = {**part.machine, "worker": ", ".join(sorted(set(filter(None, workers))))}
         for phase, seconds in part.phases.items():
             out.phases[phase] = round(out.phases.get(phase, 0.0) + seconds, 3)
     causes: dict[str, str] = {}
