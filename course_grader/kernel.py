@@ -22,6 +22,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from queue import Empty
@@ -80,6 +81,19 @@ def _submitted_outputs(cell: NotebookNode, submitted: list) -> list:
     return outputs
 
 
+async def _first(channel: Any, limit: float, wanted: Callable[[dict], bool]) -> dict | None:
+    """The first message on `channel` within `limit` seconds that is `wanted` (others are dropped), else None."""
+    end = time.monotonic() + limit
+    while (left := end - time.monotonic()) > 0:
+        try:
+            msg = await ensure_async(channel.get_msg(timeout=left))
+        except Empty:
+            return None
+        if wanted(msg):
+            return msg
+    return None
+
+
 class PromptClient(AsyncKernelClient):
     """jupyter_client's client, ready as soon as the kernel is: no fixed wait.
 
@@ -109,28 +123,13 @@ class PromptClient(AsyncKernelClient):
 
     async def _reply_to(self, msg_id: str, limit: float) -> dict | None:
         """The shell reply to `msg_id` within `limit` seconds (other replies are dropped), else None."""
-        end = time.monotonic() + limit
-        while (left := end - time.monotonic()) > 0:
-            try:
-                msg = await ensure_async(self.shell_channel.get_msg(timeout=left))
-            except Empty:
-                return None
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                return msg
-        return None
+        return await _first(self.shell_channel, limit, lambda msg: msg.get("parent_header", {}).get("msg_id") == msg_id)
 
     async def _idle_after(self, msg_id: str, limit: float) -> bool:
         """Whether IOPub says `msg_id`'s request is done (status idle) within `limit` seconds."""
-        end = time.monotonic() + limit
-        while (left := end - time.monotonic()) > 0:
-            try:
-                msg = await ensure_async(self.iopub_channel.get_msg(timeout=left))
-            except Empty:
-                return False
-            if (msg.get("msg_type") == "status" and msg.get("content", {}).get("execution_state") == "idle"
-                    and msg.get("parent_header", {}).get("msg_id") == msg_id):
-                return True
-        return False
+        return await _first(self.iopub_channel, limit, lambda msg: (
+            msg.get("msg_type") == "status" and msg.get("content", {}).get("execution_state") == "idle"
+            and msg.get("parent_header", {}).get("msg_id") == msg_id)) is not None
 
     wait_for_ready = _async_wait_for_ready
 
@@ -382,7 +381,7 @@ class RobustExecute(Execute):
         factor = speed.recent_slowness()
         self.iopub_timeout, self.startup_timeout = speed.iopub_timeout(factor), speed.startup_timeout(factor)
         deadline = time.monotonic() + self.notebook_timeout
-        problem, started = None, time.monotonic()
+        started = time.monotonic()
         not_run = self._not_run(resources)
         given = copy.deepcopy(self.nb.cells) if not_run else None
         phases: dict[str, float] = {}

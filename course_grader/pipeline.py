@@ -27,7 +27,7 @@ from course_grader.machine import GRADEBOOKS, Machine
 from course_grader.autograde import ASSIGNMENT, Result, unusable_id
 from course_grader.failures import one_line
 from course_grader.schedule import slowest_first, remember
-from course_grader.workers import (Done, LocalWorkers, Task, WorkerProcesses, job_for, scratch_name, task_folder,
+from course_grader.workers import (Done, LocalWorkers, Task, WorkerProcesses, job_for, task_folder,
                                     worker_limit)
 
 # Fresh workers a student gets after its workers left notebooks ungraded (grader failures; a worker also retries
