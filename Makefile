@@ -63,7 +63,7 @@ student: $(STUDENT_STAMP)
 # The demo class is written into submitted/ by test tooling (course_mutation.demo), then graded as any class.
 grade: $(STAMP) release
 	$(BIN)/python -m course_mutation.demo
-	$(BIN)/python -m course_grader --jobs $(JOBS) $(GRADE_ARGS)
+	$(BIN)/python -m course_grader --warm --jobs $(JOBS) $(GRADE_ARGS)
 
 # The tests need both environments (the student install's tests and the browser test use .venv-student/). On a
 # fresh clone they are built side by side: pip mostly unpacks PyTorch, one core each (both in 1 min 53 s against

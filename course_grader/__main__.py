@@ -6,6 +6,8 @@ Examples (from the course root; `make grade` runs the first):
   python -m course_grader --zip-collect downloads/      LMS archives (nbgrader's zip_collect names)
   python -m course_grader --student alice --notebook Q4 one student, one notebook
   python -m course_grader --db-url postgresql://...     a PostgreSQL gradebook (or COURSE_DB_URL)
+  python -m course_grader --warm                        through the warm grading service (started if none runs)
+  python -m course_grader --stop-warm                   end the warm grading services
   python -m course_grader --scheduler tcp://HOST:8786   on the workers of a Dask cluster (many machines)
   python -m course_grader --dask-workers 2              on a Dask cluster of 2 worker processes started here
   python -m course_grader --review-clear alice:Q3       a notebook held for review keeps its scores
@@ -23,7 +25,7 @@ from course_grader.autograde import skip_slow_imports
 
 skip_slow_imports()  # before nbformat is imported (by the pipeline)
 
-from course_grader import inert  # noqa: E402
+from course_grader import inert, settings  # noqa: E402
 from course_grader.pipeline import ZIP_REGEXP, Options, run  # noqa: E402
 from course_grader.report import table  # noqa: E402
 
@@ -70,6 +72,10 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                         "run: no test depends on them, and the autograded copy shows the outputs the student submitted)")
     p.add_argument("--fresh-kernels", action="store_true",
                    help="start every kernel as a new process instead of forking it from a warm server (slower)")
+    p.add_argument("--warm", action="store_true",
+                   help="grade through this machine's warm grading service, started if none runs: it keeps the fork "
+                        "server and the grading processes between runs (ends after %d s without one)" % settings.WARM_IDLE)
+    p.add_argument("--stop-warm", action="store_true", help="grade nothing: end this user's warm grading services")
     dask = p.add_mutually_exclusive_group()
     dask.add_argument("--scheduler", default="", metavar="tcp://HOST:PORT",
                       help="grade on the workers of this Dask scheduler (docs/GRADING_PIPELINE.md: many machines)")
@@ -87,6 +93,12 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     decide.add_argument("--review-confirm", action="append", default=[], metavar="STUDENT:Q3",
                         help="grade nothing: the held notebook's autograded tests score 0 (repeatable)")
     a = p.parse_args(argv)
+    if a.stop_warm:
+        from course_grader import service
+
+        stopped = service.stop_all()
+        print(f"{len(stopped)} warm grading service(s) stopping: pid {' '.join(map(str, stopped)) or '-'}")
+        raise SystemExit(0)
     return Options(root=a.root, jobs=a.jobs, class_dir=a.class_dir, zip_dir=a.zip_dir, zip_regexp=a.zip_regexp,
                    students=a.student, notebooks=a.notebook, db_url=a.db_url, cell_timeout=a.cell_timeout,
                    notebook_timeout=a.notebook_timeout, memory_mb=a.memory_mb, sandbox=a.sandbox,
@@ -95,7 +107,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                    max_submission_bytes=a.max_submission_bytes, worker_memory_mb=a.worker_memory_mb,
                    require_isolation=a.require_isolation,
                    feedback=a.feedback, run_experiments=a.run_experiments,
-                   fresh_kernels=a.fresh_kernels, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,
+                   fresh_kernels=a.fresh_kernels, warm=a.warm, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,
                    dask_workers=a.dask_workers, report=a.report), a.report_only, \
         [(spec, "cleared") for spec in a.review_clear] + [(spec, "confirmed") for spec in a.review_confirm]
 

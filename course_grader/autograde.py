@@ -18,11 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grader.failures import one_line, root_cause
-
-BORN = time.monotonic()  # when this module was first imported (a worker process: about when it started)
-
 from course_grader import settings
+from course_grader.failures import one_line, root_cause
 from course_grader.settings import ASSIGNMENT
 
 
@@ -367,10 +364,15 @@ def serve(jobs_fd: int, replies_fd: int) -> None:
     import course_grader.kernel  # noqa: F401
     import course_grader.repair  # noqa: F401
 
-    startup = time.monotonic() - BORN
+    ready = time.time()
+    first = True
     with os.fdopen(jobs_fd) as jobs, os.fdopen(replies_fd, "w") as replies:
         for line in jobs:
             path = Path(line.strip())
+            # The budget's "worker start-up": how long the first job waited for these imports (the parent writes
+            # job.json just before it sends the job). None for a process started ahead of its jobs (the warm service).
+            startup = max(0.0, ready - path.stat().st_mtime) if first else 0.0
+            first = False
             sys.stdout.flush()
             sys.stderr.flush()
             log = os.open(path.parent / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -379,7 +381,6 @@ def serve(jobs_fd: int, replies_fd: int) -> None:
             os.close(log)
             os.chdir(path.parent)
             run_job(path, startup)
-            startup = 0.0
             sys.stdout.flush()
             sys.stderr.flush()
             gc.collect()

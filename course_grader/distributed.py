@@ -32,29 +32,12 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-import course_grader
-from course_grader import settings
-from course_grader.autograde import Result
+from course_grader.autograde import Job, Result
 from course_grader.failures import one_line
-from course_grader.workers import Done, Task, WorkerProcesses, job_for, scratch_name, task_folder, worker_limit
+from course_grader.machine import code_root, code_version
+from course_grader.workers import Done, Graders, Task, job_for, scratch_name, task_folder, worker_limit
 
 PLUGIN = "normalization-course-grading"
-CODE_PACKAGES = (*settings.KERNEL_PACKAGES, *settings.ENGINE_PACKAGES)
-
-
-def code_root() -> Path:
-    """The folder holding the course packages this process imports."""
-    return Path(course_grader.__file__).resolve().parents[1]
-
-
-def code_version(root: Path | None = None) -> str:
-    """A hash of the course packages' Python files: what a worker's judge and probes are."""
-    root = root or code_root()
-    digest = hashlib.sha256()
-    for package in CODE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def _head(path: Path, limit: int) -> bytes:
@@ -123,7 +106,7 @@ class GradingPlugin(WorkerPlugin):
         """`settings`: the run's options, for_workers."""
         self.settings = settings
         self.data = course  # sent with the plugin to every worker, those that join later too
-        self.machine = None
+        self.graders = None
         self.scratch: Path | None = None
         self.folder: Path | None = None
         self.tasks = 0
@@ -137,17 +120,23 @@ class GradingPlugin(WorkerPlugin):
         self.held = leftovers.Scratch(prefix="course-grade-dask-")  # removed at teardown, or by the next sweep
         self.scratch = self.held.path
         # One kernel thread per task slot: the worker's threads (tasks at once) share its cores.
-        self.machine = Machine.prepare(self.scratch, code_root(), one_thread=True, isolate=self.settings.sandbox,
-                                       fork_server=not self.settings.fresh_kernels)
+        setup = dict(one_thread=True, isolate=self.settings.sandbox, fork_server=not self.settings.fresh_kernels)
+
+        def own() -> Graders:  # a grading process per task thread, kept between tasks
+            return Graders(Machine.prepare(self.scratch, code_root(), **setup))
+
+        remote = None
+        if self.settings.warm:  # this machine's warm service (service.py), kept between runs
+            from course_grader import service
+
+            remote, _ = service.start(code_root(), **setup)
+        self.graders = service.Warm(remote, own) if remote else own()
         self.address = worker.address
         self.code = code_version()  # this worker's course code, read once
-        self.workers = WorkerProcesses(self.machine.env)  # a grading process per task thread, kept between tasks
 
     def teardown(self, worker) -> None:
-        if getattr(self, "workers", None):
-            self.workers.stop()
-        if self.machine:
-            self.machine.stop()
+        if getattr(self, "graders", None):
+            self.graders.stop()
         if getattr(self, "held", None):
             self.held.remove()
 
@@ -173,20 +162,24 @@ def grade_task(course_key: str, task: Task, submission: dict[str, bytes], settin
     if plugin.code != plugin.data.code:
         raise RuntimeError(f"worker {plugin.address} has other course code ({plugin.code}, the instructor's is "
                            f"{plugin.data.code}): update its checkout")
-    machine = plugin.machine
-    if settings.require_isolation and not machine.isolate:
-        raise RuntimeError(f"worker {plugin.address} cannot isolate kernels ({machine.mode}) and isolation is required")
+    graders = plugin.graders
+    if settings.require_isolation and graders.mode != "isolated":
+        raise RuntimeError(f"worker {plugin.address} cannot isolate kernels ({graders.mode}) and isolation is required")
     folder = plugin.course()
     plugin.tasks += 1
     work = task_folder(plugin.scratch, task)
     work = work.with_name(f"{work.name}.{plugin.tasks}")
     _write(submission, work / "submitted")
     options = dataclasses.replace(settings, root=folder)
-    job = job_for(options, task, work / "submitted", folder / "release", folder / "source", folder / "template.db",
-                  work, machine)
+
+    def build(machine) -> Job:
+        return job_for(options, task, work / "submitted", folder / "release", folder / "source",
+                       folder / "template.db", work, machine)
+
     try:
-        result = plugin.workers.here().grade(job, worker_limit(options), fresh=task.attempt > 0)
-        result.machine = {"worker": plugin.address, "mode": machine.mode, "kernels": machine.kernels()}
+        result = graders.grade(build, worker_limit(options), fresh=task.attempt > 0)
+        mode, kernels = graders.describe()
+        result.machine = {"worker": plugin.address, "mode": mode, "kernels": kernels}
         out = work / "course"
         return {"result": asdict(result),
                 "gradebook": (out / "gradebook.db").read_bytes() if (out / "gradebook.db").exists() else b"",

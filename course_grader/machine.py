@@ -6,6 +6,7 @@ The local pipeline prepares one (pipeline.py); with Dask every worker prepares i
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -16,13 +17,28 @@ from pathlib import Path
 
 from course_grader import sandbox, zygote
 
-from course_grader.settings import KERNEL_PACKAGES  # what a grading kernel imports of the course (never the judge)
+from course_grader.settings import ENGINE_PACKAGES, KERNEL_PACKAGES  # a grading kernel's: never the judge
 # The grader's own copy of the MNIST cache, world-readable: kernels (users of their own) read it. Beside it, private
 # to the grader: the judge's reference results and the cached gradebooks (a gradebook holds the hidden tests).
 DATA_DIR = Path.home().resolve() / ".cache" / "normalization-course-grading"
 JUDGE_CACHE = DATA_DIR.with_name(DATA_DIR.name + "-judge")
 GRADEBOOKS = DATA_DIR.with_name(DATA_DIR.name + "-gradebooks")
 MATPLOTLIB = DATA_DIR.with_name(DATA_DIR.name + "-matplotlib")
+
+
+def code_root() -> Path:
+    """The folder holding the course packages this process imports."""
+    return Path(__file__).resolve().parents[1]
+
+
+def code_version(root: Path | None = None) -> str:
+    """A hash of the course packages' Python files: what a worker's judge and probes are."""
+    root = root or code_root()
+    digest = hashlib.sha256()
+    for package in (*KERNEL_PACKAGES, *ENGINE_PACKAGES):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def worker_env(code_root: Path, one_thread: bool) -> dict[str, str]:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 from course_grader import class_report, gradebook, leftovers, report, reviews, settings
 from course_grader.machine import GRADEBOOKS, Machine
-from course_grader.autograde import ASSIGNMENT, Result, unusable_id
+from course_grader.autograde import ASSIGNMENT, Job, Result, unusable_id
 from course_grader.failures import one_line
 from course_grader.schedule import slowest_first, remember
-from course_grader.workers import (Done, LocalWorkers, Task, WorkerProcesses, job_for, task_folder,
-                                    worker_limit)
+from course_grader.workers import Done, Graders, LocalWorkers, Task, job_for, task_folder, worker_limit
 
 # Fresh workers a student gets after its workers left notebooks ungraded (grader failures; a worker also retries
 # each notebook once with a fresh kernel itself).
@@ -64,6 +63,7 @@ class Options:
     feedback: bool = True
     run_experiments: bool = False  # also run the demo and experiment cells left as given (settings.SKIP_TAGS)
     fresh_kernels: bool = False  # exec every kernel afresh instead of forking it from a warm server
+    warm: bool = False  # grade through this machine's warm grading service (service.py), started if none runs
     csv: Path | None = None
     progress: bool = True
     scheduler: str = ""  # a Dask scheduler's address (tcp://HOST:PORT): grade on its workers
@@ -281,27 +281,41 @@ def _grade(backend, folders: dict[str, Path], order: list[str], db_url: str, roo
 
 def _local_workers(options: Options, folders: dict[str, Path], release: Path, root: Path, template: Path,
                    scratch: Path) -> LocalWorkers:
-    """`--jobs` threads on this machine, each with its grading worker process, kernels forked from one fork server."""
-    machine = Machine.prepare(scratch, root, one_thread=options.jobs > 1, isolate=options.sandbox,
-                              fork_server=not options.fresh_kernels)
-    processes = WorkerProcesses(machine.env)
+    """`--jobs` threads on this machine, each with its grading worker process, kernels forked from one fork server:
+    this run's own (Graders), or the warm service's (`--warm`: service.py)."""
+    setup = dict(one_thread=options.jobs > 1, isolate=options.sandbox, fork_server=not options.fresh_kernels)
+
+    def own() -> Graders:
+        return Graders(Machine.prepare(scratch, root, **setup))
+
+    graders = _warm(root, setup, own) if options.warm else own()
 
     def grade(task: Task) -> Done:
         work = task_folder(scratch, task)
         work.mkdir(parents=True)
-        job = job_for(options, task, folders[task.student], release, root / "source", template, work, machine)
-        return Done(task, processes.here().grade(job, worker_limit(options), fresh=task.attempt > 0), work)
 
-    def close() -> None:
-        processes.stop()
-        machine.stop()
+        def build(machine) -> Job:
+            return job_for(options, task, folders[task.student], release, root / "source", template, work, machine)
+
+        return Done(task, graders.grade(build, worker_limit(options), fresh=task.attempt > 0), work)
 
     try:
-        _check_isolation(machine.mode, options.require_isolation)
+        _check_isolation(graders.mode, options.require_isolation)
     except BaseException:
-        close()
+        graders.stop()
         raise
-    return LocalWorkers(grade, options.jobs, close, lambda results: (machine.mode, machine.kernels()))
+    return LocalWorkers(grade, options.jobs, graders.stop, lambda results: graders.describe())
+
+
+def _warm(root: Path, setup: dict, own):
+    """The warm service's graders (started if none runs), or this run's own when it cannot be used (said why)."""
+    from course_grader import service
+
+    remote, how = service.start(root, **setup)
+    if remote is None:
+        print(f"grading without the warm service: {how}", file=sys.stderr, flush=True)
+        return own()
+    return service.Warm(remote, own)
 
 
 def _check_isolation(mode: str, required: bool) -> None:

@@ -20,6 +20,8 @@ ENGINE_PACKAGES = ("course_judge", "course_grader")
 # the instructor's demonstrations and experiments, which no test depends on (docs/AUTHORING.md). The autograded copy
 # shows the outputs the student submitted for them. `--run-experiments` runs them.
 SKIP_TAGS = ("demo", "experiment")
+# How long the warm grading service (service.py, `--warm`) waits for its next run before it ends, in seconds.
+WARM_IDLE = 900
 
 # ---- limits on one student's kernel -------------------------------------------------------------------------------
 CELL_TIMEOUT = 90  # seconds per cell, when nbgrader_config.py does not set c.Execute.timeout

@@ -104,13 +104,25 @@ class WorkerProcess:
 
     SERVE = [sys.executable, "-m", "course_grader.autograde", "--serve"]  # + the two pipes' descriptors
 
-    def __init__(self, env: dict[str, str], command: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str], command: list[str] | None = None,
+                 spawn: Callable[[Callable[[], None]], None] | None = None) -> None:
+        """`spawn(start)`: run `start` where the process may be started (default: here). The process dies with the
+        thread that starts it, so a caller whose threads come and go (the warm service) starts it from one that stays."""
         self.env = env
         self.command = command or self.SERVE
+        self.spawn = spawn or (lambda start: start())
         self.proc: subprocess.Popen | None = None
         self.jobs = self.replies = -1
 
+    def warm(self, log: Path) -> None:
+        """Start the process now (its imports), before its first job; what it prints before that goes to `log`."""
+        if not self.proc:
+            self._start(log)
+
     def _start(self, log: Path) -> None:
+        self.spawn(lambda: self._popen(log))
+
+    def _popen(self, log: Path) -> None:
         jobs_r, self.jobs = os.pipe()
         self.replies, replies_w = os.pipe()
         try:
@@ -267,3 +279,29 @@ class LocalWorkers:
         for thread in self.threads:
             thread.join()
         self.on_close()
+
+
+class Graders:
+    """Where a process's grading threads send their jobs: its own machine (machine.Machine) and one worker process
+    per thread. The warm service's client (service.Warm) has the same three methods.
+
+    `grade(build, limit, fresh)` grades the job `build(machine)` makes for this machine (workers.job_for);
+    `describe()` says (sandbox mode, how kernels start); `stop()` ends the worker processes and the machine."""
+
+    def __init__(self, machine) -> None:
+        self.machine = machine
+        self.processes = WorkerProcesses(machine.env)
+
+    @property
+    def mode(self) -> str:
+        return self.machine.mode
+
+    def grade(self, build: Callable[[object], Job], limit: float, fresh: bool = False) -> Result:
+        return self.processes.here().grade(build(self.machine), limit, fresh)
+
+    def describe(self) -> tuple[str, str]:
+        return self.machine.mode, self.machine.kernels()
+
+    def stop(self) -> None:
+        self.processes.stop()
+        self.machine.stop()
