@@ -10,6 +10,7 @@ gradebook into the course's: no two processes ever write the same SQLite file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -128,7 +129,38 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     c.SandboxKernelManager.zygote = "" if fresh_kernel else job.zygote
     c.OverwriteCells.add_missing_cells = True
     c.HTMLExporter.template_name = "feedback"
+    c.GenerateFeedback.exporter_class = feedback_exporter()
     return c
+
+
+@functools.cache
+def feedback_exporter():
+    """nbconvert's HTMLExporter, its templates compiled once per worker process instead of at every feedback page.
+
+    nbgrader builds a new exporter, and so a new Jinja environment, for every generate_feedback call, and compiling
+    the feedback template and the ones it extends took about 0.14 s of the 0.25 s a page costs. Jinja's own bytecode
+    cache (its documented BytecodeCache interface) keeps the compiled code here, keyed by template and checked against
+    the template's source, so a changed template is compiled again."""
+    import jinja2
+    from nbconvert.exporters import HTMLExporter
+
+    class MemoryBytecode(jinja2.BytecodeCache):
+        store: dict[str, bytes] = {}
+
+        def load_bytecode(self, bucket) -> None:
+            if bucket.key in self.store:
+                bucket.bytecode_from_string(self.store[bucket.key])
+
+        def dump_bytecode(self, bucket) -> None:
+            self.store[bucket.key] = bucket.bytecode_to_string()
+
+    class FeedbackExporter(HTMLExporter):
+        def _create_environment(self):
+            environment = super()._create_environment()
+            environment.bytecode_cache = MemoryBytecode()
+            return environment
+
+    return FeedbackExporter
 
 
 def student_glob(student: str) -> str:
