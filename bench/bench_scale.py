@@ -45,7 +45,8 @@ from course_mutation import demo  # noqa: E402
 
 CLASS = ["reference", "blank", *demo.REALISTIC]
 # Warm services of this bench only (COURSE_* is part of a service's key): never an instructor's, never left running.
-os.environ["COURSE_BENCH_RUN"] = f"{os.getpid()}-{time.time_ns()}"
+# setdefault: a Dask worker process imports this module again, and must keep the bench's key, not make its own.
+os.environ.setdefault("COURSE_BENCH_RUN", f"{os.getpid()}-{time.time_ns()}")
 
 
 def autograded_points(root: Path) -> dict[str, float]:

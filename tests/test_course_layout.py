@@ -126,7 +126,7 @@ def test_the_grading_engine_imports_nothing_of_the_test_tooling():
 # The engine's limits (course_grader/settings.py): names a value of theirs may be bound to, and the CLI's flags.
 LIMIT_NAMES = {"cell_timeout", "notebook_timeout", "memory_mb", "scratch_mb", "worker_memory_mb", "max_output_bytes",
                "max_cell_output_bytes", "max_notebook_output_bytes", "max_record_bytes", "max_submission_bytes",
-               "per_output", "per_cell", "per_notebook", "per_test_records", "timeout"}
+               "per_output", "per_cell", "per_notebook", "per_test_records", "timeout", "warm_idle", "idle"}
 
 
 def limit_literals(package: Path) -> list[str]:
