@@ -12,7 +12,7 @@ class (a setup where kernels cannot import course_lib grades fast and wrong; it 
    runs: the run's wall-clock phases, and the workers' seconds per phase over all notebooks.
 2. A class of six (reference, blank and the four realistic students): 1 and N local jobs, and 2 Dask worker
    processes started on this machine (`--dask-workers 2`: a scheduler and its workers over loopback TCP), cold and
-   warm (the second run through the machine's service).
+   warm (the second run through the machine's service), against the local N jobs cold and warm (the part 1 service).
 3. 10, 20 and 40 students (the six repeated under new names), N local jobs: students per minute, and seconds per
    student relative to the smallest class (linear: 1.00).
 
@@ -154,8 +154,12 @@ def main() -> None:
             one_submission(checked, root, one, base, args)
         if "class" not in args.skip:
             folder = class_folder(root, len(CLASS), base / "class")
+            # The local warm service (part 1 started it; otherwise here, untimed) for the "local, warm" row.
+            run(Options(root=root, class_dir=one, notebooks=["Q7"], jobs=args.jobs, warm=True, progress=False,
+                        report=False, csv=base / "warm.csv"))
             rows = {}
             for label, extra in (("1 local job", dict(jobs=1)), (f"{args.jobs} local jobs", dict(jobs=args.jobs)),
+                                 (f"{args.jobs} local, warm", dict(jobs=args.jobs, warm=True)),
                                  ("2 Dask workers", dict(dask_workers=2)),
                                  ("2 Dask, starts", dict(dask_workers=2, warm=True)),
                                  ("2 Dask, warm", dict(dask_workers=2, warm=True))):
@@ -165,7 +169,8 @@ def main() -> None:
             one_job, many = rows["1 local job"], rows[f"{args.jobs} local jobs"]
             print(f"   {args.jobs} local jobs: {one_job / many:.2f}x one job; 2 Dask workers: "
                   f"{many / rows['2 Dask workers']:.2f}x the local {args.jobs} jobs cold, "
-                  f"{many / rows['2 Dask, warm']:.2f}x warm (target >= 0.9x)", flush=True)
+                  f"{many / rows['2 Dask, warm']:.2f}x warm, {rows[f'{args.jobs} local, warm'] / rows['2 Dask, warm']:.2f}x "
+                  f"the local {args.jobs} jobs warm (target >= 0.9x)", flush=True)
         if "sizes" not in args.skip:
             per = {}
             for size in args.sizes:
@@ -215,6 +220,8 @@ def stop_services(root: Path, jobs: int) -> None:
         if remote:
             remote.ask({"stop": True})
             remote.close()
+            for path in service.home().glob(f"{service.key(code, True, True, one_thread)}.*"):
+                path.unlink()
 
 
 if __name__ == "__main__":

@@ -235,15 +235,16 @@ class Remote:
         self.sockets: str = info["sockets"]
         self.local = threading.local()
         self.lock = threading.Lock()
-        self.connections: list[socket.socket] = []
+        self.connections: list = []  # (socket, its reader): the socket closes only once both are closed
 
     def _connection(self):
         if getattr(self.local, "conn", None) is None:
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             conn.connect(str(self.address))
+            answers = conn.makefile("rb")
             with self.lock:
-                self.connections.append(conn)
-            self.local.conn, self.local.answers = conn, conn.makefile("rb")
+                self.connections.append((conn, answers))
+            self.local.conn, self.local.answers = conn, answers
         return self.local.conn, self.local.answers
 
     def ask(self, request: dict, timeout: float | None = 30.0) -> dict:
@@ -267,9 +268,11 @@ class Remote:
         return Result(**answer["result"])
 
     def close(self) -> None:
+        """Close every connection: the service then takes back their worker processes for the next run."""
         with self.lock:
             connections, self.connections = self.connections, []
-        for conn in connections:
+        for conn, answers in connections:
+            answers.close()
             conn.close()
 
 

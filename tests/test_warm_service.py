@@ -31,23 +31,31 @@ def own_key(monkeypatch, course):
     pids: list[int] = []
     folder, codes = service.home(), (course, code_root())
     yield pids
-    for code in codes:
-        remote = service.connect(code, **SETUP)
-        if remote:
-            pids.append(remote.ask({"stop": True})["stopping"])
-            remote.close()
-    for pid in pids:
-        for _ in range(300):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
+    asked = [remote for code in codes if (remote := service.connect(code, **SETUP))]
+    for remote in asked:  # kept until the services have ended: closing must end the connection by itself
+        pids.append(remote.ask({"stop": True})["stopping"])
+        remote.close()
+    lingered = [pid for pid in pids if not _ended(pid, 30)]
+    for pid in lingered:
+        os.kill(pid, signal.SIGKILL)
     for code in codes:
         for path in folder.glob(f"{service.key(code, **SETUP)}.*"):
             path.unlink()
+    assert not lingered, "a service asked to stop was still running 30 s later (killed)"
+
+
+def _ended(pid: int, seconds: float) -> bool:
+    """True once process `pid` is gone or a zombie (a service this process started is its child until it ends)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _options(course, tmp_path, name, **more):
