@@ -12,6 +12,7 @@ Examples (from the course root; `make grade` runs the first):
   python -m course_grader --dask-workers 2              on a Dask cluster of 2 worker processes started here
   python -m course_grader --review-clear alice:Q3       a notebook held for review keeps its scores
   python -m course_grader --review-confirm alice:Q3     ... or its autograded tests score 0
+  python -m course_grader --export canvas --roster roster.csv   the grades as Canvas imports them
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from course_grader.pipeline import ZIP_REGEXP, Options, run  # noqa: E402
 from course_grader.report import table  # noqa: E402
 
 
-def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str, str]]]:
-    """The command line as Options, whether only the class report is asked for (--report), and the review
-    decisions asked for ((STUDENT:Q3, "cleared" or "confirmed"); none: grade)."""
+def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str, str]], dict | None]:
+    """The command line as Options, whether only the class report is asked for (--report), the review
+    decisions asked for ((STUDENT:Q3, "cleared" or "confirmed"); none: grade), and the LMS export asked for."""
     p = argparse.ArgumentParser(prog="python -m course_grader", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
@@ -87,12 +88,26 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                    help="grade nothing: write the class report (report.html, report.csv beside grades.csv) from "
                         "the gradebook and the autograded notebooks as they are")
     p.add_argument("--no-report", dest="report", action="store_false", help="grade without writing the class report")
+    lms = p.add_argument_group("LMS export (grade nothing: the last run's grades.csv as the LMS imports it; "
+                               "docs/LMS_EXPORT.md)")
+    lms.add_argument("--export", choices=["canvas", "moodle"], help="write the grades in this LMS's import format")
+    lms.add_argument("--roster", type=Path, help="CSV mapping the course's student ids (column `student`) to the "
+                                                 "LMS's (Canvas: id, sis_user_id or sis_login_id, name, section; "
+                                                 "Moodle: email, username or idnumber)")
+    lms.add_argument("--export-by", choices=["assignment", "question"], default="assignment",
+                     help="one column with the total (default), or one per question")
+    lms.add_argument("--export-title", default="Normalization", help="the LMS assignment's name (default: %(default)s)")
+    lms.add_argument("--export-file", type=Path, help="where to write it (default: <root>/export-<lms>.csv)")
+    lms.add_argument("--moodle-id", choices=["email", "username", "idnumber"], default="email",
+                     help="the roster column Moodle identifies users by (default: %(default)s)")
     decide = p.add_argument_group("notebooks held for review (the audit found code it does not judge by itself)")
     decide.add_argument("--review-clear", action="append", default=[], metavar="STUDENT:Q3",
                         help="grade nothing: the held notebook keeps its scores (repeatable)")
     decide.add_argument("--review-confirm", action="append", default=[], metavar="STUDENT:Q3",
                         help="grade nothing: the held notebook's autograded tests score 0 (repeatable)")
     a = p.parse_args(argv)
+    if a.export and not a.roster:
+        p.error("--export needs --roster (the course's student ids mapped to the LMS's)")
     if a.stop_warm:
         from course_grader import service
 
@@ -109,7 +124,9 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                    feedback=a.feedback, run_experiments=a.run_experiments,
                    fresh_kernels=a.fresh_kernels, warm=a.warm, csv=a.csv, progress=not a.quiet, scheduler=a.scheduler,
                    dask_workers=a.dask_workers, report=a.report), a.report_only, \
-        [(spec, "cleared") for spec in a.review_clear] + [(spec, "confirmed") for spec in a.review_confirm]
+        [(spec, "cleared") for spec in a.review_clear] + [(spec, "confirmed") for spec in a.review_confirm], \
+        (dict(lms=a.export, roster_path=a.roster, by=a.export_by, title=a.export_title, moodle_id=a.moodle_id,
+              out=a.export_file) if a.export else None)
 
 
 def write_report(options: Options) -> int:
@@ -156,8 +173,28 @@ def decide(options: Options, decisions: list[tuple[str, str]]) -> int:
     return 0
 
 
+def export_grades(options: Options, asked: dict) -> int:
+    """--export: the last run's grades.csv in the LMS's import format (export.py)."""
+    from course_grader import export, gradebook
+
+    root = options.root.resolve()
+    grades_csv = options.csv or root / "grades.csv"
+    out = asked.pop("out") or root / f"export-{asked['lms']}.csv"
+    try:
+        maxima = gradebook.max_scores(gradebook.driver_url(options.db_url or gradebook.default_db_url(root)))
+        done = export.run(grades_csv=grades_csv, out=out, maxima=maxima, **asked)
+    except (OSError, ValueError) as exc:
+        print(f"nothing exported: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    notes = f"; notes: {out.with_suffix('.notes.csv')}" if asked["lms"] == "canvas" else ""
+    print(f"{asked['lms']} export: {done.path} ({done.rows} students{notes})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    options, report_only, decisions = parse(argv)
+    options, report_only, decisions, asked = parse(argv)
+    if asked:
+        return export_grades(options, asked)
     if decisions:
         return decide(options, decisions)
     if report_only:

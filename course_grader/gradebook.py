@@ -226,3 +226,11 @@ def restore_tests(db_url: str, student: str, notebook: str, kept: dict[str, floa
             if grade.name in kept:
                 grade.manual_score = kept[grade.name]
         gb.db.commit()
+
+
+def max_scores(db_url: str) -> dict[str, float]:
+    """{question (Q4): its points} as the gradebook records the assignment (autograded and manually graded)."""
+    from course_grader.report import question
+
+    with opened(db_url) as gb:
+        return {question(nb.name): float(nb.max_score) for nb in gb.find_assignment(ASSIGNMENT).notebooks}
