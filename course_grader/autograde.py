@@ -96,6 +96,7 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
 
     from course_grader.judging import JudgeVerdicts, StudentCopy
     from course_grader.kernel import RobustExecute
+    from course_grader.mathml import MathToMathML
     from course_grader.sanitise import SanitiseStudentContent
 
     # The judge decides every test cell (its verdict replaces the cell's outputs) before nbgrader scores it.
@@ -107,7 +108,8 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     c.JudgeVerdicts.report_file = str(report)
     # Feedback is the student's copy: visible tests and verdicts, no grading-run outputs (judging.py), and its
     # markdown made inert for the student's browser (sanitise.py).
-    c.GenerateFeedback.preprocessors = [StudentCopy, SanitiseStudentContent, GetGrades, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [StudentCopy, SanitiseStudentContent, MathToMathML, GetGrades,
+                                        CSSHTMLHeaderPreprocessor]
     c.StudentCopy.release_dir = job.release
     c.RobustExecute.timeout = job.cell_timeout
     c.RobustExecute.notebook_timeout = job.notebook_timeout
@@ -133,9 +135,14 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
     return c
 
 
+LANGUAGE = "en"  # the language the course is written in (the feedback page's lang attribute)
+NO_MATHJAX = "{%- macro mathjax(url='') -%}{%- endmacro -%}"
+
+
 @functools.cache
 def feedback_exporter():
-    """nbconvert's HTMLExporter, its templates compiled once per worker process instead of at every feedback page.
+    """nbconvert's HTMLExporter for the feedback pages, its templates compiled once per worker process instead of at
+    every page.
 
     nbgrader builds a new exporter, and so a new Jinja environment, for every generate_feedback call, and compiling
     the feedback template and the ones it extends took about 0.14 s of the 0.25 s a page costs. Jinja's own bytecode
@@ -155,10 +162,19 @@ def feedback_exporter():
             self.store[bucket.key] = bucket.bytecode_to_string()
 
     class FeedbackExporter(HTMLExporter):
+        """Also: no MathJax from a CDN (the math is MathML already: mathml.py; the templates' `mathjax()` macro
+        writes nothing), and the page says its language (nbgrader's feedback template has a bare <html>)."""
+
         def _create_environment(self):
             environment = super()._create_environment()
             environment.bytecode_cache = MemoryBytecode()
+            environment.loader = jinja2.ChoiceLoader([jinja2.DictLoader({"mathjax.html.j2": NO_MATHJAX}),
+                                                      environment.loader])
             return environment
+
+        def from_notebook_node(self, nb, resources=None, **kw):
+            output, resources = super().from_notebook_node(nb, resources, **kw)
+            return output.replace("<html>", f'<html lang="{LANGUAGE}">', 1), resources
 
     return FeedbackExporter
 
