@@ -137,6 +137,30 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
 
 LANGUAGE = "en"  # the language the course is written in (the feedback page's lang attribute)
 NO_MATHJAX = "{%- macro mathjax(url='') -%}{%- endmacro -%}"
+# Colours a reader can read (WCAG AA: 4.5:1 for text; tests/test_feedback_browser.py runs axe-core on a page):
+# links underlined and dark blue (8.6:1 on the score panel's #f5f5f5, where Bootstrap's #337ab7 gives 4.17:1; white
+# on a blue test-cell heading, 4.5:1, where nbgrader's #bbb gives 2.4:1); code on white, where Pygments' comment,
+# keyword and string colours give 4.4-4.5:1 on #f5f5f5 and 4.8-4.9:1 on white. Long lines of code and tracebacks
+# wrap: a region that scrolls sideways cannot be reached from the keyboard.
+ACCESSIBLE_CSS = ("<style>a, a:visited, div.nbgrader_cell .panel-heading a { color: #1f4e79; "
+                  "text-decoration: underline; } "
+                  "div.nbgrader_cell.panel-primary > .panel-heading a { color: #ffffff; } "
+                  "div.input_area, div.input_area .highlight, div.input_area pre { background: #ffffff; } "
+                  "div.output_subarea pre, div.input_area pre { white-space: pre-wrap; overflow-wrap: anywhere; }"
+                  "</style>")
+
+
+def accessible(page: str) -> str:
+    """nbgrader's feedback page with its language declared, its colours readable, and every part in a landmark (a
+    screen reader's way around a page): nbconvert's notebook is a <main>; nbgrader's score panel above it, whose
+    links lead to the test cells, is marked as the page's navigation."""
+    page = page.replace("<html>", f'<html lang="{LANGUAGE}">', 1).replace("</head>", f"{ACCESSIBLE_CSS}</head>", 1)
+    head = page.find("</head>")
+    panel = page.find('<div class="panel-heading">', head)  # the first after the inlined CSS: the score panel's
+    if head < 0 or panel < 0:
+        return page
+    return page[:panel] + '<div class="panel-heading" role="navigation" aria-label="Scores">' + \
+        page[panel + len('<div class="panel-heading">'):]
 
 
 @functools.cache
@@ -174,7 +198,7 @@ def feedback_exporter():
 
         def from_notebook_node(self, nb, resources=None, **kw):
             output, resources = super().from_notebook_node(nb, resources, **kw)
-            return output.replace("<html>", f'<html lang="{LANGUAGE}">', 1), resources
+            return accessible(output), resources
 
     return FeedbackExporter
 

@@ -44,6 +44,20 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
+AXE_VERSION = "4.14.1"
+AXE_DIR = Path.home() / ".cache" / f"normalization-course-axe-{AXE_VERSION}"
+
+
+def ensure_axe() -> Path:
+    """axe-core's axe.min.js (Deque's accessibility checker, pinned), installed from npm's registry when missing."""
+    script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        AXE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(AXE_DIR),
+                        f"axe-core@{AXE_VERSION}"], check=True, capture_output=True, timeout=600)
+    return script
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
