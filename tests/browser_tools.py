@@ -14,6 +14,7 @@ import html.parser
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,9 @@ def ensure_axe() -> Path:
     """axe-core's axe.min.js (Deque's accessibility checker, pinned), installed from npm's registry when missing."""
     script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
     if not script.exists():
+        if not shutil.which("npm"):  # Debian's npm, as Chromium comes from Debian
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            subprocess.run(["apt-get", "install", "-y", "npm"], env=env, check=True, capture_output=True, timeout=1800)
         AXE_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(AXE_DIR),
                         f"axe-core@{AXE_VERSION}"], check=True, capture_output=True, timeout=600)
