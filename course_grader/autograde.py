@@ -138,7 +138,7 @@ def _config(job: Job, course: Path, report: Path, fresh_kernel: bool = False):
 LANGUAGE = "en"  # the language the course is written in (the feedback page's lang attribute)
 NO_MATHJAX = "{%- macro mathjax(url='') -%}{%- endmacro -%}"
 # Colours a reader can read (WCAG AA: 4.5:1 for text; tests/test_feedback_browser.py runs axe-core on a page):
-# links underlined and dark blue (8.6:1 on the score panel's #f5f5f5, where Bootstrap's #337ab7 gives 4.17:1; white
+# links underlined and dark blue (7.9:1 on the score panel's #f5f5f5, where Bootstrap's #337ab7 gives 4.17:1; white
 # on a blue test-cell heading, 4.5:1, where nbgrader's #bbb gives 2.4:1); code on white, where Pygments' comment,
 # keyword and string colours give 4.4-4.5:1 on #f5f5f5 and 4.8-4.9:1 on white. Long lines of code and tracebacks
 # wrap: a region that scrolls sideways cannot be reached from the keyboard.
