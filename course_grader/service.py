@@ -55,6 +55,7 @@ from course_grader.failures import one_line
 
 PROTOCOL = "1"  # changes whenever the requests or answers below change
 START_LIMIT = 120.0  # seconds a run waits for a service it started to answer
+NO_INFO = {"mode": "", "isolate": False, "expose": [], "zygote": "", "sockets": ""}  # before a service answers
 BASE: str | None = None  # where the services' folder is made (None: the temporary folder)
 
 
@@ -276,13 +277,9 @@ class Remote:
             conn.close()
 
 
-def connect(code: Path, isolate: bool, fork_server: bool, one_thread: bool) -> Remote | None:
-    """The running service for this setup, or None."""
-    try:
-        address = home() / f"{key(code, isolate, fork_server, one_thread)}.sock"
-    except OSError:
-        return None
-    remote = Remote(address, {"mode": "", "isolate": False, "expose": [], "zygote": "", "sockets": ""})
+def _hello(address: Path) -> Remote | None:
+    """The service answering at `address`, or None."""
+    remote = Remote(address, NO_INFO)
     try:
         info = remote.ask({"hello": PROTOCOL}, timeout=30)
     except (ServiceGone, ValueError):
@@ -292,18 +289,28 @@ def connect(code: Path, isolate: bool, fork_server: bool, one_thread: bool) -> R
     return Remote(address, info) if info.get("protocol") == PROTOCOL else None
 
 
+def connect(code: Path, isolate: bool, fork_server: bool, one_thread: bool) -> Remote | None:
+    """The running service for this setup, or None."""
+    try:
+        address = home() / f"{key(code, isolate, fork_server, one_thread)}.sock"
+    except OSError:
+        return None
+    return _hello(address)
+
+
 def start(code: Path, isolate: bool, fork_server: bool, one_thread: bool,
           idle: float = settings.WARM_IDLE) -> tuple[Remote | None, str]:
     """The service for this setup, started if none runs (detached: it outlives this run, for the next);
     (None, why) when it cannot be used."""
     try:
-        remote = connect(code, isolate, fork_server, one_thread)
-        if remote:
-            return remote, "warm"
         folder = home()
     except OSError as exc:
         return None, one_line(f"{type(exc).__name__}: {exc}")
-    log = folder / f"{key(code, isolate, fork_server, one_thread)}.log"
+    name = key(code, isolate, fork_server, one_thread)  # hashes the course code: once, not at every poll
+    address, log = folder / f"{name}.sock", folder / f"{name}.log"
+    remote = _hello(address)
+    if remote:
+        return remote, "warm"
     flags = [] if isolate else ["--no-sandbox"]
     flags += [] if fork_server else ["--fresh-kernels"]
     flags += ["--one-thread"] if one_thread else []
@@ -313,7 +320,7 @@ def start(code: Path, isolate: bool, fork_server: bool, one_thread: bool,
                                 cwd=folder, start_new_session=True)
     deadline = time.monotonic() + START_LIMIT
     while time.monotonic() < deadline:
-        remote = connect(code, isolate, fork_server, one_thread)
+        remote = _hello(address)
         if remote:
             return remote, "started"
         if proc.poll():  # it failed (exit 0: another service of this key won the race, and will answer)
@@ -326,7 +333,7 @@ def stop_all() -> list[int]:
     """Ask every service of this user to end (after the jobs they are grading); the pids that said they would."""
     stopped = []
     for address in sorted(home().glob("*.sock")):
-        remote = Remote(address, {"mode": "", "isolate": False, "expose": [], "zygote": "", "sockets": ""})
+        remote = Remote(address, NO_INFO)
         try:
             stopped.append(remote.ask({"stop": True}, timeout=10)["stopping"])
         except (ServiceGone, ValueError, KeyError):
