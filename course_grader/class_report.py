@@ -10,12 +10,15 @@ Built from what grading leaves behind, so it can be rebuilt at any time (`python
   - grades.csv: each student's status and the reasons they need attention (not graded, a kernel that died,
     tampering, pending manual grading);
   - reviews.json (reviews.py): the notebooks held for review, with the findings quoted and the commands that
-    decide them, and the decisions already taken.
+    decide them, and the decisions already taken;
+  - the submitted notebooks' solution code, for the similarity section (similarity.py): the pairs of students whose
+    code resembles each other beyond what the release and the model solution hold, ranked, with the matching lines
+    side by side. A reason to look, never a verdict: the page says so, and nothing in it changes a score.
 
 The page has, per question, the distribution of the autograded points (one PNG made with matplotlib, embedded,
 so the file works offline and can be mailed); per test its pass rate (a test nobody passes is flagged: the test
 or the stub may be wrong); per named mistake how many students made it and which; the students who need
-attention and why; the written answers still to grade. report.csv holds the same numbers, a row each.
+attention and why; the written answers still to grade; the similar solutions. report.csv holds the same numbers, a row each.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_grader import inert
+from course_grader import inert, similarity
 from course_grader.autograde import ASSIGNMENT
 from course_grader.report import decide_commands, question
 from course_grader.reviews import Reviews
@@ -89,6 +92,7 @@ class ClassReport:
     tests: list[TestStats]
     written: list[Written]
     reviews: list[Review] = field(default_factory=list)
+    similar: similarity.Similarity | None = None  # write() adds it
 
     @property
     def held(self) -> list[Review]:
@@ -253,8 +257,12 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.4rem; text-align: left
 th { background: #f3f3f3; }
 img { max-width: 100%; height: auto; }
 .bar { background: #e8e8e8; height: 0.8rem; } .bar span { display: block; height: 100%; background: #55a868; }
-.flag { color: #b00; font-weight: bold; } .muted { color: #777; }
-</style></head><body>
+.flag { color: #b00; font-weight: bold; } .muted { color: #6b6b6b; }
+.sbs { display: grid; grid-template-columns: 1fr 1fr; gap: 0.5rem; }
+.sbs pre { background: #f7f7f7; padding: 0.4rem; font-size: 0.78rem; white-space: pre-wrap; overflow-wrap: anywhere;
+           margin: 0; } .who { font-weight: bold; } mark { background: #ffe08a; }
+details { margin-bottom: 0.8rem; } summary { cursor: pointer; }
+</style></head><body><main>
 <h1>Class report: {{ assignment }}</h1>
 <p>{{ report.students|length }} students with a submission; {{ not_graded }} not graded;
 {{ report.held|length }} notebook(s) held for review; {{ report.attention|length }} need attention. Instructor only: the page names students and their mistakes.</p>
@@ -284,7 +292,7 @@ clear it (the scores stand) or confirm it (its autograded tests score 0). Run th
 
 <h2>Pass rate per test</h2>
 <table><tr><th style="width:5rem">question</th><th>test</th><th style="width:4rem">points</th>
-<th style="width:7rem">passed</th><th style="width:8rem"></th></tr>
+<th style="width:7rem">passed</th><th style="width:8rem">pass rate</th></tr>
 {% for t in report.tests %}<tr><td>{{ t.notebook.split('_')[0] }}</td><td>{{ t.test }}{% if t.graded and not t.passed %}
 <br><span class="flag">nobody passed: check the test and the stub</span>{% endif %}</td><td>{{ '%g' % t.points }}</td>
 <td>{{ t.passed|length }} / {{ t.graded|length }}</td>
@@ -297,6 +305,35 @@ clear it (the scores stand) or confirm it (its autograded tests score 0). Run th
 <td>{{ who|length }}</td><td>{{ who|join(', ') }}</td></tr>{% endfor %}</table>
 {% else %}<p class="muted">No failed test matched a catalogued mistake.</p>{% endif %}
 
+<h2 id="similar">Similar solutions</h2>
+{% set sim = report.similar %}
+<p><strong>A reason to look, not a verdict.</strong> Every correct layer here is a few lines with one right formula,
+so honest students write alike; students may also have worked from the same lecture code or an allowed study group.
+Read the matching lines, then ask the students.</p>
+<p class="muted">{{ sim.students|length }} students' solution cells compared, question by question, with copydetect's
+fingerprints: names count as one symbol, so renaming hides nothing, and a passage is at least {{ k }} characters of
+that code. Not counted: {{ sim.boilerplate }}, and any passage more than a quarter of the class has. A question is
+flagged when a pair shares at least {{ min_shared }} characters of it and that is at least {{ flag_pct }}% of each
+one's own code. Pairs are ranked by their weight: per question the shared code times the smaller of those two
+parts, summed. The median pair of students weighs {{ '%g' % sim.median }}.</p>
+{% if sim.notes %}<p class="muted">Not read in full: {{ sim.notes|join('; ') }}.</p>{% endif %}
+{% if sim.pairs %}<table><tr><th style="width:3rem">rank</th><th style="width:12rem">students</th>
+<th style="width:4rem">weight</th><th>per question: shared characters (part of each one's own code)</th></tr>
+{% for p in sim.pairs[:shown_rows] %}<tr><td>{{ loop.index }}</td><td>{{ p.a }} and {{ p.b }}{% if p.flagged %}
+<br><span class="flag">flagged: {{ p.flagged|map(attribute='notebook')|map('first_word')|join(', ') }}</span>{% endif %}</td>
+<td>{{ p.weight|round|int }}</td><td>{% for m in p.matches %}{{ m.notebook.split('_')[0] }} {{ m.shared }}
+({{ (100 * m.fractions[0])|round|int }}% / {{ (100 * m.fractions[1])|round|int }}%){% if not loop.last %}; {% endif %}
+{% endfor %}</td></tr>{% endfor %}</table>
+{% if sim.pairs|length > shown_rows %}<p class="muted">{{ sim.pairs|length - shown_rows }} more pairs share a
+passage: see report.csv.</p>{% endif %}
+{% for p in sim.pairs[:shown_code] %}<details{% if p.flagged %} open{% endif %}><summary>{{ loop.index }}. {{ p.a }} and
+{{ p.b }}: the matching passages, marked</summary>
+{% for m in p.matches %}<h3>{{ m.notebook.split('_')[0] }}</h3><div class="sbs">
+<pre aria-label="{{ p.a }}"><span class="who">{{ p.a }}</span>
+{{ m.marked[0]|safe }}</pre><pre aria-label="{{ p.b }}"><span class="who">{{ p.b }}</span>
+{{ m.marked[1]|safe }}</pre></div>{% endfor %}</details>{% endfor %}
+{% else %}<p class="muted">No two students share code beyond what is not counted.</p>{% endif %}
+
 <h2>Written answers to grade</h2>
 <table><tr><th style="width:5rem">question</th><th>answer</th><th style="width:4rem">points</th>
 <th style="width:5rem">to grade</th><th style="width:5rem">graded</th></tr>
@@ -304,7 +341,7 @@ clear it (the scores stand) or confirm it (its autograded tests score 0). Run th
 <td>{{ w.pending|length }}</td><td>{{ w.graded|length }}</td></tr>{% endfor %}</table>
 <p class="muted">Grade them in formgrader (<code>make lab</code>, then Nbgrader, Manage Assignments).
 Built in {{ '%.1f' % seconds }} s.</p>
-</body></html>
+</main></body></html>
 """
 
 
@@ -343,6 +380,11 @@ def rows(report: ClassReport) -> list[list]:
     for w in report.written:
         out.append(["written", question(w.notebook), w.answer, "to grade", len(w.pending),
                     len(w.pending) + len(w.graded), " ".join(w.pending)])
+    if report.similar:  # a row per pair and question: rank, the parts of each one's own code, shared characters,
+        for rank, p in enumerate(report.similar.pairs, 1):  # the pair's weight
+            out += [["similarity", question(m.notebook), f"{rank}", f"{m.fractions[0]:.2f} / {m.fractions[1]:.2f}"
+                     + (" flagged" if m.flagged else ""), m.shared, round(p.weight), f"{p.a} {p.b}"]
+                    for m in p.matches]
     return out
 
 
@@ -352,12 +394,16 @@ def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]
 
     started = time.monotonic()
     report = collect(root, db_url, grades_csv)
+    report.similar = similarity.collect(root, report.students)
     html_path, csv_path = paths(grades_csv)
     png = base64.b64encode(distribution_png(report)).decode()
     not_graded = sum(status == "not graded" for status, _ in report.statuses.values())
-    page = jinja2.Environment(autoescape=True).from_string(PAGE)
-    html_path.write_text(page.render(assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded,
-                                     questions=_questions(report), seconds=time.monotonic() - started))
+    env = jinja2.Environment(autoescape=True)
+    env.filters["first_word"] = lambda name: name.split("_")[0]
+    html_path.write_text(env.from_string(PAGE).render(
+        assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded, questions=_questions(report),
+        k=similarity.K, min_shared=similarity.MIN_SHARED, flag_pct=round(100 * similarity.FLAG_FRACTION),
+        shown_rows=similarity.SHOWN_ROWS, shown_code=similarity.SHOWN, seconds=time.monotonic() - started))
     with open(csv_path, "w", newline="") as f:  # text cells (students' quoted code among them) never formulas
         csv.writer(f).writerows(inert.csv_row(line) for line in rows(report))
     return html_path, csv_path, time.monotonic() - started

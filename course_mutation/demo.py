@@ -12,11 +12,16 @@ Every student's notebooks are the release notebooks with solution cells filled i
   looper     reference, but one solution cell ends in an infinite loop
   deleter    reference with one test cell deleted
   paster     reference with one test cell pasted twice (a duplicated grade_id)
+  copier     reference, but Q3's and Q8's solutions are dave's, with the local variables renamed and independent
+             lines swapped (disguise): the pair the class report's similarity section must rank first
 Written answers are the release's cells with text a student would write (demo_answers.py), of three qualities.
+No two realistic students share a catalogue variant, so that only the copier's code resembles another student's
+beyond what the release and the model solution hold (tests/test_similarity.py).
 """
 
 from __future__ import annotations
 
+import ast
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +48,17 @@ CHOICES = {
             "Q4": ("batchnorm1d", "fold_einsum_state_dict"), "Q5": ("float64_tensor_lesson_style", "anneal_ends_at_zero"),
             "Q6": ("keepdim_dropped", "rms_rsqrt_pow"), "Q7": "flatten_maps", "Q8": "no_channel_check",
             "Q9": ("einsum_and_where", "recal_momentum_kept")},
-    "carol": {"Q1": "per_example_axes", "Q2": "module_and_moments", "Q3": "running_stats_on_graph",
-              "Q4": ("ordered_dict_names", "fold_conv_bias_forgotten"), "Q5": "delegates_to_course_lib",
+    "carol": {"Q1": "per_example_axes", "Q2": "functional_loop", "Q3": "running_stats_on_graph",
+              "Q4": ("add_module_and_defaults", "fold_conv_bias_forgotten"), "Q5": "delegates_to_course_lib",
               "Q6": ("parameters_with_full", "rms_scalar_weight"), "Q7": "delegates_to_instance_norm",
               "Q8": "einsum_unfold", "Q9": ("nan_when_untrained", "recal_left_in_train")},
-    "dave": {"Q1": "save_and_restore", "Q2": "no_shape_checks", "Q3": "via_einsum",
+    "dave": {"Q1": "save_and_restore", "Q2": "no_shape_checks", "Q3": "via_channels_first_var_mean",
              "Q4": ("norm_before_activation", "fold_probe_in_eval_mode"), "Q5": "lambdas",
              "Q6": ("eps_outside_sqrt", "rms_flatten_norm"), "Q7": "checks_against_parameter_shape",
-             "Q8": "interleaved_groups", "Q9": ("einsum_and_where", "recal_not_reset")},
+             "Q8": "interleaved_groups", "Q9": ("explicit_lerp_in_place_buffers", "recal_not_reset")},
 }
+# The copier: whose solutions, in which notebooks (dave's are code of his own: a correct Q3 and Q8's mistake).
+COPIED = ("dave", ("Q3", "Q8"))
 PACKAGES = (*settings.KERNEL_PACKAGES, *settings.ENGINE_PACKAGES, "course_mutation")  # linked into a course_copy
 CRASH = "import os\nos._exit(1)  # the kernel dies here\n"
 HANG = "while True:  # an infinite loop\n    pass\n"
@@ -66,6 +73,17 @@ class Plan:
     stop: tuple[str, str] | None = None  # (notebook, solution grade_id) where the kernel dies or hangs
     how: str = ""  # "crash" / "hang" / "delete" / "paste"
     tampered: tuple[str, str] | None = None  # (notebook, test grade_id) deleted or pasted twice
+    copied_from: str = ""  # the student whose solutions it copied (the copier)
+
+
+@dataclass(frozen=True)
+class Copied(Variant):
+    """Another student's variant, copied and disguised (the copier's): it loses the points the original loses."""
+
+    of: Variant | None = None
+
+    def source(self, reference: str) -> str:
+        return disguise(self.of.source(reference))
 
 
 def question(name: str) -> str:
@@ -128,6 +146,89 @@ def plans(names: list[str], stoppable: list[str], tested: list[str]) -> list[Pla
     out.append(Plan("looper", stop=(hang_nb, ""), how="hang"))
     out.append(Plan("deleter", how="delete", tampered=(tested[-1], "")))
     out.append(Plan("paster", how="paste", tampered=(tested[-1], "")))
+    victim, copied = COPIED
+    source = next(plan for plan in out if plan.student == victim)
+    copier = Plan("copier", how="copy", copied_from=victim)
+    for name in names:
+        if question(name) in copied and name in source.variants:
+            copier.variants[name] = tuple(Copied(f"{v.name}, copied from {victim}", v.solution, v.mistake, v.fails,
+                                                 v.names, v.says, of=v) for v in source.variants[name])
+    out.append(copier)
+    return out
+
+
+_SYNONYMS = {"mean": "mu", "var": "sigma2", "std": "sd", "flat": "flattened", "out": "result", "x": "inp",
+             "grouped": "g", "shape": "view_shape", "n": "count", "c": "chans", "unbiased": "var_unbiased"}
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """`self.means` -> "self.means", `x` -> "x"; None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else None
+    return None
+
+
+def _independent(first: ast.stmt, second: ast.stmt) -> bool:
+    """Two assignments to local names that can change places: neither reads or writes what the other writes, and
+    no in-place call (an attribute's assignment stays: the order of a module's parameters is behaviour)."""
+    if not (isinstance(first, ast.Assign) and isinstance(second, ast.Assign)):
+        return False
+    if any(isinstance(n, (ast.Attribute, ast.Subscript)) for stmt in (first, second) for target in stmt.targets
+           for n in ast.walk(target)):
+        return False
+
+    def names(stmt: ast.Assign) -> tuple[set[str], set[str]]:
+        written = set()
+        for target in stmt.targets:
+            for node in ast.walk(target):
+                if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+                    written.add(_dotted(node) or "?")
+        read = {_dotted(n) or "?" for n in ast.walk(stmt.value) if isinstance(n, (ast.Name, ast.Attribute))}
+        return written, read
+
+    def clash(a: set[str], b: set[str]) -> bool:
+        return any(x == y or x.startswith(y + ".") or y.startswith(x + ".") or "?" in (x, y) for x in a for y in b)
+
+    in_place = any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr.endswith("_")
+                   for stmt in (first, second) for n in ast.walk(stmt.value))
+    (w1, r1), (w2, r2) = names(first), names(second)
+    return not in_place and not clash(w1, r2) and not clash(w2, r1) and not clash(w1, w2)
+
+
+def disguise(code: str) -> str:
+    """What a student who copies does to hide it, in the copied code's own layout: every function's local variables
+    renamed, and each pair of adjacent independent assignments (one line each) swapped. Same behaviour."""
+    tree = ast.parse(code)
+    lines = code.splitlines()
+    spans = []  # (line, start col, end col, new name): a Name node's place in the text
+    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        params = {a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs,
+                                  func.args.vararg, func.args.kwarg) if a is not None}
+        local = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} - params
+        rename = {name: _SYNONYMS.get(name, f"{name}_") for name in local}
+        spans += [(n.lineno - 1, n.col_offset, n.end_col_offset, rename[n.id]) for n in ast.walk(func)
+                  if isinstance(n, ast.Name) and n.id in rename]
+    swaps = []
+    for node in ast.walk(tree):
+        for attr in ("body", "orelse", "finalbody"):
+            body = getattr(node, attr, None)
+            i = 0
+            while isinstance(body, list) and i + 1 < len(body):
+                a, b = body[i], body[i + 1]
+                if a.lineno == a.end_lineno and b.lineno == a.lineno + 1 == b.end_lineno and _independent(a, b):
+                    swaps.append(a.lineno - 1)
+                    i += 2
+                else:
+                    i += 1
+    for line, start, end, new in sorted(set(spans), reverse=True):  # right to left: earlier columns stay valid
+        lines[line] = lines[line][:start] + new + lines[line][end:]
+    for line in swaps:
+        lines[line], lines[line + 1] = lines[line + 1], lines[line]
+    out = "\n".join(lines) + "\n"
+    ast.parse(out)
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # Which quality each demo student writes (the crasher, looper, deleter and paster are the reference's copies).
 QUALITY = {"reference": "good", "alice": "partial", "bob": "good", "carol": "weak", "dave": "partial",
-           "crasher": "good", "looper": "good", "deleter": "good", "paster": "good"}
+           "crasher": "good", "looper": "good", "deleter": "good", "paster": "good", "copier": "partial"}
 
 FALLBACK = {
     "good": "I worked through this in the notebook above; my answer follows from the experiment I ran there.",

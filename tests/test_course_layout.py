@@ -102,6 +102,36 @@ def test_the_demo_class_shows_a_mistake_and_a_correct_alternative_in_every_grade
     assert set(graded_cells) - right == set(), sorted(set(graded_cells) - right)
 
 
+def test_demo_students_share_no_variant_and_the_copier_disguises_what_it_copied(tmp_path):
+    """Only the copier's code resembles another student's beyond the release and the model solution (the class
+    report's similarity section ranks that pair first): no two realistic students use the same catalogue variant of a
+    cell, and the copier's copied cells are the victim's with other names and swapped lines, everything else the
+    model solution."""
+    release = ROOT / "release" / "normalization"
+    source = ROOT / "source" / "normalization"
+    names = sorted(p.stem for p in release.glob("*.ipynb"))
+    plans = {plan.student: plan for plan in demo.plans(names, names, names)}
+    used = {}
+    for student in demo.REALISTIC:
+        for name, variants in plans[student].variants.items():
+            for variant in variants:
+                assert (name, variant.name) not in used, (student, used.get((name, variant.name)), variant.name)
+                used[(name, variant.name)] = student
+    victim, copied = demo.COPIED
+    written = {}
+    for student in ("reference", victim, "copier"):
+        demo.write_student(plans[student], source, release, tmp_path / student)
+        written[student] = {(name, c.metadata.nbgrader["grade_id"]): c.source for name in names
+                            for c in nbformat.read(tmp_path / student / f"{name}.ipynb", as_version=4).cells
+                            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+    changed = {key for key in written["copier"] if written["copier"][key] != written["reference"][key]}
+    assert {demo.question(name) for name, _ in changed} == set(copied)
+    for key in changed:
+        mine, theirs = written["copier"][key], written[victim][key]
+        assert mine != theirs and sorted(mine.split()) != sorted(theirs.split()), key  # renamed, not only moved
+        assert len(mine.splitlines()) == len(theirs.splitlines()), key  # the same code, laid out the same
+
+
 ENGINE_IMPORTS = """
 import importlib, pkgutil, sys
 import course_grader

@@ -74,7 +74,8 @@ def test_every_demo_student_is_in_grades_csv(graded, course):
     assert all(r.ok for r in graded.results.values()), {s: r.error for s, r in graded.results.items() if not r.ok}
 
 
-@pytest.mark.parametrize("student", ["reference", "blank", *demo.REALISTIC, "crasher", "looper", "deleter", "paster"])
+@pytest.mark.parametrize("student", ["reference", "blank", *demo.REALISTIC, "crasher", "looper", "deleter", "paster",
+                                     "copier"])
 def test_demo_student_gets_exactly_the_expected_points(graded, course, student):
     plan = next(p for p in graded.plans if p.student == student)
     expected = _expected(course, plan)
