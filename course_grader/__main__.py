@@ -13,6 +13,7 @@ Examples (from the course root; `make grade` runs the first):
   python -m course_grader --review-clear alice:Q3       a notebook held for review keeps its scores
   python -m course_grader --review-confirm alice:Q3     ... or its autograded tests score 0
   python -m course_grader --export canvas --roster roster.csv   the grades as Canvas imports them
+      ... --canvas-url https://canvas.uni.edu --canvas-course 1234 --canvas-assignment 5678   and sent to Canvas
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     lms.add_argument("--export-file", type=Path, help="where to write it (default: <root>/export-<lms>.csv)")
     lms.add_argument("--moodle-id", choices=["email", "username", "idnumber"], default="email",
                      help="the roster column Moodle identifies users by (default: %(default)s)")
+    lms.add_argument("--canvas-url", help="also send the grades to Canvas (canvasapi; the token in the environment "
+                                          "variable CANVAS_API_TOKEN): the Canvas address, https://...")
+    lms.add_argument("--canvas-course", type=int, metavar="ID", help="with --canvas-url: the Canvas course's id")
+    lms.add_argument("--canvas-assignment", type=int, metavar="ID",
+                     help="with --canvas-url: the Canvas assignment's id (the total goes to it: --export-by assignment)")
     decide = p.add_argument_group("notebooks held for review (the audit found code it does not judge by itself)")
     decide.add_argument("--review-clear", action="append", default=[], metavar="STUDENT:Q3",
                         help="grade nothing: the held notebook keeps its scores (repeatable)")
@@ -108,6 +114,12 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
     a = p.parse_args(argv)
     if a.export and not a.roster:
         p.error("--export needs --roster (the course's student ids mapped to the LMS's)")
+    if a.canvas_url and (a.export != "canvas" or a.export_by != "assignment" or not a.canvas_course
+                         or not a.canvas_assignment):
+        p.error("--canvas-url needs --export canvas, --export-by assignment, --canvas-course and --canvas-assignment")
+    if a.canvas_url and not os.environ.get("CANVAS_API_TOKEN"):
+        p.error("--canvas-url needs a Canvas access token in the environment variable CANVAS_API_TOKEN "
+                "(never on the command line, where other users' ps can read it)")
     if a.stop_warm:
         from course_grader import service
 
@@ -126,7 +138,8 @@ def parse(argv: list[str] | None = None) -> tuple[Options, bool, list[tuple[str,
                    dask_workers=a.dask_workers, report=a.report), a.report_only, \
         [(spec, "cleared") for spec in a.review_clear] + [(spec, "confirmed") for spec in a.review_confirm], \
         (dict(lms=a.export, roster_path=a.roster, by=a.export_by, title=a.export_title, moodle_id=a.moodle_id,
-              out=a.export_file) if a.export else None)
+              out=a.export_file, canvas=(a.canvas_url, a.canvas_course, a.canvas_assignment) if a.canvas_url else None)
+         if a.export else None)
 
 
 def write_report(options: Options) -> int:
@@ -180,6 +193,7 @@ def export_grades(options: Options, asked: dict) -> int:
     root = options.root.resolve()
     grades_csv = options.csv or root / "grades.csv"
     out = asked.pop("out") or root / f"export-{asked['lms']}.csv"
+    canvas = asked.pop("canvas", None)
     try:
         maxima = gradebook.max_scores(gradebook.driver_url(options.db_url or gradebook.default_db_url(root)))
         done = export.run(grades_csv=grades_csv, out=out, maxima=maxima, **asked)
@@ -188,6 +202,16 @@ def export_grades(options: Options, asked: dict) -> int:
         return 2
     notes = f"; notes: {out.with_suffix('.notes.csv')}" if asked["lms"] == "canvas" else ""
     print(f"{asked['lms']} export: {done.path} ({done.rows} students{notes})")
+    if canvas:
+        url, course, assignment = canvas
+        try:
+            sent = export.upload_canvas(out, url, course, assignment, os.environ["CANVAS_API_TOKEN"])
+        except Exception as exc:  # noqa: BLE001 - canvasapi's and requests' errors: the file is written, say why
+            print(f"nothing uploaded to Canvas: {type(exc).__name__}: {inert.plain(str(exc), 500)}", file=sys.stderr)
+            return 3
+        empty = f"; not sent (empty cell): {' '.join(inert.plain(s) for s in sent.left_empty)}" if sent.left_empty else ""
+        print(f"canvas upload: {len(sent.sent)} grades to assignment {assignment}: {sent.state}{empty}")
+        return 0 if sent.state == "completed" else 3
     return 0
 
 

@@ -17,6 +17,11 @@ review, get an empty cell (never 0) with a note; a student whose written answers
 autograded points, flagged. Notes go to Moodle's feedback column, and for Canvas to a file beside the export
 (`<name>.notes.csv`, a Canvas import would read any extra column as a new assignment). Students missing from the
 roster, and roster rows without graded work, are listed on stderr. docs/LMS_EXPORT.md says how to import each file.
+
+Optionally (`--canvas-url URL --canvas-course ID --canvas-assignment ID`, the token in CANVAS_API_TOKEN) the Canvas
+file's grades go straight to one Canvas assignment through canvasapi (UCF's maintained client of Canvas's REST API),
+as one bulk update of `posted_grade` per student: `upload_canvas`. An empty cell is not sent (the student's Canvas
+grade stays as it was), never a 0. canvasapi is imported only then: the export never needs it.
 """
 
 from __future__ import annotations
@@ -170,6 +175,73 @@ def moodle(graded: list[Graded], questions: list[str], roster: dict, key: str, t
             if notes:
                 export.notes[row["student"]] = notes
     return export
+
+
+@dataclass
+class Upload:
+    """What one Canvas upload sent, and how Canvas's job for it ended."""
+
+    sent: dict[str, str] = field(default_factory=dict)  # Canvas user (id, or sis_user_id:/sis_login_id:) -> points
+    left_empty: list[str] = field(default_factory=list)  # rows with an empty cell: not sent
+    state: str = ""  # Canvas's Progress workflow_state at the end: completed, failed, or queued/running (timed out)
+
+
+def _canvas_user(row: dict[str, str]) -> str:
+    """How Canvas's API names a user: its id, else `sis_user_id:...` or `sis_login_id:...` (Canvas's SIS id forms)."""
+    if row.get("ID", "").strip():
+        return row["ID"].strip()
+    for column, prefix in (("SIS User ID", "sis_user_id"), ("SIS Login ID", "sis_login_id")):
+        if row.get(column, "").strip():
+            return f"{prefix}:{inert.csv_text(row[column].strip())}"
+    return ""
+
+
+def check_canvas_url(url: str) -> str:
+    """The Canvas address a token may be sent to: https, or http only to this machine (a local stand-in)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        raise ValueError(f"{url!r}: the Canvas address must start with https:// (the token would travel in clear)")
+    return url.rstrip("/")
+
+
+def upload_canvas(path: Path, url: str, course_id: int, assignment_id: int, token: str, wait: float = 120.0,
+                  poll: float = 1.0) -> Upload:
+    """Send a Canvas export file's grades (by assignment: one grade column) to one assignment, and wait up to
+    `wait` seconds for Canvas's job to finish. Raises ValueError for a file with several grade columns."""
+    import time
+
+    try:
+        from canvasapi import Canvas
+    except ImportError as exc:  # the upload is optional; the CSV export never needs it
+        raise ValueError("the Canvas upload needs canvasapi: pip install canvasapi==3.6.0") from exc
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    grade_columns = [c for c in (rows[0].keys() if rows else []) if c not in ("Student", "ID", "SIS User ID",
+                                                                              "SIS Login ID", "Section")]
+    if len(grade_columns) != 1:
+        raise ValueError(f"{path.name} has {len(grade_columns)} grade columns: upload an export made with "
+                         f"--export-by assignment (one Canvas assignment)")
+    column, done = grade_columns[0], Upload()
+    for row in rows:
+        if row["Student"].strip() == "Points Possible":
+            continue
+        user, points = _canvas_user(row), row[column].strip()
+        if not points or not user:
+            done.left_empty.append(inert.csv_text(row["Student"]))
+            continue
+        done.sent[user] = points
+    assignment = Canvas(check_canvas_url(url), token).get_course(course_id).get_assignment(assignment_id)
+    progress = assignment.submissions_bulk_update(
+        grade_data={user: {"posted_grade": points} for user, points in done.sent.items()})
+    deadline = time.monotonic() + wait
+    while progress.workflow_state not in ("completed", "failed") and time.monotonic() < deadline:
+        time.sleep(poll)
+        progress = progress.query()
+    done.state = progress.workflow_state
+    return done
 
 
 def _feedback(question: str | None, notes: list[str]) -> str:

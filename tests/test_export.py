@@ -133,3 +133,109 @@ def test_the_command_exports_the_graded_demo_class(graded, course, tmp_path, cap
     assert [line[2] for line in written[2:]] == [f"S{i}" for i in range(len(students) - 1)]
     err = capsys.readouterr().err
     assert students[0] in err and "nobody" in err
+
+
+class _CanvasStandIn:
+    """A local stand-in for Canvas's REST API: the four calls canvasapi makes for a bulk grade update (course,
+    assignment, update_grades, progress), answering as Canvas's API documentation shows; it records what arrives."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qsl
+
+        stand_in = self
+        self.posted: list[list[tuple[str, str]]] = []
+        self.auth: set[str] = set()
+        self.polls = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, body: dict, status: int = 200):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                stand_in.auth.add(self.headers.get("Authorization", ""))
+                if self.path.startswith("/api/v1/courses/7/assignments/9"):
+                    self._answer({"id": 9, "course_id": 7, "name": "Normalization", "points_possible": 22})
+                elif self.path.startswith("/api/v1/courses/7"):
+                    self._answer({"id": 7, "name": "Normalization from the Foundations"})
+                elif self.path.startswith("/api/v1/progress/1"):
+                    stand_in.polls += 1
+                    self._answer({"id": 1, "workflow_state": "completed" if stand_in.polls > 1 else "running"})
+                else:
+                    self._answer({"errors": [{"message": "not found"}]}, 404)
+
+            def do_POST(self):
+                stand_in.auth.add(self.headers.get("Authorization", ""))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                if self.path == "/api/v1/courses/7/assignments/9/submissions/update_grades":
+                    stand_in.posted.append(parse_qsl(body))
+                    self._answer({"id": 1, "workflow_state": "queued", "url": f"{stand_in.url}/api/v1/progress/1"})
+                else:
+                    self._answer({"errors": [{"message": "not found"}]}, 404)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_canvas_upload_sends_each_graded_students_points_and_never_a_zero_for_the_ungraded(files, monkeypatch, capsys):
+    """The optional direct upload (canvasapi): one bulk update of posted_grade to the assignment, keyed by Canvas
+    user id; the student who could not be graded and the held one are not sent; the token only in the header."""
+    from course_grader import gradebook
+    from course_grader.__main__ import main
+
+    grades, roster, tmp = files
+    monkeypatch.setattr(gradebook, "max_scores", lambda url: MAXIMA)  # the points possible (no gradebook here)
+    stand_in = _CanvasStandIn()
+    try:
+        monkeypatch.setenv("CANVAS_API_TOKEN", "s3cret-token")
+        argv = ["--root", str(tmp), "--csv", str(grades), "--export", "canvas", "--roster", str(roster),
+                "--export-file", str(tmp / "canvas.csv"), "--canvas-url", stand_in.url, "--canvas-course", "7",
+                "--canvas-assignment", "9", "--db-url", f"sqlite:///{tmp / 'none.db'}"]
+        assert main(argv) == 0, capsys.readouterr().err
+    finally:
+        stand_in.close()
+    said = capsys.readouterr()
+    assert len(stand_in.posted) == 1
+    sent = dict(stand_in.posted[0])
+    assert sent == {"grade_data[101][posted_grade]": "22", "grade_data[102][posted_grade]": "17"}, sent
+    assert stand_in.auth == {"Bearer s3cret-token"}
+    assert "2 grades to assignment 9: completed" in said.out and "s3cret" not in said.out + said.err
+    assert "Cy, Cy" in said.out  # left empty: named, not sent
+
+
+def test_canvas_upload_refuses_plain_http_a_missing_token_and_a_file_per_question(files, monkeypatch, capsys):
+    from course_grader.__main__ import main
+
+    grades, roster, tmp = files
+    with pytest.raises(ValueError, match="https"):
+        export.check_canvas_url("http://canvas.uni.edu")
+    assert export.check_canvas_url("https://canvas.uni.edu/") == "https://canvas.uni.edu"
+    monkeypatch.delenv("CANVAS_API_TOKEN", raising=False)
+    base = ["--root", str(tmp), "--csv", str(grades), "--export", "canvas", "--roster", str(roster),
+            "--canvas-url", "https://canvas.uni.edu", "--canvas-course", "7", "--canvas-assignment", "9"]
+    with pytest.raises(SystemExit):
+        main(base)
+    assert "CANVAS_API_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("CANVAS_API_TOKEN", "t")
+    with pytest.raises(SystemExit):
+        main([*base, "--export-by", "question"])
+    assert "--export-by assignment" in capsys.readouterr().err
+    export.run("canvas", grades, roster, tmp / "per-q.csv", MAXIMA, "Normalization", by="question")
+    with pytest.raises(ValueError, match="3 grade columns"):
+        export.upload_canvas(tmp / "per-q.csv", "https://canvas.uni.edu", 7, 9, "t")
