@@ -95,7 +95,7 @@ def main() -> None:
                       f"is {plain / median(seconds):4.1f}x faster than re-execution")
         if args.no_class:
             return
-        students = [*("reference", "blank"), *demo.REALISTIC, "crasher", "looper", "deleter", "paster"]
+        students = [*("reference", "blank"), *demo.REALISTIC, "crasher", "looper", "deleter", "paster", "copier"]
         if args.students:
             students = students[:args.students]
         timings: dict[int, list[float]] = {}

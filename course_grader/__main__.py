@@ -155,6 +155,9 @@ def write_report(options: Options) -> int:
         print(f"no class report: {type(exc).__name__}: {exc} (grade first: make grade)", file=sys.stderr)
         return 2
     print(f"class report: {html} and {table_csv} ({seconds:.1f} s)")
+    similar = class_report.similar_line(table_csv)
+    if similar:
+        print(similar)
     return 0
 
 
@@ -231,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
           f"kernels: {outcome.sandbox}, {outcome.kernels}; grades: {options.csv or options.root / 'grades.csv'}")
     if outcome.report:
         print(f"class report: {outcome.report}")
+        from course_grader import class_report
+
+        similar = class_report.similar_line(class_report.paths(options.csv or options.root / "grades.csv")[1])
+        if similar:
+            print(similar)
     retried = [(student, note) for student, r in outcome.results.items() for note in r.retried]
     if retried:
         print(f"{len(retried)} grader failure(s) were retried with a fresh kernel; scores are unaffected:")

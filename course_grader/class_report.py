@@ -11,7 +11,7 @@ Built from what grading leaves behind, so it can be rebuilt at any time (`python
     tampering, pending manual grading);
   - reviews.json (reviews.py): the notebooks held for review, with the findings quoted and the commands that
     decide them, and the decisions already taken;
-  - the submitted notebooks' solution code, for the similarity section (similarity.py): the pairs of students whose
+  - the autograded notebooks' solution code (the student's), for the similarity section (similarity.py): the pairs of students whose
     code resembles each other beyond what the release and the model solution hold, ranked, with the matching lines
     side by side. A reason to look, never a verdict: the page says so, and nothing in it changes a score.
 
@@ -386,6 +386,22 @@ def rows(report: ClassReport) -> list[list]:
                      + (" flagged" if m.flagged else ""), m.shared, round(p.weight), f"{p.a} {p.b}"]
                     for m in p.matches]
     return out
+
+
+def similar_line(csv_path: Path) -> str:
+    """One line for the terminal from report.csv: the pairs with a flagged question, or "" (none, or no report)."""
+    flagged: dict[str, list[str]] = {}
+    if csv_path.is_file():
+        with open(csv_path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("section") == "similarity" and row.get("detail", "").endswith("flagged"):
+                    pair = " and ".join(inert.plain(inert.csv_text(s), 80) for s in row["students"].split(" ", 1))
+                    flagged.setdefault(pair, []).append(inert.plain(row["question"], 10))
+    if not flagged:
+        return ""
+    pairs = "; ".join(f"{pair} ({', '.join(qs)})" for pair, qs in list(flagged.items())[:5])
+    more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
+    return f"similar solutions to look at (a reason to look, not a verdict): {pairs}{more}"
 
 
 def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]:

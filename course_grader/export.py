@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from course_grader import inert
+from course_grader.report import _fmt
 
 CANVAS_IDS = ("id", "sis_user_id", "sis_login_id")  # a Canvas roster row needs one of them
 MOODLE_IDS = ("email", "username", "idnumber")
@@ -253,10 +254,6 @@ def _about(note: str, question: str) -> bool:
     if note.startswith((f"not graded: {question}: ", f"held for review: {question}: ")):
         return True
     return note.startswith(PENDING) and question in note[len(PENDING):].split(" (")[0].split()
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
 
 
 def run(lms: str, grades_csv: Path, roster_path: Path, out: Path, maxima: dict[str, float], title: str,

@@ -1,10 +1,11 @@
 """The grading pipeline: collect submissions, grade students in parallel workers, merge, report.
 
-Each student is graded by a worker process (autograde.py) in a private scratch course with a private SQLite
-gradebook; threads with no student left to start help the running ones (schedule.py); the parent merges the
-finished gradebooks one at a time into the course's, so `--jobs N` never has two writers on one database.
-Kernels are forked from one warm server per machine and run (machine.py, zygote.py). With `--scheduler` or
-`--dask-workers` the students are tasks on Dask workers instead (distributed.py), merged here the same way.
+Every notebook of every student is a task (workers.py), each student's slowest first (schedule.py); a worker
+process grades one notebook after another (autograde.py) in a private scratch course with a private SQLite
+gradebook, and the parent merges the finished gradebooks one at a time into the course's, so `--jobs N` never has
+two writers on one database. Kernels are forked from one warm server per machine (machine.py, zygote.py), kept
+between runs by the warm grading service with `--warm` (service.py). With `--scheduler` or `--dask-workers` the
+tasks go to Dask workers instead (distributed.py), merged here the same way.
 
 A worker that fails (even by crashing) is the grader's failure, never the student's (failures.py): the
 notebooks it left ungraded get one fresh worker, and a notebook still ungraded is reported "not graded" with

@@ -1,5 +1,5 @@
 """Which students' solutions resemble each other beyond what correct solutions must share: the class report's
-similarity section (instructor only; the grader process reads the submissions, no kernel runs).
+similarity section (instructor only; the grader process reads the autograded notebooks as data, no kernel runs).
 
 Every correct layer in this course is a few lines with one right formula, so two honest students' code looks alike.
 What does not count, therefore:
@@ -216,7 +216,9 @@ def compare(codes: dict[str, dict[str, str]], boilerplate: dict[str, list[str]],
 
 
 def collect(root: Path, students: list[str]) -> Similarity:
-    """The similarity of the students' submitted solution code (root/submitted), per notebook of the release."""
+    """The similarity of the students' solution code, per notebook of the release, read from the autograded
+    notebooks (what grading leaves in the course, whether the class came from submitted/, --class or --zip-collect;
+    their solution cells hold the student's code as submitted). A notebook never graded is not compared."""
     assignment = settings.ASSIGNMENT
     release = root / "release" / assignment
     source = root / "source" / assignment
@@ -232,7 +234,7 @@ def collect(root: Path, students: list[str]) -> Similarity:
             boilerplate[name].append("\n".join(line for line in model.splitlines()
                                                if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")))
         for student in students:
-            code, note = solution_code(root / "submitted" / student / assignment / f"{name}.ipynb", given_ids)
+            code, note = solution_code(root / "autograded" / student / assignment / f"{name}.ipynb", given_ids)
             if note:
                 notes.append(f"{student} {question(name)}: {note}")
             codes.setdefault(name, {})[student] = code

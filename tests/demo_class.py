@@ -18,15 +18,17 @@ LIMITS = dict(cell_timeout=25, notebook_timeout=240, progress=False)
 
 
 def graded_notebooks(course: Path) -> list[str]:
-    """The notebooks where the demo's crash, hang and tampering happen (realistic students err in them too).
+    """The notebooks where the demo's crash, hang and tampering happen (realistic students err in them too), and
+    those the copier copied (the class report's similarity section reads the autograded notebooks).
 
-    Grading every notebook of the class takes a kernel start per notebook and student; these two or three
-    notebooks exercise every case within the test budget on 2 shared cores.
+    Grading every notebook of the class takes a kernel start per notebook and student; these few notebooks
+    exercise every case within the test budget on 2 shared cores.
     """
     names = sorted(p.stem for p in (course / "release" / "normalization").glob("*.ipynb"))
     plans = demo.plans(names, [n for n in names if demo.stop_cell(course / "source" / "normalization" / f"{n}.ipynb")],
                        [n for n in names if points_per_test(course)[n]])
     chosen = {p.stop[0] for p in plans if p.stop} | {p.tampered[0] for p in plans if p.tampered}
+    chosen |= {n for p in plans if p.copied_from for n in p.variants}
     return sorted(chosen)
 
 

@@ -131,7 +131,7 @@ print(json.dumps([[p.a, p.b, p.shared, [[m.notebook, m.shared, m.fractions] for 
 """
 
 
-def test_the_same_ranking_in_every_process(course):
+def test_the_same_ranking_in_every_process(graded, course):
     """copydetect hashes with Python's salted str hash: with a window of 1 no fingerprint choice depends on it."""
     students = [p.student for p in demo.plans(sorted(p.stem for p in RELEASE.glob("*.ipynb")), ["x"], ["x"])]
     runs = []
@@ -143,8 +143,13 @@ def test_the_same_ranking_in_every_process(course):
     assert runs[0] == runs[1] and runs[0]
 
 
-def test_the_demo_copier_is_ranked_first_and_no_honest_pair_is_flagged(graded, course):
-    """make grade's class report: copier copied dave's Q3 and Q8 (renamed, reordered); nobody else copied."""
+def test_the_demo_copier_is_ranked_first_and_no_honest_pair_is_flagged(graded, course, capsys):
+    """make grade's class report: copier copied dave's Q3 and Q8 (renamed, reordered); nobody else copied. The
+    terminal names the flagged pair too."""
+    from course_grader.__main__ import main
+
+    assert main(["--root", str(course), "--report"]) == 0
+    said = capsys.readouterr().out
     html, table = class_report.paths(course / "grades.csv")
     with open(table, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["section"] == "similarity"]
@@ -153,6 +158,7 @@ def test_the_demo_copier_is_ranked_first_and_no_honest_pair_is_flagged(graded, c
     assert {r["students"] for r in first} == {f"copier {victim}"}
     flagged = {(r["students"], r["question"]) for r in rows if r["detail"].endswith("flagged")}
     assert flagged == {(f"copier {victim}", q) for q in copied}
+    assert f"copier and {victim} ({', '.join(copied)})" in said
     page = html.read_text()
     assert "A reason to look, not a verdict" in page and "<mark>" in page
     second = max((int(r["of"]) for r in rows if r["item"] != "1"), default=0)
