@@ -316,7 +316,7 @@ that code. Not counted: {{ sim.boilerplate }}, and any passage more than a quart
 flagged when a pair shares at least {{ min_shared }} characters of it and that is at least {{ flag_pct }}% of each
 one's own code. Pairs are ranked by their weight: per question the shared code times the smaller of those two
 parts, summed. The median pair of students weighs {{ '%g' % sim.median }}.</p>
-{% if sim.notes %}<p class="muted">Not read in full: {{ sim.notes|join('; ') }}.</p>{% endif %}
+{% if sim.notes %}<p class="muted">Not compared in full: {{ sim.notes|join('; ') }}.</p>{% endif %}
 {% if sim.pairs %}<table><tr><th style="width:3rem">rank</th><th style="width:12rem">students</th>
 <th style="width:4rem">weight</th><th>per question: shared characters (part of each one's own code)</th></tr>
 {% for p in sim.pairs[:shown_rows] %}<tr><td>{{ loop.index }}</td><td>{{ p.a }} and {{ p.b }}{% if p.flagged %}
@@ -410,7 +410,11 @@ def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]
 
     started = time.monotonic()
     report = collect(root, db_url, grades_csv)
-    report.similar = similarity.collect(root, report.students)
+    try:
+        report.similar = similarity.collect(root, report.students)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still stands; the page says why this part is not
+        report.similar = similarity.Similarity([], [], 0.0, "-", [f"not computed: {type(exc).__name__}: "
+                                                                 f"{inert.plain(str(exc))}"])
     html_path, csv_path = paths(grades_csv)
     png = base64.b64encode(distribution_png(report)).decode()
     not_graded = sum(status == "not graded" for status, _ in report.statuses.values())

@@ -120,6 +120,13 @@ def test_student_code_is_inert_in_the_page_and_bounded(tmp_path):
     assert len(code) == similarity.MAX_CODE_CHARS and "cut" in note
     (tmp_path / "bad.ipynb").write_text("{not json")
     assert similarity.solution_code(tmp_path / "bad.ipynb", ["sol"]) == ("", "not a readable notebook")
+    odd = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        "a string", {"cell_type": "code", "metadata": [], "source": "x"},
+        {"cell_type": "code", "metadata": {"nbgrader": {"grade_id": ["sol"]}}, "source": "x"},
+        {"cell_type": "code", "metadata": {"nbgrader": {"grade_id": "sol"}}, "source": ["a = 1\n", 2]},
+        {"cell_type": "code", "metadata": {"nbgrader": {"grade_id": "sol"}}, "source": "b = 2\n"}]}
+    (tmp_path / "odd.ipynb").write_text(json.dumps(odd))
+    assert similarity.solution_code(tmp_path / "odd.ipynb", ["sol"]) == ("b = 2\n", "")
 
 
 RANK = """
