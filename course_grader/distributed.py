@@ -125,12 +125,12 @@ class GradingPlugin(WorkerPlugin):
         def own() -> Graders:  # a grading process per task thread, kept between tasks
             return Graders(Machine.prepare(self.scratch, code_root(), **setup))
 
-        remote = None
         if self.settings.warm:  # this machine's warm service (service.py), kept between runs
             from course_grader import service
 
-            remote, _ = service.start(code_root(), **setup)
-        self.graders = service.Warm(remote, own) if remote else own()
+            self.graders = service.graders(code_root(), setup, own, say=lambda why: print(why, flush=True))
+        else:
+            self.graders = own()
         self.address = worker.address
         self.code = code_version()  # this worker's course code, read once
 

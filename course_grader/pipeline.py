@@ -289,7 +289,12 @@ def _local_workers(options: Options, folders: dict[str, Path], release: Path, ro
     def own() -> Graders:
         return Graders(Machine.prepare(scratch, root, **setup))
 
-    graders = _warm(root, setup, own) if options.warm else own()
+    if options.warm:
+        from course_grader import service
+
+        graders = service.graders(root, setup, own, say=lambda why: print(why, file=sys.stderr, flush=True))
+    else:
+        graders = own()
 
     def grade(task: Task) -> Done:
         work = task_folder(scratch, task)
@@ -306,17 +311,6 @@ def _local_workers(options: Options, folders: dict[str, Path], release: Path, ro
         graders.stop()
         raise
     return LocalWorkers(grade, options.jobs, graders.stop, lambda results: graders.describe())
-
-
-def _warm(root: Path, setup: dict, own):
-    """The warm service's graders (started if none runs), or this run's own when it cannot be used (said why)."""
-    from course_grader import service
-
-    remote, how = service.start(root, **setup)
-    if remote is None:
-        print(f"grading without the warm service: {how}", file=sys.stderr, flush=True)
-        return own()
-    return service.Warm(remote, own)
 
 
 def _check_isolation(mode: str, required: bool) -> None:

@@ -329,6 +329,17 @@ def start(code: Path, isolate: bool, fork_server: bool, one_thread: bool,
     return None, f"the warm grading service did not start (its log: {log})"
 
 
+def graders(code: Path, setup: dict, own: Callable[[], object], say: Callable[[str], None] = lambda why: None):
+    """This setup's graders through the warm service (started if none runs): a Warm, which falls back to `own()` if
+    the service dies; `own()` at once, after saying why, when no service can be used. The pipeline's local run and
+    each Dask worker choose here."""
+    remote, how = start(code, **setup)
+    if remote is None:
+        say(f"grading without the warm service: {how}")
+        return own()
+    return Warm(remote, own)
+
+
 def stop_all() -> list[int]:
     """Ask every service of this user to end (after the jobs they are grading); the pids that said they would."""
     stopped = []
