@@ -46,13 +46,14 @@ class Graded:
 
 @pytest.fixture(scope="session")
 def graded(course):
-    """The whole demo class, graded with 2 jobs (on the notebooks where something happens), in the class's order."""
+    """The whole demo class, graded with 2 jobs (on the notebooks where something happens, demo_class.fixture_notebooks),
+    in the class's order."""
     from course_grader.pipeline import Options, run
-    from demo_class import LIMITS, graded_notebooks
+    from demo_class import LIMITS, fixture_notebooks
 
     plans = DEMO_PLANS[course]
     started = time.monotonic()
-    outcome = run(Options(root=course, jobs=2, students=[p.student for p in plans], notebooks=graded_notebooks(course),
+    outcome = run(Options(root=course, jobs=2, students=[p.student for p in plans], notebooks=fixture_notebooks(course),
                           **LIMITS))
     print(f"demo class graded in {time.monotonic() - started:.0f} s; kernels: {outcome.sandbox}")
     return Graded(outcome, plans)

@@ -6,6 +6,7 @@ grader-failure tests share one graded demo class.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -18,18 +19,24 @@ LIMITS = dict(cell_timeout=25, notebook_timeout=240, progress=False)
 
 
 def graded_notebooks(course: Path) -> list[str]:
-    """The notebooks where the demo's crash, hang and tampering happen (realistic students err in them too), and
-    those the copier copied (the class report's similarity section reads the autograded notebooks).
+    """The notebooks where the demo's crash, hang and tampering happen (realistic students err in them too).
 
-    Grading every notebook of the class takes a kernel start per notebook and student; these few notebooks
-    exercise every case within the test budget on 2 shared cores.
+    Grading every notebook of the class takes a kernel start per notebook and student; these two or three
+    notebooks exercise every case within the test budget on 2 shared cores.
     """
     names = sorted(p.stem for p in (course / "release" / "normalization").glob("*.ipynb"))
     plans = demo.plans(names, [n for n in names if demo.stop_cell(course / "source" / "normalization" / f"{n}.ipynb")],
                        [n for n in names if points_per_test(course)[n]])
     chosen = {p.stop[0] for p in plans if p.stop} | {p.tampered[0] for p in plans if p.tampered}
-    chosen |= {n for p in plans if p.copied_from for n in p.variants}
     return sorted(chosen)
+
+
+def fixture_notebooks(course: Path) -> list[str]:
+    """What the shared `graded` fixture grades: graded_notebooks, and those the copier copied (the class report's
+    similarity section reads the autograded notebooks). The other runs of the demo class grade graded_notebooks."""
+    names = sorted(p.stem for p in (course / "release" / "normalization").glob("*.ipynb"))
+    copied = {n for n in names if demo.question(n) in demo.COPIED[1]}
+    return sorted(set(graded_notebooks(course)) | copied)
 
 
 def points_per_test(course: Path) -> dict[str, dict[str, float]]:
@@ -39,6 +46,25 @@ def points_per_test(course: Path) -> dict[str, dict[str, float]]:
         nb = nbformat.read(path, as_version=4)
         out[path.stem] = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
                           for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+    return out
+
+
+def reasons_on(rows, notebooks: list[str]) -> dict[str, list[str]]:
+    """{student: reasons} of a run's rows, the manual-grading-pending reason cut to `notebooks`' questions: a run of
+    graded_notebooks compares with the `graded` fixture, which graded the copier's notebooks too."""
+    questions = {demo.question(n) for n in notebooks}
+    pending = "manual grading pending: "
+    out = {}
+    for row in rows:
+        kept = []
+        for reason in row.reasons:
+            if reason.startswith(pending):
+                reason = pending + " ".join(q for q in reason[len(pending):].split() if q in questions)
+            first = reason.removeprefix("not graded: ").removeprefix("held for review: ").split(":", 1)[0]
+            if re.fullmatch(r"Q\d+", first) and first not in questions:
+                continue  # about a notebook only one of the runs graded
+            kept.append(reason)
+        out[row.student] = kept
     return out
 
 

@@ -24,7 +24,7 @@ from course_grader.pipeline import Options, run
 from course_grader.repair import repair
 from course_mutation import demo
 from course_mutation.harness import run_variants
-from demo_class import LIMITS, graded_notebooks, points_per_test
+from demo_class import LIMITS, fixture_notebooks, graded_notebooks, points_per_test
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -80,7 +80,7 @@ def test_demo_student_gets_exactly_the_expected_points(graded, course, student):
     plan = next(p for p in graded.plans if p.student == student)
     expected = _expected(course, plan)
     got = _got(graded, student)
-    assert set(got) == set(graded_notebooks(course))
+    assert set(got) == set(fixture_notebooks(course))
     assert got == {nb: expected[nb] for nb in got}, f"{student}: {plan}"
 
 
@@ -96,7 +96,7 @@ def test_problem_students_are_flagged_with_a_reason(graded):
 def test_feedback_html_for_every_student(graded, course):
     for plan in graded.plans:
         pages = list((course / "feedback" / plan.student / "normalization").glob("*.html"))
-        assert len(pages) == len(graded_notebooks(course)), plan.student
+        assert len(pages) == len(fixture_notebooks(course)), plan.student
 
 
 def test_serial_regrade_gives_identical_grades(graded, course):

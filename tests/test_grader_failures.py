@@ -25,7 +25,7 @@ from course_grader import speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from course_grader.workers import scratch_name
-from demo_class import LIMITS, ROOT, graded_notebooks, scores_of
+from demo_class import LIMITS, ROOT, graded_notebooks, reasons_on, scores_of
 from process_tools import (ancestors, children, cpu_burners, gone, job_folder, kernels_inside, kill_inside_a_cell,
                            killer, poll, processes, processes_of, run_tmp, slow_class, uid_of, with_marker)
 
@@ -87,7 +87,7 @@ def test_a_class_graded_beside_cpu_burners_gets_the_quiet_scores(graded, course)
         busy = run(Options(root=course, jobs=2, notebooks=graded_notebooks(course), csv=course / "busy.csv",
                            feedback=False, **LIMITS))
     _same_scores(busy, graded, [p.student for p in graded.plans], graded_notebooks(course))
-    assert {r.student: r.reasons for r in busy.rows} == {r.student: r.reasons for r in graded.rows}
+    assert reasons_on(busy.rows, graded_notebooks(course)) == reasons_on(graded.rows, graded_notebooks(course))
 
 
 def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course, tmp_path):

@@ -8,6 +8,7 @@ Kernels are forked from one warm server for the module, as in grading; the tests
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -103,17 +104,21 @@ print(json.dumps({"count": len(lines), "cmdlines": lines}))
 
 @pytest.mark.parametrize("isolate", MODES)
 def test_a_kernels_daemons_die_with_it(server, isolate):
-    """Attack: a double-forked daemon that outlives the kernel (and could act on a later student's grading)."""
-    code = """
+    """Attack: a double-forked daemon that outlives the kernel (and could act on a later student's grading).
+
+    The daemon is `sleep 300.<nonce>` (GNU sleep takes a fraction), so that only this test's daemon is looked for and
+    killed: without a sandbox the kernel runs as root, beside whatever else root runs on a shared machine."""
+    nonce = f"300.{secrets.randbelow(10**9):09d}"
+    code = f"""
 import json, os, subprocess
-subprocess.Popen(['sleep', '300'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-print(json.dumps({"uid": os.getuid()}))
+subprocess.Popen(['sleep', '{nonce}'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(json.dumps({{"uid": os.getuid()}}))
 """
     uid = answer(_kernel(server, isolate, code)[0])["uid"]
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_is_sleep_300(p) for p in _processes(uid)):
+    while time.monotonic() < deadline and any(_is_sleep(p, nonce) for p in _processes(uid)):
         time.sleep(0.1)
-    survivors = [p for p in _processes(uid) if _is_sleep_300(p)]
+    survivors = [p for p in _processes(uid) if _is_sleep(p, nonce)]
     try:
         assert bool(survivors) != isolate, survivors
     finally:
@@ -125,9 +130,9 @@ def _processes(uid: int) -> list[int]:
     return processes_of(uid) if uid != 0 else [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def _is_sleep_300(pid: int) -> bool:
+def _is_sleep(pid: int, seconds: str) -> bool:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x00300\x00"
+        return Path(f"/proc/{pid}/cmdline").read_bytes() == f"sleep\x00{seconds}\x00".encode()
     except OSError:
         return False
 
