@@ -155,10 +155,17 @@ def write_report(options: Options) -> int:
         print(f"no class report: {type(exc).__name__}: {exc} (grade first: make grade)", file=sys.stderr)
         return 2
     print(f"class report: {html} and {table_csv} ({seconds:.1f} s)")
-    similar = class_report.similar_line(table_csv)
+    _say_similar(table_csv)
+    return 0
+
+
+def _say_similar(report_csv: Path) -> None:
+    """The flagged pairs of the class report's similarity section, in one line (nothing when there are none)."""
+    from course_grader import class_report
+
+    similar = class_report.similar_line(report_csv)
     if similar:
         print(similar)
-    return 0
 
 
 def decide(options: Options, decisions: list[tuple[str, str]]) -> int:
@@ -234,11 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           f"kernels: {outcome.sandbox}, {outcome.kernels}; grades: {options.csv or options.root / 'grades.csv'}")
     if outcome.report:
         print(f"class report: {outcome.report}")
-        from course_grader import class_report
-
-        similar = class_report.similar_line(class_report.paths(options.csv or options.root / "grades.csv")[1])
-        if similar:
-            print(similar)
+        _say_similar(outcome.report.with_suffix(".csv"))
     retried = [(student, note) for student, r in outcome.results.items() for note in r.retried]
     if retried:
         print(f"{len(retried)} grader failure(s) were retried with a fresh kernel; scores are unaffected:")

@@ -320,7 +320,7 @@ parts, summed. The median pair of students weighs {{ '%g' % sim.median }}.</p>
 {% if sim.pairs %}<table><tr><th style="width:3rem">rank</th><th style="width:12rem">students</th>
 <th style="width:4rem">weight</th><th>per question: shared characters (part of each one's own code)</th></tr>
 {% for p in sim.pairs[:shown_rows] %}<tr><td>{{ loop.index }}</td><td>{{ p.a }} and {{ p.b }}{% if p.flagged %}
-<br><span class="flag">flagged: {{ p.flagged|map(attribute='notebook')|map('first_word')|join(', ') }}</span>{% endif %}</td>
+<br><span class="flag">flagged: {{ p.flagged|map(attribute='notebook')|map('question')|join(', ') }}</span>{% endif %}</td>
 <td>{{ p.weight|round|int }}</td><td>{% for m in p.matches %}{{ m.notebook.split('_')[0] }} {{ m.shared }}
 ({{ (100 * m.fractions[0])|round|int }}% / {{ (100 * m.fractions[1])|round|int }}%){% if not loop.last %}; {% endif %}
 {% endfor %}</td></tr>{% endfor %}</table>
@@ -419,7 +419,7 @@ def write(root: Path, db_url: str, grades_csv: Path) -> tuple[Path, Path, float]
     png = base64.b64encode(distribution_png(report)).decode()
     not_graded = sum(status == "not graded" for status, _ in report.statuses.values())
     env = jinja2.Environment(autoescape=True)
-    env.filters["first_word"] = lambda name: name.split("_")[0]
+    env.filters["question"] = question
     html_path.write_text(env.from_string(PAGE).render(
         assignment=ASSIGNMENT, report=report, png=png, not_graded=not_graded, questions=_questions(report),
         k=similarity.K, min_shared=similarity.MIN_SHARED, flag_pct=round(100 * similarity.FLAG_FRACTION),

@@ -35,6 +35,7 @@ from course_grader import inert
 from course_grader.report import _fmt
 
 CANVAS_IDS = ("id", "sis_user_id", "sis_login_id")  # a Canvas roster row needs one of them
+CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")  # before the grade columns
 MOODLE_IDS = ("email", "username", "idnumber")
 PENDING = "manual grading pending: "
 
@@ -139,7 +140,7 @@ def canvas(graded: list[Graded], questions: list[str], roster: dict, maxima: dic
     points = [_fmt(sum(maxima.values()))] if by == "assignment" else [_fmt(maxima.get(q, 0)) for q in questions]
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", *columns])
+        writer.writerow([*CANVAS_COLUMNS, *columns])
         writer.writerow(["    Points Possible", "", "", "", "", *points])
         for g, row in _match(graded, roster, export):
             writer.writerow(inert.csv_row([row.get("name", ""), row.get("id", ""), row.get("sis_user_id", ""),
@@ -220,8 +221,7 @@ def upload_canvas(path: Path, url: str, course_id: int, assignment_id: int, toke
         raise ValueError("the Canvas upload needs canvasapi: pip install canvasapi==3.6.0") from exc
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    grade_columns = [c for c in (rows[0].keys() if rows else []) if c not in ("Student", "ID", "SIS User ID",
-                                                                              "SIS Login ID", "Section")]
+    grade_columns = [c for c in (rows[0].keys() if rows else []) if c not in CANVAS_COLUMNS]
     if len(grade_columns) != 1:
         raise ValueError(f"{path.name} has {len(grade_columns)} grade columns: upload an export made with "
                          f"--export-by assignment (one Canvas assignment)")

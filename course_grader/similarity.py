@@ -91,14 +91,10 @@ class Pair:
 @dataclass
 class Similarity:
     students: list[str]  # compared (with solution code of their own in some notebook)
-    pairs: list[Pair]  # every pair that shares a passage, ranked (most shared code first)
+    pairs: list[Pair]  # every pair that shares a passage, ranked (heaviest first)
     median: float  # the weight of the median pair of students, all pairs counted (most share nothing)
     boilerplate: str  # what did not count
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def flagged(self) -> list[Pair]:
-        return [p for p in self.pairs if p.flagged]
 
 
 def _solution_ids(notebook: Path) -> list[str]:
@@ -140,10 +136,23 @@ def solution_code(path: Path, grade_ids: list[str]) -> tuple[str, str]:
     return code, ""
 
 
-def _fingerprint(code: str, boilerplate=None):
+def _fingerprint(code: str, skip: set[int] = frozenset()):
+    """copydetect's fingerprints of the code, without those in `skip` (what does not count)."""
+    import numpy as np
     from copydetect import CodeFingerprint
 
-    return CodeFingerprint("solution.py", K, 1, boilerplate=boilerplate, language="python", fp=io.StringIO(code))
+    return CodeFingerprint("solution.py", K, 1, boilerplate=np.array(sorted(skip)), language="python",
+                           fp=io.StringIO(code))
+
+
+def given(texts: list[str]) -> set[int]:
+    """The fingerprints of the boilerplate's texts (the release's code, the model solution's)."""
+    return set().union(*(_fingerprint(text).hashes for text in texts))
+
+
+def _with_code(codes: dict[str, dict[str, str]]) -> list[str]:
+    """The students with solution code in some notebook."""
+    return sorted({s for per in codes.values() for s, code in per.items() if code.strip()})
 
 
 def _mark(code: str, slices, context: int = 2) -> str:
@@ -182,20 +191,19 @@ def compare(codes: dict[str, dict[str, str]], boilerplate: dict[str, list[str]],
 
     Returns the pairs that share a passage, ranked, the first `detail` with their marked code; and the median pair's
     shared code over all pairs."""
-    import numpy as np
     from copydetect import compare_files
 
-    students = sorted({s for per in codes.values() for s, code in per.items() if code.strip()})
+    students = _with_code(codes)
     found: dict[tuple[str, str], Pair] = {}
+    fingerprints: dict[str, dict] = {}  # notebook -> {student: fingerprints}, kept for the marked code below
     for notebook, per in sorted(codes.items()):
-        given = set()
-        for text in boilerplate.get(notebook, []):
-            given |= _fingerprint(text).hashes
-        prints = {s: _fingerprint(code, np.array(sorted(given))) for s, code in per.items() if code.strip()}
+        skip = given(boilerplate.get(notebook, []))
+        prints = {s: _fingerprint(code, skip) for s, code in per.items() if code.strip()}
         holders = Counter(h for fp in prints.values() for h in fp.hashes)
         common = {h for h, n in holders.items() if n > max(COMMON_MIN, COMMON_SHARE * len(students))}
         if common:
-            prints = {s: _fingerprint(per[s], np.array(sorted(given | common))) for s in prints}
+            prints = {s: _fingerprint(per[s], skip | common) for s in prints}
+        fingerprints[notebook] = prints
         index = defaultdict(list)  # passage -> students who have it: only pairs with one in common are compared
         for s, fp in sorted(prints.items()):
             for h in fp.hashes:
@@ -209,13 +217,9 @@ def compare(codes: dict[str, dict[str, str]], boilerplate: dict[str, list[str]],
     ranked = sorted(found.values(), key=lambda p: (-p.weight, -p.shared, p.a, p.b))
     for pair in ranked[:detail]:  # the marked code, for the pairs shown
         for match in pair.matches:
-            per = codes[match.notebook]
-            given = set()
-            for text in boilerplate.get(match.notebook, []):
-                given |= _fingerprint(text).hashes
-            fa, fb = (_fingerprint(per[s], np.array(sorted(given))) for s in (pair.a, pair.b))
-            _, _, (sa, sb) = compare_files(fa, fb)
-            match.marked = (_mark(per[pair.a], sa), _mark(per[pair.b], sb))
+            prints, code = fingerprints[match.notebook], codes[match.notebook]
+            _, _, (sa, sb) = compare_files(prints[pair.a], prints[pair.b])
+            match.marked = (_mark(code[pair.a], sa), _mark(code[pair.b], sb))
     everyone = len(students) * (len(students) - 1) // 2
     values = [p.weight for p in ranked] + [0] * (everyone - len(ranked))
     return ranked, round(float(statistics.median(values)), 1) if values else 0.0
@@ -233,19 +237,16 @@ def collect(root: Path, students: list[str]) -> Similarity:
     boilerplate: dict[str, list[str]] = {}
     notes = []
     for name in notebooks:
-        given_ids = _solution_ids(release / f"{name}.ipynb")
-        boilerplate[name] = [solution_code(release / f"{name}.ipynb", given_ids)[0]]
-        if (source / f"{name}.ipynb").is_file():
-            model = solution_code(source / f"{name}.ipynb", given_ids)[0]
-            boilerplate[name].append("\n".join(line for line in model.splitlines()
-                                               if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")))
+        ids = _solution_ids(release / f"{name}.ipynb")
+        boilerplate[name] = [solution_code(release / f"{name}.ipynb", ids)[0]]
+        if (source / f"{name}.ipynb").is_file():  # its ### BEGIN/END SOLUTION markers are comments: not tokens
+            boilerplate[name].append(solution_code(source / f"{name}.ipynb", ids)[0])
         for student in students:
-            code, note = solution_code(root / "autograded" / student / assignment / f"{name}.ipynb", given_ids)
+            code, note = solution_code(root / "autograded" / student / assignment / f"{name}.ipynb", ids)
             if note:
                 notes.append(f"{student} {question(name)}: {note}")
             codes.setdefault(name, {})[student] = code
     what = "the release's code" + (" and the model solution's" if source.is_dir() else " (no source/: the model "
                                                                                       "solution is not known)")
     pairs, median = compare(codes, boilerplate)
-    compared = sorted({s for per in codes.values() for s, code in per.items() if code.strip()})
-    return Similarity(compared, pairs, median, what, notes)
+    return Similarity(_with_code(codes), pairs, median, what, notes)

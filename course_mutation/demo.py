@@ -71,9 +71,8 @@ class Plan:
     student: str
     variants: dict[str, tuple[Variant, ...]] = field(default_factory=dict)  # notebook -> its replaced solutions
     stop: tuple[str, str] | None = None  # (notebook, solution grade_id) where the kernel dies or hangs
-    how: str = ""  # "crash" / "hang" / "delete" / "paste"
+    how: str = ""  # "crash" / "hang" / "delete" / "paste" / "copy" (COPIED says whose and what)
     tampered: tuple[str, str] | None = None  # (notebook, test grade_id) deleted or pasted twice
-    copied_from: str = ""  # the student whose solutions it copied (the copier)
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def plans(names: list[str], stoppable: list[str], tested: list[str]) -> list[Pla
     out.append(Plan("paster", how="paste", tampered=(tested[-1], "")))
     victim, copied = COPIED
     source = next(plan for plan in out if plan.student == victim)
-    copier = Plan("copier", how="copy", copied_from=victim)
+    copier = Plan("copier", how="copy")
     for name in names:
         if question(name) in copied and name in source.variants:
             copier.variants[name] = tuple(Copied(f"{v.name}, copied from {victim}", v.solution, v.mistake, v.fails,
@@ -180,12 +179,8 @@ def _independent(first: ast.stmt, second: ast.stmt) -> bool:
            for n in ast.walk(target)):
         return False
 
-    def names(stmt: ast.Assign) -> tuple[set[str], set[str]]:
-        written = set()
-        for target in stmt.targets:
-            for node in ast.walk(target):
-                if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
-                    written.add(_dotted(node) or "?")
+    def names(stmt: ast.Assign) -> tuple[set[str], set[str]]:  # (local names written, names and attributes read)
+        written = {n.id for target in stmt.targets for n in ast.walk(target) if isinstance(n, ast.Name)}
         read = {_dotted(n) or "?" for n in ast.walk(stmt.value) if isinstance(n, (ast.Name, ast.Attribute))}
         return written, read
 

@@ -71,3 +71,12 @@ def reasons_on(rows, notebooks: list[str]) -> dict[str, list[str]]:
 def scores_of(outcome, student: str) -> dict[str, dict[str, float]]:
     """{notebook: {test: points}} a run gave one student."""
     return {nb: score.tests for nb, score in outcome.scores[student].items()}
+
+
+def same_scores(outcome, graded, students, notebooks) -> None:
+    """Every student graded, with exactly the quiet run's points on `notebooks`, test by test."""
+    for student in students:
+        assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
+        assert scores_of(outcome, student) == {nb: scores_of(graded, student)[nb] for nb in notebooks}, \
+            (student, outcome.results[student].problems, outcome.results[student].retried,
+             next((r.reasons for r in outcome.rows if r.student == student), None))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from demo_class import LIMITS, graded_notebooks, reasons_on, scores_of
+from demo_class import LIMITS, graded_notebooks, reasons_on, same_scores
 from process_tools import children, job_folder, kill_inside_a_cell, killer, processes, run_tmp, slow_class
 
 from course_grader.pipeline import Options, run
@@ -90,10 +90,7 @@ def test_two_dask_workers_grade_the_demo_class_to_the_local_scores_though_one_is
                               csv=course / "dask.csv", **LIMITS))
     assert killed == [victim], "the worker was not killed mid-run"
     students = [p.student for p in graded.plans]
-    for student in students:
-        assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
-        assert scores_of(outcome, student) == {nb: scores_of(graded, student)[nb] for nb in graded_notebooks(course)}, \
-            student
+    same_scores(outcome, graded, students, graded_notebooks(course))
     assert reasons_on(outcome.rows, graded_notebooks(course)) == reasons_on(graded.rows, graded_notebooks(course))
     ran_on = {worker for r in outcome.results.values() for worker in r.machine["worker"].split(", ")}
     assert len(ran_on) == 2 and all(r.machine["mode"] == "isolated" for r in outcome.results.values()), ran_on

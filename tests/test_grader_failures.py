@@ -25,7 +25,7 @@ from course_grader import speed
 from course_grader.failures import root_cause
 from course_grader.pipeline import Options, run
 from course_grader.workers import scratch_name
-from demo_class import LIMITS, ROOT, graded_notebooks, reasons_on, scores_of
+from demo_class import LIMITS, ROOT, graded_notebooks, reasons_on, same_scores
 from process_tools import (ancestors, children, cpu_burners, gone, job_folder, kernels_inside, kill_inside_a_cell,
                            killer, poll, processes, processes_of, run_tmp, slow_class, uid_of, with_marker)
 
@@ -72,21 +72,12 @@ def test_the_dead_kernel_waits_grow_when_the_machine_is_busy(monkeypatch):
     assert speed.slowness() == 1.0  # the median: one outlier does not stretch every wait
 
 
-def _same_scores(outcome, graded, students, notebooks) -> None:
-    """Every student graded, with exactly the quiet run's points on `notebooks`, test by test."""
-    for student in students:
-        assert outcome.results[student].ok, (student, outcome.results[student].not_graded)
-        assert scores_of(outcome, student) == {nb: scores_of(graded, student)[nb] for nb in notebooks}, \
-            (student, outcome.results[student].problems, outcome.results[student].retried,
-             next((r.reasons for r in outcome.rows if r.student == student), None))
-
-
 def test_a_class_graded_beside_cpu_burners_gets_the_quiet_scores(graded, course):
     """As many CPU-bound processes as cores run beside the whole demo class: exactly the quiet run's points."""
     with cpu_burners(os.cpu_count() or 1):
         busy = run(Options(root=course, jobs=2, notebooks=graded_notebooks(course), csv=course / "busy.csv",
                            feedback=False, **LIMITS))
-    _same_scores(busy, graded, [p.student for p in graded.plans], graded_notebooks(course))
+    same_scores(busy, graded, [p.student for p in graded.plans], graded_notebooks(course))
     assert reasons_on(busy.rows, graded_notebooks(course)) == reasons_on(graded.rows, graded_notebooks(course))
 
 
@@ -114,7 +105,7 @@ def test_a_fork_server_killed_under_its_kernels_costs_no_points(graded, course, 
         outcome = run(Options(root=course, class_dir=class_dir, jobs=2, students=students, notebooks=notebooks,
                               csv=course / "server-killed.csv", feedback=False, **LIMITS))
     assert killed, "no forked kernel was ever seen inside its cell"
-    _same_scores(outcome, graded, students, notebooks)
+    same_scores(outcome, graded, students, notebooks)
     retried = outcome.results["reference"].retried
     assert any("fork server died" in note for note in retried), retried
 
@@ -135,7 +126,7 @@ def test_a_killed_worker_is_replaced_and_a_student_never_graded_gets_no_score(gr
         outcome = run(Options(root=course, jobs=2, students=["bob", "carol"], notebooks=notebooks,
                               csv=course / "killed.csv", feedback=False, **LIMITS))
     assert bob_killed and len(carol_killed) >= 2, (bob_killed, carol_killed)
-    _same_scores(outcome, graded, ["bob"], notebooks)
+    same_scores(outcome, graded, ["bob"], notebooks)
     carol = next(r for r in outcome.rows if r.student == "carol")
     assert carol.status == "not graded" and not carol.scores, carol
     assert "the grading worker died (killed by SIGKILL)" in carol.reasons[0], carol.reasons

@@ -63,21 +63,12 @@ def test_correct_alternatives_are_never_flagged_and_a_disguised_copy_of_each_is_
         top = pairs[0]
         assert {top.a, top.b} == {"copier", variant.name}, (variant.name, [(p.a, p.b, p.shared) for p in pairs[:3]])
         assert [(p.a, p.b) for p in pairs if p.flagged] in ([], [(top.a, top.b)])
-        own = similarity._fingerprint(honest[variant.name], _given(boilerplate)).token_coverage
+        own = similarity._fingerprint(honest[variant.name], similarity.given(boilerplate)).token_coverage
         if own >= 2 * similarity.MIN_SHARED:  # a copy of less than about six lines of own code may rank, not flag
             assert top.flagged, (variant.name, top.shared, top.matches[0].fractions)
             caught += 1
     # Q6's correct alternatives are all short edits of the model (under 160 characters of their own): none must flag
     assert caught or q == "Q6", "no alternative long enough to be flagged"
-
-
-def _given(boilerplate):
-    import numpy as np
-
-    hashes = set()
-    for text in boilerplate:
-        hashes |= similarity._fingerprint(text).hashes
-    return np.array(sorted(hashes))
 
 
 def test_what_the_release_and_the_model_solution_hold_does_not_count():
